@@ -1,0 +1,1 @@
+"""GraphQL gateway (FastAPI + strawberry) and web client."""

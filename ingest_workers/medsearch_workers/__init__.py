@@ -1,0 +1,1 @@
+"""Kafka ingest workers: DICOM objects and radiology reports."""

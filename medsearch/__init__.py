@@ -1,0 +1,3 @@
+"""medsearch: search for medical images and radiology reports."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,55 @@
+"""The ``medsearch`` command. Each subcommand group lives in its own module under ``medsearch.cli`` and exposes
+``register(app)``; heavy imports happen inside the commands, so ``medsearch --help`` stays fast."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import typer
+
+app = typer.Typer(
+    name="medsearch",
+    help="Search medical images and radiology reports: local stack, ingest, embeddings and clinical NLP.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Modules registering subcommands, in --help order. A module missing here is not an error at import time of
+# another: each one only imports medsearch core at module level.
+_COMMAND_MODULES = [
+    "medsearch.cli.stack",
+    "medsearch.cli.ingest",
+    "medsearch.cli.embed",
+    "medsearch.cli.nlp",
+    "medsearch.cli.config",
+]
+
+
+def _register_all() -> None:
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:
+                continue  # that command group has not been written yet
+            raise
+        module.register(app)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug details."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+_register_all()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,99 @@
+"""Kafka message schemas (JSON, versioned). Producers and workers import these; nobody redefines them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SCHEMA_VERSION = 1
+MAX_MESSAGE_BYTES = 1_000_000
+
+
+class MessageError(ValueError):
+    """A message that cannot be decoded or does not match its schema."""
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Any:
+        if len(raw) > MAX_MESSAGE_BYTES:
+            raise MessageError(f"{cls.__name__}: message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as err:
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) or "<root>" for e in err.errors())
+            raise MessageError(f"{cls.__name__}: invalid message (fields: {fields})") from None
+
+
+class DicomObject(_Message):
+    """A DICOM object uploaded to the object store, to be decoded, embedded and indexed."""
+
+    index: str
+    uri: str = Field(description="Object store URL of the DICOM file (file://, s3://, memory://).")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    study_uid: str | None = None
+    source: str = Field(default="cli", description="Who published it: cli, api, dicomweb, ...")
+
+
+class Report(_Message):
+    """A radiology report, inline (``text``) or in the object store (``uri``)."""
+
+    index: str
+    report_id: str = Field(min_length=1, max_length=256)
+    study_uid: str | None = None
+    text: str | None = None
+    uri: str | None = None
+    source: str = "cli"
+
+    @model_validator(mode="after")
+    def _text_or_uri(self) -> Report:
+        if (self.text is None) == (self.uri is None):
+            raise ValueError("exactly one of text or uri must be set")
+        return self
+
+
+class DeadLetter(_Message):
+    """A message that failed permanently, with the stage and the reason (never the report text)."""
+
+    original: dict[str, Any]
+    topic: str
+    stage: Literal["decode_message", "fetch", "decode", "metadata", "thumbnail", "embed", "analyze", "write"]
+    error: str
+    attempts: int = Field(ge=1)
+    worker: str | None = None
+    failed_at: str | None = None
+
+    @classmethod
+    def for_message(
+        cls, raw: bytes, *, topic: str, stage: str, error: str, attempts: int, worker: str | None = None
+    ) -> DeadLetter:
+        """Build a dead letter from the raw message; report text is replaced by its length."""
+        from datetime import UTC, datetime
+
+        try:
+            original: dict[str, Any] = json.loads(raw)
+            if not isinstance(original, dict):
+                original = {"raw_json_type": type(original).__name__}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            original = {"raw_bytes": len(raw)}
+        if isinstance(original.get("text"), str):
+            original["text"] = f"<{len(original['text'])} characters redacted>"
+        return cls.model_validate(
+            {
+                "original": original,
+                "topic": topic,
+                "stage": stage,
+                "error": error[:2000],
+                "attempts": attempts,
+                "worker": worker,
+                "failed_at": datetime.now(UTC).isoformat(),
+            }
+        )

@@ -1,0 +1,97 @@
+"""Runtime settings shared by every component, read from ``MEDSEARCH_*`` environment variables.
+
+``docs/configuration.md`` is generated from these models (``medsearch config docs``) and a test checks that
+the committed file matches.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """``$MEDSEARCH_DATA_DIR``, else ``$XDG_DATA_HOME/medsearch``, else ``~/.local/share/medsearch``."""
+    env = os.environ.get("MEDSEARCH_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "medsearch"
+
+
+class ServiceSettings(BaseSettings):
+    """Where the shared services are. Every component reads these."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDSEARCH_", extra="ignore")
+
+    index: str = Field(default="demo", description="Name of the MedicalSearchIndex this process serves.")
+    kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="Kafka security protocol."
+    )
+    milvus_uri: str = Field(default="http://127.0.0.1:19530", description="Milvus URI (or a milvus-lite path).")
+    milvus_token: SecretStr | None = Field(default=None, description="Milvus token (user:password), if any.")
+    model_server_url: str = Field(
+        default="http://127.0.0.1:8080", description="Base URL of the embedding model server (KServe v2)."
+    )
+    model_name: str = Field(default="densenet121", description="Model name on the model server.")
+    object_store_url: str = Field(
+        default="file://" + str(default_data_dir() / "objects"),
+        description="fsspec URL under which uploaded objects and thumbnails are stored (file://, s3://).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    log_format: Literal["text", "json"] = Field(default="text", description="Log line format.")
+
+
+class ApiSettings(ServiceSettings):
+    """The GraphQL gateway."""
+
+    api_host: str = Field(default="127.0.0.1", description="Address the gateway listens on.")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="Port the gateway listens on.")
+    api_tokens_file: Path | None = Field(
+        default=None,
+        description="File of static API tokens, one 'token role [name]' per line (roles: reader, ingester, admin).",
+    )
+    oidc_issuer: str | None = Field(default=None, description="OIDC issuer; enables JWT bearer auth.")
+    oidc_audience: str | None = Field(default=None, description="Expected JWT audience.")
+    oidc_jwks_url: str | None = Field(default=None, description="JWKS URL (default: from the issuer's discovery).")
+    oidc_roles_claim: str = Field(default="roles", description="JWT claim holding the medsearch roles.")
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (off when empty).")
+    max_k: int = Field(default=100, ge=1, le=10000, description="Ceiling for similarImages k.")
+    max_first: int = Field(default=100, ge=1, le=10000, description="Ceiling for page sizes.")
+    max_query_depth: int = Field(default=10, ge=2, le=50, description="GraphQL query depth limit.")
+    max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="Upload size limit.")
+
+
+class WorkerSettings(ServiceSettings):
+    """The ingest workers."""
+
+    worker_batch_size: int = Field(default=16, ge=1, le=512, description="Messages per batch.")
+    worker_max_wait_ms: int = Field(default=500, ge=0, description="Longest wait to fill a batch.")
+    worker_max_attempts: int = Field(
+        default=3, ge=1, description="Attempts on a permanent-looking error before dead-lettering."
+    )
+    worker_retry_max_seconds: float = Field(default=30.0, gt=0, description="Backoff ceiling for transient errors.")
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port (0: off).")
+    nlp_backend: Literal["lexicon", "transformers"] = Field(default="lexicon", description="Report NER backend.")
+    nlp_model: str | None = Field(default=None, description="HF token-classification model (transformers backend).")
+
+
+class ModelServerSettings(BaseSettings):
+    """The embedding model server (flags override these)."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDSEARCH_MODEL_", extra="ignore")
+
+    name: str = Field(default="densenet121", description="Model name served.")
+    weights: str = Field(default="imagenet", description="imagenet | random | PATH | URI.")
+    backend: Literal["auto", "torch", "onnx"] = Field(default="auto", description="Inference backend.")
+    input_size: int = Field(default=224, ge=64, le=1024, description="Square input size.")
+    max_batch_size: int = Field(default=32, ge=1, le=1024, description="Dynamic batching: largest batch.")
+    max_latency_ms: float = Field(default=5.0, ge=0, description="Dynamic batching: longest wait.")
+    http_port: int = Field(default=8080, ge=1, le=65535, description="HTTP port.")
+    grpc_port: int = Field(default=8081, ge=1, le=65535, description="gRPC port.")

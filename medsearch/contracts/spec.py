@@ -1,0 +1,245 @@
+"""The ``MedicalSearchIndex`` spec: one pydantic model shared by the operator, the CRD and ``medsearch up``.
+
+Field names are camelCase on the wire (the CRD's convention) and snake_case in Python. Every bound and
+default lives here; the CRD's openAPIV3Schema is generated from these models
+(:func:`medsearch.contracts.crd.crd_schema`) and a test checks the committed CRD against it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "medsearch.io"
+API_VERSION = "v1alpha1"
+KIND = "MedicalSearchIndex"
+PLURAL = "medicalsearchindexes"
+SHORT_NAME = "msi"
+
+EMBEDDING_DIMENSION = 1024
+TEXT_EMBEDDING_DIMENSION = 384
+
+# A DNS-1123 label that also maps to a valid Milvus collection name once '-' becomes '_'.
+INDEX_NAME_PATTERN = r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$"
+_INDEX_NAME_RE = re.compile(INDEX_NAME_PATTERN)
+
+ImageIndexType = Literal["FLAT", "IVF_FLAT", "IVF_SQ8", "HNSW", "HNSW_SQ"]
+TextIndexType = Literal["FLAT", "IVF_FLAT", "HNSW"]
+Metric = Literal["COSINE", "IP", "L2"]
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message names the offending field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class Resources(_Model):
+    """Kubernetes container resources (quantities as strings, e.g. ``"500m"``, ``"2Gi"``)."""
+
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+
+class Toleration(_Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, ge=0)
+
+
+class EmbeddingModelSpec(_Model):
+    """The image embedding model served by the predictor."""
+
+    name: str = Field(default="densenet121", pattern=r"^[a-z0-9][-a-z0-9_.]{0,62}$")
+    weights: str = Field(
+        default="imagenet",
+        description="imagenet | random | a local path | a URI (s3://, gs://, https://, pvc://) to a "
+        "state dict, full model, TorchScript or ONNX file. 'random' is for tests and offline demos only.",
+    )
+    format: Literal["auto", "pytorch", "torchscript", "onnx"] = "auto"
+    dimension: Literal[1024] = EMBEDDING_DIMENSION
+    input_size: int = Field(default=224, ge=64, le=1024)
+    version: str = Field(default="1", pattern=r"^[A-Za-z0-9._-]{1,32}$")
+
+
+class ImageCollectionSpec(_Model):
+    index_type: ImageIndexType = "HNSW"
+    metric: Metric = "COSINE"
+    params: dict[str, int] = Field(
+        default_factory=lambda: {"M": 16, "efConstruction": 200},
+        description="Index build parameters (M/efConstruction for HNSW, nlist for IVF).",
+    )
+
+
+class ReportCollectionSpec(_Model):
+    text_embedding_model: str = Field(default="all-MiniLM-L6-v2")
+    dimension: Literal[384] = TEXT_EMBEDDING_DIMENSION
+    index_type: TextIndexType = "HNSW"
+    metric: Metric = "COSINE"
+    params: dict[str, int] = Field(default_factory=lambda: {"M": 16, "efConstruction": 200})
+    analyzer: Literal["standard", "english"] = Field(
+        default="standard", description="BM25 analyzer ('english' adds stemming; real Milvus only, not milvus-lite)."
+    )
+
+
+class KafkaSpec(_Model):
+    partitions: int = Field(default=3, ge=1, le=256)
+    replication_factor: int = Field(default=1, ge=1, le=7)
+    retention_hours: int = Field(default=168, ge=1, le=87600)
+
+
+class WorkerSpec(_Model):
+    replicas: int = Field(default=1, ge=0, le=100)
+    batch_size: int = Field(default=16, ge=1, le=512)
+    max_poll_interval_seconds: int = Field(default=300, ge=10, le=3600)
+    resources: Resources = Field(default_factory=Resources)
+
+
+class WorkersSpec(_Model):
+    dicom: WorkerSpec = Field(default_factory=WorkerSpec)
+    report: WorkerSpec = Field(default_factory=lambda: WorkerSpec(batch_size=32))
+
+
+class BatcherSpec(_Model):
+    max_batch_size: int = Field(default=32, ge=1, le=1024)
+    max_latency_ms: int = Field(default=5, ge=0, le=10000)
+
+
+class PredictorSpec(_Model):
+    min_replicas: int = Field(default=1, ge=0, le=100)
+    max_replicas: int = Field(default=1, ge=1, le=100)
+    gpu: int = Field(default=0, ge=0, le=8, description="GPUs per predictor pod (nvidia.com/gpu).")
+    storage_uri: str | None = Field(
+        default=None, description="KServe storageUri of the model weights (overrides embedding.weights)."
+    )
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    batcher: BatcherSpec = Field(default_factory=BatcherSpec)
+
+    @field_validator("max_replicas")
+    @classmethod
+    def _max_ge_min(cls, v: int, info: Any) -> int:
+        lo = info.data.get("min_replicas", 1)
+        if v < lo:
+            raise ValueError(f"maxReplicas ({v}) must be >= minReplicas ({lo})")
+        return v
+
+
+class NlpSpec(_Model):
+    backend: Literal["lexicon", "transformers"] = "lexicon"
+    model: str | None = Field(default=None, description="HF token-classification model name or path.")
+    indication_positive: bool = Field(
+        default=False, description="Let the INDICATION/HISTORY section produce positive findings."
+    )
+
+
+class PrivacySpec(_Model):
+    store_patient_identifiers: bool = Field(
+        default=False, description="Store PatientName/PatientID in the image collection (off by default)."
+    )
+
+
+class MedicalSearchIndexSpec(_Model):
+    """``MedicalSearchIndex.spec``."""
+
+    embedding: EmbeddingModelSpec = Field(default_factory=EmbeddingModelSpec)
+    images: ImageCollectionSpec = Field(default_factory=ImageCollectionSpec)
+    reports: ReportCollectionSpec = Field(default_factory=ReportCollectionSpec)
+    kafka: KafkaSpec = Field(default_factory=KafkaSpec)
+    workers: WorkersSpec = Field(default_factory=WorkersSpec)
+    predictor: PredictorSpec = Field(default_factory=PredictorSpec)
+    nlp: NlpSpec = Field(default_factory=NlpSpec)
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
+    deletion_policy: Literal["Retain", "Delete"] = "Retain"
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    namespace: str | None = None
+
+
+class MedicalSearchIndex(BaseModel):
+    """A whole ``MedicalSearchIndex`` object as written in YAML (what ``medsearch up --index`` reads)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    api_version: str = Field(default=f"{API_GROUP}/{API_VERSION}", alias="apiVersion")
+    kind: Literal["MedicalSearchIndex"] = KIND
+    metadata: ObjectMeta
+    spec: MedicalSearchIndexSpec = Field(default_factory=MedicalSearchIndexSpec)
+
+    @field_validator("metadata")
+    @classmethod
+    def _valid_name(cls, meta: ObjectMeta) -> ObjectMeta:
+        validate_index_name(meta.name)
+        return meta
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+def validate_index_name(name: str) -> str:
+    if not _INDEX_NAME_RE.match(name):
+        raise SpecError(
+            f"metadata.name: index name {name!r} must be a lowercase DNS label of at most 40 characters "
+            "(letters, digits, '-'; starting with a letter)"
+        )
+    return name
+
+
+def _format_validation_error(err: ValidationError, prefix: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        parts.append(f"{prefix}{loc}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def parse_spec(data: dict[str, Any]) -> MedicalSearchIndexSpec:
+    """Validate a ``spec`` dict (camelCase), raising :class:`SpecError` naming the field."""
+    try:
+        return MedicalSearchIndexSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_validation_error(err, "spec.")) from None
+
+
+def parse_index(data: dict[str, Any]) -> MedicalSearchIndex:
+    """Validate a whole ``MedicalSearchIndex`` object, raising :class:`SpecError` naming the field."""
+    try:
+        return MedicalSearchIndex.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_validation_error(err, "")) from None
+
+
+def load_index_file(path: str | Path) -> MedicalSearchIndex:
+    """Read a ``MedicalSearchIndex`` YAML file (the first document of that kind)."""
+    p = Path(path)
+    try:
+        docs = [d for d in yaml.safe_load_all(p.read_text(encoding="utf-8")) if d]
+    except (OSError, yaml.YAMLError) as err:
+        raise SpecError(f"{p}: cannot read index spec: {err}") from None
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == KIND:
+            try:
+                return parse_index(doc)
+            except SpecError as err:
+                raise SpecError(f"{p}: {err}") from None
+    raise SpecError(f"{p}: no document of kind {KIND}")
+
+
+def default_index(name: str = "demo") -> MedicalSearchIndex:
+    return MedicalSearchIndex(metadata=ObjectMeta(name=validate_index_name(name)))

@@ -1,0 +1,220 @@
+"""Image decoding and preprocessing shared by the model server and the DICOM worker.
+
+One pipeline for every input, so that a DICOM file and the PNG rendered from it give the same pixels:
+
+``bytes --decode_image_bytes--> float32 display image in [0, 1] --to_uint8--> 8-bit display image
+--preprocess--> float32 [3, S, S] ImageNet-normalised tensor``
+
+DICOM decoding applies the modality LUT (rescale slope/intercept), then the VOI LUT or the first window
+centre/width (else a robust percentile window), inverts MONOCHROME1 so that air is dark, and takes one frame of
+multi-frame images (``frame_policy``). Nothing here is random: the same bytes always give the same tensor.
+Only numpy, pydicom and Pillow are needed (no torch), so the worker image stays small.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+THUMBNAIL_MAX_SIDE = 256
+
+FramePolicy = Literal["middle", "first"]
+FloatImage = NDArray[np.float32]
+ByteImage = NDArray[np.uint8]
+
+
+class ImageDecodeError(ValueError):
+    """Input that cannot become an image. ``reason`` is a short machine-readable kind, the message says why.
+
+    Reasons: ``not_an_image`` (neither DICOM nor PNG/JPEG), ``no_pixel_data``, ``undecodable`` (corrupt or
+    truncated pixel data, or no decoder for the transfer syntax), ``unsupported`` (a photometric
+    interpretation or shape we do not handle).
+    """
+
+    def __init__(self, source: str, reason: str, detail: str) -> None:
+        super().__init__(f"{source}: {reason.replace('_', ' ')}: {detail}")
+        self.source = source
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class DecodedDicom:
+    dataset: Any  # pydicom.Dataset (pixel data left in place)
+    image: FloatImage  # [H, W] grey or [H, W, 3] RGB, in [0, 1], display orientation (air dark)
+    frames: int
+
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def looks_like_dicom(data: bytes) -> bool:
+    """True for DICOM Part 10 files (``DICM`` after the preamble) and for preamble-less datasets."""
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return True
+    if data[:8] == _PNG_MAGIC or data[:3] == _JPEG_MAGIC or len(data) < 8:
+        return False
+    # Raw (preamble-less) datasets start with a group 0x0002 or 0x0008 tag in little endian.
+    return data[:2] in (b"\x02\x00", b"\x08\x00")
+
+
+def _read_dataset(data: bytes, source: str) -> Any:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(io.BytesIO(data), force=not data[128:132] == b"DICM")
+    except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as err:
+        raise ImageDecodeError(source, "undecodable", f"cannot parse DICOM: {err}") from None
+
+
+def _window(values: FloatImage, ds: Any) -> tuple[float, float]:
+    """The display window ``(low, high)``: the dataset's first centre/width, else the 0.5-99.5 percentiles."""
+    center = ds.get("WindowCenter")
+    width = ds.get("WindowWidth")
+    if center is not None and width is not None:
+        c = float(center[0] if _is_multi(center) else center)
+        w = float(width[0] if _is_multi(width) else width)
+        if w > 1:
+            return c - w / 2.0, c + w / 2.0
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    if hi <= lo:
+        lo, hi = float(values.min()), float(values.max())
+    return float(lo), float(hi)
+
+
+def _is_multi(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue"
+
+
+def decode_dicom(data: bytes, *, source: str = "<bytes>", frame_policy: FramePolicy = "middle") -> DecodedDicom:
+    """Decode DICOM bytes into a display image in [0, 1] (see module docstring)."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ds = _read_dataset(data, source)
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise ImageDecodeError(source, "no_pixel_data", "the dataset has no pixel data")
+    try:
+        arr = np.asarray(ds.pixel_array)
+    except Exception as err:  # pydicom raises many types here (missing decoder, truncated data, ...)
+        raise ImageDecodeError(source, "undecodable", f"cannot decode pixel data: {err}") from None
+
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if frames > 1 and arr.ndim >= 3 and arr.shape[0] == frames:
+        arr = arr[frames // 2] if frame_policy == "middle" else arr[0]
+
+    if samples == 3:
+        if arr.ndim != 3 or arr.shape[-1] != 3:
+            raise ImageDecodeError(source, "unsupported", f"colour pixel array of shape {arr.shape}")
+        # pydicom converts YBR to RGB by default; scale by the stored bit depth.
+        bits = int(ds.get("BitsStored", 8) or 8)
+        rgb = arr.astype(np.float32) / float((1 << bits) - 1)
+        return DecodedDicom(ds, np.clip(rgb, 0.0, 1.0).astype(np.float32), frames)
+    if samples != 1 or arr.ndim != 2:
+        raise ImageDecodeError(source, "unsupported", f"{photometric} pixel array of shape {arr.shape}")
+    if photometric == "PALETTE COLOR":
+        raise ImageDecodeError(source, "unsupported", "PALETTE COLOR images are not supported")
+
+    values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+    if "VOILUTSequence" in ds:
+        values = np.asarray(apply_voi_lut(values, ds), dtype=np.float32)
+        lo, hi = float(values.min()), float(values.max())
+    else:
+        lo, hi = _window(values, ds)
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
+        img = np.zeros(values.shape, dtype=np.float32)
+    else:
+        img = np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    if photometric == "MONOCHROME1":
+        img = (1.0 - img).astype(np.float32)
+    return DecodedDicom(ds, img, frames)
+
+
+def decode_raster(data: bytes, *, source: str = "<bytes>") -> FloatImage:
+    """Decode PNG/JPEG (anything Pillow reads) into [0, 1]: grey stays [H, W], colour becomes [H, W, 3]."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            if im.mode in ("L", "I", "I;16", "I;16B", "F", "1", "LA"):
+                a = np.asarray(im.convert("F") if im.mode != "L" else im, dtype=np.float32)
+                peak = 255.0 if im.mode in ("L", "LA", "1") else max(float(a.max()), 1.0)
+                return np.clip(a / peak, 0.0, 1.0).astype(np.float32)
+            return (np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0).astype(np.float32)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise ImageDecodeError(source, "not_an_image", f"not DICOM, PNG or JPEG ({err})") from None
+
+
+def decode_image_bytes(data: bytes, *, source: str = "<bytes>", frame_policy: FramePolicy = "middle") -> FloatImage:
+    """DICOM, PNG or JPEG bytes → display image in [0, 1]."""
+    if not data:
+        raise ImageDecodeError(source, "not_an_image", "empty input")
+    if looks_like_dicom(data):
+        return decode_dicom(data, source=source, frame_policy=frame_policy).image
+    return decode_raster(data, source=source)
+
+
+def to_uint8(image: FloatImage) -> ByteImage:
+    """[0, 1] float → 8-bit, rounding half up (the same rounding PNG rendering uses)."""
+    return np.asarray(np.clip(np.floor(image * 255.0 + 0.5), 0, 255), dtype=np.uint8)
+
+
+def _pil(image: FloatImage | ByteImage) -> Any:
+    from PIL import Image
+
+    a = image if image.dtype == np.uint8 else to_uint8(image.astype(np.float32))
+    return Image.fromarray(a, mode="L" if a.ndim == 2 else "RGB")
+
+
+def preprocess(image: FloatImage | ByteImage, size: int = 224) -> FloatImage:
+    """Display image → float32 ``[3, size, size]``, ImageNet-normalised.
+
+    The image is first quantised to 8 bits (so a DICOM and its PNG rendering agree), padded to a square with
+    black (no part of the anatomy is cropped), resized with bilinear filtering, and grey is copied to 3 channels.
+    """
+    from PIL import Image
+
+    im = _pil(image)
+    w, h = im.size
+    side = max(w, h)
+    if w != h:
+        canvas = Image.new(im.mode, (side, side), 0)
+        canvas.paste(im, ((side - w) // 2, (side - h) // 2))
+        im = canvas
+    im = im.resize((size, size), Image.Resampling.BILINEAR)
+    a = np.asarray(im, dtype=np.float32) / 255.0
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    a = (a - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32)
+
+
+def thumbnail_png(image: FloatImage | ByteImage, max_side: int = THUMBNAIL_MAX_SIDE) -> bytes:
+    """A PNG whose longest side is ``max_side`` (never upscaled), aspect ratio kept."""
+    from PIL import Image
+
+    im = _pil(image)
+    w, h = im.size
+    scale = min(1.0, max_side / float(max(w, h)))
+    if scale < 1.0:
+        im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def render_png(image: FloatImage | ByteImage) -> bytes:
+    """Full-resolution 8-bit PNG of a display image."""
+    buf = io.BytesIO()
+    _pil(image).save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,241 @@
+"""Ensure the Kafka topics and Milvus collections of an index exist as its spec says.
+
+Shared by the operator (reconcile) and ``medsearch up --index FILE``. Each function is idempotent, grows what
+may grow (partitions), and reports what it refuses (shrinking partitions, changing a collection's dimension or
+metric) as a :class:`Problem` naming the spec field, instead of dropping data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from medsearch.contracts.collections import (
+    IMAGE_VECTOR,
+    REPORT_VECTOR,
+    images_index_params,
+    images_schema,
+    reports_index_params,
+    reports_schema,
+)
+from medsearch.contracts.naming import names_for
+from medsearch.contracts.spec import MedicalSearchIndexSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A spec change that was refused. ``field`` is the spec path, ``reason`` a CamelCase condition reason."""
+
+    field: str
+    reason: str
+    message: str
+
+
+@dataclass
+class EnsureResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class ProvisionError(RuntimeError):
+    """A backing service is unreachable or failed; ``reason`` is a CamelCase condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------------------------- Kafka topics
+
+
+def kafka_admin(bootstrap: str, *, client_id: str = "medsearch-provision", timeout_ms: int = 10000) -> Any:
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=bootstrap.split(","),
+            client_id=client_id,
+            request_timeout_ms=timeout_ms,
+        )
+    except (KafkaError, OSError) as err:
+        raise ProvisionError("BrokerUnreachable", f"Kafka at {bootstrap} is unreachable: {err}") from err
+
+
+def topic_partitions(admin: Any, topics: list[str]) -> dict[str, int]:
+    """Partition counts of those ``topics`` that exist."""
+    existing = set(admin.list_topics())
+    wanted = [t for t in topics if t in existing]
+    if not wanted:
+        return {}
+    out: dict[str, int] = {}
+    for desc in admin.describe_topics(wanted):
+        name = desc.get("name") or desc.get("topic")
+        if name in existing and not desc.get("error_code"):
+            out[name] = len(desc.get("partitions") or [])
+    return out
+
+
+def ensure_topics(admin: Any, index: str, spec: MedicalSearchIndexSpec) -> EnsureResult:
+    from kafka.admin import NewPartitions, NewTopic
+    from kafka.errors import IncompatibleBrokerVersion, KafkaError, TopicAlreadyExistsError
+
+    names = names_for(index)
+    want = spec.kafka.partitions
+    result = EnsureResult()
+    try:
+        current = topic_partitions(admin, list(names.topics))
+        missing = [t for t in names.topics if t not in current]
+        if missing:
+            new = [
+                NewTopic(
+                    name=t,
+                    num_partitions=want,
+                    replication_factor=spec.kafka.replication_factor,
+                    topic_configs={"retention.ms": str(spec.kafka.retention_hours * 3600 * 1000)},
+                )
+                for t in missing
+            ]
+            try:
+                admin.create_topics(new, validate_only=False)
+            except TopicAlreadyExistsError:
+                pass  # created concurrently: 409-as-success
+            result.created.extend(missing)
+        grow: dict[str, Any] = {}
+        for t, have in current.items():
+            if have < want:
+                grow[t] = NewPartitions(total_count=want)
+            elif have > want:
+                result.problems.append(
+                    Problem(
+                        "spec.kafka.partitions",
+                        "PartitionShrinkRefused",
+                        f"topic {t} has {have} partitions; Kafka cannot shrink it to {want}",
+                    )
+                )
+            else:
+                result.unchanged.append(t)
+        if grow:
+            try:
+                admin.create_partitions(grow)
+                result.updated.extend(grow)
+            except IncompatibleBrokerVersion:
+                result.problems.append(
+                    Problem(
+                        "spec.kafka.partitions",
+                        "PartitionGrowthUnsupported",
+                        f"the broker does not support CreatePartitions; topics {sorted(grow)} keep their "
+                        "partition count",
+                    )
+                )
+    except ProvisionError:
+        raise
+    except (KafkaError, OSError) as err:
+        raise ProvisionError("BrokerUnreachable", f"Kafka topic provisioning failed: {err}") from err
+    return result
+
+
+def delete_topics(admin: Any, index: str) -> list[str]:
+    from kafka.errors import KafkaError
+
+    names = names_for(index)
+    try:
+        existing = set(admin.list_topics())
+        gone = [t for t in names.topics if t in existing]
+        if gone:
+            admin.delete_topics(gone)
+        return gone
+    except (KafkaError, OSError) as err:
+        raise ProvisionError("BrokerUnreachable", f"Kafka topic deletion failed: {err}") from err
+
+
+# ---------------------------------------------------------------------------------------- Milvus collections
+
+
+def milvus_client(uri: str, token: str | None = None, *, timeout: float = 10.0) -> Any:
+    from pymilvus import MilvusClient
+
+    try:
+        return MilvusClient(uri=uri, token=token or "", timeout=timeout)
+    except Exception as err:  # pymilvus raises several unrelated types for connection failures
+        raise ProvisionError("MilvusUnreachable", f"Milvus at {uri} is unreachable: {err}") from err
+
+
+def _vector_dim_and_metric(client: Any, collection: str, vector_field: str) -> tuple[int | None, str | None]:
+    desc = client.describe_collection(collection)
+    dim = None
+    for f in desc.get("fields", []):
+        if f.get("name") == vector_field:
+            dim = int((f.get("params") or {}).get("dim", 0)) or None
+    metric = None
+    try:
+        idx = client.describe_index(collection, index_name=vector_field)
+        metric = (idx or {}).get("metric_type")
+    except Exception:  # no index yet: nothing to compare  # noqa: BLE001
+        metric = None
+    return dim, metric
+
+
+def ensure_collections(client: Any, index: str, spec: MedicalSearchIndexSpec) -> EnsureResult:
+    names = names_for(index)
+    result = EnsureResult()
+    plan = (
+        (names.images_collection, images_schema, images_index_params, IMAGE_VECTOR, spec.embedding.dimension,
+         spec.images.metric, "spec.images.metric", "spec.embedding.dimension"),
+        (names.reports_collection, reports_schema, reports_index_params, REPORT_VECTOR, spec.reports.dimension,
+         spec.reports.metric, "spec.reports.metric", "spec.reports.dimension"),
+    )
+    try:
+        for coll, schema_fn, index_fn, vfield, dim, metric, metric_field, dim_field in plan:
+            if not client.has_collection(coll):
+                client.create_collection(coll, schema=schema_fn(spec), index_params=index_fn(spec))
+                client.load_collection(coll)
+                result.created.append(coll)
+                continue
+            have_dim, have_metric = _vector_dim_and_metric(client, coll, vfield)
+            refused = False
+            if have_dim is not None and have_dim != dim:
+                result.problems.append(Problem(dim_field, "IncompatibleDimension",
+                                               f"collection {coll} has dimension {have_dim}, spec asks {dim}"))
+                refused = True
+            if have_metric is not None and have_metric != metric:
+                result.problems.append(Problem(metric_field, "IncompatibleMetric",
+                                               f"collection {coll} uses {have_metric}, spec asks {metric}; "
+                                               "re-create the index to change it"))
+                refused = True
+            if not refused:
+                client.load_collection(coll)
+                result.unchanged.append(coll)
+    except Exception as err:  # pymilvus raises MilvusException and grpc/http errors alike
+        raise ProvisionError("MilvusUnreachable", f"Milvus collection provisioning failed: {err}") from err
+    return result
+
+
+def drop_collections(client: Any, index: str) -> list[str]:
+    names = names_for(index)
+    dropped = []
+    try:
+        for coll in names.collections:
+            if client.has_collection(coll):
+                client.drop_collection(coll)
+                dropped.append(coll)
+    except Exception as err:  # see ensure_collections
+        raise ProvisionError("MilvusUnreachable", f"Milvus collection deletion failed: {err}") from err
+    return dropped
+
+
+def count_rows(client: Any, collection: str) -> int:
+    """Exact row count (``count(*)``), 0 when the collection does not exist."""
+    if not client.has_collection(collection):
+        return 0
+    res = client.query(collection, filter="", output_fields=["count(*)"])
+    return int(res[0]["count(*)"]) if res else 0

@@ -1,0 +1,1 @@
+"""KServe DenseNet121 embedding predictor."""

@@ -1,0 +1,1 @@
+"""Operator reconciling MedicalSearchIndex resources."""
