@@ -103,7 +103,7 @@ def decode_dicom(data: bytes, *, source: str = "<bytes>", frame_policy: FramePol
         raise ImageDecodeError(source, "no_pixel_data", "the dataset has no pixel data")
     try:
         arr = np.asarray(ds.pixel_array)
-    except Exception as err:  # pydicom raises many types here (missing decoder, truncated data, ...)
+    except Exception as err:  # noqa: BLE001  # pydicom raises many types (missing decoder, truncated data)
         raise ImageDecodeError(source, "undecodable", f"cannot decode pixel data: {err}") from None
 
     frames = int(ds.get("NumberOfFrames", 1) or 1)
