@@ -96,7 +96,7 @@ def _is_multi(v: Any) -> bool:
 
 def decode_dicom(data: bytes, *, source: str = "<bytes>", frame_policy: FramePolicy = "middle") -> DecodedDicom:
     """Decode DICOM bytes into a display image in [0, 1] (see module docstring)."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 
     ds = _read_dataset(data, source)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:

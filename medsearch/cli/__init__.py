@@ -46,6 +46,10 @@ def _root(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        # Client libraries log every connection at INFO; keep the CLI's own output readable.
+        for noisy in ("kafka", "pymilvus", "httpx", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 _register_all()

@@ -68,7 +68,7 @@ class EmbeddingModelSpec(_Model):
         "state dict, full model, TorchScript or ONNX file. 'random' is for tests and offline demos only.",
     )
     format: Literal["auto", "pytorch", "torchscript", "onnx"] = "auto"
-    dimension: Literal[1024] = EMBEDDING_DIMENSION
+    dimension: Literal[1024] = 1024
     input_size: int = Field(default=224, ge=64, le=1024)
     version: str = Field(default="1", pattern=r"^[A-Za-z0-9._-]{1,32}$")
 
@@ -84,7 +84,7 @@ class ImageCollectionSpec(_Model):
 
 class ReportCollectionSpec(_Model):
     text_embedding_model: str = Field(default="all-MiniLM-L6-v2")
-    dimension: Literal[384] = TEXT_EMBEDDING_DIMENSION
+    dimension: Literal[384] = 384
     index_type: TextIndexType = "HNSW"
     metric: Metric = "COSINE"
     params: dict[str, int] = Field(default_factory=lambda: {"M": 16, "efConstruction": 200})
@@ -177,7 +177,7 @@ class MedicalSearchIndex(BaseModel):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
     api_version: str = Field(default=f"{API_GROUP}/{API_VERSION}", alias="apiVersion")
-    kind: Literal["MedicalSearchIndex"] = KIND
+    kind: Literal["MedicalSearchIndex"] = "MedicalSearchIndex"
     metadata: ObjectMeta
     spec: MedicalSearchIndexSpec = Field(default_factory=MedicalSearchIndexSpec)
 

@@ -1,0 +1,55 @@
+"""Pure parts of the local stack: paths, token, service plan, supervisord configuration, port checks."""
+
+from __future__ import annotations
+
+import configparser
+import stat
+from pathlib import Path
+
+from medsearch.contracts.spec import default_index
+from medsearch.localstack.stack import Ports, StackPaths, busy_ports, ensure_token, plan_services, supervisor_config
+
+
+def test_token_is_private_and_stable(tmp_path: Path) -> None:
+    paths = StackPaths(tmp_path / "d")
+    t1 = ensure_token(paths)
+    assert len(t1) >= 32
+    assert stat.S_IMODE(paths.token.stat().st_mode) == 0o600
+    assert ensure_token(paths) == t1
+
+
+def test_plan_orders_services_and_skips_missing_components(tmp_path: Path) -> None:
+    paths = StackPaths(tmp_path)
+    everything = plan_services(paths=paths, ports=Ports(), index=default_index(), weights="random",
+                               available=lambda m: True)
+    assert [s.name for s in everything] == ["broker", "milvus", "model-server", "dicom-worker", "report-worker", "api"]
+    model = everything[2]
+    assert "--weights" in model.command and model.command[model.command.index("--weights") + 1] == "random"
+    assert model.env["MEDSEARCH_KAFKA_BOOTSTRAP"] == "127.0.0.1:9092"
+    assert everything[-1].env["MEDSEARCH_API_TOKENS_FILE"] == str(paths.api_tokens)
+    core = plan_services(paths=paths, ports=Ports(), index=default_index(), weights="random",
+                         available=lambda m: False)
+    assert [s.name for s in core] == ["broker", "milvus"]
+
+
+def test_supervisor_config_parses_and_escapes(tmp_path: Path) -> None:
+    paths = StackPaths(tmp_path / "odd %dir")
+    services = plan_services(paths=paths, ports=Ports(api=18000), index=default_index(), weights="random",
+                             available=lambda m: True)
+    text = supervisor_config(paths, services)
+    cp = configparser.RawConfigParser()
+    cp.read_string(text)
+    assert {s for s in cp.sections() if s.startswith("program:")} == {f"program:{s.name}" for s in services}
+    assert cp.get("program:api", "autostart") == "false"
+    assert "%%dir" in cp.get("supervisord", "logfile")  # supervisord would expand a bare %
+    assert 'MEDSEARCH_API_PORT="18000"' in cp.get("program:api", "environment")
+
+
+def test_long_data_dir_gets_a_short_socket(tmp_path: Path) -> None:
+    deep = tmp_path / ("x" * 120)
+    assert len(str(StackPaths(deep).socket)) < 100
+
+
+def test_busy_ports_names_the_service() -> None:
+    taken = {9092}
+    assert busy_ports([("broker", 9092), ("api", 8000)], in_use=lambda p: p in taken) == ["broker port 9092"]
