@@ -1,0 +1,94 @@
+"""The shared decode/preprocess pipeline (medsearch.imaging) on real DICOM test files."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from medsearch.imaging import (
+    ImageDecodeError,
+    decode_dicom,
+    decode_image_bytes,
+    looks_like_dicom,
+    preprocess,
+    render_png,
+    thumbnail_png,
+)
+
+
+def _read(name: str) -> bytes:
+    path = get_testdata_file(name, download=False)
+    assert path, f"{name} not installed"
+    with open(str(path), "rb") as fh:
+        return fh.read()
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "RG1_UNCR.dcm", "RG1_J2KR.dcm", "SC_rgb.dcm",
+                                  "JPEG2000.dcm", "MR_small_RLE.dcm", "emri_small.dcm"])
+def test_decodes_real_files_into_unit_range(name: str) -> None:
+    data = _read(name)
+    assert looks_like_dicom(data)
+    img = decode_image_bytes(data, source=name)
+    assert img.dtype == np.float32 and img.min() >= 0.0 and img.max() <= 1.0
+    assert img.max() > img.min()
+
+
+def test_monochrome1_chest_film_is_displayed_with_dark_lungs() -> None:
+    dec = decode_dicom(_read("RG1_UNCR.dcm"), source="RG1_UNCR.dcm")
+    assert str(dec.dataset.PhotometricInterpretation) == "MONOCHROME1"
+    img = dec.image
+    h, w = img.shape
+    lungs = np.concatenate([img[h // 3: 2 * h // 3, w // 5: 2 * w // 5].ravel(),
+                            img[h // 3: 2 * h // 3, 3 * w // 5: 4 * w // 5].ravel()])
+    spine = img[h // 3: 2 * h // 3, int(w * 0.47): int(w * 0.53)]
+    assert lungs.mean() < spine.mean()
+
+
+def test_lossless_jpeg2000_twin_decodes_to_the_same_image() -> None:
+    a = decode_dicom(_read("RG1_UNCR.dcm")).image
+    b = decode_dicom(_read("RG1_J2KR.dcm")).image
+    assert a.shape == b.shape and np.abs(a - b).max() < 1e-6
+
+
+def test_png_rendering_preprocesses_identically() -> None:
+    img = decode_image_bytes(_read("CT_small.dcm"))
+    from_png = decode_image_bytes(render_png(img))
+    assert np.array_equal(preprocess(img, 96), preprocess(from_png, 96))
+
+
+def test_preprocess_shape_normalisation_and_determinism() -> None:
+    img = decode_image_bytes(_read("MR_small.dcm"))
+    a = preprocess(img, 224)
+    assert a.shape == (3, 224, 224) and a.dtype == np.float32
+    assert np.array_equal(a, preprocess(img, 224))
+    assert np.array_equal(a[0] * 0.229 + 0.485, a[1] * 0.224 + 0.456) or np.allclose(
+        a[0] * 0.229 + 0.485, a[1] * 0.224 + 0.456, atol=1e-6)
+
+
+def test_thumbnail_longest_side_256_keeps_aspect() -> None:
+    img = decode_image_bytes(_read("RG1_UNCR.dcm"))
+    png = thumbnail_png(img)
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.format == "PNG" and max(im.size) == 256
+        h, w = img.shape
+        assert abs(im.size[0] / im.size[1] - w / h) < 0.01
+
+
+def test_errors_are_typed_and_name_the_source() -> None:
+    with pytest.raises(ImageDecodeError) as err:
+        decode_image_bytes(b"hello world, not an image", source="notes.txt")
+    assert err.value.reason == "not_an_image" and "notes.txt" in str(err.value)
+    with pytest.raises(ImageDecodeError) as err:
+        decode_image_bytes(b"", source="empty.dcm")
+    assert err.value.reason == "not_an_image"
+    truncated = _read("CT_small.dcm")[:2000]
+    with pytest.raises(ImageDecodeError) as err:
+        decode_image_bytes(truncated, source="cut.dcm")
+    assert err.value.reason in ("undecodable", "no_pixel_data")
+    with pytest.raises(ImageDecodeError) as err:
+        decode_image_bytes(_read("rtplan.dcm"), source="rtplan.dcm")
+    assert err.value.reason == "no_pixel_data"
