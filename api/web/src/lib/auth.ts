@@ -1,0 +1,51 @@
+// Bearer-token session: the token lives in sessionStorage (gone when the tab closes).
+const KEY = "medsearch.token";
+
+type Listener = (token: string | null) => void;
+const listeners = new Set<Listener>();
+
+function storage(): Storage | null {
+  try {
+    return typeof sessionStorage === "undefined" ? null : sessionStorage;
+  } catch {
+    return null; // storage disabled by the browser: the session lives in memory only
+  }
+}
+
+let memoryToken: string | null = null;
+
+export function getToken(): string | null {
+  return storage()?.getItem(KEY) ?? memoryToken;
+}
+
+export function setToken(token: string | null): void {
+  const s = storage();
+  memoryToken = token;
+  if (s) {
+    if (token) s.setItem(KEY, token);
+    else s.removeItem(KEY);
+  }
+  for (const l of listeners) l(token);
+}
+
+export function onTokenChange(listener: Listener): () => void {
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+/** Accept "Bearer xyz" pasted from docs as well as the bare token; reject whitespace inside. */
+export function normaliseToken(raw: string): string | null {
+  const t = raw.trim().replace(/^bearer\s+/i, "").trim();
+  if (!t || /\s/.test(t)) return null;
+  return t;
+}
+
+/** An OIDC implicit/code redirect back to the app leaves `#access_token=...` or `?access_token=` behind. */
+export function tokenFromRedirect(hash: string, search: string): string | null {
+  for (const part of [hash.replace(/^#\/?/, ""), search.replace(/^\?/, "")]) {
+    const params = new URLSearchParams(part);
+    const t = params.get("access_token") ?? params.get("id_token");
+    if (t) return t;
+  }
+  return null;
+}

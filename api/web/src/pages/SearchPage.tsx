@@ -1,0 +1,287 @@
+import { useEffect, useId, useMemo, useRef, useState } from "react";
+import { fetchFilterOptions, searchReports } from "../api/client";
+import type { SearchHit } from "../api/types";
+import { FindingRow } from "../components/Chips";
+import { CodeFilterInput } from "../components/CodeFilter";
+import { FacetChart } from "../components/FacetChart";
+import { Pager } from "../components/Pager";
+import { CardSkeletons, EmptyState, ErrorState } from "../components/States";
+import { Thumbnail } from "../components/Thumbnail";
+import { imageHref, navigate, rememberSearch, searchHref } from "../lib/router";
+import {
+  PAGE_SIZES,
+  SEARCH_MODES,
+  pageCount,
+  parseSearchState,
+  toParams,
+  toggleCode,
+  type Polarity,
+  type SearchMode,
+  type SearchState,
+} from "../lib/searchState";
+import { useAsync } from "../lib/useAsync";
+
+const MODE_LABEL: Record<SearchMode, string> = { KEYWORD: "Keyword", SEMANTIC: "Semantic", HYBRID: "Hybrid" };
+const MODE_HELP: Record<SearchMode, string> = {
+  KEYWORD: "BM25 over the report text",
+  SEMANTIC: "meaning (MiniLM sentence embeddings)",
+  HYBRID: "keyword and semantic, fused by rank",
+};
+
+export function SearchPage({ params }: { params: URLSearchParams }) {
+  const state = useMemo(() => parseSearchState(params), [params]);
+  const key = toParams(state).toString();
+  useEffect(() => rememberSearch(searchHref(toParams(state))), [key]);
+  const [draft, setDraft] = useState(state.q);
+  useEffect(() => setDraft(state.q), [state.q]);
+  const results = useAsync(key, (signal) => searchReports(state, signal));
+  const options = useAsync("filter-options", (signal) => fetchFilterOptions(signal));
+  const resultsHeading = useRef<HTMLHeadingElement>(null);
+  const id = useId();
+
+  const go = (next: SearchState, focusResults = false) => {
+    navigate(searchHref(toParams(next)));
+    if (focusResults) resultsHeading.current?.focus();
+  };
+  const onToggleCode = (code: string, polarity: Polarity) => go(toggleCode(state, code, polarity));
+  const isActive = (polarity: Polarity) => (code: string) => state.codes.some((c) => c.code === code && c.polarity === polarity);
+  const data = results.data;
+  const filtersActive = Boolean(state.modality || state.viewPosition || state.codes.length);
+  const pages = data && data.total !== null ? pageCount(data.total, state.pageSize) : null;
+
+  return (
+    <div>
+      <h1 className="visually-hidden">Search radiology reports</h1>
+      <form
+        role="search"
+        aria-label="Reports"
+        onSubmit={(e) => {
+          e.preventDefault();
+          go({ ...state, q: draft.trim(), page: 1 });
+        }}
+      >
+        <div className="search-bar">
+          <label htmlFor={`${id}-q`} className="visually-hidden">
+            Search reports
+          </label>
+          <input
+            id={`${id}-q`}
+            type="search"
+            name="q"
+            value={draft}
+            placeholder="Search reports, e.g. pleural effusion without pneumothorax"
+            autoComplete="off"
+            onChange={(e) => setDraft(e.target.value)}
+          />
+          <button type="submit" className="primary">
+            Search
+          </button>
+        </div>
+        <div className="search-options">
+          <fieldset className="segmented" style={{ padding: 0, margin: 0 }}>
+            <legend className="visually-hidden">Search mode</legend>
+            {SEARCH_MODES.map((m) => (
+              <label key={m} title={MODE_HELP[m]}>
+                <input
+                  type="radio"
+                  name="mode"
+                  value={m}
+                  checked={state.mode === m}
+                  onChange={() => go({ ...state, q: draft.trim(), mode: m, page: 1 })}
+                />
+                <span>{MODE_LABEL[m]}</span>
+              </label>
+            ))}
+          </fieldset>
+          <span className="hint">{MODE_HELP[state.mode]}</span>
+        </div>
+      </form>
+
+      <div className="search-layout">
+        <aside className="sidebar" aria-label="Filters and facets">
+          <section className="panel" aria-labelledby={`${id}-filters`}>
+            <h2 id={`${id}-filters`}>Filters</h2>
+            <div className="field">
+              <label htmlFor={`${id}-modality`}>Modality</label>
+              <select
+                id={`${id}-modality`}
+                value={state.modality}
+                onChange={(e) => go({ ...state, modality: e.target.value, page: 1 })}
+              >
+                <option value="">Any modality</option>
+                {withCurrent(options.data?.modalities ?? [], state.modality).map((m) => (
+                  <option key={m} value={m}>
+                    {m}
+                  </option>
+                ))}
+              </select>
+            </div>
+            <div className="field">
+              <label htmlFor={`${id}-view`}>View position</label>
+              <select
+                id={`${id}-view`}
+                value={state.viewPosition}
+                onChange={(e) => go({ ...state, viewPosition: e.target.value, page: 1 })}
+              >
+                <option value="">Any view</option>
+                {withCurrent(options.data?.viewPositions ?? [], state.viewPosition).map((v) => (
+                  <option key={v} value={v}>
+                    {v}
+                  </option>
+                ))}
+              </select>
+            </div>
+            <CodeFilterInput codes={state.codes} onChange={(codes) => go({ ...state, codes, page: 1 })} />
+            {filtersActive && (
+              <button type="button" onClick={() => go({ ...state, modality: "", viewPosition: "", codes: [], page: 1 })}>
+                Clear filters
+              </button>
+            )}
+          </section>
+          <section className="panel" aria-label="ICD-10-CM facets" style={{ display: "flex", flexDirection: "column", gap: "1rem" }}>
+            <FacetChart
+              title="Positive findings"
+              polarity="positive"
+              facets={data?.positiveFacets ?? []}
+              active={isActive("positive")}
+              onToggle={onToggleCode}
+            />
+            <FacetChart
+              title="Negated findings"
+              polarity="negative"
+              facets={data?.negativeFacets ?? []}
+              active={isActive("negative")}
+              onToggle={onToggleCode}
+            />
+            {data?.facetScope && <p className="hint">{data.facetScope} Click a bar to filter; click again to remove it.</p>}
+          </section>
+        </aside>
+
+        <section aria-labelledby={`${id}-results`} aria-busy={results.status === "loading"}>
+          <div className="results-head">
+            <h2 id={`${id}-results`} ref={resultsHeading} tabIndex={-1} className="count" aria-live="polite">
+              {results.status === "loading" && !data
+                ? "Searching…"
+                : data
+                  ? resultCountText(data.total, data.hits.length, state)
+                  : "Results"}
+              {results.status === "loading" && data && <span className="spinner" aria-label="updating" style={{ marginLeft: "0.5rem" }} />}
+            </h2>
+            <label className="hint" style={{ display: "inline-flex", alignItems: "center", gap: "0.4rem", fontWeight: 400 }}>
+              Per page
+              <select
+                value={state.pageSize}
+                style={{ width: "auto", minHeight: 32, padding: "0.2rem 0.4rem" }}
+                onChange={(e) => go({ ...state, pageSize: Number(e.target.value), page: 1 })}
+              >
+                {PAGE_SIZES.map((s) => (
+                  <option key={s} value={s}>
+                    {s}
+                  </option>
+                ))}
+              </select>
+            </label>
+          </div>
+          {results.status === "error" && <ErrorState error={results.error} onRetry={results.reload} />}
+          {results.status === "loading" && !data && <CardSkeletons />}
+          {data && data.hits.length === 0 && results.status !== "error" && (
+            <EmptyState title="No reports match">
+              <p>
+                {filtersActive ? "Try removing a filter" : "Try other words"}
+                {state.mode === "KEYWORD" ? ", or switch to semantic or hybrid search to match by meaning." : "."}
+              </p>
+            </EmptyState>
+          )}
+          {data && data.hits.length > 0 && (
+            <ol className="results" data-testid="results" style={{ opacity: results.status === "loading" ? 0.6 : 1 }}>
+              {data.hits.map((hit) => (
+                <ResultCard key={hit.report.id} hit={hit} onCode={onToggleCode} />
+              ))}
+            </ol>
+          )}
+          {data && (
+            <Pager
+              page={state.page}
+              pages={pages}
+              hasMore={data.hasMore}
+              onPage={(p) => {
+                go({ ...state, page: p }, true);
+                window.scrollTo({ top: 0 });
+              }}
+            />
+          )}
+        </section>
+      </div>
+    </div>
+  );
+}
+
+function withCurrent(values: string[], current: string): string[] {
+  return current && !values.includes(current) ? [current, ...values] : values;
+}
+
+function resultCountText(total: number | null, shown: number, state: SearchState): string {
+  if (total === null) return `${shown} report${shown === 1 ? "" : "s"} on page ${state.page}`;
+  if (total === 0) return "No reports";
+  const first = (state.page - 1) * state.pageSize + 1;
+  const last = first + shown - 1;
+  return `${total.toLocaleString()} report${total === 1 ? "" : "s"}${total > shown ? ` · showing ${first}–${last}` : ""}`;
+}
+
+function formatDate(d: string): string {
+  return d || "date unknown";
+}
+
+function ResultCard({ hit, onCode }: { hit: SearchHit; onCode: (code: string, polarity: Polarity) => void }) {
+  const { report, images } = hit;
+  const first = images[0];
+  const views = [...new Set(images.map((i) => [i.modality, i.viewPosition].filter(Boolean).join(" ")).filter(Boolean))];
+  const titleId = `r-${report.id}`;
+  return (
+    <li>
+      <article className="card panel" aria-labelledby={titleId} data-testid="result-card" data-report-id={report.id}>
+        <div className="thumbs">
+          {first ? (
+            <Thumbnail
+              src={first.thumbnailUrl}
+              alt={`Open image ${[first.modality, first.viewPosition].filter(Boolean).join(" ")} of report ${report.id}`}
+              href={imageHref(first.id)}
+              badge={[first.modality, first.viewPosition].filter(Boolean).join(" ") || undefined}
+            />
+          ) : (
+            <div className="thumb" role="img" aria-label="No image linked">
+              <span className="thumb-msg">no image linked</span>
+            </div>
+          )}
+          {images.length > 1 && (
+            <span className="more">
+              {images.slice(1, 4).map((img, i) => (
+                <a key={img.id} href={imageHref(img.id)} style={{ marginRight: "0.35rem" }}>
+                  image {i + 2}
+                </a>
+              ))}
+              {images.length > 4 ? ` +${images.length - 4}` : ""}
+            </span>
+          )}
+        </div>
+        <div>
+          <div className="card-head">
+            <h3 id={titleId}>
+              {first ? <a href={imageHref(first.id)}>Report {report.id}</a> : <>Report {report.id}</>}
+            </h3>
+            <span className="meta">{formatDate(report.reportDate)}</span>
+            {views.length > 0 && <span className="meta">{views.join(", ")}</span>}
+            {hit.score !== null && <span className="score" title="relevance score">score {hit.score.toFixed(3)}</span>}
+          </div>
+          <p className="impression">
+            <strong>{report.impression ? "Impression" : "Findings"}</strong>
+            {report.impression || report.findings || <em className="hint">no impression or findings section</em>}
+          </p>
+          <FindingRow label="Positive" kind="positive" codes={report.positive} onCode={onCode} />
+          <FindingRow label="Negative" kind="negative" codes={report.negative} onCode={onCode} />
+          <FindingRow label="Uncertain" kind="uncertain" codes={report.uncertain} />
+        </div>
+      </article>
+    </li>
+  );
+}
