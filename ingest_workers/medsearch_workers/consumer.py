@@ -19,6 +19,7 @@ Delivery contract (at-least-once, idempotent writes):
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -170,6 +171,22 @@ def _signals_set(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def kafka_timeouts_from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Consumer group timeouts: ``MEDSEARCH_WORKER_SESSION_TIMEOUT_MS`` / ``MEDSEARCH_WORKER_HEARTBEAT_MS``."""
+    env = environ if environ is not None else dict(os.environ)
+    out: dict[str, Any] = {}
+    for var, key in (
+        ("MEDSEARCH_WORKER_SESSION_TIMEOUT_MS", "session_timeout_ms"),
+        ("MEDSEARCH_WORKER_HEARTBEAT_MS", "heartbeat_interval_ms"),
+    ):
+        raw = env.get(var)
+        if raw:
+            if not raw.isdigit():
+                raise ValueError(f"{var} must be a number of milliseconds, got {raw!r}")
+            out[key] = int(raw)
+    return out
+
+
 def _kafka_common(settings: WorkerSettings) -> dict[str, Any]:
     return {
         "bootstrap_servers": [s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()],
@@ -286,7 +303,8 @@ def run_consumer(
 ) -> None:
     """Consume ``topic`` in group ``group_id`` until stopped (see the module docstring for the contract).
 
-    ``consumer_options`` are extra ``KafkaConsumer`` keyword arguments (e.g. shorter session timeouts in tests).
+    ``consumer_options`` are extra ``KafkaConsumer`` keyword arguments; group timeouts also come from
+    ``MEDSEARCH_WORKER_SESSION_TIMEOUT_MS`` / ``MEDSEARCH_WORKER_HEARTBEAT_MS`` (short ones in tests).
     """
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.errors import CommitFailedError, KafkaError
@@ -304,6 +322,7 @@ def run_consumer(
         "max_poll_interval_ms": 600_000,
         "client_id": worker_name,
     }
+    options.update(kafka_timeouts_from_env())
     options.update(consumer_options or {})
 
     with _signals_set(stop):

@@ -1,0 +1,449 @@
+"""The DICOM worker: ``<index>.dicom`` → fetch, decode, metadata, thumbnail, embed (one request per batch) →
+upsert into ``<index>_images`` keyed by SOPInstanceUID.
+
+Run it as ``python -m medsearch_workers.dicom_worker`` (or ``medsearch-dicom-worker``), configured by
+``MEDSEARCH_*`` variables (:class:`~medsearch.contracts.settings.WorkerSettings`) and, when set,
+``MEDSEARCH_INDEX_SPEC_FILE`` (a ``MedicalSearchIndex`` YAML).
+
+Error classes (see :mod:`medsearch_workers.consumer`): the object store, the model server or Milvus being
+unavailable is *transient* (``TransientError``: the batch is retried, nothing is committed); input that can
+never succeed (bad message, missing object, not DICOM, no pixel data, undecodable, no SOPInstanceUID, an input
+the model server rejects) is *permanent* and returned as a :class:`~medsearch_workers.consumer.Failure`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from medsearch import store
+from medsearch.contracts.messages import DicomObject, MessageError
+from medsearch.contracts.naming import names_for
+from medsearch.contracts.spec import MedicalSearchIndexSpec
+from medsearch.imaging import ImageDecodeError, decode_dicom, looks_like_dicom, preprocess, thumbnail_png
+from medsearch_workers.consumer import Failure, Incoming, TransientError
+from medsearch_workers.dicom_meta import MetadataError, extract_metadata
+
+log = logging.getLogger("medsearch.workers.dicom")
+
+STAGES = ("fetch", "decode", "metadata", "thumbnail", "preprocess", "embed", "write")
+_SAFE_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
+
+
+class Embedder(Protocol):
+    def embed_tensors(self, batch: NDArray[np.float32]) -> NDArray[np.float32]: ...
+
+
+class ImageWriter(Protocol):
+    def upsert(self, rows: list[dict[str, Any]]) -> None: ...
+
+
+class WriteError(RuntimeError):
+    """Milvus refused rows for a reason that retrying will not fix (dead-lettered after the retry budget)."""
+
+    stage = "write"
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage (summed over messages), for logs and ``bench/ingest.py``."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+def thumbnail_url(object_store_url: str, index: str, sop_uid: str) -> str:
+    """``<store>/<index>/thumbnails/<SOPInstanceUID>.png`` (a hash for UIDs that are not file-name safe)."""
+    name = sop_uid if _SAFE_NAME.match(sop_uid) and ".." not in sop_uid else store.sha256_hex(sop_uid.encode())
+    return store.join(object_store_url, index, "thumbnails", f"{name}.png")
+
+
+def _default_embedding_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    from medsearch.embedding_client import EmbeddingRejected, EmbeddingUnavailable
+
+    return (EmbeddingUnavailable,), (EmbeddingRejected,)
+
+
+@dataclass
+class _Prepared:
+    message: Incoming
+    obj: DicomObject
+    row: dict[str, Any]
+    tensor: NDArray[np.float32]
+
+
+class DicomBatchHandler:
+    """The batch handler (a :data:`~medsearch_workers.consumer.Handler`); all I/O goes through injected parts."""
+
+    def __init__(
+        self,
+        *,
+        index: str,
+        spec: MedicalSearchIndexSpec,
+        object_store_url: str,
+        embedder: Embedder,
+        writer: ImageWriter,
+        input_size: int,
+        model_name: str,
+        model_version: str,
+        unavailable_errors: tuple[type[BaseException], ...] | None = None,
+        rejected_errors: tuple[type[BaseException], ...] | None = None,
+        times: StageTimes | None = None,
+        on_indexed: Callable[[int], None] | None = None,
+    ) -> None:
+        self.index = index
+        self.spec = spec
+        self.object_store_url = object_store_url
+        self.embedder = embedder
+        self.writer = writer
+        self.input_size = input_size
+        self.model_name = model_name
+        self.model_version = model_version
+        if unavailable_errors is None or rejected_errors is None:
+            default_unavailable, default_rejected = _default_embedding_errors()
+            unavailable_errors = unavailable_errors or default_unavailable
+            rejected_errors = rejected_errors or default_rejected
+        self.unavailable_errors = unavailable_errors
+        self.rejected_errors = rejected_errors
+        self.times = times or StageTimes()
+        self.on_indexed = on_indexed
+
+    # ------------------------------------------------------------------------------------------- per message
+
+    def _prepare(self, msg: Incoming) -> _Prepared | Failure:
+        try:
+            obj: DicomObject = DicomObject.from_bytes(msg.raw)
+        except MessageError as err:
+            return Failure(msg, "decode_message", str(err))
+        if obj.index != self.index:
+            return Failure(msg, "decode_message", f"message for index {obj.index!r} on the topic of {self.index!r}")
+
+        with self.times.stage("fetch"):
+            try:
+                data = store.get_bytes(obj.uri)
+            except store.ObjectNotFound as err:
+                return Failure(msg, "fetch", str(err))
+            except store.StoreError as err:
+                raise TransientError(f"object store: {err}") from err
+        if store.sha256_hex(data) != obj.sha256:
+            return Failure(msg, "fetch", f"{obj.uri}: content does not match the message's sha256")
+
+        with self.times.stage("decode"):
+            if not looks_like_dicom(data):
+                return Failure(msg, "decode", f"{obj.uri}: not an image: not a DICOM file")
+            try:
+                decoded = decode_dicom(data, source=obj.uri)
+            except ImageDecodeError as err:
+                return Failure(msg, "decode", f"{err.reason}: {err}")
+
+        with self.times.stage("metadata"):
+            try:
+                meta = extract_metadata(
+                    decoded.dataset, store_patient_identifiers=self.spec.privacy.store_patient_identifiers
+                )
+            except MetadataError as err:
+                return Failure(msg, "metadata", f"{obj.uri}: {err}")
+
+        with self.times.stage("thumbnail"):
+            thumb = thumbnail_url(self.object_store_url, self.index, meta["sop_instance_uid"])
+            png = thumbnail_png(decoded.image)
+            try:
+                store.put_bytes(thumb, png)
+            except store.StoreError as err:
+                raise TransientError(f"object store: {err}") from err
+
+        with self.times.stage("preprocess"):
+            tensor = preprocess(decoded.image, self.input_size)
+
+        row = {
+            **meta,
+            "report_id": "",
+            "source_uri": obj.uri[:1024],
+            "sha256": obj.sha256,
+            "thumbnail_uri": thumb[:1024],
+            "model_name": self.model_name[:64],
+            "model_version": self.model_version[:32],
+        }
+        return _Prepared(msg, obj, row, tensor)
+
+    # ------------------------------------------------------------------------------------------- per batch
+
+    def _embed(self, prepared: list[_Prepared]) -> tuple[list[_Prepared], list[Failure]]:
+        """One request for the batch; when the server rejects it, find the rejected inputs one by one."""
+        batch = np.stack([p.tensor for p in prepared]).astype(np.float32, copy=False)
+        try:
+            vectors = self.embedder.embed_tensors(batch)
+        except self.unavailable_errors as err:
+            raise TransientError(f"model server: {err}") from err
+        except self.rejected_errors as err:
+            if len(prepared) == 1:
+                return [], [Failure(prepared[0].message, "embed", f"model server rejected the input: {err}")]
+            log.warning("model server rejected a batch of %d (%s); retrying one by one", len(prepared), err)
+            kept: list[_Prepared] = []
+            failures: list[Failure] = []
+            for p in prepared:
+                ok, bad = self._embed([p])
+                kept.extend(ok)
+                failures.extend(bad)
+            return kept, failures
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape[0] != len(prepared) or vectors.ndim != 2:
+            raise TransientError(f"model server returned {vectors.shape} for a batch of {len(prepared)}")
+        for p, vec in zip(prepared, vectors, strict=True):
+            p.row["embedding"] = vec.tolist()
+        return prepared, []
+
+    def __call__(self, batch: list[Incoming]) -> list[Failure]:
+        failures: list[Failure] = []
+        by_sop: dict[str, _Prepared] = {}
+        for msg in batch:
+            got = self._prepare(msg)
+            if isinstance(got, Failure):
+                failures.append(got)
+            else:
+                # The same image twice in a batch: one row (the last), one vector.
+                by_sop[got.row["sop_instance_uid"]] = got
+        if not by_sop:
+            return failures
+        with self.times.stage("embed"):
+            prepared, rejected = self._embed(list(by_sop.values()))
+        failures.extend(rejected)
+        if prepared:
+            now_ms = int(time.time() * 1000)
+            rows = [{**p.row, "indexed_at": now_ms} for p in prepared]
+            with self.times.stage("write"):
+                self.writer.upsert(rows)
+            if self.on_indexed is not None:
+                self.on_indexed(len(rows))
+        return failures
+
+
+# ------------------------------------------------------------------------------------------------- Milvus
+
+
+_TRANSIENT_MILVUS_HINTS = (
+    "connect",
+    "unavailable",
+    "timeout",
+    "timed out",
+    "deadline",
+    "not ready",
+    "refused",
+    "reset by peer",
+    "closed",
+    "not exist",  # collection not created yet (the operator / `medsearch up` provisions it)
+    "not found",
+    "not loaded",
+)
+
+
+def is_transient_milvus_error(err: BaseException) -> bool:
+    """Connection problems, timeouts and a collection that does not exist yet are worth retrying forever."""
+    if isinstance(err, (ConnectionError, TimeoutError, OSError)):
+        return True
+    text = f"{type(err).__name__} {err}".lower()
+    return any(h in text for h in _TRANSIENT_MILVUS_HINTS)
+
+
+class MilvusImageWriter:
+    """Upserts rows into ``<index>_images``; connects lazily and reconnects after failures."""
+
+    def __init__(self, uri: str, collection: str, token: str | None = None, timeout: float = 30.0) -> None:
+        self.uri = uri
+        self.collection = collection
+        self.token = token
+        self.timeout = timeout
+        self._client: Any | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> Any:
+        if self._client is None:
+            from pymilvus import MilvusClient
+
+            kwargs: dict[str, Any] = {"uri": self.uri, "timeout": self.timeout}
+            if self.token:
+                kwargs["token"] = self.token
+            self._client = MilvusClient(**kwargs)
+        return self._client
+
+    def _reset(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:
+                log.debug("closing the Milvus client failed", exc_info=True)
+
+    def upsert(self, rows: list[dict[str, Any]]) -> None:
+        with self._lock:
+            try:
+                client = self._connect()
+                client.upsert(collection_name=self.collection, data=rows, timeout=self.timeout)
+            except Exception as err:
+                self._reset()
+                if is_transient_milvus_error(err):
+                    raise TransientError(f"Milvus {self.uri}: {err}") from err
+                raise WriteError(f"Milvus refused {len(rows)} rows in {self.collection}: {err}") from err
+
+    def close(self) -> None:
+        with self._lock:
+            self._reset()
+
+
+# ------------------------------------------------------------------------------------------------- wiring
+
+
+def model_input(metadata: dict[str, Any], default_size: int) -> tuple[int, str]:
+    """Input size and model version from the model server's v2 metadata (defensive about its exact shape)."""
+    size = default_size
+    params = metadata.get("parameters") if isinstance(metadata.get("parameters"), dict) else {}
+    for source in (metadata, params):
+        for key in ("input_size", "inputSize"):
+            value = source.get(key) if isinstance(source, dict) else None
+            if isinstance(value, (int, str)) and str(value).isdigit():
+                size = int(value)
+                break
+        else:
+            continue
+        break
+    else:
+        for inp in metadata.get("inputs") or []:
+            shape = inp.get("shape") if isinstance(inp, dict) else None
+            if inp.get("name") == "pixel_values" and isinstance(shape, list) and len(shape) == 4:
+                if isinstance(shape[-1], int) and shape[-1] > 0:
+                    size = shape[-1]
+    version = ""
+    versions = metadata.get("versions")
+    if isinstance(versions, list) and versions:
+        version = str(versions[0])
+    for source in (metadata, params):
+        if not version and isinstance(source, dict) and source.get("version"):
+            version = str(source["version"])
+    return size, version
+
+
+def load_spec(index: str) -> MedicalSearchIndexSpec:
+    """The index spec from ``MEDSEARCH_INDEX_SPEC_FILE`` when set, else the defaults."""
+    from medsearch.contracts.spec import default_index, load_index_file
+
+    path = os.environ.get("MEDSEARCH_INDEX_SPEC_FILE")
+    if path:
+        idx = load_index_file(path)
+        if idx.metadata.name != index:
+            log.warning("MEDSEARCH_INDEX_SPEC_FILE names index %r; serving %r", idx.metadata.name, index)
+        return idx.spec
+    return default_index(index).spec
+
+
+def _wait_for_model(client: Any, stop: threading.Event, ceiling: float) -> dict[str, Any] | None:
+    from medsearch_workers.consumer import backoff_seconds
+
+    attempt = 0
+    while not stop.is_set():
+        attempt += 1
+        try:
+            meta = client.metadata()
+            return dict(meta)
+        except Exception as err:  # noqa: BLE001 - any failure here means "not there yet": wait
+            delay = backoff_seconds(attempt, ceiling)
+            log.warning("model server not ready (%s); retrying in %.1fs", err, delay)
+            stop.wait(delay)
+    return None
+
+
+def run(
+    settings: Any | None = None,
+    *,
+    stop: threading.Event | None = None,
+    spec: MedicalSearchIndexSpec | None = None,
+    consumer_options: dict[str, Any] | None = None,
+) -> None:
+    """Run the worker until stopped (SIGTERM/SIGINT or ``stop``)."""
+    from medsearch.embedding_client import EmbeddingClient
+
+    from medsearch.contracts.settings import WorkerSettings
+    from medsearch_workers.consumer import WorkerMetrics, run_consumer, serve_metrics
+
+    settings = settings if settings is not None else WorkerSettings()
+    stop = stop if stop is not None else threading.Event()
+    names = names_for(settings.index)
+    spec = spec if spec is not None else load_spec(settings.index)
+    metrics = WorkerMetrics("dicom")
+    if settings.worker_metrics_port:
+        serve_metrics(settings.worker_metrics_port, metrics.registry)
+        log.info("metrics on :%d/metrics", settings.worker_metrics_port)
+
+    client = EmbeddingClient(settings.model_server_url, settings.model_name)
+    import signal as _signal
+
+    # SIGTERM while waiting for the model server must stop the wait too (run_consumer installs its own later).
+    if threading.current_thread() is threading.main_thread():
+        for sig in (_signal.SIGTERM, _signal.SIGINT):
+            _signal.signal(sig, lambda *_: stop.set())
+    meta = _wait_for_model(client, stop, settings.worker_retry_max_seconds)
+    if meta is None:
+        client.close()
+        return
+    input_size, version = model_input(meta, spec.embedding.input_size)
+    version = version or spec.embedding.version
+    log.info("model %s version %s, input %dx%d", settings.model_name, version, input_size, input_size)
+    token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+    writer = MilvusImageWriter(settings.milvus_uri, names.images_collection, token=token)
+    handler = DicomBatchHandler(
+        index=settings.index,
+        spec=spec,
+        object_store_url=settings.object_store_url,
+        embedder=client,
+        writer=writer,
+        input_size=input_size,
+        model_name=settings.model_name,
+        model_version=version,
+    )
+    try:
+        run_consumer(
+            settings=settings,
+            topic=names.dicom_topic,
+            group_id=names.dicom_consumer_group,
+            dlq_topic=names.dlq_topic,
+            handler=handler,
+            worker_name=f"dicom-worker-{os.getpid()}",
+            stop=stop,
+            metrics=metrics,
+            consumer_options=consumer_options,
+        )
+    finally:
+        writer.close()
+        client.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from medsearch.contracts.settings import WorkerSettings
+
+    settings = WorkerSettings()
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    run(settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""``medsearch ingest PATH... --index NAME``: upload DICOM files and publish them (and reports) for indexing."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+
+def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    counts = Counter(r["status"] for r in results)
+    by_kind = Counter(f"{r['kind']}:{r['status']}" for r in results)
+    return {
+        "published": counts.get("published", 0),
+        "duplicate": counts.get("duplicate", 0),
+        "rejected": counts.get("rejected", 0),
+        "would_publish": counts.get("would_publish", 0),
+        "by_kind": dict(sorted(by_kind.items())),
+        "rejections": [{"file": r["file"], "reason": r["reason"]} for r in results if r["status"] == "rejected"],
+    }
+
+
+def _print_summary(summary: dict[str, Any], dry_run: bool) -> None:
+    table = Table(title="medsearch ingest" + (" (dry run)" if dry_run else ""), show_header=True)
+    table.add_column("outcome")
+    table.add_column("dicom", justify="right")
+    table.add_column("reports", justify="right")
+    for status in ("would_publish", "published", "duplicate", "rejected"):
+        d = summary["by_kind"].get(f"dicom:{status}", 0)
+        r = summary["by_kind"].get(f"report:{status}", 0)
+        if d or r or status in ("published", "rejected"):
+            table.add_row(status.replace("_", " "), str(d), str(r))
+    console.print(table)
+    for rej in summary["rejections"]:
+        console.print(f"[yellow]rejected[/yellow] {rej['file']}: {rej['reason']}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("ingest")
+    def ingest(
+        paths: list[Path] = typer.Argument(..., help="DICOM files, report files (.txt/.json/.jsonl) or folders."),
+        index: str | None = typer.Option(None, "--index", "-i", help="Index name (default: $MEDSEARCH_INDEX)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="List what would be published; change nothing."),
+        bootstrap: str | None = typer.Option(
+            None, "--bootstrap", help="Kafka bootstrap servers (default: $MEDSEARCH_KAFKA_BOOTSTRAP)."
+        ),
+        store_url: str | None = typer.Option(
+            None, "--store", help="Object store URL, file:// or s3:// (default: $MEDSEARCH_OBJECT_STORE_URL)."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    ) -> None:
+        """Walk PATHs: DICOM files (recognised by content) are uploaded to the object store and published on
+        <index>.dicom; reports (.txt: id = file name, .json/.jsonl: {report_id, text, study_uid}) on
+        <index>.reports. Content already published (same sha256) is skipped."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from medsearch.contracts.settings import ServiceSettings
+        from medsearch.contracts.spec import SpecError, validate_index_name
+        from medsearch.producer import DicomFile, Publisher, PublishError, Rejected, ReportItem, classify, iter_files
+        from medsearch.store import StoreError
+
+        settings = ServiceSettings()
+        index_name = index or settings.index
+        try:
+            validate_index_name(index_name)
+        except (SpecError, ValueError) as err:
+            console.print(f"[red]error:[/red] --index: {err}")
+            raise typer.Exit(2) from None
+        try:
+            files = list(iter_files(paths))
+        except FileNotFoundError as err:
+            console.print(f"[red]error:[/red] {err}")
+            raise typer.Exit(2) from None
+
+        publisher: Publisher | None = None
+        if not dry_run:
+            try:
+                publisher = Publisher(
+                    bootstrap=bootstrap or settings.kafka_bootstrap,
+                    object_store_url=store_url or settings.object_store_url,
+                    index=index_name,
+                )
+            except PublishError as err:
+                console.print(f"[red]error:[/red] {err}")
+                raise typer.Exit(1) from None
+
+        results: list[dict[str, Any]] = []
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=no_progress or as_json,
+            transient=True,
+        )
+        try:
+            with progress:
+                task = progress.add_task("ingest" if not dry_run else "scan", total=len(files))
+                for path in files:
+                    for item in classify(path):
+                        if isinstance(item, Rejected):
+                            results.append(
+                                {"kind": "file", "file": str(item.path), "status": "rejected", "reason": item.reason}
+                            )
+                            continue
+                        kind = "dicom" if isinstance(item, DicomFile) else "report"
+                        if publisher is None:
+                            results.append(
+                                {"kind": kind, "file": str(item.path), "status": "would_publish", "reason": None}
+                            )
+                            if not as_json:
+                                what = f"report {item.report_id}" if isinstance(item, ReportItem) else "DICOM"
+                                out.print(f"would publish {what}: {item.path}")
+                            continue
+                        if isinstance(item, DicomFile):
+                            res = publisher.publish_dicom(item.data, filename=str(item.path))
+                        else:
+                            assert isinstance(item, ReportItem)
+                            res = publisher.publish_report(
+                                report_id=item.report_id, text=item.text, study_uid=item.study_uid
+                            )
+                        results.append(
+                            {"kind": kind, "file": str(item.path), "status": res.status, "reason": res.reason}
+                        )
+                    progress.advance(task)
+            if publisher is not None:
+                publisher.close()
+        except PublishError as err:
+            console.print(f"[red]error:[/red] {err}")
+            raise typer.Exit(1) from None
+        except StoreError as err:
+            console.print(f"[red]error:[/red] object store: {err}")
+            raise typer.Exit(1) from None
+
+        summary = _summary(results)
+        if as_json:
+            out.print_json(json.dumps(summary))
+        else:
+            _print_summary(summary, dry_run)

@@ -1,0 +1,315 @@
+"""Publishing DICOM objects and reports for ingest (``medsearch ingest``, and the gateway's upload path).
+
+DICOM: the file is validated by content (DICOM header readable, not the extension), uploaded to
+``<store>/<index>/dicom/<sha256>.dcm``, and a :class:`~medsearch.contracts.messages.DicomObject` is published on
+``<index>.dicom`` keyed by StudyInstanceUID (one study stays on one partition, in order).
+Reports: a :class:`~medsearch.contracts.messages.Report` with the text inline on ``<index>.reports``.
+
+Duplicates are detected by sha256: once the broker has acknowledged a message, a small marker
+``<store>/<index>/published/<kind>/<sha256>`` is written, and later publications of the same content are skipped.
+An object uploaded whose message was never acknowledged (a crash in between) is published again next time.
+No torch or NLP imports here; nothing here logs report text or patient identifiers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from medsearch import store
+from medsearch.contracts.messages import MAX_MESSAGE_BYTES, DicomObject, Report
+from medsearch.contracts.naming import names_for
+from medsearch.imaging import looks_like_dicom
+
+log = logging.getLogger("medsearch.producer")
+
+REPORT_SUFFIXES = (".txt", ".json", ".jsonl")
+_FLUSH_EVERY = 256
+
+
+class PublishError(RuntimeError):
+    """The broker is unreachable or did not acknowledge; the message says which and what to check."""
+
+
+@dataclass
+class PublishResult:
+    kind: Literal["dicom", "report"]
+    id: str
+    uri: str | None
+    sha256: str
+    status: Literal["published", "duplicate", "rejected"]
+    reason: str | None = None
+
+
+# ------------------------------------------------------------------------------------------------ discovery
+
+
+@dataclass(frozen=True)
+class DicomFile:
+    path: Path
+    data: bytes
+    study_uid: str | None
+
+
+@dataclass(frozen=True)
+class ReportItem:
+    path: Path
+    report_id: str
+    text: str
+    study_uid: str | None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    path: Path
+    reason: str
+
+
+WorkItem = DicomFile | ReportItem | Rejected
+
+
+def dicom_header(data: bytes) -> Any | None:
+    """The dataset (without pixel data) when ``data`` is a readable DICOM file, else None."""
+    if not looks_like_dicom(data):
+        return None
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    has_preamble = data[128:132] == b"DICM"
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=not has_preamble)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, TypeError, AttributeError):
+        return None
+    if not has_preamble:
+        # A forced read of arbitrary bytes "succeeds" with garbage: demand a real identifying element.
+        try:
+            if not any(ds.get(k) for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "Modality")):
+                return None
+        except Exception:  # noqa: BLE001 - garbage elements fail to decode in many ways: not DICOM
+            return None
+    return ds
+
+
+def _study_uid(ds: Any) -> str | None:
+    try:
+        uid = ds.get("StudyInstanceUID")
+    except Exception:  # noqa: BLE001 - a malformed element is the worker's business, not the key's
+        return None
+    return (str(uid).strip() or None) if uid else None
+
+
+def _report_from_obj(obj: Any, where: str) -> tuple[str, str, str | None]:
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected a JSON object with report_id/id and text")
+    rid = obj.get("report_id", obj.get("id"))
+    text = obj.get("text")
+    study = obj.get("study_uid")
+    if not isinstance(rid, (str, int)) or str(rid).strip() == "":
+        raise ValueError(f"{where}: missing 'report_id' (or 'id')")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{where}: missing or empty 'text'")
+    if study is not None and not isinstance(study, str):
+        raise ValueError(f"{where}: 'study_uid' must be a string")
+    return str(rid).strip(), text, (study or None)
+
+
+def _reports_in(path: Path) -> Iterator[WorkItem]:
+    suffix = path.suffix.lower()
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        yield Rejected(path, f"cannot read report file as UTF-8 text: {type(err).__name__}")
+        return
+    if suffix == ".txt":
+        if not raw.strip():
+            yield Rejected(path, "empty report")
+        else:
+            yield ReportItem(path, path.stem, raw, None)
+        return
+    if suffix == ".json":
+        try:
+            rid, text, study = _report_from_obj(json.loads(raw), path.name)
+        except json.JSONDecodeError as err:
+            yield Rejected(path, f"invalid JSON at line {err.lineno}")
+        except ValueError as err:
+            yield Rejected(path, str(err))
+        else:
+            yield ReportItem(path, rid, text, study)
+        return
+    for lineno, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path.name}:{lineno}"
+        try:
+            rid, text, study = _report_from_obj(json.loads(line), where)
+        except json.JSONDecodeError:
+            yield Rejected(Path(f"{path}:{lineno}"), f"{where}: invalid JSON")
+        except ValueError as err:
+            yield Rejected(Path(f"{path}:{lineno}"), str(err))
+        else:
+            yield ReportItem(path, rid, text, study)
+
+
+def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Files under ``paths`` (folders walked recursively in sorted order; hidden entries skipped)."""
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                rel = child.relative_to(path)
+                if child.is_file() and not any(part.startswith(".") for part in rel.parts):
+                    yield child
+        elif path.is_file():
+            yield path
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+
+
+def classify(path: Path) -> Iterator[WorkItem]:
+    """What one file is: DICOM (by content), reports (by suffix), or rejected with the reason."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        yield Rejected(path, f"cannot read: {err.strerror or err}")
+        return
+    ds = dicom_header(data)
+    if ds is not None:
+        yield DicomFile(path, data, _study_uid(ds))
+        return
+    if path.suffix.lower() in REPORT_SUFFIXES:
+        yield from _reports_in(path)
+        return
+    if not data:
+        yield Rejected(path, "empty file")
+    elif looks_like_dicom(data):
+        yield Rejected(path, "looks like DICOM but the header cannot be read")
+    else:
+        yield Rejected(path, "not DICOM (by content) and not a report (.txt, .json, .jsonl)")
+
+
+def discover(paths: Iterable[str | Path]) -> Iterator[WorkItem]:
+    """Every work item under ``paths``: DICOM files by content, reports from .txt/.json/.jsonl, rejections."""
+    for path in iter_files(paths):
+        yield from classify(path)
+
+
+# ------------------------------------------------------------------------------------------------ publisher
+
+
+class Publisher:
+    """Uploads and publishes; call :meth:`flush` (or :meth:`close`) to wait for the broker's acknowledgements."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        object_store_url: str,
+        index: str,
+        source: str = "cli",
+        producer: Any | None = None,
+    ) -> None:
+        self.names = names_for(index)
+        self.index = index
+        self.bootstrap = bootstrap
+        self.object_store_url = object_store_url.rstrip("/")
+        self.source = source
+        self._pending: list[tuple[Any, str]] = []  # (future, marker url)
+        self._seen: set[tuple[str, str]] = set()
+        self._producer = producer if producer is not None else self._connect()
+
+    def _connect(self) -> Any:
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        try:
+            return KafkaProducer(
+                bootstrap_servers=[s.strip() for s in self.bootstrap.split(",") if s.strip()],
+                acks="all",
+                linger_ms=20,
+                bootstrap_timeout_ms=8000,
+                client_id=f"medsearch-{self.source}",
+            )
+        except (KafkaError, OSError) as err:
+            raise PublishError(
+                f"Kafka broker at {self.bootstrap} is unreachable ({type(err).__name__}): start the local stack "
+                "(medsearch up) or pass --bootstrap / set MEDSEARCH_KAFKA_BOOTSTRAP"
+            ) from err
+
+    def _marker(self, kind: str, sha: str) -> str:
+        return store.join(self.object_store_url, self.index, "published", kind, sha)
+
+    def _send(self, topic: str, key: str | None, value: bytes, marker: str) -> None:
+        from kafka.errors import KafkaError
+
+        try:
+            fut = self._producer.send(topic, key=key.encode("utf-8") if key else None, value=value)
+        except KafkaError as err:
+            raise PublishError(f"cannot publish to {topic} on {self.bootstrap}: {err}") from err
+        self._pending.append((fut, marker))
+        if len(self._pending) >= _FLUSH_EVERY:
+            self.flush()
+
+    def _duplicate(self, kind: str, sha: str) -> bool:
+        if (kind, sha) in self._seen:
+            return True
+        self._seen.add((kind, sha))
+        return store.exists(self._marker(kind, sha))
+
+    def publish_dicom(self, data: bytes, *, filename: str) -> PublishResult:
+        sha = store.sha256_hex(data)
+        ds = dicom_header(data)
+        if ds is None:
+            return PublishResult("dicom", filename, None, sha, "rejected", "not a readable DICOM file")
+        uri = store.join(self.object_store_url, self.index, "dicom", f"{sha}.dcm")
+        if self._duplicate("dicom", sha):
+            return PublishResult("dicom", filename, uri, sha, "duplicate", "same content already published")
+        if not store.exists(uri):
+            store.put_bytes(uri, data)
+        study = _study_uid(ds)
+        msg = DicomObject(index=self.index, uri=uri, sha256=sha, study_uid=study, source=self.source)
+        self._send(self.names.dicom_topic, study or sha, msg.to_bytes(), self._marker("dicom", sha))
+        return PublishResult("dicom", filename, uri, sha, "published")
+
+    def publish_report(self, *, report_id: str, text: str, study_uid: str | None = None) -> PublishResult:
+        sha = store.sha256_hex(json.dumps([report_id, study_uid, text]).encode("utf-8"))
+        if not 1 <= len(report_id) <= 256:
+            return PublishResult("report", report_id[:64], None, sha, "rejected", "report id must be 1-256 characters")
+        msg = Report(index=self.index, report_id=report_id, study_uid=study_uid, text=text, source=self.source)
+        value = msg.to_bytes()
+        if len(value) > MAX_MESSAGE_BYTES:
+            return PublishResult(
+                "report", report_id, None, sha, "rejected", f"report of {len(value)} bytes exceeds {MAX_MESSAGE_BYTES}"
+            )
+        if self._duplicate("report", sha):
+            return PublishResult("report", report_id, None, sha, "duplicate", "same report already published")
+        self._send(self.names.reports_topic, study_uid or report_id, value, self._marker("report", sha))
+        return PublishResult("report", report_id, None, sha, "published")
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait for every pending acknowledgement, then record the duplicate markers."""
+        from kafka.errors import KafkaError
+
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            self._producer.flush(timeout=timeout)
+            for fut, _marker in pending:
+                fut.get(timeout=timeout)
+        except KafkaError as err:
+            raise PublishError(
+                f"the broker at {self.bootstrap} did not acknowledge {len(pending)} messages: {err}"
+            ) from err
+        for _fut, marker in pending:
+            store.put_bytes(marker, b"")
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._producer.close(timeout=10)
