@@ -1,0 +1,300 @@
+"""Child manifests of a ``MedicalSearchIndex``: pure functions of (index object, parsed spec, settings) → dict.
+
+Nothing here talks to a cluster; ``handlers.py`` server-side-applies what these return. Every child has a fixed
+name derived from the index name, the ``app.kubernetes.io/*`` labels, and an ownerReference to the index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import yaml
+
+from medsearch.contracts.naming import names_for
+from medsearch.contracts.spec import API_GROUP, API_VERSION, KIND, MedicalSearchIndexSpec
+from medsearch_operator.settings import OperatorSettings
+
+WorkerKind = Literal["dicom", "report"]
+WORKER_KINDS: tuple[WorkerKind, ...] = ("dicom", "report")
+CHECKSUM_ANNOTATION = f"{API_GROUP}/config-checksum"
+INDEX_LABEL = f"{API_GROUP}/index"
+SPEC_FILE = "/etc/medsearch/index.yaml"
+MODEL_MOUNT = "/mnt/models"  # where KServe's storage initializer puts storageUri contents
+_URI_PREFIXES = ("s3://", "gs://", "https://", "http://", "pvc://", "hdfs://", "webhdfs://", "oci://")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The parts of the index object its children need."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def from_body(cls, body: Any) -> Owner:
+        meta = body["metadata"]
+        return cls(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def labels(owner: Owner, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "medsearch",
+        "app.kubernetes.io/instance": owner.name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": "medsearch-operator",
+        INDEX_LABEL: owner.name,
+    }
+
+
+def selector_labels(owner: Owner, component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/instance": owner.name, "app.kubernetes.io/component": component}
+
+
+def _metadata(owner: Owner, name: str, component: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels(owner, component),
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+# ----------------------------------------------------------------------------------------------- names
+
+
+def configmap_name(index: str) -> str:
+    return f"{index}-config"
+
+
+def worker_name(index: str, kind: WorkerKind) -> str:
+    return f"{index}-{kind}-worker"
+
+
+def inference_service_name(index: str) -> str:
+    return f"{index}-embedder"
+
+
+def model_server_url(index: str, namespace: str) -> str:
+    """In-cluster URL of the predictor (KServe names the predictor Service ``<isvc>-predictor``)."""
+    return f"http://{inference_service_name(index)}-predictor.{namespace}.svc.cluster.local"
+
+
+# ------------------------------------------------------------------------------------------- ConfigMap
+
+
+def spec_document(owner: Owner, spec: MedicalSearchIndexSpec) -> str:
+    """The index as a YAML document (what workers read from ``MEDSEARCH_INDEX_SPEC_FILE``)."""
+    doc = {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "metadata": {"name": owner.name, "namespace": owner.namespace},
+        "spec": spec.model_dump(by_alias=True, mode="json", exclude_none=True),
+    }
+    return yaml.safe_dump(doc, sort_keys=True)
+
+
+def build_configmap(owner: Owner, spec: MedicalSearchIndexSpec, settings: OperatorSettings) -> dict[str, Any]:
+    data = {
+        "MEDSEARCH_INDEX": owner.name,
+        "MEDSEARCH_INDEX_SPEC_FILE": SPEC_FILE,
+        "MEDSEARCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "MEDSEARCH_KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
+        "MEDSEARCH_MILVUS_URI": settings.milvus_uri,
+        "MEDSEARCH_MODEL_SERVER_URL": model_server_url(owner.name, owner.namespace),
+        "MEDSEARCH_MODEL_NAME": spec.embedding.name,
+        "MEDSEARCH_OBJECT_STORE_URL": settings.object_store_url,
+        "MEDSEARCH_LOG_LEVEL": settings.log_level,
+        "MEDSEARCH_LOG_FORMAT": settings.log_format,
+        "MEDSEARCH_NLP_BACKEND": spec.nlp.backend,
+        "index.yaml": spec_document(owner, spec),
+    }
+    if spec.nlp.model:
+        data["MEDSEARCH_NLP_MODEL"] = spec.nlp.model
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, configmap_name(owner.name), "config"),
+        "data": dict(sorted(data.items())),
+    }
+
+
+def config_checksum(configmap: dict[str, Any]) -> str:
+    """sha256 of the ConfigMap's data: a pod-template annotation, so a config change rolls the pods."""
+    blob = json.dumps(configmap.get("data", {}), sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ Deployments
+
+
+def _resources(requests: dict[str, str], limits: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = dict(requests)
+    if limits:
+        out["limits"] = dict(limits)
+    return out
+
+
+_RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def build_worker_deployment(owner: Owner, spec: MedicalSearchIndexSpec, settings: OperatorSettings,
+                            kind: WorkerKind, checksum: str) -> dict[str, Any]:
+    wspec = spec.workers.dicom if kind == "dicom" else spec.workers.report
+    component = f"{kind}-worker"
+    env = [
+        {"name": "MEDSEARCH_WORKER_BATCH_SIZE", "value": str(wspec.batch_size)},
+        {"name": "MEDSEARCH_WORKER_METRICS_PORT", "value": "9102"},
+    ]
+    env_from: list[dict[str, Any]] = [{"configMapRef": {"name": configmap_name(owner.name)}}]
+    if settings.operator_credentials_secret:
+        env_from.append({"secretRef": {"name": settings.operator_credentials_secret, "optional": True}})
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": settings.operator_worker_image,
+        "imagePullPolicy": settings.operator_image_pull_policy,
+        "command": ["python", "-m", f"medsearch_workers.{kind}_worker"],
+        "env": env,
+        "envFrom": env_from,
+        "ports": [{"name": "metrics", "containerPort": 9102, "protocol": "TCP"}],
+        "volumeMounts": [
+            {"name": "index-spec", "mountPath": "/etc/medsearch", "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "securityContext": _RESTRICTED_CONTAINER,
+    }
+    resources = _resources(wspec.resources.requests, wspec.resources.limits)
+    if resources:
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "terminationGracePeriodSeconds": 60,
+        "containers": [container],
+        "volumes": [
+            {"name": "index-spec",
+             "configMap": {"name": configmap_name(owner.name), "items": [{"key": "index.yaml", "path": "index.yaml"}]}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    if settings.operator_service_account:
+        pod_spec["serviceAccountName"] = settings.operator_service_account
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, worker_name(owner.name, kind), component),
+        "spec": {
+            "replicas": wspec.replicas,
+            "selector": {"matchLabels": selector_labels(owner, component)},
+            "template": {
+                "metadata": {
+                    "labels": labels(owner, component),
+                    "annotations": {CHECKSUM_ANNOTATION: checksum},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------- InferenceService
+
+
+def model_location(spec: MedicalSearchIndexSpec) -> tuple[str | None, str]:
+    """(storageUri for KServe's storage initializer or None, the model server's ``--weights`` argument)."""
+    if spec.predictor.storage_uri:
+        return spec.predictor.storage_uri, MODEL_MOUNT
+    if spec.embedding.weights.startswith(_URI_PREFIXES):
+        return spec.embedding.weights, MODEL_MOUNT
+    return None, spec.embedding.weights
+
+
+def build_inference_service(owner: Owner, spec: MedicalSearchIndexSpec, settings: OperatorSettings) -> dict[str, Any]:
+    pred = spec.predictor
+    storage_uri, weights = model_location(spec)
+    args = [
+        "--model-name", spec.embedding.name,
+        "--weights", weights,
+        "--backend", pred.backend,
+        "--input-size", str(spec.embedding.input_size),
+        "--max-batch-size", str(pred.batcher.max_batch_size),
+        "--max-latency-ms", str(pred.batcher.max_latency_ms),
+        "--http-port", "8080",
+        "--grpc-port", "8081",
+    ]
+    requests = dict(pred.resources.requests)
+    limits = dict(pred.resources.limits)
+    if pred.gpu:
+        limits["nvidia.com/gpu"] = str(pred.gpu)
+        requests["nvidia.com/gpu"] = str(pred.gpu)
+    container: dict[str, Any] = {
+        "name": "kserve-container",
+        "image": settings.operator_predictor_image,
+        "imagePullPolicy": settings.operator_image_pull_policy,
+        "args": args,
+        "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+        "env": [{"name": "MEDSEARCH_MODEL_VERSION", "value": spec.embedding.version}],
+        "securityContext": {**_RESTRICTED_CONTAINER, "readOnlyRootFilesystem": False},
+    }
+    if storage_uri:
+        # KServe's storage initializer downloads STORAGE_URI into /mnt/models before the container starts.
+        container["env"].append({"name": "STORAGE_URI", "value": storage_uri})
+    resources = _resources(requests, limits)
+    if resources:
+        container["resources"] = resources
+    predictor: dict[str, Any] = {
+        "minReplicas": pred.min_replicas,
+        "maxReplicas": pred.max_replicas,
+        "batcher": {"maxBatchSize": pred.batcher.max_batch_size, "maxLatency": pred.batcher.max_latency_ms},
+        "containers": [container],
+    }
+    if pred.node_selector:
+        predictor["nodeSelector"] = dict(pred.node_selector)
+    if pred.tolerations:
+        predictor["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in pred.tolerations]
+    if settings.operator_service_account:
+        predictor["serviceAccountName"] = settings.operator_service_account
+    meta = _metadata(owner, inference_service_name(owner.name), "predictor")
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": meta,
+        "spec": {"predictor": predictor},
+    }
+
+
+def build_children(owner: Owner, spec: MedicalSearchIndexSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """Every child, in apply order (ConfigMap first: the Deployments' checksum is computed from it)."""
+    cm = build_configmap(owner, spec, settings)
+    checksum = config_checksum(cm)
+    return [
+        cm,
+        *(build_worker_deployment(owner, spec, settings, k, checksum) for k in WORKER_KINDS),
+        build_inference_service(owner, spec, settings),
+    ]
+
+
+def provisioned_names(index: str) -> tuple[list[str], list[str]]:
+    n = names_for(index)
+    return list(n.topics), list(n.collections)

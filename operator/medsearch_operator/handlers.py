@@ -1,0 +1,117 @@
+"""kopf wiring: every decorator of the operator lives in this module; the logic lives in ``reconcile``.
+
+Reconcile is level-based: create/update/resume react at once, a timer re-runs the same pass every
+``MEDSEARCH_OPERATOR_RESYNC_SECONDS`` to repair drift and refresh counts and child status. The finalizer
+``medsearch.io/finalizer`` holds deletion until ``spec.deletionPolicy`` has been honoured.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import kopf
+
+from medsearch.contracts.spec import API_GROUP, API_VERSION, PLURAL
+from medsearch.provision import ProvisionError
+from medsearch_operator.kube import Kube, KubeError
+from medsearch_operator.reconcile import Services, backoff_seconds, reconcile, teardown
+from medsearch_operator.settings import OperatorSettings
+
+Log = logging.Logger | logging.LoggerAdapter[Any]
+FINALIZER = f"{API_GROUP}/finalizer"
+RESOURCE = (API_GROUP, API_VERSION, PLURAL)
+
+# Read once at import: kopf needs the timer interval when the decorator runs.
+_SETTINGS = OperatorSettings()
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(uid: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(uid, threading.Lock())
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: Any, logger: Log, **_: Any) -> None:
+    ours = OperatorSettings()
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=API_GROUP, key="last-handled-configuration")
+    settings.posting.level = logging.WARNING  # only our explicit events, not every handler log line
+    settings.watching.server_timeout = 120
+    settings.watching.client_timeout = 150
+    memo["settings"] = ours
+    memo["kube"] = Kube.from_environment(ours.operator_field_manager)
+    memo["services"] = Services.from_settings(ours)
+    logger.info("medsearch operator: kafka=%s milvus=%s resync=%ss", ours.kafka_bootstrap, ours.milvus_uri,
+                ours.operator_resync_seconds)
+
+
+def _events(body: Any, transitions: list[dict[str, Any]]) -> None:
+    for c in transitions:
+        healthy = c["status"] == "True" or (c["status"] == "Unknown" and c["reason"] == "Reconciling")
+        kopf.event(body, type="Normal" if healthy else "Warning", reason=c["reason"],
+                   message=f"{c['type']}={c['status']}: {c['message']}"[:1024])
+
+
+def _run(body: Any, memo: Any, retry: int, logger: Log, *, raise_on_retry: bool) -> None:
+    settings: OperatorSettings = memo["settings"]
+    kube: Kube = memo["kube"]
+    services: Services = memo["services"]
+    meta = body["metadata"]
+    obj = {"metadata": dict(meta), "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
+    with _lock_for(meta["uid"]):
+        if not obj["status"].get("conditions"):
+            from medsearch_operator.status import initial_conditions, now_rfc3339
+
+            first = {"observedGeneration": int(meta.get("generation") or 0),
+                     "conditions": initial_conditions(int(meta.get("generation") or 0), now_rfc3339())}
+            kube.patch_index_status(meta["namespace"], meta["name"], first)
+            obj["status"] = first
+        outcome = reconcile(obj, kube, services, settings)
+        try:
+            kube.patch_index_status(meta["namespace"], meta["name"], outcome.status)
+        except KubeError as err:
+            if err.status != 404:  # 404: the object is gone
+                raise kopf.TemporaryError(f"status update failed: {err}", delay=backoff_seconds(retry, settings)) \
+                    from err
+    _events(body, outcome.transitions)
+    if outcome.retry:
+        delay = backoff_seconds(retry, settings)
+        logger.warning("reconcile incomplete, retrying in %.0fs: %s", delay, "; ".join(outcome.failures)[:500])
+        if raise_on_retry:
+            raise kopf.TemporaryError("; ".join(outcome.failures)[:500] or "retrying", delay=delay)
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+def on_change(body: kopf.Body, memo: Any, retry: int, logger: Log, **_: Any) -> None:
+    _run(body, memo, retry, logger, raise_on_retry=True)
+
+
+@kopf.timer(*RESOURCE, interval=_SETTINGS.operator_resync_seconds, initial_delay=_SETTINGS.operator_resync_seconds)
+def resync(body: kopf.Body, memo: Any, logger: Log, **_: Any) -> None:
+    # Failures are already in the status; the next tick retries, so the timer itself never errors.
+    _run(body, memo, 0, logger, raise_on_retry=False)
+
+
+@kopf.on.delete(*RESOURCE)
+def on_delete(body: kopf.Body, spec: kopf.Spec, memo: Any, retry: int, logger: Log,
+              **_: Any) -> None:
+    settings: OperatorSettings = memo["settings"]
+    policy = str(spec.get("deletionPolicy", "Retain"))
+    name = body["metadata"]["name"]
+    try:
+        done = teardown(name, policy, memo["services"])
+    except ProvisionError as err:
+        kopf.event(body, type="Warning", reason=err.reason, message=f"deletion waits: {err}"[:1024])
+        raise kopf.TemporaryError(f"{err.reason}: {err}", delay=backoff_seconds(retry, settings)) from err
+    if policy == "Delete":
+        logger.info("deleted topics %s and collections %s", done.topics, done.collections)
+    else:
+        logger.info("deletionPolicy=Retain: topics and collections of %s are kept", name)

@@ -1,0 +1,182 @@
+"""One reconcile pass of a ``MedicalSearchIndex``: level-based, idempotent, no kopf in here.
+
+Given the object as the API server has it, the pass server-side-applies the children, ensures topics and
+collections through ``medsearch.provision`` (the same code ``medsearch up --index`` runs), reads the children's
+status and returns the index status to write. External failures become ``False`` conditions with a CamelCase
+reason and ``retry=True``; the caller retries with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from medsearch import provision
+from medsearch.contracts.naming import names_for
+from medsearch.contracts.spec import SpecError, parse_spec
+from medsearch_operator import children as ch
+from medsearch_operator import status as st
+from medsearch_operator.kube import Kube, KubeError
+from medsearch_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Factories of admin clients for the shared services (tests and the handlers pass real ones)."""
+
+    kafka_admin: Callable[[], Any]
+    milvus_client: Callable[[], Any]
+
+    @classmethod
+    def from_settings(cls, settings: OperatorSettings) -> Services:
+        timeout = settings.operator_service_timeout_seconds
+        token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+        return cls(
+            kafka_admin=lambda: provision.kafka_admin(settings.kafka_bootstrap, client_id="medsearch-operator",
+                                                      timeout_ms=int(timeout * 1000)),
+            milvus_client=lambda: provision.milvus_client(settings.milvus_uri, token, timeout=timeout),
+        )
+
+
+@dataclass
+class Outcome:
+    status: dict[str, Any]
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    retry: bool = False
+    failures: list[str] = field(default_factory=list)
+
+
+def _close(client: Any) -> None:
+    try:
+        client.close()
+    except Exception as err:  # closing a broken client must not hide the real result  # noqa: BLE001
+        log.debug("closing %s failed: %s", type(client).__name__, err)
+
+
+def _topics(services: Services, index: str, spec: Any) -> tuple[st.Cond, bool]:
+    try:
+        admin = services.kafka_admin()
+    except provision.ProvisionError as err:
+        return st.Cond(st.TOPICS, "False", err.reason, str(err)), True
+    try:
+        return st.from_ensure(st.TOPICS, provision.ensure_topics(admin, index, spec), "Topics"), False
+    except provision.ProvisionError as err:
+        return st.Cond(st.TOPICS, "False", err.reason, str(err)), True
+    finally:
+        _close(admin)
+
+
+def _collections(services: Services, index: str, spec: Any) -> tuple[st.Cond, bool, dict[str, int]]:
+    counts: dict[str, int] = {}
+    try:
+        client = services.milvus_client()
+    except provision.ProvisionError as err:
+        return st.Cond(st.COLLECTIONS, "False", err.reason, str(err)), True, counts
+    try:
+        cond = st.from_ensure(st.COLLECTIONS, provision.ensure_collections(client, index, spec), "Collections")
+        names = names_for(index)
+        try:
+            counts = {"images": provision.count_rows(client, names.images_collection),
+                      "reports": provision.count_rows(client, names.reports_collection)}
+        except Exception as err:  # counts are informative; a failed count must not fail the reconcile  # noqa: BLE001
+            log.warning("index %s: counting rows failed: %s", index, err)
+        return cond, False, counts
+    except provision.ProvisionError as err:
+        return st.Cond(st.COLLECTIONS, "False", err.reason, str(err)), True, counts
+    finally:
+        _close(client)
+
+
+def reconcile(body: dict[str, Any], kube: Kube, services: Services, settings: OperatorSettings,
+              now: str | None = None) -> Outcome:
+    now = now or st.now_rfc3339()
+    meta = body["metadata"]
+    owner = ch.Owner.from_body(body)
+    generation = int(meta.get("generation") or 0)
+    old_status = body.get("status") or {}
+    old_conditions = list(old_status.get("conditions") or [])
+
+    try:
+        spec = parse_spec(dict(body.get("spec") or {}))
+    except SpecError as err:
+        conds = [st.Cond(t, "Unknown", "InvalidSpec", "waiting for a valid spec") for t in st.PART_TYPES]
+        conds.append(st.Cond(st.READY, "False", "InvalidSpec", str(err)))
+        merged = st.merge_conditions(old_conditions, conds, generation, now)
+        return Outcome({"observedGeneration": generation, "conditions": merged},
+                       st.transitions(old_conditions, merged), retry=False, failures=[str(err)])
+
+    retry = False
+    failures: list[str] = []
+    applied: dict[str, dict[str, Any] | None] = {}
+    predictor_cond: st.Cond | None = None
+    workers_cond: st.Cond | None = None
+    for manifest in ch.build_children(owner, spec, settings):
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        try:
+            applied[name] = kube.apply(manifest)
+        except KubeError as err:
+            applied[name] = None
+            retry = True
+            failures.append(str(err))
+            if kind == "InferenceService":
+                reason = "InferenceServiceCRDMissing" if err.status == 404 else "ApplyFailed"
+                hint = " (is KServe installed?)" if err.status == 404 else ""
+                predictor_cond = st.Cond(st.PREDICTOR, "False", reason, f"{err}{hint}")
+            else:  # the ConfigMap or a worker Deployment: the workers cannot be right
+                workers_cond = st.Cond(st.WORKERS, "False", "ApplyFailed", str(err))
+
+    topics_cond, topics_retry = _topics(services, owner.name, spec)
+    colls_cond, colls_retry, counts = _collections(services, owner.name, spec)
+    retry = retry or topics_retry or colls_retry
+    if predictor_cond is None:
+        predictor_cond = st.predictor_condition(applied.get(ch.inference_service_name(owner.name)))
+    if workers_cond is None:
+        workers_cond = st.workers_condition([applied.get(ch.worker_name(owner.name, k)) for k in ch.WORKER_KINDS])
+    parts = [topics_cond, colls_cond, predictor_cond, workers_cond]
+    merged = st.merge_conditions(old_conditions, [*parts, st.ready_condition(parts)], generation, now)
+    names = names_for(owner.name)
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": merged,
+        "topics": list(names.topics),
+        "collections": list(names.collections),
+        "predictor": ch.inference_service_name(owner.name),
+        "modelServerUrl": ch.model_server_url(owner.name, owner.namespace),
+    }
+    if counts:
+        status.update(counts)
+    for cond in (topics_cond, colls_cond):
+        if cond.status == "False":
+            failures.append(f"{cond.type}: {cond.reason}: {cond.message}")
+    return Outcome(status, st.transitions(old_conditions, merged), retry=retry, failures=failures)
+
+
+@dataclass
+class Teardown:
+    topics: list[str]
+    collections: list[str]
+
+
+def teardown(index: str, deletion_policy: str, services: Services) -> Teardown:
+    """Drop topics and collections when the policy is ``Delete``; raises ProvisionError to be retried."""
+    if deletion_policy != "Delete":
+        return Teardown([], [])
+    admin = services.kafka_admin()
+    try:
+        topics = provision.delete_topics(admin, index)
+    finally:
+        _close(admin)
+    client = services.milvus_client()
+    try:
+        collections = provision.drop_collections(client, index)
+    finally:
+        _close(client)
+    return Teardown(topics, collections)
+
+
+def backoff_seconds(retry: int, settings: OperatorSettings) -> float:
+    return float(min(settings.operator_retry_max_seconds, settings.operator_retry_min_seconds * (2 ** max(retry, 0))))
