@@ -1,0 +1,356 @@
+"""The repository: the one place that talks to Milvus.
+
+Resolvers call the async methods of :class:`Repository`; :class:`MilvusRepository` implements them over
+pymilvus' synchronous ``MilvusClient`` in worker threads. Every expression comes from
+:mod:`medsearch_api.filters` (validated values only). Time spent inside Milvus calls is added to the
+per-request :data:`MILVUS_SECONDS` accumulator (reported in ``Server-Timing`` and ``/metrics``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from medsearch.contracts.collections import IMAGE_VECTOR, REPORT_SPARSE, REPORT_TEXT, REPORT_VECTOR
+from medsearch.contracts.naming import names_for
+from medsearch_api import filters as fx
+from medsearch_api.records import (
+    ICD10_FIELD,
+    IMAGE_READ_FIELDS,
+    REPORT_READ_FIELDS,
+    FacetCount,
+    ImageFilterSpec,
+    ImageHit,
+    ImageRecord,
+    Polarity,
+    ReportFilterSpec,
+    ReportHit,
+    ReportPage,
+    ReportRecord,
+    SearchMode,
+    image_from_row,
+    report_from_row,
+)
+from medsearch_api.search import rrf
+
+T = TypeVar("T")
+
+# Milvus caps offset + limit of a search at 16384.
+MAX_WINDOW = 16384
+# Most studies a modality/view/body-part filter may resolve to before it is refused as too broad for a
+# report query (it becomes an ``in [...]`` list).
+MAX_STUDY_FANOUT = 16384
+FACET_SCAN_BATCH = 2000
+
+
+class MilvusTimer:
+    """Accumulates seconds spent in Milvus calls for the current request (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self.seconds += seconds
+            self.calls += 1
+
+
+MILVUS_TIMER: contextvars.ContextVar[MilvusTimer | None] = contextvars.ContextVar("milvus_timer", default=None)
+
+
+class RepositoryError(RuntimeError):
+    """Milvus failed or is unreachable (transient from the client's point of view)."""
+
+
+class QueryTooBroad(ValueError):
+    """A filter would need an unbounded expansion (too many studies)."""
+
+
+class Repository(Protocol):
+    async def reports_by_ids(self, ids: Sequence[str]) -> dict[str, ReportRecord]: ...
+    async def images_by_ids(self, ids: Sequence[str]) -> dict[str, ImageRecord]: ...
+    async def images_by_studies(self, study_uids: Sequence[str]) -> dict[str, list[ImageRecord]]: ...
+    async def reports_by_studies(self, study_uids: Sequence[str]) -> dict[str, list[ReportRecord]]: ...
+    async def search_reports(
+        self, *, query: str | None, mode: SearchMode, query_vector: Sequence[float] | None,
+        filter: ReportFilterSpec, offset: int, limit: int,
+    ) -> ReportPage: ...
+    async def count_reports(self, *, query: str | None, mode: SearchMode, filter: ReportFilterSpec) -> int: ...
+    async def image_vector(self, image_id: str) -> list[float] | None: ...
+    async def similar_images(
+        self, *, vector: Sequence[float], k: int, filter: ImageFilterSpec, exclude_ids: Sequence[str],
+    ) -> list[ImageHit]: ...
+    async def icd10_facets(
+        self, *, query: str | None, filter: ReportFilterSpec, polarity: Polarity, size: int,
+    ) -> list[FacetCount]: ...
+    async def term_facets(
+        self, *, field: str, report_ids: Sequence[str] | None, query: str | None, filter: ReportFilterSpec,
+        size: int,
+    ) -> list[FacetCount]: ...
+    async def ping(self) -> None: ...
+
+
+def _top(counter: Counter[str], size: int) -> list[FacetCount]:
+    items = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [FacetCount(k, n) for k, n in items[:size]]
+
+
+class MilvusRepository:
+    """:class:`Repository` over a ``MilvusClient`` (thread-safe gRPC client, shared by requests)."""
+
+    def __init__(self, client: Any, index: str) -> None:
+        self._client = client
+        names = names_for(index)
+        self.reports = names.reports_collection
+        self.images = names.images_collection
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        except (fx.FilterInputError, QueryTooBroad):
+            raise
+        except Exception as err:  # pymilvus raises MilvusException, grpc and connection errors alike
+            raise RepositoryError(f"Milvus request failed: {type(err).__name__}: {err}") from err
+        finally:
+            timer = MILVUS_TIMER.get()
+            if timer is not None:
+                timer.add(time.perf_counter() - t0)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        ctx = contextvars.copy_context()
+        return await asyncio.to_thread(ctx.run, fn, *args)
+
+    def _query(self, collection: str, expr: str, fields: Sequence[str], limit: int | None = None,
+               offset: int | None = None) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"filter": expr, "output_fields": list(fields)}
+        if limit is not None:
+            kwargs["limit"] = limit
+        if offset:
+            kwargs["offset"] = offset
+        rows = self._call(self._client.query, collection, **kwargs)
+        return [dict(r) for r in rows]
+
+    def _scan(self, collection: str, expr: str, fields: Sequence[str]) -> list[dict[str, Any]]:
+        """Every row matching ``expr`` (query iterator, bounded batches)."""
+        it = self._call(self._client.query_iterator, collection, batch_size=FACET_SCAN_BATCH, filter=expr,
+                        output_fields=list(fields))
+        out: list[dict[str, Any]] = []
+        try:
+            while True:
+                batch = self._call(it.next)
+                if not batch:
+                    break
+                out.extend(dict(r) for r in batch)
+        finally:
+            it.close()
+        return out
+
+    # -- lookups ----------------------------------------------------------------------------------------
+    def _reports_by_ids(self, ids: Sequence[str]) -> dict[str, ReportRecord]:
+        good = [i for i in ids if fx.IDENT.pattern.fullmatch(i) and len(i) <= fx.IDENT.max_len]
+        if not good:
+            return {}
+        rows = self._query(self.reports, fx.ids_expr("report_id", good), REPORT_READ_FIELDS, limit=len(good))
+        return {str(r["report_id"]): report_from_row(r) for r in rows}
+
+    async def reports_by_ids(self, ids: Sequence[str]) -> dict[str, ReportRecord]:
+        return await self._run(self._reports_by_ids, list(ids))
+
+    def _images_by_ids(self, ids: Sequence[str]) -> dict[str, ImageRecord]:
+        good = [i for i in ids if fx.IDENT.pattern.fullmatch(i) and len(i) <= fx.IDENT.max_len]
+        if not good:
+            return {}
+        rows = self._query(self.images, fx.ids_expr("sop_instance_uid", good), IMAGE_READ_FIELDS, limit=len(good))
+        return {str(r["sop_instance_uid"]): image_from_row(r) for r in rows}
+
+    async def images_by_ids(self, ids: Sequence[str]) -> dict[str, ImageRecord]:
+        return await self._run(self._images_by_ids, list(ids))
+
+    def _images_by_studies(self, uids: Sequence[str]) -> dict[str, list[ImageRecord]]:
+        good = [u for u in uids if fx.IDENT.pattern.fullmatch(u)]
+        out: dict[str, list[ImageRecord]] = {u: [] for u in uids}
+        if good:
+            for r in self._scan(self.images, fx.ids_expr("study_uid", good), IMAGE_READ_FIELDS):
+                out.setdefault(str(r["study_uid"]), []).append(image_from_row(r))
+        for v in out.values():
+            v.sort(key=lambda i: (i.series_uid, i.sop_instance_uid))
+        return out
+
+    async def images_by_studies(self, study_uids: Sequence[str]) -> dict[str, list[ImageRecord]]:
+        return await self._run(self._images_by_studies, list(study_uids))
+
+    def _reports_by_studies(self, uids: Sequence[str]) -> dict[str, list[ReportRecord]]:
+        good = [u for u in uids if fx.IDENT.pattern.fullmatch(u)]
+        out: dict[str, list[ReportRecord]] = {u: [] for u in uids}
+        if good:
+            for r in self._scan(self.reports, fx.ids_expr("study_uid", good), REPORT_READ_FIELDS):
+                out.setdefault(str(r["study_uid"]), []).append(report_from_row(r))
+        for v in out.values():
+            v.sort(key=lambda r: r.report_id)
+        return out
+
+    async def reports_by_studies(self, study_uids: Sequence[str]) -> dict[str, list[ReportRecord]]:
+        return await self._run(self._reports_by_studies, list(study_uids))
+
+    # -- report search ----------------------------------------------------------------------------------
+    def _report_filter_expr(self, f: ReportFilterSpec) -> str:
+        study_uids: list[str] | None = None
+        if f.needs_images:
+            rows = self._query(self.images, fx.images_for_report_filter(f), ["study_uid"], limit=MAX_WINDOW)
+            study_uids = sorted({str(r["study_uid"]) for r in rows if r.get("study_uid")})
+            if len(rows) >= MAX_WINDOW:
+                raise QueryTooBroad(
+                    "filter: the modality/viewPosition/bodyPart part matches too many images; narrow it down")
+            study_uids = [u for u in study_uids if fx.UID.pattern.fullmatch(u) or fx.IDENT.pattern.fullmatch(u)]
+            if len(study_uids) > MAX_STUDY_FANOUT:
+                raise QueryTooBroad("filter: matches too many studies; narrow it down")
+        return fx.report_expr(f, study_uids)
+
+    def _search_ids(self, field: str, data: Any, expr: str, limit: int, offset: int = 0,
+                    params: dict[str, Any] | None = None) -> list[tuple[str, float]]:
+        if limit <= 0:
+            return []
+        kwargs: dict[str, Any] = {"anns_field": field, "limit": limit, "output_fields": ["report_id"]}
+        if offset:
+            kwargs["offset"] = offset
+        if expr:
+            kwargs["filter"] = expr
+        if params:
+            kwargs["search_params"] = params
+        res = self._call(self._client.search, self.reports, data=[data], **kwargs)
+        hits = res[0] if res else []
+        return [(str(h["id"] if "id" in h else h["entity"]["report_id"]), float(h["distance"])) for h in hits]
+
+    def _search_reports(self, query: str | None, mode: SearchMode, vector: Sequence[float] | None,
+                        f: ReportFilterSpec, offset: int, limit: int) -> ReportPage:
+        expr = self._report_filter_expr(f)
+        if not query or not query.strip():
+            rows = self._query(self.reports, expr, REPORT_READ_FIELDS, limit=limit + 1, offset=offset)
+            rows.sort(key=lambda r: str(r["report_id"]))
+            recs = [report_from_row(r) for r in rows]
+            return ReportPage([ReportHit(r, 0.0) for r in recs[:limit]], len(recs) > limit)
+        want = min(offset + limit + 1, MAX_WINDOW)
+        if offset >= want:
+            return ReportPage([], False)
+        ranked: list[tuple[str, float]]
+        if mode is SearchMode.KEYWORD:
+            hits = self._search_ids(REPORT_SPARSE, query, expr, want - offset, offset, {"metric_type": "BM25"})
+            ranked = [(i, abs(d)) for i, d in hits]  # milvus-lite reports BM25 as a negative distance
+        elif mode is SearchMode.SEMANTIC:
+            if vector is None:
+                raise ValueError("SEMANTIC search needs a query vector")
+            ranked = self._search_ids(REPORT_VECTOR, list(vector), expr, want - offset, offset)
+        else:
+            if vector is None:
+                raise ValueError("HYBRID search needs a query vector")
+            sparse = self._search_ids(REPORT_SPARSE, query, expr, want, 0, {"metric_type": "BM25"})
+            dense = self._search_ids(REPORT_VECTOR, list(vector), expr, want, 0)
+            ranked = rrf([[i for i, _ in sparse], [i for i, _ in dense]])[offset:want]
+        page, more = ranked[:limit], len(ranked) > limit
+        found = self._reports_by_ids([i for i, _ in page])
+        return ReportPage([ReportHit(found[i], s) for i, s in page if i in found], more)
+
+    async def search_reports(
+        self, *, query: str | None, mode: SearchMode, query_vector: Sequence[float] | None,
+        filter: ReportFilterSpec, offset: int, limit: int,
+    ) -> ReportPage:
+        return await self._run(self._search_reports, query, mode, query_vector, filter, offset, limit)
+
+    def _matching_expr(self, query: str | None, f: ReportFilterSpec) -> str:
+        expr = self._report_filter_expr(f)
+        if query and query.strip():
+            tm = fx.text_match(REPORT_TEXT, query)
+            if tm is None:
+                return "report_id == \"\" and report_id != \"\""
+            expr = fx.conj([tm, expr])
+        return expr
+
+    def _count_reports(self, query: str | None, mode: SearchMode, f: ReportFilterSpec) -> int:
+        expr = self._matching_expr(query if mode is SearchMode.KEYWORD else None, f)
+        rows = self._query(self.reports, expr, ["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    async def count_reports(self, *, query: str | None, mode: SearchMode, filter: ReportFilterSpec) -> int:
+        return await self._run(self._count_reports, query, mode, filter)
+
+    # -- images -----------------------------------------------------------------------------------------
+    def _image_vector(self, image_id: str) -> list[float] | None:
+        if not fx.IDENT.pattern.fullmatch(image_id):
+            return None
+        rows = self._query(self.images, fx.ids_expr("sop_instance_uid", [image_id]), [IMAGE_VECTOR], limit=1)
+        if not rows:
+            return None
+        return [float(x) for x in rows[0][IMAGE_VECTOR]]
+
+    async def image_vector(self, image_id: str) -> list[float] | None:
+        return await self._run(self._image_vector, image_id)
+
+    def _similar_images(self, vector: Sequence[float], k: int, f: ImageFilterSpec,
+                        exclude: Sequence[str]) -> list[ImageHit]:
+        study_uids: list[str] | None = None
+        if f.needs_reports:
+            rows = self._query(self.reports, fx.reports_for_image_filter(f), ["study_uid"], limit=MAX_WINDOW)
+            if len(rows) >= MAX_WINDOW:
+                raise QueryTooBroad("filter: the code part matches too many reports; narrow it down")
+            study_uids = sorted({str(r["study_uid"]) for r in rows if r.get("study_uid")})
+            study_uids = [u for u in study_uids if fx.IDENT.pattern.fullmatch(u)]
+        expr = fx.image_expr(f, study_uids, exclude)
+        kwargs: dict[str, Any] = {"anns_field": IMAGE_VECTOR, "limit": k, "output_fields": list(IMAGE_READ_FIELDS)}
+        if expr:
+            kwargs["filter"] = expr
+        res = self._call(self._client.search, self.images, data=[list(vector)], **kwargs)
+        hits = res[0] if res else []
+        out = []
+        for h in hits:
+            ent = dict(h.get("entity") or {})
+            ent.setdefault("sop_instance_uid", h.get("id"))
+            out.append(ImageHit(image_from_row(ent), float(h["distance"])))
+        return out
+
+    async def similar_images(
+        self, *, vector: Sequence[float], k: int, filter: ImageFilterSpec, exclude_ids: Sequence[str],
+    ) -> list[ImageHit]:
+        return await self._run(self._similar_images, list(vector), k, filter, list(exclude_ids))
+
+    # -- facets -----------------------------------------------------------------------------------------
+    def _term_facets(self, field: str, report_ids: Sequence[str] | None, query: str | None,
+                     f: ReportFilterSpec, size: int) -> list[FacetCount]:
+        expr = self._matching_expr(query, f)
+        if report_ids is not None:
+            ids = [i for i in report_ids if fx.IDENT.pattern.fullmatch(i)]
+            if not ids:
+                return []
+            expr = fx.conj([fx.ids_expr("report_id", ids), expr])
+        counter: Counter[str] = Counter()
+        for row in self._scan(self.reports, expr, [field]):
+            # each report counts once per distinct value
+            counter.update(set(str(v) for v in (row.get(field) or [])))
+        return _top(counter, size)
+
+    async def icd10_facets(
+        self, *, query: str | None, filter: ReportFilterSpec, polarity: Polarity, size: int,
+    ) -> list[FacetCount]:
+        return await self._run(self._term_facets, ICD10_FIELD[polarity], None, query, filter, size)
+
+    async def term_facets(
+        self, *, field: str, report_ids: Sequence[str] | None, query: str | None, filter: ReportFilterSpec,
+        size: int,
+    ) -> list[FacetCount]:
+        return await self._run(self._term_facets, field, report_ids, query, filter, size)
+
+    def _ping(self) -> None:
+        for coll in (self.reports, self.images):
+            if not self._call(self._client.has_collection, coll):
+                raise RepositoryError(f"collection {coll} does not exist (run `medsearch up` or the operator)")
+
+    async def ping(self) -> None:
+        await self._run(self._ping)
