@@ -1,0 +1,208 @@
+"""The DICOM batch handler with a fake model server and a fake Milvus (real files, real object store on disk)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from medsearch_workers.consumer import Incoming, TransientError
+from medsearch_workers.dicom_worker import DicomBatchHandler, StageTimes, model_input, thumbnail_url
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from medsearch import store
+from medsearch.contracts.messages import DicomObject
+from medsearch.contracts.spec import MedicalSearchIndexSpec, parse_spec
+
+INDEX = "unit"
+SIZE = 64
+
+
+class Down(RuntimeError):
+    pass
+
+
+class Rejected(ValueError):
+    pass
+
+
+class FakeEmbedder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, ...]] = []
+        self.down = False
+        self.reject_mean_below: float | None = None
+
+    def embed_tensors(self, batch: np.ndarray) -> np.ndarray:
+        self.calls.append(tuple(batch.shape))
+        if self.down:
+            raise Down("connection refused")
+        if self.reject_mean_below is not None and any(t.mean() < self.reject_mean_below for t in batch):
+            raise Rejected("bad input")
+        out = np.zeros((batch.shape[0], 1024), dtype=np.float32)
+        out[:, 0] = 1.0
+        return out
+
+
+class FakeWriter:
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.calls = 0
+
+    def upsert(self, rows: list[dict[str, Any]]) -> None:
+        self.calls += 1
+        assert len({r["sop_instance_uid"] for r in rows}) == len(rows), "duplicate keys in one upsert"
+        for r in rows:
+            self.rows[r["sop_instance_uid"]] = r
+
+
+def _data(name: str) -> bytes:
+    path = get_testdata_file(name)
+    assert path is not None, name
+    return Path(path).read_bytes()
+
+
+def _publish(root: str, data: bytes, offset: int, index: str = INDEX) -> Incoming:
+    sha = store.sha256_hex(data)
+    uri = store.join(root, index, "dicom", f"{sha}.dcm")
+    store.put_bytes(uri, data)
+    msg = DicomObject(index=index, uri=uri, sha256=sha)
+    return Incoming(raw=msg.to_bytes(), key=None, topic=f"{index}.dicom", partition=0, offset=offset)
+
+
+def _handler(
+    root: str, embedder: FakeEmbedder, writer: FakeWriter, spec: MedicalSearchIndexSpec | None = None
+) -> DicomBatchHandler:
+    return DicomBatchHandler(
+        index=INDEX,
+        spec=spec or MedicalSearchIndexSpec(),
+        object_store_url=root,
+        embedder=embedder,
+        writer=writer,
+        input_size=SIZE,
+        model_name="densenet121",
+        model_version="1",
+        unavailable_errors=(Down,),
+        rejected_errors=(Rejected,),
+        times=StageTimes(),
+    )
+
+
+@pytest.fixture()
+def root(tmp_path: Path) -> str:
+    return f"file://{tmp_path / 'objects'}"
+
+
+def test_mixed_batch_indexes_images_and_fails_the_rest_with_stages(root: str) -> None:
+    emb, writer = FakeEmbedder(), FakeWriter()
+    ct, mr = _data("CT_small.dcm"), _data("MR_small_RLE.dcm")
+    no_sop = pydicom.dcmread(io.BytesIO(ct))
+    del no_sop.SOPInstanceUID
+    buf = io.BytesIO()
+    no_sop.save_as(buf)
+    batch = [
+        _publish(root, ct, 0),
+        _publish(root, mr, 1),
+        _publish(root, _data("rtplan.dcm"), 2),
+        _publish(root, ct[: len(ct) // 2], 3),
+        _publish(root, b"%PDF-1.4 not an image at all" * 10, 4),
+        _publish(root, buf.getvalue(), 5),
+        Incoming(raw=b"{not json", key=None, topic="unit.dicom", partition=0, offset=6),
+        _publish(root, ct, 7, index="other"),
+    ]
+    missing = DicomObject(index=INDEX, uri=store.join(root, "nope.dcm"), sha256="0" * 64)
+    batch.append(Incoming(raw=missing.to_bytes(), key=None, topic="unit.dicom", partition=0, offset=8))
+
+    failures = _handler(root, emb, writer)(batch)
+
+    assert emb.calls == [(2, 3, SIZE, SIZE)], "one embedding request per batch"
+    assert sorted(writer.rows) == sorted([pydicom.dcmread(io.BytesIO(d)).SOPInstanceUID for d in (ct, mr)])
+    got = {f.message.offset: (f.stage, f.error) for f in failures}
+    assert got[2][0] == "decode" and got[2][1].startswith("no_pixel_data")
+    assert got[3][0] == "decode" and got[3][1].startswith("undecodable")
+    assert got[4][0] == "decode" and "not an image" in got[4][1]
+    assert got[5][0] == "metadata" and "SOPInstanceUID" in got[5][1]
+    assert got[6][0] == "decode_message"
+    assert got[7][0] == "decode_message"
+    assert got[8][0] == "fetch"
+    assert set(got) == {2, 3, 4, 5, 6, 7, 8}
+
+    row = next(iter(writer.rows.values()))
+    assert len(row["embedding"]) == 1024 and row["model_name"] == "densenet121"
+    assert row["patient_name"] == "" and row["indexed_at"] > 0
+    png = store.get_bytes(row["thumbnail_uri"])
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.format == "PNG" and max(im.size) <= 256
+
+
+def test_model_server_down_is_transient_and_writes_nothing(root: str) -> None:
+    emb, writer = FakeEmbedder(), FakeWriter()
+    emb.down = True
+    with pytest.raises(TransientError, match="model server"):
+        _handler(root, emb, writer)([_publish(root, _data("CT_small.dcm"), 0)])
+    assert writer.calls == 0
+
+
+def test_store_unreachable_is_transient(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"x")  # a file where the store's folder should be: writes fail with OSError
+    emb, writer = FakeEmbedder(), FakeWriter()
+    good_root = f"file://{tmp_path / 'ok'}"
+    msg = _publish(good_root, _data("CT_small.dcm"), 0)
+    with pytest.raises(TransientError, match="object store"):
+        _handler(f"file://{blocker}", emb, writer)([msg])
+
+
+def test_a_rejected_input_is_isolated_and_the_rest_indexed(root: str) -> None:
+    emb, writer = FakeEmbedder(), FakeWriter()
+    batch = [_publish(root, _data("CT_small.dcm"), 0), _publish(root, _data("MR_small.dcm"), 1)]
+    h = _handler(root, emb, writer)
+    means = [np.mean(h._prepare(m).tensor) for m in batch]  # type: ignore[union-attr]  # _Prepared here
+    emb.reject_mean_below = float(np.mean(means))  # refuses the darker of the two images only
+    failures = h(batch)
+    assert len(emb.calls) == 3  # the batch, then one by one
+    assert len(failures) == 1 and failures[0].stage == "embed" and "rejected" in failures[0].error
+    assert len(writer.rows) == 1
+
+
+def test_same_image_twice_in_a_batch_is_one_row(root: str) -> None:
+    emb, writer = FakeEmbedder(), FakeWriter()
+    ct = _data("CT_small.dcm")
+    failures = _handler(root, emb, writer)([_publish(root, ct, 0), _publish(root, ct, 1)])
+    assert failures == [] and len(writer.rows) == 1 and emb.calls == [(1, 3, SIZE, SIZE)]
+
+
+def test_patient_identifiers_stored_only_when_the_spec_allows(root: str) -> None:
+    emb, writer = FakeEmbedder(), FakeWriter()
+    spec = parse_spec({"privacy": {"storePatientIdentifiers": True}})
+    _handler(root, emb, writer, spec)([_publish(root, _data("CT_small.dcm"), 0)])
+    assert next(iter(writer.rows.values()))["patient_name"] != ""
+
+
+def test_monochrome1_chest_thumbnail_is_not_inverted(root: str) -> None:
+    emb, writer = FakeEmbedder(), FakeWriter()
+    _handler(root, emb, writer)([_publish(root, _data("RG1_UNCR.dcm"), 0)])
+    row = next(iter(writer.rows.values()))
+    with Image.open(io.BytesIO(store.get_bytes(row["thumbnail_uri"]))) as im:
+        a = np.asarray(im.convert("L"), dtype=np.float32)
+    assert max(a.shape) == 256
+    h, w = a.shape
+    band = a[h // 3 : 2 * h // 3]
+    lungs = np.concatenate([band[:, w // 5 : 2 * w // 5], band[:, 3 * w // 5 : 4 * w // 5]])
+    spine = band[:, 9 * w // 20 : 11 * w // 20]
+    assert lungs.mean() < spine.mean() - 20, (lungs.mean(), spine.mean())
+
+
+def test_thumbnail_url_is_safe() -> None:
+    assert thumbnail_url("file:///s", "i", "1.2.3").endswith("/i/thumbnails/1.2.3.png")
+    assert "/../" not in thumbnail_url("file:///s", "i", "../../etc/passwd")
+
+
+def test_model_input_from_v2_metadata() -> None:
+    meta = {"name": "densenet121", "versions": ["2"], "inputs": [{"name": "pixel_values", "shape": [-1, 3, 96, 96]}]}
+    assert model_input(meta, 224) == (96, "2")
+    assert model_input({"parameters": {"input_size": 128, "version": "x"}}, 224) == (128, "x")
+    assert model_input({}, 224) == (224, "")

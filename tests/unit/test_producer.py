@@ -1,0 +1,148 @@
+"""Discovery and publishing logic of ``medsearch.producer`` with a fake Kafka producer (no broker)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.data import get_testdata_file
+from typer.testing import CliRunner
+
+from medsearch import store
+from medsearch.contracts.messages import DicomObject, Report
+from medsearch.producer import DicomFile, Publisher, Rejected, ReportItem, discover
+
+
+class _Future:
+    def get(self, timeout: float | None = None) -> None:
+        return None
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.flushed = 0
+
+    def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> _Future:
+        self.sent.append((topic, key, value))
+        return _Future()
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.flushed += 1
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
+
+
+def _copy(name: str, dest: Path, as_name: str | None = None) -> Path:
+    src = get_testdata_file(name)
+    assert src is not None
+    out = dest / (as_name or name)
+    out.write_bytes(Path(src).read_bytes())
+    return out
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    _copy("CT_small.dcm", d, "ct_without_extension")
+    _copy("rtplan.dcm", d / "sub")
+    (d / "notes.txt").write_text("No acute cardiopulmonary process.\n")
+    (d / "r.json").write_text(json.dumps({"id": "R2", "text": "Small left effusion.", "study_uid": "1.2.3"}))
+    (d / "many.jsonl").write_text(
+        json.dumps({"report_id": "R3", "text": "Normal."}) + "\n\n" + "{broken\n" + json.dumps({"text": "x"}) + "\n"
+    )
+    (d / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)
+    (d / "empty.dcm").write_bytes(b"")
+    (d / ".hidden").write_bytes(b"ignored")
+    return d
+
+
+def test_discover_by_content_not_extension(folder: Path) -> None:
+    items = list(discover([folder]))
+    dicom = sorted(i.path.name for i in items if isinstance(i, DicomFile))
+    reports = sorted(i.report_id for i in items if isinstance(i, ReportItem))
+    rejected = {i.path.name: i.reason for i in items if isinstance(i, Rejected)}
+    assert dicom == ["ct_without_extension", "rtplan.dcm"]
+    assert reports == ["R2", "R3", "notes"]
+    assert set(rejected) == {"photo.png", "empty.dcm", "many.jsonl:3", "many.jsonl:4"}
+    assert "not DICOM" in rejected["photo.png"]
+    assert "report_id" in rejected["many.jsonl:4"]
+    assert not any(i.path.name == ".hidden" for i in items)
+
+
+def test_discover_missing_path_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope"):
+        list(discover([tmp_path / "nope"]))
+
+
+def test_publish_dicom_uploads_keys_by_study_and_skips_duplicates(tmp_path: Path) -> None:
+    root = f"file://{tmp_path / 'objects'}"
+    fake = FakeProducer()
+    pub = Publisher(bootstrap="unused:1", object_store_url=root, index="demo", producer=fake)
+    data = Path(get_testdata_file("CT_small.dcm") or "").read_bytes()
+    first = pub.publish_dicom(data, filename="a.dcm")
+    assert first.status == "published" and first.uri is not None
+    assert store.get_bytes(first.uri) == data
+    assert first.uri.endswith(f"/demo/dicom/{store.sha256_hex(data)}.dcm")
+    topic, key, value = fake.sent[0]
+    msg = DicomObject.from_bytes(value)
+    assert topic == "demo.dicom" and msg.uri == first.uri and msg.sha256 == first.sha256
+    assert key is not None and key.decode() == msg.study_uid
+    assert pub.publish_dicom(data, filename="b.dcm").status == "duplicate"  # same run
+    pub.close()
+
+    # A later run: the acknowledged marker makes it a duplicate without publishing again.
+    fake2 = FakeProducer()
+    pub2 = Publisher(bootstrap="unused:1", object_store_url=root, index="demo", producer=fake2)
+    assert pub2.publish_dicom(data, filename="a.dcm").status == "duplicate"
+    assert fake2.sent == []
+    assert pub2.publish_dicom(b"not dicom at all", filename="x").status == "rejected"
+
+
+def test_unacknowledged_publication_is_retried_next_run(tmp_path: Path) -> None:
+    root = f"file://{tmp_path / 'objects'}"
+    data = Path(get_testdata_file("CT_small.dcm") or "").read_bytes()
+    pub = Publisher(bootstrap="unused:1", object_store_url=root, index="demo", producer=FakeProducer())
+    pub.publish_dicom(data, filename="a.dcm")  # never flushed: crashed before the broker acknowledged
+    fake2 = FakeProducer()
+    pub2 = Publisher(bootstrap="unused:1", object_store_url=root, index="demo", producer=fake2)
+    assert pub2.publish_dicom(data, filename="a.dcm").status == "published"
+    assert len(fake2.sent) == 1
+
+
+def test_publish_report_inline(tmp_path: Path) -> None:
+    fake = FakeProducer()
+    pub = Publisher(bootstrap="unused:1", object_store_url=f"file://{tmp_path}", index="demo", producer=fake)
+    res = pub.publish_report(report_id="R1", text="Mild cardiomegaly.", study_uid="1.2.3")
+    assert res.status == "published"
+    topic, key, value = fake.sent[0]
+    rep = Report.from_bytes(value)
+    assert topic == "demo.reports" and key == b"1.2.3" and rep.text == "Mild cardiomegaly."
+    assert pub.publish_report(report_id="R1", text="Mild cardiomegaly.", study_uid="1.2.3").status == "duplicate"
+    assert pub.publish_report(report_id="R1", text="x" * 2_000_000).status == "rejected"
+
+
+def test_cli_dry_run_lists_without_publishing(folder: Path) -> None:
+    from medsearch.cli import app
+
+    result = CliRunner().invoke(app, ["ingest", str(folder), "--index", "demo", "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    summary: dict[str, Any] = json.loads(result.stdout)
+    assert summary["would_publish"] == 5 and summary["published"] == 0
+    assert summary["by_kind"] == {"dicom:would_publish": 2, "file:rejected": 4, "report:would_publish": 3}
+    assert "Normal." not in result.output and "effusion" not in result.output
+
+
+def test_cli_unreachable_broker_is_a_clear_error(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsearch.cli import app
+    from medsearch.localstack.procs import free_port
+
+    result = CliRunner().invoke(
+        app, ["ingest", str(folder), "--index", "demo", "--bootstrap", f"127.0.0.1:{free_port()}"]
+    )
+    assert result.exit_code == 1
+    assert "unreachable" in result.output and "--bootstrap" in result.output
