@@ -1,7 +1,8 @@
 import { useCallback, useEffect, useState } from "react";
-import { checkToken, fetchAuthConfig, type Viewer } from "./api/client";
+import { checkToken, fetchAuthConfig } from "./api/client";
 import type { AuthConfig } from "./api/types";
-import { getToken, onTokenChange, setToken, tokenFromRedirect } from "./lib/auth";
+import { getToken, onTokenChange, setToken } from "./lib/auth";
+import { completeLogin } from "./lib/oidc";
 import { ApiError, onUnauthorized } from "./lib/graphql";
 import { parseHash, type Route } from "./lib/router";
 import { ImagePage } from "./pages/ImagePage";
@@ -19,20 +20,8 @@ function useRoute(): Route {
   return route;
 }
 
-function adoptRedirectToken(): void {
-  const t = tokenFromRedirect(window.location.hash, window.location.search);
-  if (t) {
-    setToken(t);
-    history.replaceState(null, "", `${window.location.pathname}#/search`);
-  }
-}
-
 export function App() {
-  const [token, setTokenState] = useState<string | null>(() => {
-    adoptRedirectToken();
-    return getToken();
-  });
-  const [viewer, setViewer] = useState<Viewer | null>(null);
+  const [token, setTokenState] = useState<string | null>(() => getToken());
   const [loginMessage, setLoginMessage] = useState<string | null>(null);
   const [authConfig, setAuthConfig] = useState<AuthConfig | null>(null);
   const route = useRoute();
@@ -46,18 +35,24 @@ export function App() {
   }, []);
   useEffect(() => {
     const ctrl = new AbortController();
-    fetchAuthConfig(ctrl.signal).then(setAuthConfig, () => setAuthConfig(null));
+    fetchAuthConfig(ctrl.signal).then(
+      async (config) => {
+        setAuthConfig(config);
+        if (!config.oidc) return;
+        try {
+          const done = await completeLogin(config.oidc); // back from the IdP with ?code=...
+          if (done) {
+            setToken(done.token);
+            window.location.hash = done.returnTo;
+          }
+        } catch (e) {
+          setLoginMessage(e instanceof Error ? e.message : String(e));
+        }
+      },
+      () => setAuthConfig(null),
+    );
     return () => ctrl.abort();
   }, []);
-  useEffect(() => {
-    if (!token) {
-      setViewer(null);
-      return;
-    }
-    const ctrl = new AbortController();
-    checkToken(ctrl.signal).then(setViewer, () => undefined);
-    return () => ctrl.abort();
-  }, [token]);
   useEffect(() => {
     const titles: Record<Route["name"], string> = { search: "Search", image: "Image", upload: "Search by image", notFound: "Not found" };
     document.title = `${titles[route.name]} · medsearch`;
@@ -66,8 +61,7 @@ export function App() {
   const signIn = useCallback(async (t: string) => {
     setToken(t);
     try {
-      const v = await checkToken();
-      setViewer(v);
+      await checkToken();
       setLoginMessage(null);
     } catch (e) {
       setToken(null);
@@ -79,7 +73,7 @@ export function App() {
   if (!token) {
     return (
       <>
-        <Header viewer={null} route={route} onSignOut={null} />
+        <Header route={route} onSignOut={null} />
         <main id="main">
           <Login message={loginMessage} authConfig={authConfig} onSubmit={signIn} />
         </main>
@@ -92,7 +86,6 @@ export function App() {
         Skip to content
       </a>
       <Header
-        viewer={viewer}
         route={route}
         onSignOut={() => {
           setLoginMessage(null);
@@ -116,7 +109,7 @@ export function App() {
   );
 }
 
-function Header({ viewer, route, onSignOut }: { viewer: Viewer | null; route: Route; onSignOut: (() => void) | null }) {
+function Header({ route, onSignOut }: { route: Route; onSignOut: (() => void) | null }) {
   return (
     <header className="topbar">
       <a className="brand" href="#/search">
@@ -136,7 +129,6 @@ function Header({ viewer, route, onSignOut }: { viewer: Viewer | null; route: Ro
           </a>
         </nav>
       )}
-      {viewer && <span className="who">{viewer.name ? `${viewer.name} · ${viewer.role}` : viewer.role}</span>}
       {onSignOut && (
         <button type="button" onClick={onSignOut}>
           Sign out

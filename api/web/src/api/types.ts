@@ -60,8 +60,14 @@ export interface ReportDetail extends ReportSummary {
   entities: Entity[];
 }
 
+export interface Snippet {
+  text: string;
+  highlights: { start: number; end: number }[];
+}
+
 export interface SearchHit {
   score: number | null;
+  snippet: Snippet | null;
   report: ReportSummary;
   images: ImageSummary[];
 }
@@ -91,7 +97,16 @@ export interface SimilarResult {
   queryInfo: string;
 }
 
+export interface OidcConfig {
+  issuer: string;
+  clientId: string;
+  scope?: string;
+  audience?: string;
+  /** Which token of the IdP's answer the gateway expects as bearer: "access_token" (default) or "id_token". */
+  token?: "access_token" | "id_token";
+}
+
 export interface AuthConfig {
-  oidcLoginUrl: string | null;
+  oidc: OidcConfig | null;
   tokenLogin: boolean;
 }

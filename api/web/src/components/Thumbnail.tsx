@@ -1,11 +1,8 @@
 import { useEffect, useState } from "react";
-import { getToken } from "../lib/auth";
-
-type Load = { status: "loading" } | { status: "ok"; url: string } | { status: "error"; message: string };
 
 /**
- * A thumbnail from the gateway. It is fetched with the bearer token (an <img src> cannot send one) and shown
- * from a blob URL, revoked when the component goes away.
+ * A thumbnail from the gateway. `Image.thumbnailUrl` carries a short-lived signature, so a plain <img> works
+ * (and the browser caches it); failures show a reason instead of a broken-image icon.
  */
 export function Thumbnail({
   src,
@@ -13,56 +10,44 @@ export function Thumbnail({
   href,
   badge,
   className,
+  eager,
 }: {
   src: string;
   alt: string;
   href?: string;
   badge?: string;
   className?: string;
+  eager?: boolean;
 }) {
-  const [load, setLoad] = useState<Load>({ status: "loading" });
-  useEffect(() => {
-    if (!src) {
-      setLoad({ status: "error", message: "no thumbnail" });
-      return;
-    }
-    const ctrl = new AbortController();
-    let url: string | null = null;
-    setLoad({ status: "loading" });
-    const token = getToken();
-    fetch(src, { headers: token ? { Authorization: `Bearer ${token}` } : {}, signal: ctrl.signal })
-      .then(async (r) => {
-        if (!r.ok) throw new Error(r.status === 404 ? "no thumbnail" : `thumbnail: HTTP ${r.status}`);
-        const blob = await r.blob();
-        url = URL.createObjectURL(blob);
-        if (!ctrl.signal.aborted) setLoad({ status: "ok", url });
-      })
-      .catch((e: unknown) => {
-        if (!ctrl.signal.aborted) setLoad({ status: "error", message: e instanceof Error ? e.message : "thumbnail failed" });
-      });
-    return () => {
-      ctrl.abort();
-      if (url) URL.revokeObjectURL(url);
-    };
-  }, [src]);
+  const [status, setStatus] = useState<"loading" | "ok" | "error">(src ? "loading" : "error");
+  useEffect(() => setStatus(src ? "loading" : "error"), [src]);
   const body = (
     <>
-      {load.status === "ok" && <img src={load.url} alt={alt} />}
-      {load.status === "loading" && <span className="thumb-msg skeleton" aria-hidden="true" />}
-      {load.status === "error" && <span className="thumb-msg">{load.message}</span>}
+      {src && status !== "error" && (
+        <img
+          src={src}
+          alt={alt}
+          loading={eager ? "eager" : "lazy"}
+          decoding="async"
+          onLoad={() => setStatus("ok")}
+          onError={() => setStatus("error")}
+        />
+      )}
+      {status === "loading" && <span className="thumb-msg skeleton" aria-hidden="true" />}
+      {status === "error" && <span className="thumb-msg">{src ? "thumbnail unavailable" : "no thumbnail"}</span>}
       {badge && <span className="badge">{badge}</span>}
     </>
   );
   const cls = `thumb ${className ?? ""}`.trim();
   if (href) {
     return (
-      <a className={cls} href={href} aria-label={alt} data-testid="thumb-link">
+      <a className={cls} href={href} aria-label={alt} data-testid="thumb-link" data-thumb-status={status}>
         {body}
       </a>
     );
   }
   return (
-    <div className={cls} role={load.status === "ok" ? undefined : "img"} aria-label={load.status === "ok" ? undefined : alt}>
+    <div className={cls} role={status === "ok" ? undefined : "img"} aria-label={status === "ok" ? undefined : alt} data-thumb-status={status}>
       {body}
     </div>
   );

@@ -39,13 +39,3 @@ export function normaliseToken(raw: string): string | null {
   if (!t || /\s/.test(t)) return null;
   return t;
 }
-
-/** An OIDC implicit/code redirect back to the app leaves `#access_token=...` or `?access_token=` behind. */
-export function tokenFromRedirect(hash: string, search: string): string | null {
-  for (const part of [hash.replace(/^#\/?/, ""), search.replace(/^\?/, "")]) {
-    const params = new URLSearchParams(part);
-    const t = params.get("access_token") ?? params.get("id_token");
-    if (t) return t;
-  }
-  return null;
-}

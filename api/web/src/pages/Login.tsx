@@ -1,6 +1,7 @@
 import { useEffect, useId, useRef, useState } from "react";
 import type { AuthConfig } from "../api/types";
 import { normaliseToken } from "../lib/auth";
+import { startLogin } from "../lib/oidc";
 
 export function Login({
   message,
@@ -45,11 +46,25 @@ export function Login({
             {message}
           </p>
         )}
-        {authConfig?.oidcLoginUrl && (
+        {authConfig?.oidc && (
           <>
-            <a className="button primary" href={authConfig.oidcLoginUrl} style={{ width: "100%", justifyContent: "center" }}>
+            <button
+              type="button"
+              className="primary"
+              style={{ width: "100%", justifyContent: "center" }}
+              disabled={busy}
+              onClick={() => {
+                const oidc = authConfig.oidc;
+                if (!oidc) return;
+                setBusy(true);
+                startLogin(oidc).catch((e: unknown) => {
+                  setBusy(false);
+                  setError(e instanceof Error ? e.message : String(e));
+                });
+              }}
+            >
               Sign in with your organisation
-            </a>
+            </button>
             {tokenLogin && <p className="or">or use an API token</p>}
           </>
         )}

@@ -7,6 +7,7 @@ import { FacetChart } from "../components/FacetChart";
 import { Pager } from "../components/Pager";
 import { CardSkeletons, EmptyState, ErrorState } from "../components/States";
 import { Thumbnail } from "../components/Thumbnail";
+import { segments } from "../lib/highlight";
 import { imageHref, navigate, rememberSearch, searchHref } from "../lib/router";
 import {
   PAGE_SIZES,
@@ -195,7 +196,7 @@ export function SearchPage({ params }: { params: URLSearchParams }) {
           {data && data.hits.length > 0 && (
             <ol className="results" data-testid="results" style={{ opacity: results.status === "loading" ? 0.6 : 1 }}>
               {data.hits.map((hit) => (
-                <ResultCard key={hit.report.id} hit={hit} onCode={onToggleCode} />
+                <ResultCard key={hit.report.id} hit={hit} query={state.q} onCode={onToggleCode} />
               ))}
             </ol>
           )}
@@ -232,7 +233,7 @@ function formatDate(d: string): string {
   return d || "date unknown";
 }
 
-function ResultCard({ hit, onCode }: { hit: SearchHit; onCode: (code: string, polarity: Polarity) => void }) {
+function ResultCard({ hit, query, onCode }: { hit: SearchHit; query: string; onCode: (code: string, polarity: Polarity) => void }) {
   const { report, images } = hit;
   const first = images[0];
   const views = [...new Set(images.map((i) => [i.modality, i.viewPosition].filter(Boolean).join(" ")).filter(Boolean))];
@@ -277,6 +278,13 @@ function ResultCard({ hit, onCode }: { hit: SearchHit; onCode: (code: string, po
             <strong>{report.impression ? "Impression" : "Findings"}</strong>
             {report.impression || report.findings || <em className="hint">no impression or findings section</em>}
           </p>
+          {query && hit.snippet && hit.snippet.highlights.length > 0 && (
+            <p className="snippet" data-testid="snippet">
+              {segments(hit.snippet.text, hit.snippet.highlights).map((s) =>
+                s.entity ? <mark key={s.start}>{s.text}</mark> : <span key={s.start}>{s.text}</span>,
+              )}
+            </p>
+          )}
           <FindingRow label="Positive" kind="positive" codes={report.positive} onCode={onCode} />
           <FindingRow label="Negative" kind="negative" codes={report.negative} onCode={onCode} />
           <FindingRow label="Uncertain" kind="uncertain" codes={report.uncertain} />
