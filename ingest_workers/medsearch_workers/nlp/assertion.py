@@ -1,0 +1,103 @@
+"""Assertion status per mention with medspaCy's ConText, driven by radiology rules kept as data.
+
+Rules: ``medsearch_workers/data/nlp/context_rules.yaml`` (medspaCy ``ConTextRule`` dicts). The spaCy pipeline is
+a blank English tokenizer; sentence boundaries come from :mod:`medsearch_workers.nlp.sections`, so a modifier's
+scope never crosses a sentence or a section.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medsearch_workers.nlp.types import FAMILY, HISTORICAL, HYPOTHETICAL, NEGATION, UNCERTAIN
+
+RULES_FILE = "context_rules.yaml"
+CATEGORY_TRAITS = {
+    "NEGATED_EXISTENCE": NEGATION,
+    "POSSIBLE_EXISTENCE": UNCERTAIN,
+    "HYPOTHETICAL": HYPOTHETICAL,
+    "HISTORICAL": HISTORICAL,
+    "FAMILY": FAMILY,
+}
+
+
+class ContextRulesError(ValueError):
+    """The ConText rule file is invalid (names the rule)."""
+
+
+def load_rule_dicts(path: str | Path | None = None) -> list[dict[str, Any]]:
+    if path is None:
+        raw = resources.files("medsearch_workers.data.nlp").joinpath(RULES_FILE).read_text(encoding="utf-8")
+        where = RULES_FILE
+    else:
+        raw = Path(path).read_text(encoding="utf-8")
+        where = str(path)
+    data = yaml.safe_load(raw)
+    rules = data.get("context_rules") if isinstance(data, dict) else None
+    if not isinstance(rules, list):
+        raise ContextRulesError(f"{where}: expected a mapping with a 'context_rules' list")
+    for i, r in enumerate(rules):
+        if not isinstance(r, dict) or not r.get("literal") or not r.get("category"):
+            raise ContextRulesError(f"{where}: rule #{i} needs 'literal' and 'category' ({r!r})")
+        cat = str(r["category"])
+        if cat not in CATEGORY_TRAITS and cat not in ("PSEUDO", "TERMINATE"):
+            raise ContextRulesError(f"{where}: rule #{i} ({r['literal']!r}): unknown category {cat!r}")
+    return [dict(r) for r in rules]
+
+
+_build_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
+def _pipeline(rules_path: str | None) -> tuple[Any, Any]:
+    import spacy
+    from medspacy.context import ConText, ConTextRule  # registers the "medspacy_context" factory
+
+    nlp = spacy.blank("en")
+    context = ConText(nlp, rules=None, prune_on_target_overlap=True)
+    rules = []
+    for r in load_rule_dicts(rules_path):
+        try:
+            rules.append(ConTextRule.from_dict(r))
+        except (ValueError, TypeError, KeyError) as err:
+            raise ContextRulesError(f"ConText rule {r.get('literal')!r}: {err}") from None
+    context.add(rules)
+    return nlp, context
+
+
+def pipeline(rules_path: str | None = None) -> tuple[Any, Any]:
+    """``(nlp, context)``: a blank spaCy English tokenizer and a ConText component with the radiology rules."""
+    with _build_lock:
+        return _pipeline(rules_path)
+
+
+def set_sentence_starts(doc: Any, sentences: list[tuple[int, int]]) -> None:
+    starts = {a for a, _ in sentences}
+    ends = sorted(b for _, b in sentences)
+
+    for tok in doc:
+        if tok.i == 0:
+            tok.is_sent_start = True
+            continue
+        # a token starts a sentence if a sentence starts at/before it and after the previous token
+        prev = doc[tok.i - 1]
+        k = bisect.bisect_right(ends, prev.idx)
+        boundary = k < len(ends) and ends[k] <= tok.idx
+        tok.is_sent_start = bool(boundary or tok.idx in starts)
+
+
+def traits_of(ent: Any) -> set[str]:
+    """Assertion traits a ConText-processed span carries."""
+    out: set[str] = set()
+    for mod in getattr(ent._, "modifiers", ()) or ():
+        trait = CATEGORY_TRAITS.get(mod.category)
+        if trait:
+            out.add(trait)
+    return out

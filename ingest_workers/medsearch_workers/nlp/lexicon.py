@@ -1,0 +1,295 @@
+"""The ``lexicon`` NER backend: a radiology finding lexicon (data file) plus ICD-10-CM index terms.
+
+Concepts and their regular expressions live in ``medsearch_workers/data/nlp/radiology_lexicon.yaml``; ICD-10-CM
+descriptions and inclusion terms of chest-relevant codes (``simple-icd-10-cm``) are matched as phrases with
+spaCy's ``PhraseMatcher``. Overlapping hits are resolved longest-first, lexicon concepts before ICD terms.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medsearch_workers.nlp.types import Mention
+
+DATA_PACKAGE = "medsearch_workers.data.nlp"
+LEXICON_FILE = "radiology_lexicon.yaml"
+
+# ICD-10-CM codes whose descriptions / inclusion terms are matched as phrases and embedded for linking: the
+# chapters and blocks a chest radiograph report talks about.
+CHEST_CODE_PREFIXES: tuple[str, ...] = (
+    "J", "I2", "I3", "I4", "I5", "I7", "I8", "R0", "R91", "R93", "R59", "K44", "M40", "M41", "M42", "M43",
+    "M47", "M48", "M50", "M51", "M80", "M81", "M85", "S22", "S27", "S42.0", "C34", "C38", "C45", "C78", "D14",
+    "D38", "A15", "B90", "Z95", "Z96", "Z97", "Z98", "Q20", "Q21", "Q33", "Q34", "Q67", "Q76", "E66", "T79",
+    "D86", "R50",
+)  # fmt: skip
+_SEVENTH_KEEP = {"A"}  # of 7th-character extensions keep the initial encounter only
+
+# ICD index-term phrases too generic to be findings on their own.
+_TERM_STOPLIST = {
+    "other", "unspecified", "disease", "disorder", "disorders", "condition", "lesion", "abnormal", "shock", "collapse",
+    "failure", "injury", "arrest", "block", "stricture", "stenosis", "congestion", "infection", "acute", "chronic",
+    "syndrome", "mass", "pain", "abscess", "history", "presence", "rupture", "wound", "crushing", "edema",
+    "obstruction", "hemorrhage", "fistula", "hernia", "calcification", "deformity", "sequelae",
+}  # fmt: skip
+
+
+class LexiconError(ValueError):
+    """The lexicon data file is invalid (names the concept and field)."""
+
+
+@dataclass(frozen=True)
+class Concept:
+    id: str
+    finding: str
+    code: str | None
+    codes: dict[str, str]
+    category: str
+    type: str
+    trait: str | None
+    present: re.Pattern[str] | None
+    absent: re.Pattern[str] | None
+    uncertain: re.Pattern[str] | None
+
+    @property
+    def name(self) -> str:
+        return self.id.replace("_", " ")
+
+    def code_for(self, *, side: str | None, plural: bool) -> str | None:
+        keys = []
+        if plural and side:
+            keys.append(f"plural_{side}")
+        if plural:
+            keys.append("plural")
+        if side:
+            keys.append(side)
+        for k in keys:
+            if k in self.codes:
+                return self.codes[k]
+        return self.code
+
+
+def _compile(patterns: list[str], macros: dict[str, str], where: str) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    parts = []
+    for p in patterns:
+        expanded = p
+        for _ in range(3):  # macros may reference macros
+            expanded = re.sub(r"\{([A-Z_]+)\}", lambda m: macros.get(m.group(1), m.group(0)), expanded)
+        try:
+            re.compile(expanded)
+        except re.error as err:
+            raise LexiconError(f"{where}: invalid regular expression {p!r}: {err}") from None
+        parts.append(f"(?:{expanded})")
+    return re.compile(r"(?<![\w-])(?:" + "|".join(parts) + r")(?![\w-])", re.IGNORECASE)
+
+
+def load_concepts(path: str | Path | None = None) -> list[Concept]:
+    """Parse the lexicon YAML (default: the packaged one)."""
+    if path is None:
+        raw = resources.files(DATA_PACKAGE).joinpath(LEXICON_FILE).read_text(encoding="utf-8")
+        where = LEXICON_FILE
+    else:
+        raw = Path(path).read_text(encoding="utf-8")
+        where = str(path)
+    data = yaml.safe_load(raw)
+    if not isinstance(data, dict) or not isinstance(data.get("concepts"), list):
+        raise LexiconError(f"{where}: expected a mapping with a 'concepts' list")
+    macros = {str(k): str(v) for k, v in (data.get("macros") or {}).items()}
+    out: list[Concept] = []
+    seen: set[str] = set()
+    for i, c in enumerate(data["concepts"]):
+        cid = str(c.get("id", ""))
+        if not cid or cid in seen:
+            raise LexiconError(f"{where}: concept #{i}: missing or duplicate 'id' ({cid!r})")
+        seen.add(cid)
+        if not c.get("patterns"):
+            raise LexiconError(f"{where}: concept {cid!r}: 'patterns' is empty")
+        out.append(
+            Concept(
+                id=cid,
+                finding=str(c.get("finding", cid)),
+                code=c.get("code"),
+                codes={str(k): str(v) for k, v in (c.get("codes") or {}).items()},
+                category=str(c.get("category", "MEDICAL_CONDITION")),
+                type=str(c.get("type", "DX_NAME")),
+                trait=c.get("trait"),
+                present=_compile([str(p) for p in c["patterns"]], macros, f"{where}: concept {cid!r}: patterns"),
+                absent=_compile([str(p) for p in c.get("absent") or []], macros, f"{where}: concept {cid!r}: absent"),
+                uncertain=_compile(
+                    [str(p) for p in c.get("uncertain") or []], macros, f"{where}: concept {cid!r}: uncertain"
+                ),
+            )
+        )
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def default_concepts() -> tuple[Concept, ...]:
+    return tuple(load_concepts())
+
+
+def concept_by_id() -> dict[str, Concept]:
+    return {c.id: c for c in default_concepts()}
+
+
+# ---------------------------------------------------------------- ICD-10-CM tables
+
+
+def _keep_code(code: str) -> bool:
+    if not code.startswith(CHEST_CODE_PREFIXES):
+        return False
+    plain = code.replace(".", "")
+    if len(plain) == 7 and code[0] in "STM" and plain[-1] not in _SEVENTH_KEEP:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def chest_codes() -> tuple[tuple[str, str], ...]:
+    """Billable (leaf) ICD-10-CM codes relevant to chest imaging, with descriptions."""
+    import simple_icd_10_cm as icd
+
+    out = []
+    for code in icd.get_all_codes(with_dots=True):
+        if icd.is_leaf(code) and _keep_code(code):
+            out.append((code, icd.get_description(code)))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=4096)
+def icd_description(code: str) -> str:
+    import simple_icd_10_cm as icd
+
+    return str(icd.get_description(code)) if icd.is_valid_item(code) else code
+
+
+def is_billable(code: str) -> bool:
+    import simple_icd_10_cm as icd
+
+    return bool(icd.is_valid_item(code) and icd.is_leaf(code))
+
+
+_CLEAN = [
+    (re.compile(r"\([^)]*\)|\[[^\]]*\]"), " "),
+    (re.compile(r",?\s*(?:unspecified|not elsewhere classified|NOS|NEC)\b.*$", re.IGNORECASE), ""),
+    (re.compile(r",.*$"), ""),
+    (re.compile(r"\s+"), " "),
+]
+
+
+def _clean_term(term: str) -> str:
+    t = term
+    for pat, rep in _CLEAN:
+        t = pat.sub(rep, t)
+    return t.strip(" .-").lower()
+
+
+@functools.lru_cache(maxsize=1)
+def icd_index_terms() -> dict[str, str]:
+    """Phrase → ICD-10-CM code from descriptions and inclusion terms (short, specific phrases only)."""
+    import simple_icd_10_cm as icd
+
+    terms: dict[str, str] = {}
+    for code, desc in chest_codes():
+        for raw in [desc, *icd.get_inclusion_term(code)]:
+            term = _clean_term(raw)
+            words = term.split()
+            if not (1 <= len(words) <= 4) or len(term) < 5 or term in _TERM_STOPLIST:
+                continue
+            if words[-1] in {"of", "and", "or", "to", "the", "for", "with", "in", "by"}:
+                continue
+            if any(w in {"other", "unspecified", "specified", "without", "with", "due", "in", "type"} for w in words):
+                continue
+            # prefer the shortest (least specific) code for a shared phrase
+            if term not in terms or (len(code), code) < (len(terms[term]), terms[term]):
+                terms[term] = code
+    return terms
+
+
+# ---------------------------------------------------------------- matching
+
+
+def _side_and_number(sentence: str, span_text: str) -> tuple[str | None, bool]:
+    low = sentence.lower()
+    left = re.search(r"\bleft\b", low) is not None
+    right = re.search(r"\bright\b", low) is not None
+    side = "left" if left and not right else "right" if right and not left else None
+    plural = re.search(r"\b(?:fractures|multiple|several|ribs|bilateral|numerous)\b", span_text.lower() + " " + low)
+    return side, plural is not None
+
+
+def lexicon_mentions(text: str, sentences: list[tuple[int, int]]) -> list[Mention]:
+    """Regex concept hits per sentence; overlapping hits resolved longest-first (absent/uncertain win ties)."""
+    cands: list[tuple[int, int, int, Concept, str]] = []
+    order = {"absent": 0, "uncertain": 1, "present": 2}
+    for a, b in sentences:
+        sent = text[a:b]
+        for concept in default_concepts():
+            for polarity, pat in (("absent", concept.absent), ("uncertain", concept.uncertain),
+                                  ("present", concept.present)):  # fmt: skip
+                if pat is None:
+                    continue
+                for m in pat.finditer(sent):
+                    if m.end() > m.start():
+                        cands.append((a + m.start(), a + m.end(), order[polarity], concept, polarity))
+    cands.sort(key=lambda c: (-(c[1] - c[0]), c[2], c[0]))
+    taken: list[tuple[int, int]] = []
+    out: list[Mention] = []
+    for start, end, _, concept, polarity in cands:
+        if any(start < e and s < end for s, e in taken):
+            continue
+        taken.append((start, end))
+        span = text[start:end]
+        if polarity == "present" and re.search(r"\b(?:not|no)\b", span, re.IGNORECASE):
+            polarity = "absent"  # "heart is not enlarged" matched as one span
+        sent_start, sent_end = next(((a, b) for a, b in sentences if a <= start < b), (start, end))
+        side, plural = _side_and_number(text[sent_start:sent_end], span)
+        out.append(
+            Mention(
+                text=span,
+                start=start,
+                end=end,
+                category=concept.category,
+                type=concept.type,
+                score=1.0,
+                concept=concept.id,
+                polarity=polarity,  # type: ignore[arg-type]  # one of the three literals above
+                code=concept.code_for(side=side, plural=plural),
+            )
+        )
+    out.sort(key=lambda m: m.start)
+    return out
+
+
+def concept_for_text(text: str) -> Concept | None:
+    """The lexicon concept whose 'patterns' match ``text`` most fully (used to link transformer mentions)."""
+    best: tuple[int, Concept] | None = None
+    for concept in default_concepts():
+        if concept.present is None:
+            continue
+        for m in concept.present.finditer(text):
+            n = m.end() - m.start()
+            if best is None or n > best[0]:
+                best = (n, concept)
+    return best[1] if best else None
+
+
+def phrase_matcher(nlp: Any) -> Any:
+    """A spaCy PhraseMatcher over the ICD-10-CM index terms (label = code)."""
+    from spacy.matcher import PhraseMatcher
+
+    matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
+    by_code: dict[str, list[str]] = {}
+    for term, code in icd_index_terms().items():
+        by_code.setdefault(code, []).append(term)
+    for code, terms in by_code.items():
+        matcher.add(code, list(nlp.tokenizer.pipe(terms)))
+    return matcher
