@@ -1,0 +1,114 @@
+"""The charts and the operator agree: same CRD, same RBAC rules, and what the chart configures (images, env,
+the default index) makes the operator build children that validate (InferenceService against a KServe
+schema, Deployments/ConfigMaps with kubernetes-validate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from chartkit import (
+    INFERENCE_SERVICE_SCHEMA,
+    MAIN_CHART,
+    OPERATOR_RBAC,
+    by_kind,
+    one,
+    pod_spec,
+    render,
+    validate_core,
+)
+
+
+def _operator_cluster_role() -> dict[str, Any]:
+    docs = [d for d in yaml.safe_load_all(OPERATOR_RBAC.read_text()) if d]
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    return role
+
+
+def test_rbac_copy_equals_the_operators() -> None:
+    copy = MAIN_CHART / "files" / "operator-rbac.yaml"
+    assert copy.read_bytes() == OPERATOR_RBAC.read_bytes(), (
+        "charts/medsearch/files/operator-rbac.yaml differs from operator/config/rbac/role.yaml: "
+        "cp operator/config/rbac/role.yaml charts/medsearch/files/operator-rbac.yaml")
+
+
+def test_rendered_cluster_role_has_exactly_the_operators_rules(helm_bin: str, staged: dict[str, Path]) -> None:
+    objs = render(helm_bin, staged["medsearch"])
+    assert one(objs, "ClusterRole")["rules"] == _operator_cluster_role()["rules"]
+    binding = one(objs, "ClusterRoleBinding")
+    sa = one(objs, "ServiceAccount", "-operator")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
+                                    "namespace": "medsearch"}]
+    assert pod_spec(one(objs, "Deployment", "-operator"))["serviceAccountName"] == sa["metadata"]["name"]
+
+
+def test_namespaced_rbac_keeps_every_rule(helm_bin: str, staged: dict[str, Path]) -> None:
+    """With watchNamespace the rules are split between a ClusterRole and a Role, none lost or duplicated."""
+    objs = render(helm_bin, staged["medsearch"], sets={"operator.watchNamespace": "radiology"})
+    split = one(objs, "ClusterRole")["rules"] + one(objs, "Role")["rules"]
+    expected = _operator_cluster_role()["rules"]
+    assert sorted(map(repr, split)) == sorted(map(repr, expected))
+
+
+def _operator_settings(objs: list[dict[str, Any]]) -> Any:
+    """OperatorSettings exactly as the operator pod would read them from the rendered env."""
+    from medsearch_operator.settings import OperatorSettings
+
+    env = dict(one(objs, "ConfigMap", "-config")["data"])
+    env.update({e["name"]: e["value"] for e in pod_spec(one(objs, "Deployment", "-operator"))["containers"][0]["env"]
+                if "value" in e})
+    fields = OperatorSettings.model_fields
+    prefix = OperatorSettings.model_config["env_prefix"].upper()
+    kwargs = {name: env[(prefix + name).upper()] for name in fields if (prefix + name).upper() in env}
+    return OperatorSettings(**kwargs)
+
+
+def test_default_index_children_validate(helm_bin: str, staged: dict[str, Path]) -> None:
+    from medsearch_operator.children import Owner, build_children
+
+    from medsearch.contracts.spec import parse_index
+
+    objs = render(helm_bin, staged["medsearch"], namespace="radiology",
+                  values_files=[MAIN_CHART / "ci" / "gpu-predictor-values.yaml"],
+                  sets={"workers.image.repository": "registry.test/ms/workers", "workers.image.tag": "w1"})
+    settings = _operator_settings(objs)
+    assert settings.operator_predictor_image == "registry.example.com/medsearch/medsearch-model-server:0.1.0-cuda"
+    assert settings.operator_credentials_secret == "medsearch-secrets"
+    msi = one(objs, "MedicalSearchIndex")
+    index = parse_index(msi)
+    owner = Owner(name=index.name, namespace=msi["metadata"]["namespace"], uid="00000000-0000-0000-0000-000000000001")
+    children = build_children(owner, index.spec, settings)
+    isvcs = by_kind(children, "InferenceService")
+    assert len(isvcs) == 1
+    jsonschema.validate(isvcs[0], INFERENCE_SERVICE_SCHEMA)
+    container = isvcs[0]["spec"]["predictor"]["containers"][0]
+    assert container["image"] == settings.operator_predictor_image
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    deployments = by_kind(children, "Deployment")
+    assert len(deployments) == 2
+    for child in children:
+        if child["kind"] != "InferenceService":
+            validate_core(child)
+    for dep in deployments:
+        c = pod_spec(dep)["containers"][0]
+        assert c["image"] == "registry.test/ms/workers:w1"
+        secret_refs = [s["secretRef"]["name"] for s in c.get("envFrom", []) if "secretRef" in s]
+        assert secret_refs == ["medsearch-secrets"]   # the chart's Secret reaches the workers
+    cm = one(children, "ConfigMap")["data"]
+    chart_cm = one(objs, "ConfigMap", "-config")["data"]
+    for key in ("MEDSEARCH_KAFKA_BOOTSTRAP", "MEDSEARCH_MILVUS_URI", "MEDSEARCH_OBJECT_STORE_URL",
+                "MEDSEARCH_MODEL_SERVER_URL"):
+        assert cm[key] == chart_cm[key], key
+
+
+def test_inference_service_schema_rejects_a_typo() -> None:
+    bad = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": {"name": "x"},
+           "spec": {"predictor": {"minReplica": 1, "containers": [{"name": "c", "image": "i"}]}}}
+    try:
+        jsonschema.validate(bad, INFERENCE_SERVICE_SCHEMA)
+    except jsonschema.ValidationError as err:
+        assert "minReplica" in err.message
+    else:
+        raise AssertionError("the InferenceService schema accepted an unknown predictor field")
