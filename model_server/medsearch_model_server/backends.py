@@ -1,0 +1,162 @@
+"""Inference backends: torch (CUDA with fp16/bf16 autocast, or CPU) and onnxruntime (CPU).
+
+A backend is a callable ``float32 [N, 3, S, S] -> float32 [N, 1024]`` (unit norm). It is called from one worker
+thread at a time (the batcher's), never concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .config import ServerConfig
+from .weights import ResolvedWeights, WeightsError
+
+log = logging.getLogger("medsearch_model_server.backends")
+ONNX_OPSET = 17
+
+
+class Backend(Protocol):
+    name: str  # "torch" | "onnx"
+    device: str  # "cpu", "cuda:0"
+    precision: str  # "fp32" | "fp16" | "bf16"
+
+    def __call__(self, batch: NDArray[np.float32]) -> NDArray[np.float32]: ...
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, module: Any, *, device: str, precision: str, channels_last: bool, threads: int = 0) -> None:
+        import torch
+
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self._torch = torch
+        self.device = device
+        self.precision = precision
+        self._dev = torch.device(device)
+        self._cuda = self._dev.type == "cuda"
+        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if self._cuda:
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self._module = module.to(self._dev, memory_format=self._memory_format).eval()
+        self._autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        if self._autocast_dtype is not None and not self._cuda:
+            raise ValueError(f"precision {precision} needs CUDA; use fp32 on CPU")
+
+    def __call__(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        torch = self._torch
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        with torch.inference_mode():
+            if self._cuda:
+                x = x.pin_memory().to(self._dev, non_blocking=True)
+            x = x.contiguous(memory_format=self._memory_format)
+            if self._autocast_dtype is not None:
+                with torch.autocast(device_type="cuda", dtype=self._autocast_dtype):
+                    out = self._module(x)
+            else:
+                out = self._module(x)
+            return np.asarray(out.float().cpu().numpy(), dtype=np.float32)
+
+
+class OnnxBackend:
+    name = "onnx"
+    device = "cpu"
+    precision = "fp32"
+
+    def __init__(self, path: Path, *, threads: int = 0, normalise: bool = False) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads > 0:
+            opts.intra_op_num_threads = threads
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise WeightsError(f"{path}: onnxruntime cannot load the model: {err}") from err
+        self._input = self._session.get_inputs()[0].name
+        self._output = self._session.get_outputs()[0].name
+        self._normalise = normalise
+        self.path = path
+
+    def __call__(self, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        out = np.asarray(
+            self._session.run([self._output], {self._input: np.ascontiguousarray(batch, dtype=np.float32)})[0],
+            dtype=np.float32,
+        )
+        if not self._normalise:
+            return out
+        if out.ndim == 4:
+            out = out.mean(axis=(2, 3))
+        out = out.reshape(out.shape[0], -1)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return np.asarray(out / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001  # a broken CUDA install must not stop the CPU path
+        return False
+
+
+def onnx_cache_path(cfg: ServerConfig, weights_key: str) -> Path:
+    return cfg.cache_dir / "onnx" / f"densenet121-emb-{weights_key}-s{cfg.input_size}-opset{ONNX_OPSET}.onnx"
+
+
+def ensure_onnx(weights: ResolvedWeights, cfg: ServerConfig) -> Path:
+    """The exported ONNX file for these weights and input size, exporting it once (cached by weights hash)."""
+    from . import network
+
+    path = onnx_cache_path(cfg, weights.info.key)
+    if path.exists():
+        log.info("using cached ONNX export %s", path)
+        return path
+    if weights.module is None:
+        raise WeightsError(f"{weights.info.source}: nothing to export to ONNX")
+    log.info("exporting the embedding network to ONNX (opset %d, input %d) -> %s", ONNX_OPSET, cfg.input_size, path)
+    tmp_name = path.with_name(f"{path.stem}.{os.getpid()}.onnx")
+    network.export_onnx(weights.module, tmp_name, cfg.input_size, opset=ONNX_OPSET)
+    tmp_name.replace(path)
+    return path
+
+
+def choose_backend_name(cfg: ServerConfig, weights: ResolvedWeights) -> str:
+    if cfg.backend != "auto":
+        return cfg.backend
+    if weights.info.kind == "onnx":
+        return "onnx"
+    wants_cpu = cfg.device is not None and cfg.device.startswith("cpu")
+    return "torch" if (not wants_cpu and cuda_available()) else "onnx"
+
+
+def build_backend(weights: ResolvedWeights, cfg: ServerConfig) -> Backend:
+    name = choose_backend_name(cfg, weights)
+    if name == "onnx":
+        if weights.info.kind == "onnx" and weights.onnx_path is not None:
+            return OnnxBackend(weights.onnx_path, threads=cfg.threads, normalise=True)
+        return OnnxBackend(ensure_onnx(weights, cfg), threads=cfg.threads)
+    if weights.module is None:
+        raise WeightsError(f"{weights.info.source}: ONNX weights run on the onnx backend only (use --backend onnx)")
+    device = cfg.device or ("cuda" if cuda_available() else "cpu")
+    if device.startswith("cuda") and not cuda_available():
+        raise WeightsError(f"device {device} requested but CUDA is not available")
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "fp16" if device.startswith("cuda") else "fp32"
+    if device.startswith("cuda") and device == "cuda":
+        device = "cuda:0"
+    return TorchBackend(
+        weights.module, device=device, precision=precision, channels_last=cfg.channels_last, threads=cfg.threads
+    )

@@ -1,0 +1,203 @@
+"""Where the DenseNet121 weights come from: ``imagenet``, ``random`` (seeded, loudly), a local PATH or a URI.
+
+Resolution happens once, in ``load()``; nothing is downloaded at request time. Supported files:
+
+* ``*.pth`` / ``*.pt`` / ``*.bin``: a state dict (plain, under ``state_dict`` / ``model_state_dict`` / ``model``,
+  with or without a ``module.`` prefix, a full torchvision DenseNet121 or only its ``features``; CheXNet-style
+  ``densenet121.features.*`` keys work too) or a whole pickled model (allowed, as the seed allowed it, and
+  logged as a risk: unpickling runs code, so only load files you trust);
+* TorchScript archives (``torch.jit.save``);
+* ONNX files (``*.onnx``) mapping ``[N, 3, S, S]`` to ``[N, 1024]`` (or a ``[N, 1024, h, w]`` feature map).
+
+A directory (e.g. KServe's ``/mnt/models``) is searched for the first of ``model.onnx``, ``model.pt``,
+``model.pth``, ``model.ts``, then any single ``*.onnx|*.pt|*.pth`` file. URIs (``s3://``, ``gs://``,
+``https://``, ``file://``...) are copied with fsspec into the cache directory first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+log = logging.getLogger("medsearch_model_server.weights")
+
+WeightsKind = Literal["imagenet", "random", "state_dict", "full_model", "torchscript", "onnx"]
+IMAGENET_FILE = "densenet121-a639ec97.pth"
+_MODEL_FILE_NAMES = ("model.onnx", "model.pt", "model.pth", "model.ts", "model.torchscript")
+_MODEL_SUFFIXES = (".onnx", ".pt", ".pth", ".ts", ".torchscript", ".bin")
+# torchvision's legacy DenseNet checkpoints name layers "norm.1" instead of "norm1".
+_LEGACY_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
+class WeightsError(RuntimeError):
+    """The weights cannot be loaded; the message says which file/spec and why, and what to do."""
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    kind: WeightsKind
+    source: str  # the spec as given (a path, a URI, "imagenet", "random")
+    version: str  # e.g. "imagenet1k_v1-a639ec97", "random-seed0", "sha256:0123abcd4567"
+    path: Path | None  # the local file, when there is one
+    key: str  # a file-name-safe cache key (weights identity)
+
+
+@dataclass
+class ResolvedWeights:
+    info: WeightsInfo
+    module: Any | None  # torch.nn.Module mapping [N,3,S,S] -> [N,1024] unit norm (None for ONNX files)
+    onnx_path: Path | None  # a user ONNX file to run as is
+
+
+def is_uri(spec: str) -> bool:
+    return "://" in spec
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch_uri(uri: str, cache_dir: Path) -> Path:
+    """Copy a model URI (any fsspec protocol) into ``cache_dir`` once; return the local file or directory."""
+    import fsspec
+
+    if uri.startswith("file://"):
+        return Path(uri[len("file://") :])
+    if uri.startswith("pvc://"):
+        raise WeightsError(
+            f"{uri}: pvc:// URIs are mounted by KServe's storage initializer; pass the mounted path "
+            "(e.g. /mnt/models) instead"
+        )
+    target = cache_dir / "downloads" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    name = uri.rstrip("/").rsplit("/", 1)[-1] or "model"
+    dest = target / name
+    if dest.exists():
+        return dest
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        fs, _, paths = fsspec.get_fs_token_paths(uri)
+        src = paths[0]
+        if fs.isdir(src):
+            fs.get(src, str(dest), recursive=True)
+        else:
+            tmp = target / (name + ".part")
+            fs.get(src, str(tmp))
+            tmp.rename(dest)
+    except Exception as err:  # fsspec backends raise many types (auth, network, missing)
+        raise WeightsError(f"{uri}: cannot download the model: {type(err).__name__}: {err}") from err
+    return dest
+
+
+def find_model_file(path: Path) -> Path:
+    """A model file itself, or the model file inside a directory (KServe's /mnt/models layout)."""
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise WeightsError(f"{path}: no such file or directory (expected imagenet, random, a model file or a URI)")
+    for name in _MODEL_FILE_NAMES:
+        if (path / name).is_file():
+            return path / name
+    candidates = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _MODEL_SUFFIXES)
+    if len(candidates) == 1:
+        return candidates[0]
+    found = ", ".join(p.name for p in candidates) or "none"
+    raise WeightsError(
+        f"{path}: cannot tell which file is the model (looked for {', '.join(_MODEL_FILE_NAMES)}; "
+        f"model-like files: {found})"
+    )
+
+
+def is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    return any("/code/" in n or n.endswith("constants.pkl") for n in names)
+
+
+def normalise_state_dict(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """Map a checkpoint's keys onto torchvision's ``densenet121().features`` keys."""
+    for wrapper in ("state_dict", "model_state_dict", "model"):
+        inner = raw.get(wrapper)
+        if isinstance(inner, dict) and inner:
+            raw = inner
+            break
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            continue
+        k = key[len("module.") :] if key.startswith("module.") else key
+        idx = k.find("features.")
+        if idx < 0:
+            continue  # the classifier (or anything else outside the feature extractor) is not used
+        k = k[idx + len("features.") :]
+        m = _LEGACY_KEY.match(k)
+        if m:
+            k = m.group(1) + m.group(2)
+        out[k] = value
+    if not out:
+        sample = ", ".join(list(map(str, raw.keys()))[:5])
+        raise WeightsError(f"{source}: no DenseNet121 'features.*' weights in this state dict (first keys: {sample})")
+    return out
+
+
+def _tensor_state_dict(obj: Any) -> bool:
+    import torch
+
+    return (isinstance(obj, dict) and any(isinstance(v, torch.Tensor) for v in obj.values())) or (
+        isinstance(obj, dict) and any(isinstance(obj.get(w), dict) for w in ("state_dict", "model_state_dict", "model"))
+    )
+
+
+def resolve_weights(spec: str, *, seed: int, cache_dir: Path) -> ResolvedWeights:
+    """Turn ``--weights`` into a ready torch module (or an ONNX file). Raises :class:`WeightsError`."""
+    from . import network
+
+    spec = spec.strip()
+    if spec == "random":
+        module = network.random_densenet(seed)
+        import torch
+
+        version = f"random-seed{seed}"
+        info = WeightsInfo("random", spec, version, None, f"{version}-torch{torch.__version__.split('+')[0]}")
+        log.warning(
+            "WARNING: serving RANDOM DenseNet121 weights (seed %d): embeddings are NOT meaningful for search. "
+            "Use --weights imagenet or a trained model for real use.",
+            seed,
+        )
+        return ResolvedWeights(info, module, None)
+    if spec == "imagenet":
+        module, path = network.imagenet_densenet()
+        digest = IMAGENET_FILE.split("-")[1].split(".")[0]
+        info = WeightsInfo("imagenet", spec, f"imagenet1k_v1-{digest}", path, f"imagenet1k_v1-{digest}")
+        return ResolvedWeights(info, module, None)
+
+    local = fetch_uri(spec, cache_dir) if is_uri(spec) else Path(spec).expanduser()
+    path = find_model_file(local)
+    digest = sha256_file(path)
+    version = f"sha256:{digest[:12]}"
+    key = f"file-{digest[:16]}"
+    if path.suffix == ".onnx":
+        network.check_onnx_file(path)
+        return ResolvedWeights(WeightsInfo("onnx", spec, version, path, key), None, path)
+    if is_torchscript(path):
+        module = network.load_torchscript(path)
+        return ResolvedWeights(WeightsInfo("torchscript", spec, version, path, key), module, None)
+    obj = network.torch_load(path)
+    if _tensor_state_dict(obj):
+        module = network.densenet_from_state_dict(normalise_state_dict(obj, str(path)), str(path))
+        return ResolvedWeights(WeightsInfo("state_dict", spec, version, path, key), module, None)
+    log.warning("%s: loading a whole pickled model; only load model files you trust", path)
+    module = network.from_full_model(obj, str(path))
+    return ResolvedWeights(WeightsInfo("full_model", spec, version, path, key), module, None)
