@@ -28,6 +28,8 @@ from medsearch_workers.nlp.types import (
 # Sections whose mentions never count as report-level findings (INDICATION only when configured).
 NON_FINDING_SECTIONS = frozenset({"COMPARISON", "TECHNIQUE", "EXAMINATION", "HEADER", "RECOMMENDATION"})
 INDICATION = "INDICATION"
+# A mention without a lexical code takes its best semantic candidate as its code from this cosine upwards.
+ASSIGN_THRESHOLD = 0.7
 LINKED_CATEGORIES = frozenset({"MEDICAL_CONDITION", "DEVICE", "TEST_TREATMENT_PROCEDURE"})
 _SYMPTOM_CODE = re.compile(r"^R(?:0[0-9]|1[0-9]|2[0-9]|5[0-9]|6[0-9])\.")
 
@@ -125,8 +127,12 @@ class Analyzer:
         staged = [self._entities(t) for t in texts]
         flat = [(e, q, c) for ents in staged for (e, q, c) in ents[1]]
         links = self.linker.link([(q, c) for _, q, c in flat]) if flat else []
-        for (ent, _, _), cands in zip(flat, links, strict=True):
+        for (ent, _, lexical), cands in zip(flat, links, strict=True):
             ent.icd10 = list(cands)
+            if lexical:
+                ent.code = lexical
+            elif ent.concept is None and cands and cands[0].score >= ASSIGN_THRESHOLD:
+                ent.code = cands[0].code
         return [self._rollup(sections, [e for e, _, _ in ents], text) for text, (sections, ents) in zip(
             texts, staged, strict=True)]  # fmt: skip
 
@@ -185,7 +191,7 @@ class Analyzer:
                 concept=concept.id if concept else None,
                 name=concept.name if concept else " ".join(m.text.lower().split()),
             )
-            if m.category in LINKED_CATEGORIES and (code or m.category == "MEDICAL_CONDITION"):
+            if m.category in LINKED_CATEGORIES and (code or (m.category == "MEDICAL_CONDITION" and concept is None)):
                 sent = next((text[a:b] for a, b in sentences if a <= m.start < b), m.text)
                 out.append((ent, _query(m.text, sent, concept), code))
             else:
@@ -207,11 +213,14 @@ class Analyzer:
             in_indication = e.section == INDICATION
             if in_indication and not self.indication_positive:
                 # reasons for the exam are not findings; a symptom there is still the patient's symptom
-                if kind == SYMPTOM and status in ("present", "historical"):
+                if kind == SYMPTOM and status == "present":
                     facets[SYMPTOM]["pos"][e.name] = None
                 continue
-            code = e.icd10[0].code if e.icd10 else None
-            if status in ("present", "historical"):
+            # symptoms are what the patient reports, not what the image shows: facets only, no finding codes
+            code = e.code if kind != SYMPTOM else None
+            # HISTORICAL ("history of X", "prior X") is the patient's past, not a finding of this study; a
+            # present-but-old finding ("old healed rib fractures") carries no HISTORICAL trait.
+            if status == "present":
                 if code:
                     pos[code] = None
                 if kind:

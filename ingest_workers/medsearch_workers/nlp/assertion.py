@@ -46,10 +46,26 @@ def load_rule_dicts(path: str | Path | None = None) -> list[dict[str, Any]]:
     for i, r in enumerate(rules):
         if not isinstance(r, dict) or not r.get("literal") or not r.get("category"):
             raise ContextRulesError(f"{where}: rule #{i} needs 'literal' and 'category' ({r!r})")
+        if _has_non_string(r.get("pattern")):
+            raise ContextRulesError(
+                f"{where}: rule #{i} ({r['literal']!r}): a pattern value is not a string (quote yes/no/on/off in YAML)"
+            )
         cat = str(r["category"])
         if cat not in CATEGORY_TRAITS and cat not in ("PSEUDO", "TERMINATE"):
             raise ContextRulesError(f"{where}: rule #{i} ({r['literal']!r}): unknown category {cat!r}")
     return [dict(r) for r in rules]
+
+
+def _has_non_string(pattern: Any) -> bool:
+    if isinstance(pattern, bool):
+        return True
+    if isinstance(pattern, dict):
+        return any(_has_non_string(v) for k, v in pattern.items() if k != "OP") or any(
+            isinstance(k, bool) for k in pattern
+        )
+    if isinstance(pattern, list):
+        return any(_has_non_string(v) for v in pattern)
+    return False
 
 
 _build_lock = threading.Lock()

@@ -204,6 +204,8 @@ def icd_index_terms() -> dict[str, str]:
             words = term.split()
             if not (1 <= len(words) <= 4) or len(term) < 5 or term in _TERM_STOPLIST:
                 continue
+            if len(words) == 1 and re.search(r"(?:al|ic|ar|ior|ed|ous|ive|ary)$", term):
+                continue  # a bare adjective ("lateral", "posterior") is no finding
             if words[-1] in {"of", "and", "or", "to", "the", "for", "with", "in", "by"}:
                 continue
             if any(w in {"other", "unspecified", "specified", "without", "with", "due", "in", "type"} for w in words):
@@ -293,3 +295,24 @@ def phrase_matcher(nlp: Any) -> Any:
     for code, terms in by_code.items():
         matcher.add(code, list(nlp.tokenizer.pipe(terms)))
     return matcher
+
+
+@functools.lru_cache(maxsize=1)
+def _code_findings() -> tuple[dict[str, str], dict[str, str]]:
+    exact: dict[str, str] = {}
+    by_category: dict[str, set[str]] = {}
+    for c in default_concepts():
+        if c.category != "MEDICAL_CONDITION":
+            continue
+        for code in [c.code, *c.codes.values()]:
+            if code:
+                exact.setdefault(code, c.finding)
+                by_category.setdefault(code.split(".")[0], set()).add(c.finding)
+    unique = {cat: next(iter(f)) for cat, f in by_category.items() if len(f) == 1}
+    return exact, unique
+
+
+def finding_for_code(code: str) -> str | None:
+    """The lexicon finding a code belongs to (exact code, else its 3-character category when unambiguous)."""
+    exact, by_category = _code_findings()
+    return exact.get(code) or by_category.get(code.split(".")[0])

@@ -75,6 +75,7 @@ class Entity:
     icd10: list[IcdCandidate] = field(default_factory=list)
     concept: str | None = None
     name: str = ""
+    code: str | None = None  # the code the report roll-up uses (lexical, else a confident semantic link)
 
     @property
     def trait_names(self) -> set[str]:
@@ -109,6 +110,7 @@ class Entity:
             "assertion": self.assertion,
             "concept": self.concept,
             "name": self.name,
+            "code": self.code,
         }
 
 
