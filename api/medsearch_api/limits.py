@@ -2,7 +2,7 @@
 
 cost(field) = 1 + multiplier x cost(selections), where the multiplier is the page size a field asks for
 (``first``, ``k``, ``size``; a variable counts as its ceiling, since validation runs before variables are
-known). Depth and aliases are limited by strawberry's own QueryDepthLimiter / MaxAliasesLimiter.
+known); nested lists without one (a study's images and reports) count as 10. Depth and aliases are limited by strawberry's own QueryDepthLimiter / MaxAliasesLimiter.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from graphql import (
 from strawberry.extensions import AddValidationRules
 
 _PAGE_ARGS = {"first": "max_first", "size": "max_first", "k": "max_k"}
+# Nested lists without a page argument (a study's images / reports): their estimated length.
+_NESTED_LISTS = {"images": 10, "reports": 10, "Images": 10}
 
 
 class CostLimiter(AddValidationRules):
@@ -56,7 +58,7 @@ class CostLimiter(AddValidationRules):
                 total = 0
                 for s in sel.selections:
                     if isinstance(s, FieldNode):
-                        mult = 1
+                        mult = _NESTED_LISTS.get(s.name.value, 1)
                         for arg in s.arguments or ():
                             key = _PAGE_ARGS.get(arg.name.value)
                             if key is None:

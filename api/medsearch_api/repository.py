@@ -102,6 +102,37 @@ def _top(counter: Counter[str], size: int) -> list[FacetCount]:
     return [FacetCount(k, n) for k, n in items[:size]]
 
 
+class LazyClient:
+    """A ``MilvusClient`` created on first use (the gateway starts, and answers /healthz, before Milvus)."""
+
+    def __init__(self, uri: str, token: str | None = None, timeout: float = 10.0) -> None:
+        self.uri = uri
+        self._token = token
+        self._timeout = timeout
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from medsearch.provision import ProvisionError, milvus_client
+
+                try:
+                    self._client = milvus_client(self.uri, self._token, timeout=self._timeout)
+                except ProvisionError as err:
+                    raise RepositoryError(str(err)) from err
+            return self._client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
 class MilvusRepository:
     """:class:`Repository` over a ``MilvusClient`` (thread-safe gRPC client, shared by requests)."""
 

@@ -6,8 +6,6 @@ call the repository (through per-request DataLoaders where lookups repeat) and w
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any, cast
@@ -21,21 +19,18 @@ from strawberry.scalars import JSON
 from medsearch.contracts.settings import ApiSettings
 from medsearch_api import errors
 from medsearch_api import records as rec
+from medsearch_api import resolvers as R
 from medsearch_api.context import Context
-from medsearch_api.filters import IDENT as _IDENT
-from medsearch_api.filters import FilterInputError, check, validate_image_filter, validate_report_filter
+from medsearch_api.filters import FilterInputError, validate_image_filter, validate_report_filter
 from medsearch_api.icd10 import describe
 from medsearch_api.limits import CostLimiter
 from medsearch_api.permissions import IsIngester, IsReader
-from medsearch_api.repository import QueryTooBroad, RepositoryError
-from medsearch_api.search import CursorError, decode_cursor, encode_cursor, make_snippet
+from medsearch_api.search import encode_cursor, make_snippet
 
 # strawberry.enum registers the records' enums in place (same classes), so resolvers take them directly.
 strawberry.enum(rec.SearchMode, description="How searchReports ranks reports.")
 strawberry.enum(rec.Polarity, description="Assertion of a finding: present, absent or uncertain.")
 strawberry.enum(rec.EntityKind, description="Clinical entity category.")
-
-MAX_QUERY_CHARS = 1000
 
 # --------------------------------------------------------------------------------------------- output types
 
@@ -373,10 +368,7 @@ class ReportSearchConnection:
                                   "SEMANTIC/HYBRID and listing: all reports passing the filter).")
     async def total_count(self, info: Info[Context, None]) -> int:
         query, mode, f = self.args
-        try:
-            return await info.context.repo.count_reports(query=query, mode=mode, filter=f)
-        except RepositoryError as err:
-            raise errors.unavailable(str(err)) from err
+        return await R.count_reports(info.context, query, mode, f)
 
 
 @strawberry.type
@@ -477,68 +469,9 @@ def _image_filter(f: ImageFilter | None) -> rec.ImageFilterSpec:
         raise errors.bad_input(str(err), err.argument) from err
 
 
-def _ident(value: str, argument: str) -> str:
-    try:
-        return check(_IDENT, value, argument)
-    except FilterInputError as err:
-        raise errors.bad_input(str(err), err.argument) from err
-
-
-def _bounded(value: int, ceiling: int, argument: str, floor: int = 1) -> int:
-    if value < floor or value > ceiling:
-        raise errors.bad_input(f"{argument} must be between {floor} and {ceiling} (got {value})", argument)
-    return value
-
-
-def _query_text(query: str | None) -> str | None:
-    if query is None:
-        return None
-    if len(query) > MAX_QUERY_CHARS:
-        raise errors.bad_input(f"query is longer than {MAX_QUERY_CHARS} characters", "query")
-    return query.strip() or None
-
-
-async def _embed_query(ctx: Context, query: str) -> list[float]:
-    embed = ctx.services.embed_text
-    if embed is None:
-        raise errors.unavailable("SEMANTIC and HYBRID search need the text embedding model "
-                                 "(install medsearch-api[semantic]); use mode: KEYWORD")
-    try:
-        return await embed(query)
-    except ImportError as err:
-        raise errors.unavailable(f"text embedding model unavailable: {err}") from err
-
-
-async def _read_upload(ctx: Context, upload: Upload | None, b64: str | None, argument: str) -> bytes | None:
-    limit = ctx.settings.max_upload_bytes
-    if upload is not None and b64 is not None:
-        raise errors.bad_input(f"give either {argument} or {argument}Base64, not both", argument)
-    if upload is not None:
-        data = await upload.read(limit + 1)  # type: ignore[attr-defined]  # starlette UploadFile
-        if not isinstance(data, bytes):
-            raise errors.bad_input("upload is not a file", argument)
-    elif b64 is not None:
-        if len(b64) > (limit * 4) // 3 + 8:
-            raise errors.error(f"upload exceeds {limit} bytes", errors.PAYLOAD_TOO_LARGE)
-        try:
-            data = base64.b64decode(b64, validate=True)
-        except (binascii.Error, ValueError) as err:
-            raise errors.bad_input(f"{argument}Base64 is not valid base64", argument) from err
-    else:
-        return None
-    if len(data) > limit:
-        raise errors.error(f"upload exceeds {limit} bytes", errors.PAYLOAD_TOO_LARGE)
-    if not data:
-        raise errors.bad_input("upload is empty", argument)
-    return data
-
-
-def _repo_error(err: Exception) -> Exception:
-    if isinstance(err, QueryTooBroad):
-        return errors.bad_input(str(err), "filter")
-    if isinstance(err, FilterInputError):
-        return errors.bad_input(str(err), err.argument)
-    return errors.unavailable(str(err))
+def _ingest_result(r: Any) -> IngestResult:
+    return IngestResult(kind=str(r.kind), id=str(r.id), uri=r.uri, sha256=str(r.sha256), status=str(r.status),
+                        reason=r.reason)
 
 
 # --------------------------------------------------------------------------------------------- root
@@ -548,21 +481,19 @@ def _repo_error(err: Exception) -> Exception:
 class Query:
     @strawberry.field(permission_classes=[IsReader], description="A report by id.")
     async def report(self, info: Info[Context, None], id: strawberry.ID) -> Report | None:
-        r = await info.context.loaders.report.load(_ident(str(id), "id"))
+        r = await R.get_report(info.context, str(id))
         return Report(rec=r) if r else None
 
     @strawberry.field(permission_classes=[IsReader], description="An image by SOPInstanceUID.")
     async def image(self, info: Info[Context, None], id: strawberry.ID) -> Image | None:
-        r = await info.context.loaders.image.load(_ident(str(id), "id"))
+        r = await R.get_image(info.context, str(id))
         return Image(rec=r) if r else None
 
     @strawberry.field(permission_classes=[IsReader], description="A study by StudyInstanceUID (null when no "
                                                                   "image or report has it).")
     async def study(self, info: Info[Context, None], uid: strawberry.ID) -> Study | None:
-        u = _ident(str(uid), "uid")
-        images = await info.context.loaders.images_by_study.load(u)
-        reports = await info.context.loaders.reports_by_study.load(u)
-        return Study(uid=strawberry.ID(u)) if images or reports else None
+        u = await R.study_exists(info.context, str(uid))
+        return Study(uid=strawberry.ID(u)) if u else None
 
     @strawberry.field(permission_classes=[IsReader], description="Ranked report search with cursor "
                       "pagination; without a query: all reports passing the filter, by id.")
@@ -571,30 +502,16 @@ class Query:
         mode: rec.SearchMode = rec.SearchMode.KEYWORD,
         filter: ReportFilter | None = None, first: int = 10, after: str | None = None,
     ) -> ReportSearchConnection:
-        ctx = info.context
-        first = _bounded(first, ctx.settings.max_first, "first")
-        try:
-            offset = decode_cursor(after)
-        except CursorError as err:
-            raise errors.bad_input(str(err), "after") from err
-        q = _query_text(query)
         spec = _report_filter(filter)
-        m = mode
-        vector = await _embed_query(ctx, q) if q and m is not rec.SearchMode.KEYWORD else None
-        try:
-            page = await ctx.repo.search_reports(query=q, mode=m, query_vector=vector, filter=spec,
-                                                 offset=offset, limit=first)
-        except (RepositoryError, QueryTooBroad, FilterInputError) as err:
-            raise _repo_error(err) from err
-        for h in page.hits:
-            ctx.loaders.report.prime(h.report.report_id, h.report)
+        page, offset, q = await R.search_reports(info.context, query=query, mode=mode, spec=spec, first=first,
+                                                 after=after)
         edges = [ReportSearchEdge(cursor=encode_cursor(offset + n), node=Report(rec=h.report),
                                   score=h.score if q else None, query=q)
                  for n, h in enumerate(page.hits)]
         info_ = PageInfo(has_next_page=page.has_more, has_previous_page=offset > 0,
                          start_cursor=edges[0].cursor if edges else None,
                          end_cursor=edges[-1].cursor if edges else None)
-        return ReportSearchConnection(edges=edges, page_info=info_, args=(q, m, spec))
+        return ReportSearchConnection(edges=edges, page_info=info_, args=(q, mode, spec))
 
     @strawberry.field(permission_classes=[IsReader], description="k nearest images to an indexed image "
                       "(imageId; the image itself is excluded) or to an uploaded DICOM/PNG/JPEG.")
@@ -602,31 +519,10 @@ class Query:
         self, info: Info[Context, None], image_id: strawberry.ID | None = None, upload: Upload | None = None,
         upload_base64: str | None = None, k: int = 10, filter: ImageFilter | None = None,
     ) -> list[SimilarImage]:
-        ctx = info.context
-        k = _bounded(k, ctx.settings.max_k, "k")
         spec = _image_filter(filter)
-        data = await _read_upload(ctx, upload, upload_base64, "upload")
-        if (image_id is None) == (data is None):
-            raise errors.bad_input("give exactly one of imageId and upload/uploadBase64", "imageId")
-        exclude: list[str] = []
-        try:
-            if image_id is not None:
-                iid = _ident(str(image_id), "imageId")
-                vector = await ctx.repo.image_vector(iid)
-                if vector is None:
-                    raise errors.error(f"image {iid} is not indexed", errors.NOT_FOUND, argument="imageId")
-                exclude = [iid]
-            else:
-                if ctx.services.embed_image is None:
-                    raise errors.unavailable("similarImages by upload needs the model server "
-                                             "(MEDSEARCH_MODEL_SERVER_URL)")
-                assert data is not None
-                vector = await ctx.services.embed_image(data)
-            hits = await ctx.repo.similar_images(vector=vector, k=k, filter=spec, exclude_ids=exclude)
-        except (RepositoryError, QueryTooBroad, FilterInputError) as err:
-            raise _repo_error(err) from err
-        for h in hits:
-            ctx.loaders.image.prime(h.image.sop_instance_uid, h.image)
+        data = await R.read_upload(info.context, upload, upload_base64, "upload")
+        hits = await R.similar_images(info.context, image_id=None if image_id is None else str(image_id),
+                                      data=data, k=k, spec=spec)
         return [SimilarImage(image=Image(rec=h.image), score=h.score) for h in hits]
 
     @strawberry.field(permission_classes=[IsReader], description="ICD-10-CM code counts over the reports "
@@ -635,46 +531,21 @@ class Query:
         self, info: Info[Context, None], query: str | None = None, filter: ReportFilter | None = None,
         polarity: rec.Polarity = rec.Polarity.POSITIVE, size: int = 20,
     ) -> list[Icd10Facet]:
-        ctx = info.context
-        size = _bounded(size, ctx.settings.max_first, "size")
-        pol = polarity
-        try:
-            counts = await ctx.repo.icd10_facets(query=_query_text(query), filter=_report_filter(filter),
-                                                 polarity=pol, size=size)
-        except (RepositoryError, QueryTooBroad, FilterInputError) as err:
-            raise _repo_error(err) from err
+        counts = await R.icd10_facets(info.context, query=query, spec=_report_filter(filter), polarity=polarity,
+                                      size=size)
         return [Icd10Facet(code=c.key, description=describe(c.key), count=c.count) for c in counts]
 
     @strawberry.field(permission_classes=[IsReader], description="Entity term counts (signs, diagnoses or "
                       "symptoms) over the given reports, or over the reports matching query and filter.")
     async def entity_facets(
-        self, info: Info[Context, None],
-        kind: rec.EntityKind, polarity: rec.Polarity = rec.Polarity.POSITIVE,
+        self, info: Info[Context, None], kind: rec.EntityKind, polarity: rec.Polarity = rec.Polarity.POSITIVE,
         report_ids: list[strawberry.ID] | None = None, query: str | None = None,
         filter: ReportFilter | None = None, size: int = 20,
     ) -> list[EntityFacet]:
-        ctx = info.context
-        size = _bounded(size, ctx.settings.max_first, "size")
-        try:
-            field = rec.entity_field(kind, polarity)
-        except ValueError as err:
-            raise errors.bad_input(str(err), "polarity") from err
-        ids = None
-        if report_ids is not None:
-            if len(report_ids) > ctx.settings.max_first * 10:
-                raise errors.bad_input(f"at most {ctx.settings.max_first * 10} reportIds", "reportIds")
-            ids = [_ident(str(i), "reportIds") for i in report_ids]
-        try:
-            counts = await ctx.repo.term_facets(field=field, report_ids=ids, query=_query_text(query),
-                                                filter=_report_filter(filter), size=size)
-        except (RepositoryError, QueryTooBroad, FilterInputError) as err:
-            raise _repo_error(err) from err
+        counts = await R.entity_facets(info.context, kind=kind, polarity=polarity,
+                                       report_ids=None if report_ids is None else [str(i) for i in report_ids],
+                                       query=query, spec=_report_filter(filter), size=size)
         return [EntityFacet(term=c.key, count=c.count) for c in counts]
-
-
-def _ingest_result(r: Any) -> IngestResult:
-    return IngestResult(kind=str(r.kind), id=str(r.id), uri=r.uri, sha256=str(r.sha256), status=str(r.status),
-                        reason=r.reason)
 
 
 @strawberry.type
@@ -685,35 +556,19 @@ class Mutation:
         self, info: Info[Context, None], file: Upload | None = None, file_base64: str | None = None,
         filename: str = "upload.dcm",
     ) -> IngestResult:
-        ctx = info.context
-        data = await _read_upload(ctx, file, file_base64, "file")
+        data = await R.read_upload(info.context, file, file_base64, "file")
         if data is None:
             raise errors.bad_input("give file or fileBase64", "file")
-        if ctx.services.ingest is None:
-            raise errors.unavailable("ingest is not configured (Kafka broker / object store)")
-        name = filename.replace("\\", "/").rsplit("/", 1)[-1][:255] or "upload.dcm"
-        return _ingest_result(await ctx.services.ingest.dicom(data, name))
+        return _ingest_result(await R.ingest_dicom(info.context, data, filename))
 
     @strawberry.mutation(permission_classes=[IsIngester], description="Publish a report for ingest.")
     async def ingest_report(
         self, info: Info[Context, None], report_id: strawberry.ID, text: str, study_uid: str | None = None,
     ) -> IngestResult:
-        ctx = info.context
-        rid = _ident(str(report_id), "reportId")
-        if study_uid is not None:
-            study_uid = _ident(study_uid, "studyUid")
-        from medsearch.contracts.collections import MAX_TEXT_CHARS
-
-        if not text.strip():
-            raise errors.bad_input("text is empty", "text")
-        if len(text) > MAX_TEXT_CHARS:
-            raise errors.error(f"text exceeds {MAX_TEXT_CHARS} characters", errors.PAYLOAD_TOO_LARGE)
-        if ctx.services.ingest is None:
-            raise errors.unavailable("ingest is not configured (Kafka broker / object store)")
-        return _ingest_result(await ctx.services.ingest.report(rid, text, study_uid))
+        return _ingest_result(await R.ingest_report(info.context, str(report_id), text, study_uid))
 
 
-def _should_mask(error: Any) -> bool:
+def mask_unexpected(error: Any) -> bool:
     ext = getattr(error, "extensions", None) or {}
     if "code" in ext:
         return False
@@ -724,11 +579,11 @@ def _should_mask(error: Any) -> bool:
 def build_schema(settings: ApiSettings | None = None) -> strawberry.Schema:
     s = settings or ApiSettings()
     extensions: list[Any] = [
-        QueryDepthLimiter(max_depth=s.max_query_depth),
-        MaxAliasesLimiter(max_alias_count=20),
-        MaxTokensLimiter(max_token_count=2000),
-        CostLimiter(max_cost=50_000, max_first=s.max_first, max_k=s.max_k),
-        MaskErrors(should_mask_error=_should_mask, error_message="internal error"),
+        lambda: QueryDepthLimiter(max_depth=s.max_query_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=20),
+        lambda: MaxTokensLimiter(max_token_count=2000),
+        lambda: CostLimiter(max_cost=50_000, max_first=s.max_first, max_k=s.max_k),
+        lambda: MaskErrors(should_mask_error=mask_unexpected, error_message="internal error"),
     ]
     return strawberry.Schema(query=Query, mutation=Mutation, extensions=extensions)
 

@@ -1,0 +1,105 @@
+"""Adapters from the gateway to the other components: the text model (query embedding), the model server
+(upload embedding) and the publisher (ingest mutations). Each is created lazily and maps the component's
+errors onto GraphQL error codes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from medsearch.contracts.settings import ApiSettings
+from medsearch_api import errors
+from medsearch_api.context import Ingest
+
+
+async def embed_query_text(text: str) -> list[float]:
+    """all-MiniLM-L6-v2 query vector (the same model the report worker indexes with)."""
+
+    def run() -> list[float]:
+        try:
+            from medsearch.text_embedding import embed_texts
+        except ImportError as err:
+            raise errors.unavailable(f"text embedding unavailable: {err}") from err
+        try:
+            return [float(x) for x in embed_texts([text])[0]]
+        except (ImportError, RuntimeError, OSError) as err:
+            raise errors.unavailable(f"text embedding model unavailable: {err}; use mode: KEYWORD") from err
+
+    return await asyncio.to_thread(run)
+
+
+class ImageEmbedder:
+    """Embeds uploaded DICOM/PNG/JPEG bytes on the model server (``EmbeddingClient.embed_image_bytes``)."""
+
+    def __init__(self, base_url: str, model_name: str, timeout: float = 60.0) -> None:
+        self.base_url = base_url
+        self.model_name = model_name
+        self.timeout = timeout
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from medsearch.embedding_client import EmbeddingClient
+
+                self._client = EmbeddingClient(self.base_url, self.model_name, timeout=self.timeout)
+            return self._client
+
+    async def __call__(self, data: bytes) -> list[float]:
+        from medsearch.embedding_client import EmbeddingRejected, EmbeddingUnavailable
+
+        def run() -> list[float]:
+            try:
+                return [float(x) for x in self._get().embed_image_bytes(data)]
+            except EmbeddingRejected as err:
+                raise errors.bad_input(f"the model server rejected the upload: {err}", "upload") from err
+            except EmbeddingUnavailable as err:
+                raise errors.unavailable(f"the model server is unavailable: {err}") from err
+
+        return await asyncio.to_thread(run)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+class PublisherIngest(Ingest):
+    """The upload mutations over ``medsearch.producer.Publisher`` (one producer, created on first use)."""
+
+    def __init__(self, settings: ApiSettings) -> None:
+        self.settings = settings
+        self._publisher: Any = None
+        self._lock = threading.Lock()
+
+    def _with_publisher(self, fn: Any) -> Any:
+        from medsearch.producer import Publisher, PublishError
+        from medsearch.store import StoreError
+
+        with self._lock:  # one publish + flush at a time: the result is acknowledged before we answer
+            try:
+                if self._publisher is None:
+                    self._publisher = Publisher(bootstrap=self.settings.kafka_bootstrap,
+                                                object_store_url=self.settings.object_store_url,
+                                                index=self.settings.index, source="api")
+                result = fn(self._publisher)
+                self._publisher.flush(timeout=30)
+                return result
+            except (PublishError, StoreError) as err:
+                raise errors.unavailable(str(err)) from err
+
+    async def dicom(self, data: bytes, filename: str) -> Any:
+        return await asyncio.to_thread(self._with_publisher, lambda p: p.publish_dicom(data, filename=filename))
+
+    async def report(self, report_id: str, text: str, study_uid: str | None) -> Any:
+        return await asyncio.to_thread(
+            self._with_publisher, lambda p: p.publish_report(report_id=report_id, text=text, study_uid=study_uid))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._publisher is not None:
+                self._publisher.close()
+                self._publisher = None

@@ -1,0 +1,347 @@
+"""The FastAPI application: /graphql, /compat/graphql, /thumbnails, /healthz, /readyz, /metrics, the web client.
+
+Wiring only; the logic lives in the schema, resolvers, repository and auth modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.fastapi import GraphQLRouter
+
+from medsearch import store
+from medsearch.contracts.settings import ApiSettings
+from medsearch_api import errors
+from medsearch_api.adapters import ImageEmbedder, PublisherIngest, embed_query_text
+from medsearch_api.auth import AuthConfigError, Authenticator, AuthError, Principal, is_loopback
+from medsearch_api.compat import build_compat_schema
+from medsearch_api.context import Context, Ingest, Services
+from medsearch_api.filters import IDENT
+from medsearch_api.repository import MILVUS_TIMER, LazyClient, MilvusRepository, MilvusTimer, Repository
+from medsearch_api.schema import build_schema
+
+log = logging.getLogger("medsearch_api")
+
+WEB_DIST = Path(__file__).resolve().parent / "web" / "dist"
+THUMBNAIL_URL_TTL = 3600  # seconds a signed thumbnail URL stays valid (rounded to the hour: cacheable)
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("medsearch_api_requests_total", "HTTP requests", ["route", "method", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("medsearch_api_request_seconds", "HTTP request latency", ["route"],
+                                 registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.milvus = Histogram("medsearch_api_milvus_seconds", "Time spent in Milvus calls per request",
+                                ["route"], registry=self.registry,
+                                buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+
+
+def _route_label(path: str) -> str:
+    for prefix in ("/graphql", "/compat/graphql", "/thumbnails", "/healthz", "/readyz", "/metrics"):
+        if path == prefix or path.startswith(prefix + "/"):
+            return prefix
+    return "web"
+
+
+class RequestGuard:
+    """Pure ASGI middleware: request body ceiling (413), per-request Milvus timer, Server-Timing, metrics."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int, metrics: _Metrics) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = _route_label(scope.get("path", ""))
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await _too_large(send, self.max_body)
+            self.metrics.requests.labels(route, scope["method"], "413").inc()
+            return
+        seen = 0
+        too_big = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen, too_big
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_body:
+                    too_big = True
+                    raise _BodyTooLarge()
+            return msg
+
+        timer = MilvusTimer()
+        token = MILVUS_TIMER.set(timer)
+        t0 = time.perf_counter()
+        status = 500
+        started = False
+
+        async def timed_send(msg: Message) -> None:
+            nonlocal status, started
+            if msg["type"] == "http.response.start":
+                started = True
+                status = msg["status"]
+                total = (time.perf_counter() - t0) * 1000
+                hdrs = list(msg.get("headers") or [])
+                hdrs.append((b"server-timing",
+                             f"milvus;dur={timer.seconds * 1000:.2f}, total;dur={total:.2f}".encode()))
+                msg = {**msg, "headers": hdrs}
+            await send(msg)
+
+        try:
+            await self.app(scope, limited_receive, timed_send)
+        except _BodyTooLarge:
+            if not started:
+                await _too_large(send, self.max_body)
+            status = 413
+        finally:
+            MILVUS_TIMER.reset(token)
+            if too_big:
+                status = 413
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+            if timer.calls:
+                self.metrics.milvus.labels(route).observe(timer.seconds)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = (b'{"errors":[{"message":"request body exceeds %d bytes","extensions":{"code":"PAYLOAD_TOO_LARGE"}}]}'
+            % limit)
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ThumbnailSigner:
+    """HMAC-signed thumbnail URLs, so that ``<img src>`` works without an Authorization header."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def _sig(self, image_id: str, exp: int) -> str:
+        return hmac.new(self._secret, f"{image_id}\n{exp}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    def url(self, image_id: str, now: float | None = None) -> str:
+        t = int(now if now is not None else time.time())
+        exp = (t // THUMBNAIL_URL_TTL + 2) * THUMBNAIL_URL_TTL  # 1-2 h, same URL within an hour
+        return f"/thumbnails/{image_id}?exp={exp}&sig={self._sig(image_id, exp)}"
+
+    def valid(self, image_id: str, exp: str | None, sig: str | None, now: float | None = None) -> bool:
+        if not exp or not sig or not exp.isdigit():
+            return False
+        if int(exp) < (now if now is not None else time.time()):
+            return False
+        return hmac.compare_digest(self._sig(image_id, int(exp)), sig)
+
+
+def _auth_failure(message: str) -> JSONResponse:
+    return JSONResponse({"errors": [{"message": message, "extensions": {"code": errors.UNAUTHENTICATED}}]},
+                        status_code=401, headers={"WWW-Authenticate": 'Bearer realm="medsearch"'})
+
+
+class _Unauthenticated(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def create_app(
+    settings: ApiSettings | None = None,
+    *,
+    repo: Repository | None = None,
+    authenticator: Authenticator | None = None,
+    embed_text: Callable[[str], Awaitable[list[float]]] | None = None,
+    embed_image: Callable[[bytes], Awaitable[list[float]]] | None = None,
+    ingest: Ingest | None = None,
+    readiness: dict[str, Callable[[], bool]] | None = None,
+    web_dist: Path | None = None,
+) -> FastAPI:
+    """Build the gateway. Every collaborator defaults to the real one from ``settings``; tests inject fakes."""
+    s = settings or ApiSettings()
+    auth = authenticator or Authenticator.from_settings(s)
+    if not auth.enabled and not is_loopback(s.api_host):
+        raise AuthConfigError(
+            f"no authentication configured (MEDSEARCH_API_TOKENS_FILE or MEDSEARCH_OIDC_ISSUER) and "
+            f"MEDSEARCH_API_HOST={s.api_host} is not a loopback address: refusing to serve an open API")
+    if not auth.enabled:
+        log.warning("authentication is OFF (loopback only): every request is an anonymous admin")
+    lazy_client: LazyClient | None = None
+    if repo is None:
+        lazy_client = LazyClient(s.milvus_uri, s.milvus_token.get_secret_value() if s.milvus_token else None)
+        repo = MilvusRepository(lazy_client, s.index)
+    image_embedder: ImageEmbedder | None = None
+    if embed_image is None:
+        image_embedder = ImageEmbedder(s.model_server_url, s.model_name)
+        embed_image = image_embedder
+    publisher: PublisherIngest | None = None
+    if ingest is None:
+        publisher = PublisherIngest(s)
+        ingest = publisher
+    secret = os.environ.get("MEDSEARCH_API_URL_SECRET", "").encode() or secrets.token_bytes(32)
+    signer = ThumbnailSigner(secret)
+    services = Services(settings=s, repo=repo, embed_text=embed_text or embed_query_text, embed_image=embed_image,
+                        ingest=ingest, thumbnail_url=signer.url)
+    metrics = _Metrics()
+    checks = readiness if readiness is not None else _default_readiness(s)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> Any:
+        yield
+        for closer in (lazy_client, image_embedder, publisher):
+            if closer is not None:
+                try:
+                    closer.close()
+                except Exception as err:  # shutdown must go on whatever a client raises  # noqa: BLE001
+                    log.warning("closing %s failed: %s", type(closer).__name__, err)
+
+    app = FastAPI(title="medsearch API", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.services = services
+    app.state.metrics = metrics
+
+    @app.exception_handler(_Unauthenticated)
+    async def _unauth(_request: Request, exc: _Unauthenticated) -> JSONResponse:
+        return _auth_failure(exc.message)
+
+    def principal_of(request: Request) -> Principal:
+        try:
+            return auth.authenticate(request.headers.get("authorization"))
+        except AuthError as err:
+            raise _Unauthenticated(str(err)) from err
+
+    async def get_context(request: Request, response: Response) -> Context:
+        ide_page = (request.method == "GET" and "text/html" in request.headers.get("accept", "")
+                    and "query" not in request.query_params)
+        if ide_page:  # the GraphiQL page itself executes nothing; its requests carry the token
+            ctx = Context(services, None)
+        else:
+            principal = await asyncio.to_thread(principal_of, request) if auth.issuer else principal_of(request)
+            ctx = Context(services, principal)
+        ctx.request = request
+        ctx.response = response
+        return ctx
+
+    ide: Literal["graphiql"] | None = "graphiql" if is_loopback(s.api_host) else None
+    app.include_router(GraphQLRouter(build_schema(s), path="/graphql", context_getter=get_context,
+                                     graphql_ide=ide, multipart_uploads_enabled=True))
+    app.include_router(GraphQLRouter(build_compat_schema(s), path="/compat/graphql", context_getter=get_context,
+                                     graphql_ide=ide))
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        names = list(checks)
+        results = await asyncio.gather(*(asyncio.to_thread(_safe_check, checks[n]) for n in names))
+        detail = {n: ("ok" if ok else "unavailable") for n, ok in zip(names, results, strict=True)}
+        try:
+            await repo.ping()
+            detail["collections"] = "ok"
+        except Exception as err:  # readiness reports any failure as "not ready"  # noqa: BLE001
+            detail["collections"] = f"unavailable: {str(err)[:200]}"
+        ready = all(v == "ok" for v in detail.values())
+        return JSONResponse({"status": "ready" if ready else "not ready", "checks": detail},
+                            status_code=200 if ready else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_route() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    store_root = s.object_store_url.rstrip("/") + "/"
+
+    @app.get("/thumbnails/{image_id}", include_in_schema=False)
+    async def thumbnail(image_id: str, request: Request) -> Response:
+        if len(image_id) > IDENT.max_len or IDENT.pattern.fullmatch(image_id) is None:
+            return PlainTextResponse("not a valid image id", status_code=400)
+        q = request.query_params
+        if not signer.valid(image_id, q.get("exp"), q.get("sig")):
+            principal = principal_of(request)
+            if not principal.has("reader"):
+                return JSONResponse({"errors": [{"message": "this operation needs the reader role",
+                                                 "extensions": {"code": errors.FORBIDDEN}}]}, status_code=403)
+        found = await repo.images_by_ids([image_id])
+        img = found.get(image_id)
+        uri = img.thumbnail_uri if img else ""
+        if not uri:
+            return PlainTextResponse("no thumbnail for this image", status_code=404)
+        if not uri.startswith(store_root) or "/../" in uri or "\\" in uri:
+            log.warning("refusing a thumbnail URI outside the object store for image %s", image_id)
+            return PlainTextResponse("thumbnail outside the object store", status_code=404)
+        try:
+            data = await asyncio.to_thread(store.get_bytes, uri)
+        except store.ObjectNotFound:
+            return PlainTextResponse("thumbnail object missing", status_code=404)
+        except store.StoreError:
+            return PlainTextResponse("object store unavailable", status_code=503)
+        etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+        cache = {"ETag": etag, "Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
+        if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+            return Response(status_code=304, headers=cache)
+        return Response(data, media_type="image/png", headers=cache)
+
+    dist = web_dist if web_dist is not None else WEB_DIST
+    if (dist / "index.html").is_file():
+        root = dist.resolve()
+
+        @app.get("/{path:path}", include_in_schema=False)
+        async def web(path: str) -> Response:
+            candidate = (root / path).resolve()
+            if path and candidate.is_file() and candidate.is_relative_to(root):
+                return FileResponse(candidate)
+            if path.startswith(("graphql", "compat/", "thumbnails/")):
+                return PlainTextResponse("not found", status_code=404)
+            return FileResponse(root / "index.html", headers={"Cache-Control": "no-cache"})
+
+    if s.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(s.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
+    max_body = (s.max_upload_bytes * 4) // 3 + 1024 * 1024
+    app.add_middleware(RequestGuard, max_body=max_body, metrics=metrics)
+    return app
+
+
+def _safe_check(check: Callable[[], bool]) -> bool:
+    try:
+        return bool(check())
+    except Exception:  # a failing probe means "not ready", whatever it raised  # noqa: BLE001
+        return False
+
+
+def _default_readiness(s: ApiSettings) -> dict[str, Callable[[], bool]]:
+    from medsearch.localstack.procs import http_ready, kafka_ready, milvus_ready
+
+    uri = s.milvus_uri
+    return {
+        "milvus": lambda: milvus_ready(uri),
+        "broker": lambda: kafka_ready(s.kafka_bootstrap),
+        "modelServer": lambda: http_ready(s.model_server_url.rstrip("/") + "/v2/health/ready"),
+    }

@@ -1,0 +1,255 @@
+"""The main schema executed directly (schema.execute) with an in-memory repository: every root field."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import pytest
+from api_fakes import FakeIngest, FakeRepository, make_context, sample_data
+
+from medsearch_api.context import Context
+from medsearch_api.schema import schema
+
+
+def run(query: str, variables: dict[str, Any] | None = None, ctx: Context | None = None) -> Any:
+    ctx = ctx or make_context()
+    return asyncio.run(schema.execute(query, variable_values=variables, context_value=ctx))
+
+
+def ok(query: str, variables: dict[str, Any] | None = None, ctx: Context | None = None) -> dict[str, Any]:
+    res = run(query, variables, ctx)
+    assert res.errors is None, res.errors
+    assert res.data is not None
+    return res.data
+
+
+def codes(res: Any) -> list[str]:
+    return [e.extensions.get("code") for e in (res.errors or [])]
+
+
+def test_report_with_codes_entities_images_and_study() -> None:
+    data = ok("""{ report(id: "r2") { id studyUid text impression reportDate sections
+        icd10Positive { code description } negativeSigns entities { text category traits { name } icd10 { code description } }
+        images { id viewPosition thumbnailUrl } study { uid reports { id } } } }""")
+    r = data["report"]
+    assert r["id"] == "r2" and r["studyUid"] == "1.2.2" and r["reportDate"] == "2021-03-10"
+    assert {"code": "I51.7", "description": "Cardiomegaly"} in r["icd10Positive"]
+    assert r["icd10Positive"][1]["description"].startswith("Pleural effusion")
+    assert r["entities"][0]["icd10"][0]["description"].startswith("Pleural effusion")
+    assert [i["id"] for i in r["images"]] == ["1.2.2.1", "1.2.2.2"]
+    assert r["images"][0]["thumbnailUrl"] == "/thumbnails/1.2.2.1"
+    assert r["study"] == {"uid": "1.2.2", "reports": [{"id": "r2"}]}
+    assert ok('{ report(id: "nope") { id } }') == {"report": None}
+
+
+def test_image_and_its_report() -> None:
+    data = ok('{ image(id: "1.2.3.2") { id modality viewPosition bodyPart studyDate report { id } study { uid } } }')
+    img = data["image"]
+    # the second image has no report_id: its report comes through the study
+    assert img == {"id": "1.2.3.2", "modality": "CR", "viewPosition": "LATERAL", "bodyPart": "CHEST",
+                   "studyDate": "2022-01-01", "report": {"id": "r3"}, "study": {"uid": "1.2.3"}}
+
+
+def test_study() -> None:
+    data = ok('{ study(uid: "1.2.4") { uid images { id } reports { id } report { id } } }')
+    assert data["study"] == {"uid": "1.2.4", "images": [{"id": "1.2.4.1"}, {"id": "1.2.4.2"}],
+                             "reports": [{"id": "r4"}], "report": {"id": "r4"}}
+    assert ok('{ study(uid: "9.9.9") { uid } }') == {"study": None}
+
+
+SEARCH = """query($q: String, $mode: SearchMode!, $first: Int!, $after: String, $f: ReportFilter) {
+  searchReports(query: $q, mode: $mode, first: $first, after: $after, filter: $f) {
+    totalCount pageInfo { hasNextPage hasPreviousPage endCursor startCursor }
+    edges { cursor score node { id } snippet { text html highlights { start end } } } } }"""
+
+
+def test_keyword_search_ranks_highlights_and_pages() -> None:
+    first = ok(SEARCH, {"q": "pleural effusion", "mode": "KEYWORD", "first": 2})["searchReports"]
+    ids = [e["node"]["id"] for e in first["edges"]]
+    assert ids == ["r1", "r2"]  # r1, r2, r4 match both terms; ties by id
+    assert first["totalCount"] == 4  # r3 has "effusion" too (any term)
+    assert first["pageInfo"]["hasNextPage"] is True and first["pageInfo"]["hasPreviousPage"] is False
+    snip = first["edges"][0]["snippet"]
+    marked = [snip["text"][h["start"]:h["end"]].lower() for h in snip["highlights"]]
+    assert marked == ["pleural", "effusion"]
+    assert "<mark>pleural</mark>" in snip["html"]
+    second = ok(SEARCH, {"q": "pleural effusion", "mode": "KEYWORD", "first": 2,
+                         "after": first["pageInfo"]["endCursor"]})["searchReports"]
+    assert [e["node"]["id"] for e in second["edges"]] == ["r4", "r3"]
+    assert second["pageInfo"]["hasPreviousPage"] is True and second["pageInfo"]["hasNextPage"] is False
+
+
+def test_listing_without_query_and_filters() -> None:
+    data = ok(SEARCH, {"mode": "KEYWORD", "first": 10, "f": {"positiveCodes": ["J91.8"], "dateFrom": "2021-01-01"}})
+    assert [e["node"]["id"] for e in data["searchReports"]["edges"]] == ["r2", "r4"]
+    assert data["searchReports"]["edges"][0]["score"] is None
+    # view position through the images of the same study
+    data = ok(SEARCH, {"mode": "KEYWORD", "first": 10, "f": {"viewPosition": ["PA"]}})
+    assert [e["node"]["id"] for e in data["searchReports"]["edges"]] == ["r1", "r4"]
+    data = ok(SEARCH, {"q": "effusion", "mode": "KEYWORD", "first": 10, "f": {"negativeCodes": ["J91.8"]}})
+    assert [e["node"]["id"] for e in data["searchReports"]["edges"]] == ["r3"]
+
+
+def test_semantic_and_hybrid_use_the_text_embedder() -> None:
+    for mode in ("SEMANTIC", "HYBRID"):
+        data = ok(SEARCH, {"q": "heart failure", "mode": mode, "first": 3})["searchReports"]
+        assert len(data["edges"]) == 3 and all(e["score"] is not None for e in data["edges"])
+    res = run(SEARCH, {"q": "x", "mode": "SEMANTIC", "first": 3}, make_context(semantic=False))
+    assert codes(res) == ["SERVICE_UNAVAILABLE"]
+
+
+@pytest.mark.parametrize("bad", ['" or 1==1 or "', "J91.8\") or (1==1", "x' || '1'=='1", "J91.8\\", "../etc"])
+def test_filter_injection_is_rejected_before_the_repository(bad: str) -> None:
+    ctx = make_context()
+    repo = ctx.repo
+    assert isinstance(repo, FakeRepository)
+    res = run(SEARCH, {"q": "effusion", "mode": "KEYWORD", "first": 5, "f": {"positiveCodes": [bad]}}, ctx)
+    assert codes(res) == ["BAD_USER_INPUT"]
+    assert res.errors[0].extensions["argument"] == "filter.positiveCodes"
+    res = run('query($m: [String!]) { similarImages(imageId: "1.2.1.1", filter: {modality: $m}) { score } }',
+              {"m": [bad]}, ctx)
+    assert codes(res) == ["BAD_USER_INPUT"]
+    res = run('query($id: ID!) { report(id: $id) { id } }', {"id": bad}, ctx)
+    assert codes(res) == ["BAD_USER_INPUT"]
+    assert not [c for c in repo.calls if c[0] in ("search_reports", "similar_images", "reports_by_ids")]
+
+
+def test_limits_on_first_k_size_and_cursor() -> None:
+    assert codes(run(SEARCH, {"q": "x", "mode": "KEYWORD", "first": 101})) == ["BAD_USER_INPUT"]
+    assert codes(run(SEARCH, {"q": "x", "mode": "KEYWORD", "first": 0})) == ["BAD_USER_INPUT"]
+    assert codes(run(SEARCH, {"q": "x", "mode": "KEYWORD", "first": 1, "after": "garbage!"})) == ["BAD_USER_INPUT"]
+    assert codes(run('query($k: Int!) { similarImages(imageId: "1.2.1.1", k: $k) { score } }',
+                     {"k": 1000000})) == ["BAD_USER_INPUT"]
+    # a literal huge k is already refused by the cost estimate, before anything runs
+    assert codes(run('{ similarImages(imageId: "1.2.1.1", k: 1000000) { score } }')) == ["QUERY_TOO_COMPLEX"]
+    assert codes(run('{ icd10Facets(size: 5000) { code } }')) == ["BAD_USER_INPUT"]
+    assert codes(run(SEARCH, {"q": "x" * 1001, "mode": "KEYWORD", "first": 1})) == ["BAD_USER_INPUT"]
+
+
+def test_similar_images_by_id_excludes_itself_and_filters() -> None:
+    data = ok('{ similarImages(imageId: "1.2.1.1", k: 20) { score image { id } } }')
+    ids = [h["image"]["id"] for h in data["similarImages"]]
+    assert "1.2.1.1" not in ids and len(ids) == 9
+    scores = [h["score"] for h in data["similarImages"]]
+    assert scores == sorted(scores, reverse=True)
+    data = ok('{ similarImages(imageId: "1.2.1.1", k: 20, filter: {viewPosition: ["AP"], modality: ["CR"]}) '
+              '{ image { id viewPosition modality } } }')
+    assert {h["image"]["id"] for h in data["similarImages"]} == {"1.2.5.1"}
+    data = ok('{ similarImages(imageId: "1.2.1.1", k: 20, filter: {positiveCodes: ["J93.9"]}) { image { id } } }')
+    assert {h["image"]["id"] for h in data["similarImages"]} == {"1.2.4.1", "1.2.4.2"}
+    res = run('{ similarImages(imageId: "4.4.4", k: 3) { score } }')
+    assert codes(res) == ["NOT_FOUND"]
+
+
+def test_similar_images_by_upload() -> None:
+    b64 = base64.b64encode(b"\x89PNG fake bytes").decode()
+    data = ok('query($u: String) { similarImages(uploadBase64: $u, k: 3) { image { id } } }', {"u": b64})
+    assert len(data["similarImages"]) == 3
+    assert codes(run('{ similarImages(k: 3) { score } }')) == ["BAD_USER_INPUT"]
+    assert codes(run('query($u: String) { similarImages(imageId: "1.2.1.1", uploadBase64: $u) { score } }',
+                     {"u": b64})) == ["BAD_USER_INPUT"]
+    assert codes(run('{ similarImages(uploadBase64: "***") { score } }')) == ["BAD_USER_INPUT"]
+    from medsearch.contracts.settings import ApiSettings
+
+    small = make_context(settings=ApiSettings(max_upload_bytes=1024))
+    big = base64.b64encode(b"x" * 2048).decode()
+    assert codes(run('query($u: String) { similarImages(uploadBase64: $u) { score } }', {"u": big}, small)) == [
+        "PAYLOAD_TOO_LARGE"]
+
+
+def brute_icd10(repo: FakeRepository, field: str, query: str | None) -> dict[str, int]:
+    from api_fakes import tokens
+
+    out: dict[str, int] = {}
+    q = set(tokens(query)) if query else None
+    for r in repo.reports.values():
+        if q is not None and not q & set(tokens(r.text)):
+            continue
+        for c in set(r.array(field)):
+            out[c] = out.get(c, 0) + 1
+    return out
+
+
+def test_icd10_facets_count_matching_reports() -> None:
+    ctx = make_context()
+    repo = ctx.repo
+    assert isinstance(repo, FakeRepository)
+    for query, pol, field in ((None, "POSITIVE", "icd10_positive"), ("pneumothorax", "POSITIVE", "icd10_positive"),
+                              ("effusion", "NEGATIVE", "icd10_negative")):
+        data = ok('query($q: String, $p: Polarity!) { icd10Facets(query: $q, polarity: $p, size: 50) '
+                  '{ code description count } }', {"q": query, "p": pol}, ctx)
+        got = {f["code"]: f["count"] for f in data["icd10Facets"]}
+        assert got == brute_icd10(repo, field, query)
+    data = ok('{ icd10Facets(size: 1) { code description count } }', ctx=ctx)
+    assert data["icd10Facets"] == [{"code": "J91.8", "description": data["icd10Facets"][0]["description"],
+                                    "count": 3}]
+    data = ok('{ icd10Facets(filter: {viewPosition: ["AP"]}) { code count } }', ctx=ctx)
+    assert {f["code"]: f["count"] for f in data["icd10Facets"]} == {"I51.7": 1, "J91.8": 1, "J81.1": 1, "J18.1": 1}
+
+
+def test_entity_facets() -> None:
+    data = ok('{ entityFacets(kind: SIGN, reportIds: ["r1", "r2", "r3"]) { term count } }')
+    assert data["entityFacets"] == [{"term": "effusion", "count": 2}]
+    data = ok('{ entityFacets(kind: SIGN, polarity: NEGATIVE, query: "pneumonia") { term count } }')
+    assert data["entityFacets"] == [{"term": "pneumothorax", "count": 1}]
+    data = ok('{ entityFacets(kind: DIAGNOSIS) { term count } }')
+    assert data["entityFacets"] == [{"term": "pneumothorax", "count": 1}]
+    assert codes(run('{ entityFacets(kind: SIGN, polarity: UNCERTAIN) { term } }')) == ["BAD_USER_INPUT"]
+
+
+def test_mutations_need_the_ingester_role() -> None:
+    ingest = FakeIngest()
+    q = 'mutation { ingestReport(reportId: "r9", text: "No effusion.", studyUid: "1.2.9") { kind id status } }'
+    res = run(q, ctx=make_context(roles=("reader",), ingest=ingest))
+    assert codes(res) == ["FORBIDDEN"] and ingest.published == []
+    res = run(q, ctx=make_context(roles=None, ingest=ingest))
+    assert codes(res) == ["UNAUTHENTICATED"]
+    data = ok(q, ctx=make_context(roles=("ingester",), ingest=ingest))
+    assert data["ingestReport"] == {"kind": "report", "id": "r9", "status": "published"}
+    b64 = base64.b64encode(b"DICM" * 10).decode()
+    data = ok('mutation($f: String) { ingestDicom(fileBase64: $f, filename: "../../x.dcm") { kind status uri } }',
+              {"f": b64}, make_context(roles=("admin",), ingest=ingest))
+    assert data["ingestDicom"]["status"] == "published"
+    assert ingest.published == [("report", ("r9", "1.2.9")), ("dicom", (40, "x.dcm"))]
+    assert codes(run('mutation { ingestReport(reportId: "r9", text: "  ") { id } }',
+                     ctx=make_context(roles=("ingester",)))) == ["BAD_USER_INPUT"]
+
+
+def test_queries_need_a_principal() -> None:
+    res = run('{ report(id: "r1") { id } }', ctx=make_context(roles=None))
+    assert codes(res) == ["UNAUTHENTICATED"] and res.data == {"report": None}
+
+
+def test_dataloaders_batch_per_request() -> None:
+    ctx = make_context()
+    repo = ctx.repo
+    assert isinstance(repo, FakeRepository)
+    ok("{ searchReports(first: 5) { edges { node { images { id report { id } } } } } }", ctx=ctx)
+    kinds = [c[0] for c in repo.calls]
+    assert kinds.count("images_by_studies") == 1  # five reports' images in one call
+    assert kinds.count("reports_by_ids") <= 1  # primed by the search; image.report resolved from the loader
+
+
+def test_depth_alias_and_cost_limits() -> None:
+    deep = "{ report(id: \"r1\") { " + "study { report { " * 6 + "id" + " } }" * 6 + " } }"
+    res = run(deep)
+    assert res.errors and "exceeds maximum operation depth" in res.errors[0].message
+    aliases = "{ " + " ".join(f"a{i}: report(id: \"r1\") {{ id }}" for i in range(25)) + " }"
+    res = run(aliases)
+    assert res.errors and "aliases" in res.errors[0].message.lower()
+    costly = ("{ searchReports(first: 100) { edges { node { images { study { reports { images { id } } } } } } } "
+              "b: similarImages(imageId: \"1.2.1.1\", k: 100) { image { study { images { report { images { id } } } } } } }")
+    res = run(costly)
+    assert res.errors and res.errors[0].extensions["code"] == "QUERY_TOO_COMPLEX"
+
+
+def test_unexpected_errors_are_masked() -> None:
+    class Boom(FakeRepository):
+        async def reports_by_ids(self, ids: Any) -> Any:
+            raise KeyError("secret internal detail")
+
+    ctx = make_context(Boom(*sample_data()))
+    res = run('{ report(id: "r1") { id } }', ctx=ctx)
+    assert res.errors and res.errors[0].message == "internal error"
