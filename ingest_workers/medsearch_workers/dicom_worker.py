@@ -374,18 +374,19 @@ def run(
     stop: threading.Event | None = None,
     spec: MedicalSearchIndexSpec | None = None,
     consumer_options: dict[str, Any] | None = None,
+    times: StageTimes | None = None,
+    metrics: Any | None = None,
 ) -> None:
-    """Run the worker until stopped (SIGTERM/SIGINT or ``stop``)."""
-    from medsearch.embedding_client import EmbeddingClient
-
+    """Run the worker until stopped (SIGTERM/SIGINT or ``stop``); ``times`` collects per-stage seconds."""
     from medsearch.contracts.settings import WorkerSettings
+    from medsearch.embedding_client import EmbeddingClient
     from medsearch_workers.consumer import WorkerMetrics, run_consumer, serve_metrics
 
     settings = settings if settings is not None else WorkerSettings()
     stop = stop if stop is not None else threading.Event()
     names = names_for(settings.index)
     spec = spec if spec is not None else load_spec(settings.index)
-    metrics = WorkerMetrics("dicom")
+    metrics = metrics if metrics is not None else WorkerMetrics("dicom")
     if settings.worker_metrics_port:
         serve_metrics(settings.worker_metrics_port, metrics.registry)
         log.info("metrics on :%d/metrics", settings.worker_metrics_port)
@@ -415,6 +416,7 @@ def run(
         input_size=input_size,
         model_name=settings.model_name,
         model_version=version,
+        times=times,
     )
     try:
         run_consumer(
@@ -442,6 +444,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     run(settings)
 
 

@@ -1,0 +1,363 @@
+"""DICOM ingest end to end with real processes: Tansu broker, milvus-lite server, the model server
+(``--weights random``, small input) and the DICOM worker (``python -m medsearch_workers.dicom_worker``).
+
+Covers: every image indexed exactly once, every non-image / broken file dead-lettered with a reason,
+thumbnails that open as PNG, the MONOCHROME1 chest radiograph not inverted, re-ingest adds nothing,
+SIGKILL of the worker mid-stream, and the model server going away for a while.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+from typer.testing import CliRunner
+
+from medsearch import store
+from medsearch.contracts.messages import DeadLetter
+from medsearch.contracts.naming import names_for
+from medsearch.contracts.spec import MedicalSearchIndexSpec
+from medsearch.localstack import procs
+from medsearch.provision import count_rows, ensure_collections, ensure_topics, kafka_admin, milvus_client
+
+pytestmark = pytest.mark.integration
+
+INPUT_SIZE = 64
+# Images that must be indexed: (file, transfer syntax / kind) — includes the real chest CR and its J2K twins.
+IMAGES = [
+    "RG1_UNCR.dcm",  # CR chest, MONOCHROME1, explicit little endian
+    "RG1_J2KR.dcm",  # JPEG 2000 lossless
+    "RG1_J2KI.dcm",  # JPEG 2000 lossy
+    "CT_small.dcm",
+    "MR_small_RLE.dcm",  # RLE
+    "US1_J2KR.dcm",  # YBR_RCT colour, JPEG 2000
+    "emri_small.dcm",  # multi-frame
+    "SC_rgb_jpeg_gdcm.dcm",  # JPEG lossless colour
+    "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS
+    "MR_small_bigendian.dcm",  # explicit big endian
+]
+# DICOM files that must be dead-lettered: file -> (stage, reason prefix)
+BROKEN = {
+    "rtplan.dcm": ("decode", "no_pixel_data"),
+    "examples_palette.dcm": ("decode", "unsupported"),
+}
+TRUNCATED = ("CT_small_truncated.dcm", "CT_small.dcm", ("decode", "undecodable"))
+NOT_DICOM = {"notes.bin": b"\x00\x01binary junk that is not DICOM" * 20, "scan.pdf": b"%PDF-1.4\n" + b"x" * 500}
+
+
+def _testfile(name: str) -> Path:
+    path = get_testdata_file(name)
+    assert path is not None, f"pydicom test file {name} is missing"
+    return Path(path)
+
+
+# ------------------------------------------------------------------------------------------------ processes
+
+
+@dataclass
+class ModelServer:
+    url: str
+    http_port: int
+    cmd: list[str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 180) -> None:
+        with open(self.log, "ab") as fh:
+            self.proc = subprocess.Popen(
+                self.cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        procs.wait_until(
+            lambda: procs.http_ready(f"{self.url}/v2/models/densenet121/ready"),
+            timeout=timeout,
+            what="model server",
+            proc=self.proc,
+            interval=0.5,
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            procs.stop_process(self.proc)
+            self.proc = None
+
+
+@pytest.fixture(scope="module")
+def model_server(tmp_path_factory: pytest.TempPathFactory, service_logs: Path) -> Iterator[ModelServer]:
+    http_port, grpc_port = procs.free_port(), procs.free_port()
+    cache = tmp_path_factory.mktemp("model-cache")
+    cmd = [
+        sys.executable, "-m", "medsearch_model_server", "--weights", "random", "--input-size", str(INPUT_SIZE),
+        "--host", "127.0.0.1", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+        "--cache-dir", str(cache), "--max-batch-size", "16",
+    ]  # fmt: skip
+    server = ModelServer(f"http://127.0.0.1:{http_port}", http_port, cmd, service_logs / "model-server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Env:
+    index: str
+    store_url: str
+    bootstrap: str
+    milvus_uri: str
+    model: ModelServer
+    logs: Path
+    workers: list[subprocess.Popen[bytes]]
+
+    def worker_env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "MEDSEARCH_INDEX": self.index,
+            "MEDSEARCH_KAFKA_BOOTSTRAP": self.bootstrap,
+            "MEDSEARCH_MILVUS_URI": self.milvus_uri,
+            "MEDSEARCH_MODEL_SERVER_URL": self.model.url,
+            "MEDSEARCH_OBJECT_STORE_URL": self.store_url,
+            "MEDSEARCH_WORKER_BATCH_SIZE": "4",
+            "MEDSEARCH_WORKER_MAX_WAIT_MS": "200",
+            "MEDSEARCH_WORKER_RETRY_MAX_SECONDS": "2",
+            "MEDSEARCH_WORKER_SESSION_TIMEOUT_MS": "6000",
+            "MEDSEARCH_WORKER_HEARTBEAT_MS": "1000",
+        }
+
+    def start_worker(self, **extra: str) -> subprocess.Popen[bytes]:
+        with open(self.logs / f"dicom-worker-{self.index}.log", "ab") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "medsearch_workers.dicom_worker"],
+                env={**self.worker_env(), **extra},
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.workers.append(proc)
+        return proc
+
+    def count(self) -> int:
+        client = milvus_client(self.milvus_uri)
+        try:
+            return count_rows(client, names_for(self.index).images_collection)
+        finally:
+            client.close()
+
+    def rows(self) -> list[dict[str, Any]]:
+        client = milvus_client(self.milvus_uri)
+        try:
+            return list(
+                client.query(
+                    names_for(self.index).images_collection,
+                    filter="sop_instance_uid != ''",
+                    output_fields=["sop_instance_uid", "sha256", "thumbnail_uri", "modality", "photometric",
+                                   "transfer_syntax", "rows", "columns", "study_date", "patient_name"],
+                    limit=1000,
+                )
+            )  # fmt: skip
+        finally:
+            client.close()
+
+    def dead_letters(self, expect: int, timeout: float = 30.0) -> list[DeadLetter]:
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(
+            names_for(self.index).dlq_topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
+            group_id=None, consumer_timeout_ms=1000,
+        )  # fmt: skip
+        out: list[DeadLetter] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                out.extend(DeadLetter.from_bytes(r.value) for r in records)
+            if expect and len(out) >= expect:
+                break
+        consumer.close()
+        return out
+
+    def ingest(self, *paths: Path) -> dict[str, Any]:
+        from medsearch.cli import app
+
+        result = CliRunner().invoke(
+            app,
+            ["ingest", *map(str, paths), "--index", self.index, "--bootstrap", self.bootstrap, "--store",
+             self.store_url, "--json"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        summary: dict[str, Any] = json.loads(result.stdout)
+        return summary
+
+
+def wait_for(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last is True:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what} (last: {last})")
+
+
+@pytest.fixture()
+def env(
+    kafka_bootstrap: str,
+    milvus_uri: str,
+    model_server: ModelServer,
+    object_store_url: str,
+    unique_index: str,
+    service_logs: Path,
+) -> Iterator[Env]:
+    spec = MedicalSearchIndexSpec()
+    admin = kafka_admin(kafka_bootstrap)
+    ensure_topics(admin, unique_index, spec)
+    admin.close()
+    client = milvus_client(milvus_uri)
+    ensure_collections(client, unique_index, spec)
+    client.close()
+    e = Env(unique_index, object_store_url, kafka_bootstrap, milvus_uri, model_server, service_logs, [])
+    yield e
+    for proc in e.workers:
+        procs.stop_process(proc, timeout=15)
+
+
+def _fresh_copies(src: str, n: int, dest: Path, *, seed: str) -> list[str]:
+    """``n`` copies of a test file with fresh SOP/Series UIDs; returns their SOPInstanceUIDs."""
+    ds = pydicom.dcmread(_testfile(src))
+    uids = []
+    for i in range(n):
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=[seed, src, str(i)])
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(dest / f"{seed}-{i:03d}.dcm")
+        uids.append(str(ds.SOPInstanceUID))
+    return uids
+
+
+# ------------------------------------------------------------------------------------------------ tests
+
+
+def test_folder_ingest_indexes_images_once_and_dead_letters_the_rest(env: Env, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    (folder / "nested").mkdir(parents=True)
+    for name in IMAGES:
+        (folder / "nested" / name.replace(".dcm", "")).write_bytes(_testfile(name).read_bytes())  # no extension
+    for name in BROKEN:
+        (folder / name).write_bytes(_testfile(name).read_bytes())
+    ct = _testfile(TRUNCATED[1]).read_bytes()
+    (folder / TRUNCATED[0]).write_bytes(ct[: len(ct) - 4000])
+    for name, data in NOT_DICOM.items():
+        (folder / name).write_bytes(data)
+    expected_uids = {str(pydicom.dcmread(_testfile(n), stop_before_pixels=True).SOPInstanceUID) for n in IMAGES}
+    # The MR_small variants share one SOPInstanceUID (same image, other transfer syntaxes): one row for them.
+    assert len(expected_uids) < len(IMAGES)
+
+    summary = env.ingest(folder)
+    n_dicom = len(IMAGES) + len(BROKEN) + 1
+    assert summary["published"] == n_dicom
+    assert sorted(r["file"].rsplit("/", 1)[-1] for r in summary["rejections"]) == sorted(NOT_DICOM)
+
+    env.start_worker()
+    n_dead = len(BROKEN) + 1
+    letters = env.dead_letters(n_dead, timeout=120)
+    wait_for(lambda: env.count() == len(expected_uids) or env.count(), 120, "all images indexed")
+
+    rows = env.rows()
+    assert sorted(r["sop_instance_uid"] for r in rows) == sorted(expected_uids), "every image exactly once"
+    by_sha = {store.sha256_hex(_testfile(n).read_bytes()): n for n in [*IMAGES, *BROKEN]}
+    by_sha[store.sha256_hex(ct[: len(ct) - 4000])] = TRUNCATED[0]
+    got = {by_sha[d.original["sha256"]]: (d.stage, d.error) for d in letters}
+    want = {**BROKEN, TRUNCATED[0]: TRUNCATED[2]}
+    assert set(got) == set(want), got
+    for name, (stage, reason) in want.items():
+        assert got[name][0] == stage and got[name][1].startswith(reason), (name, got[name])
+    assert all(d.topic == names_for(env.index).dicom_topic and d.attempts >= 1 for d in letters)
+
+    for row in rows:
+        assert row["patient_name"] == ""
+        with Image.open(io.BytesIO(store.get_bytes(row["thumbnail_uri"]))) as im:
+            assert im.format == "PNG" and max(im.size) == min(256, max(row["rows"], row["columns"]))
+    rg1 = next(r for r in rows if r["sha256"] == store.sha256_hex(_testfile("RG1_UNCR.dcm").read_bytes()))
+    assert (rg1["modality"], rg1["photometric"], rg1["study_date"]) == ("CR", "MONOCHROME1", 20040826)
+    assert rg1["thumbnail_uri"] == store.join(env.store_url, env.index, "thumbnails", f"{rg1['sop_instance_uid']}.png")
+    with Image.open(io.BytesIO(store.get_bytes(rg1["thumbnail_uri"]))) as im:
+        a = np.asarray(im.convert("L"), dtype=np.float32)
+    h, w = a.shape
+    band = a[h // 3 : 2 * h // 3]
+    lungs = np.concatenate([band[:, w // 5 : 2 * w // 5], band[:, 3 * w // 5 : 4 * w // 5]]).mean()
+    spine = band[:, 9 * w // 20 : 11 * w // 20].mean()
+    assert lungs < spine - 20, f"RG1 thumbnail looks inverted: lungs {lungs:.0f} vs spine {spine:.0f}"
+
+    # The same folder again: nothing new is published, nothing new is indexed or dead-lettered.
+    again = env.ingest(folder)
+    assert again["published"] == 0 and again["duplicate"] == n_dicom
+    time.sleep(2)
+    assert env.count() == len(expected_uids)
+    assert len(env.dead_letters(n_dead + 1, timeout=3)) == n_dead
+
+
+def test_sigkill_mid_stream_then_restart_indexes_each_image_once(env: Env, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    uids = set(_fresh_copies("CT_small.dcm", 40, folder, seed="kill"))
+    # The same SOPInstanceUIDs again with different bytes (a re-export): different sha256, same rows.
+    again = tmp_path / "again"
+    again.mkdir()
+    _fresh_copies("CT_small.dcm", 10, again, seed="kill")
+    for p in again.iterdir():
+        ds = pydicom.dcmread(p)
+        ds.InstitutionName = "re-exported"
+        ds.save_as(p)
+    summary = env.ingest(folder, again)
+    assert summary["published"] == 50
+
+    # One message per batch (a commit each), so the kill lands between commits, mid-stream.
+    worker = env.start_worker(MEDSEARCH_WORKER_BATCH_SIZE="1")
+    deadline = time.monotonic() + 120
+    while env.count() < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    killed_at = env.count()
+    assert killed_at < len(uids), "the worker finished before it could be killed; use more files"
+
+    env.start_worker(MEDSEARCH_WORKER_BATCH_SIZE="4")
+    wait_for(lambda: env.count() == len(uids) or env.count(), 150, "all images after the restart")
+    time.sleep(3)  # re-deliveries after the restart must not add rows
+    assert env.count() == len(uids)
+    assert {r["sop_instance_uid"] for r in env.rows()} == uids
+    assert env.dead_letters(0, timeout=3) == []
+
+
+def test_model_server_outage_loses_nothing(env: Env, tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    uids = set(_fresh_copies("MR_small.dcm", 8, first, seed="before"))
+    assert env.ingest(first)["published"] == 8
+    env.start_worker()
+    wait_for(lambda: env.count() == 8 or env.count(), 120, "the first images")
+
+    env.model.stop()
+    try:
+        uids |= set(_fresh_copies("MR_small.dcm", 12, second, seed="during"))
+        assert env.ingest(second)["published"] == 12
+        time.sleep(8)  # the worker retries with backoff, committing nothing
+        assert env.count() == 8
+    finally:
+        env.model.start()
+    wait_for(lambda: env.count() == len(uids) or env.count(), 120, "ingest to resume")
+    assert {r["sop_instance_uid"] for r in env.rows()} == uids
+    assert env.dead_letters(0, timeout=3) == []
