@@ -212,3 +212,23 @@ Egress rule allowing DNS lookups (used when networkPolicy.egress restricts egres
     - port: 53
       protocol: TCP
 {{- end }}
+
+{{/*
+API versions that moved to GA after the oldest supported Kubernetes (1.20): the GA one when the cluster
+serves it (helm template assumes it does), else the beta one.
+*/}}
+{{- define "medsearch.pdb.apiVersion" -}}
+{{- if .Capabilities.APIVersions.Has "policy/v1" -}}
+policy/v1
+{{- else -}}
+policy/v1beta1
+{{- end -}}
+{{- end }}
+
+{{- define "medsearch.hpa.apiVersion" -}}
+{{- if .Capabilities.APIVersions.Has "autoscaling/v2" -}}
+autoscaling/v2
+{{- else -}}
+autoscaling/v2beta2
+{{- end -}}
+{{- end }}
