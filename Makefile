@@ -25,7 +25,7 @@ web: $(STAMP) ## build the web client (when missing or changed)
 	@bash scripts/build-web.sh
 
 demo: $(STAMP) web ## start the local stack, load the sample data, print the URLs and a token
-	$(BIN)/medsearch demo
+	$(BIN)/medsearch demo --index operator/config/samples/demo-index.yaml
 
 up: $(STAMP) ## start the local stack in the background
 	$(BIN)/medsearch up --detach

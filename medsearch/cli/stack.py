@@ -20,6 +20,7 @@ from medsearch.contracts.settings import default_data_dir
 from medsearch.contracts.spec import MedicalSearchIndex, SpecError, default_index, load_index_file
 
 log = logging.getLogger(__name__)
+WEIGHTS_HELP = "Embedding weights: imagenet | random | PATH | URI (default: the index's spec.embedding.weights)."
 INDEX_HELP = "MedicalSearchIndex YAML (default: an index named 'demo' with default settings)."
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -49,20 +50,36 @@ def _load_index(index_file: Path | None) -> MedicalSearchIndex:
         raise typer.Exit(2) from None
 
 
-def resolve_weights(weights: str) -> str:
-    """``auto``: ImageNet weights when torchvision has them cached or can download them, else ``random`` (loudly)."""
-    if weights != "auto":
-        return weights
+def imagenet_weights_available() -> bool:
+    """True when torchvision has DenseNet121 ImageNet weights cached or can reach its download host."""
     import os
 
     hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
     if any(hub.glob("densenet121-*.pth")):
-        return "imagenet"
+        return True
     try:
         with socket.create_connection(("download.pytorch.org", 443), timeout=3):
-            return "imagenet"
+            return True
     except OSError:
-        pass
+        return False
+
+
+def resolve_weights(requested: str | None, index: MedicalSearchIndex, *, allow_random_fallback: bool) -> str:
+    """The weights the model server gets: the flag, else the index spec's ``embedding.weights``.
+
+    ImageNet weights that are neither cached nor downloadable become ``random`` only for the demo, and loudly;
+    ``up`` refuses instead, so a real deployment never runs on random weights by accident.
+    """
+    weights = requested or index.spec.embedding.weights
+    if weights != "imagenet" or imagenet_weights_available():
+        return weights
+    if not allow_random_fallback:
+        console.print(
+            "[red]error:[/red] the index asks for ImageNet DenseNet121 weights, which are not cached and cannot be "
+            "downloaded (offline). Pass --weights PATH|URI with your own weights, or --weights random for a "
+            "structural demo."
+        )
+        raise typer.Exit(2)
     console.print(
         "[bold yellow]WARNING:[/bold yellow] ImageNet weights for DenseNet121 are not cached and cannot be downloaded "
         "(offline): the model server will use [bold]random[/bold] (seeded) weights. Image similarity is then only "
@@ -103,15 +120,18 @@ def _wait_for_signal(paths: Any) -> None:
 
 
 def _start(
-    *, index: MedicalSearchIndex, data_dir: Path | None, weights: str, backend: str, ports: Any, reuse: bool
+    *, index: MedicalSearchIndex, data_dir: Path | None, weights: str | None, backend: str, ports: Any,
+    demo: bool,
 ) -> Any:
+    """Start the stack. For the demo, an already running stack is reused and missing ImageNet weights fall back
+    (loudly) to random ones."""
     from medsearch.localstack.stack import StackError, is_running, start_stack
 
     paths = _paths(data_dir)
-    if reuse and is_running(paths):
+    if demo and is_running(paths):
         console.print(f"[green]✓[/green] reusing the local stack already running from {paths.data_dir}")
         return paths
-    weights = resolve_weights(weights)
+    weights = resolve_weights(weights, index, allow_random_fallback=demo)
     t0 = time.monotonic()
     started: dict[str, float] = {}
 
@@ -158,7 +178,7 @@ def register(app: typer.Typer) -> None:
         index_file: Path | None = typer.Option(None, "--index", help=INDEX_HELP),
         data_dir: Path | None = typer.Option(None, "--data-dir", envvar="MEDSEARCH_DATA_DIR", help=DATA_DIR_HELP),
         detach: bool = typer.Option(False, "--detach", "-d", help="Return once every service is healthy."),
-        weights: str = typer.Option("auto", help="Embedding weights: auto | imagenet | random | PATH | URI."),
+        weights: str | None = typer.Option(None, help=WEIGHTS_HELP),
         backend: str = typer.Option("auto", help="Model server backend: auto | torch | onnx."),
         port_offset: int = port_offset_opt,
         kafka_port: int | None = typer.Option(None, help="Broker port (default 9092)."),
@@ -169,7 +189,7 @@ def register(app: typer.Typer) -> None:
         """Start the local stack (broker, Milvus, model server, workers, gateway) on loopback."""
         index = _load_index(index_file)
         ports = _ports(port_offset, kafka_port, milvus_port, model_port, api_port)
-        paths = _start(index=index, data_dir=data_dir, weights=weights, backend=backend, ports=ports, reuse=False)
+        paths = _start(index=index, data_dir=data_dir, weights=weights, backend=backend, ports=ports, demo=False)
         _print_urls(paths)
         if not detach:
             _wait_for_signal(paths)
@@ -231,7 +251,7 @@ def register(app: typer.Typer) -> None:
         index_file: Path | None = typer.Option(None, "--index", help=INDEX_HELP),
         data_dir: Path | None = typer.Option(None, "--data-dir", envvar="MEDSEARCH_DATA_DIR", help=DATA_DIR_HELP),
         detach: bool = typer.Option(False, "--detach", "-d", help="Return once the data is loaded."),
-        weights: str = typer.Option("auto", help="Embedding weights: auto | imagenet | random | PATH | URI."),
+        weights: str | None = typer.Option(None, help=WEIGHTS_HELP),
         backend: str = typer.Option("auto", help="Model server backend: auto | torch | onnx."),
         samples: Path | None = typer.Option(None, help="Sample manifest (default: the bundled samples/manifest.json)."),
         port_offset: int = port_offset_opt,
@@ -240,7 +260,7 @@ def register(app: typer.Typer) -> None:
         """`up` + load the sample data + print the URLs and a token (what `make demo` runs)."""
         index = _load_index(index_file)
         ports = _ports(port_offset, None, None, None, None)
-        paths = _start(index=index, data_dir=data_dir, weights=weights, backend=backend, ports=ports, reuse=True)
+        paths = _start(index=index, data_dir=data_dir, weights=weights, backend=backend, ports=ports, demo=True)
         from medsearch.localstack.demo import DemoError, load_samples
 
         try:

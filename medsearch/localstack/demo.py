@@ -82,7 +82,7 @@ def publish_samples(samples: SampleSet, *, bootstrap: str, object_store_url: str
                     console: Any = None) -> dict[str, int]:
     from rich.progress import Progress
 
-    from medsearch.producer import Publisher, discover
+    from medsearch.producer import DicomFile, Publisher, Rejected, discover
 
     items = list(discover([*samples.dicom_files, *( [samples.reports_file] if samples.reports_file else [])]))
     summary = {"published": 0, "duplicate": 0, "rejected": 0}
@@ -91,7 +91,13 @@ def publish_samples(samples: SampleSet, *, bootstrap: str, object_store_url: str
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("publishing sample data", total=len(items))
             for item in items:
-                for result in publisher.publish_item(item):
+                if isinstance(item, Rejected):
+                    summary["rejected"] += 1
+                elif isinstance(item, DicomFile):
+                    summary[publisher.publish_dicom(item.data, filename=item.path.name).status] += 1
+                else:
+                    result = publisher.publish_report(report_id=item.report_id, text=item.text,
+                                                      study_uid=item.study_uid)
                     summary[result.status] += 1
                 progress.advance(task)
         publisher.flush()
