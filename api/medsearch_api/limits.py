@@ -2,7 +2,8 @@
 
 cost(field) = 1 + multiplier x cost(selections), where the multiplier is the page size a field asks for
 (``first``, ``k``, ``size``; a variable counts as its ceiling, since validation runs before variables are
-known); nested lists without one (a study's images and reports) count as 10. Depth and aliases are limited by strawberry's own QueryDepthLimiter / MaxAliasesLimiter.
+known); nested lists without one (a study's images and reports) count as 10.
+Depth and aliases are limited by strawberry's own QueryDepthLimiter / MaxAliasesLimiter.
 """
 
 from __future__ import annotations

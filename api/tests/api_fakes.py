@@ -146,7 +146,8 @@ class FakeRepository:
             ranked = self._dense(query_vector, filter)
         else:
             assert query_vector is not None
-            ranked = rrf([[i for i, _ in self._keyword(query, filter)], [i for i, _ in self._dense(query_vector, filter)]])
+            ranked = rrf([[i for i, _ in self._keyword(query, filter)],
+                          [i for i, _ in self._dense(query_vector, filter)]])
         window = ranked[offset:offset + limit + 1]
         return ReportPage([ReportHit(self.reports[i], s) for i, s in window[:limit]], len(window) > limit)
 
@@ -238,9 +239,11 @@ def sample_data() -> tuple[list[ReportRecord], list[ImageRecord], dict[str, list
         reports.append(ReportRecord(
             report_id=rid, study_uid=study, text=text, findings=text, impression=text.split(".")[0],
             sections={"findings": text}, report_date=date, icd10_positive=pos, icd10_negative=neg,
-            positive_signs=("effusion",) if "J91.8" in pos else (), negative_signs=("pneumothorax",) if "J93.9" in neg else (),
+            positive_signs=("effusion",) if "J91.8" in pos else (),
+            negative_signs=("pneumothorax",) if "J93.9" in neg else (),
             positive_diagnoses=tuple("pneumothorax" for c in pos if c == "J93.9"),
-            entities=({"text": "effusion", "start": 0, "end": 8, "category": "sign", "traits": [{"name": "negated", "score": 0.1}],
+            entities=({"text": "effusion", "start": 0, "end": 8, "category": "sign",
+                       "traits": [{"name": "negated", "score": 0.1}],
                        "icd10": [{"code": "J91.8", "score": 0.9}]},),
             nlp_backend="lexicon", ingested_at=1700000000000,
         ))
@@ -252,7 +255,8 @@ def sample_data() -> tuple[list[ReportRecord], list[ImageRecord], dict[str, list
                 sop_instance_uid=f"{r.study_uid}.{j + 1}", study_uid=r.study_uid, series_uid=f"{r.study_uid}.9",
                 report_id=r.report_id if j == 0 else "", modality="CR" if n % 2 == 0 else "DX",
                 view_position=views[n] if j == 0 else "LATERAL", body_part="CHEST", rows=256, columns=256, frames=1,
-                study_date=r.report_date, thumbnail_uri=f"file:///nonexistent/demo/thumbnails/{r.study_uid}.{j + 1}.png",
+                study_date=r.report_date,
+                thumbnail_uri=f"file:///nonexistent/demo/thumbnails/{r.study_uid}.{j + 1}.png",
                 source_uri=f"s3://bucket/demo/dicom/{n}{j}.dcm", model_name="densenet121", model_version="1"))
     rv = {r.report_id: _unit(n, 8) for n, r in enumerate(reports)}
     iv = {i.sop_instance_uid: _unit(100 + n, 8) for n, i in enumerate(images)}

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from api_fakes import FakeIngest, FakeRepository, make_context, sample_data
-
 from medsearch_api.context import Context
 from medsearch_api.schema import schema
 
@@ -31,7 +30,8 @@ def codes(res: Any) -> list[str]:
 
 def test_report_with_codes_entities_images_and_study() -> None:
     data = ok("""{ report(id: "r2") { id studyUid text impression reportDate sections
-        icd10Positive { code description } negativeSigns entities { text category traits { name } icd10 { code description } }
+        icd10Positive { code description } negativeSigns
+        entities { text category traits { name } icd10 { code description } }
         images { id viewPosition thumbnailUrl } study { uid reports { id } } } }""")
     r = data["report"]
     assert r["id"] == "r2" and r["studyUid"] == "1.2.2" and r["reportDate"] == "2021-03-10"
@@ -240,7 +240,8 @@ def test_depth_alias_and_cost_limits() -> None:
     res = run(aliases)
     assert res.errors and "aliases" in res.errors[0].message.lower()
     costly = ("{ searchReports(first: 100) { edges { node { images { study { reports { images { id } } } } } } } "
-              "b: similarImages(imageId: \"1.2.1.1\", k: 100) { image { study { images { report { images { id } } } } } } }")
+              "b: similarImages(imageId: \"1.2.1.1\", k: 100) "
+              "{ image { study { images { report { images { id } } } } } } }")
     res = run(costly)
     assert res.errors and res.errors[0].extensions["code"] == "QUERY_TOO_COMPLEX"
 

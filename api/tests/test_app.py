@@ -1,0 +1,181 @@
+"""HTTP behaviour of the app (TestClient, in-memory repository): one smoke test per route, auth, limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from api_fakes import FakeIngest, FakeRepository, fake_embed_image, fake_embed_text, sample_data
+from fastapi.testclient import TestClient
+from medsearch_api.app import create_app
+from medsearch_api.auth import AuthConfigError, Authenticator, StaticToken
+
+from medsearch.contracts.settings import ApiSettings
+
+READER = "reader-token-0123456789"
+INGESTER = "ingester-token-0123456789"
+
+
+@pytest.fixture()
+def thumbs(tmp_path: Path) -> str:
+    root = tmp_path / "objects"
+    (root / "demo" / "thumbnails").mkdir(parents=True)
+    (root / "demo" / "thumbnails" / "1.2.1.1.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    (tmp_path / "secret.png").write_bytes(b"secret")
+    return f"file://{root}"
+
+
+def make_app(store_url: str = "file:///nonexistent", web: Path | None = None,
+             **settings: Any) -> tuple[Any, FakeRepository]:
+    reports, images, rv, iv = sample_data()
+    images = [i.__class__(**{**i.__dict__, "thumbnail_uri": i.thumbnail_uri.replace("file:///nonexistent", store_url)})
+              for i in images]
+    # one row pointing outside the object store
+    images[1] = images[1].__class__(**{**images[1].__dict__, "thumbnail_uri": store_url + "/../secret.png"})
+    repo = FakeRepository(reports, images, rv, iv)
+    auth = Authenticator(tokens=[StaticToken(READER, "reader", "r"), StaticToken(INGESTER, "ingester", "i")])
+    s = ApiSettings(object_store_url=store_url, **settings)
+    app = create_app(s, repo=repo, authenticator=auth, embed_text=fake_embed_text, embed_image=fake_embed_image,
+                     ingest=FakeIngest(), readiness={"milvus": lambda: True, "broker": lambda: False},
+                     web_dist=web or Path("/nonexistent"))
+    return app, repo
+
+
+def gql(client: TestClient, query: str, token: str | None = READER, path: str = "/graphql",
+        variables: dict[str, Any] | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return client.post(path, json={"query": query, "variables": variables or {}}, headers=headers)
+
+
+def test_graphql_auth_401_403_and_ok() -> None:
+    app, _ = make_app()
+    with TestClient(app) as c:
+        r = gql(c, '{ report(id: "r1") { id } }', token=None)
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+        assert r.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        r = gql(c, '{ report(id: "r1") { id } }', token="wrong-token-xxxxxxxxxxxx")
+        assert r.status_code == 401 and "wrong-token" not in r.text
+        r = c.post("/graphql", json={"query": "{ __typename }"}, headers={"Authorization": "Basic abc"})
+        assert r.status_code == 401
+        r = gql(c, '{ report(id: "r1") { id } }')
+        assert r.status_code == 200 and r.json()["data"] == {"report": {"id": "r1"}}
+        assert "milvus;dur=" in r.headers["server-timing"]
+        r = gql(c, 'mutation { ingestReport(reportId: "x1", text: "t") { status } }')
+        assert r.status_code == 403 and r.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+        r = gql(c, 'mutation { ingestReport(reportId: "x1", text: "t") { status } }', token=INGESTER)
+        assert r.status_code == 200 and r.json()["data"]["ingestReport"]["status"] == "published"
+
+
+def test_compat_endpoint_smoke() -> None:
+    app, _ = make_app()
+    with TestClient(app) as c:
+        r = gql(c, "{ getAllPositiveICD10CMs { key doc_count } }", path="/compat/graphql")
+        assert r.status_code == 200 and r.json()["data"]["getAllPositiveICD10CMs"][0]["doc_count"] == 3
+        assert gql(c, "{ getAllPositiveICD10CMs { key } }", token=None, path="/compat/graphql").status_code == 401
+
+
+def test_multipart_upload_for_similar_images() -> None:
+    import json
+
+    app, _ = make_app()
+    with TestClient(app) as c:
+        ops = {"query": "query($f: Upload) { similarImages(upload: $f, k: 2) { image { id } } }",
+               "variables": {"f": None}}
+        r = c.post("/graphql", data={"operations": json.dumps(ops), "map": json.dumps({"0": ["variables.f"]})},
+                   files={"0": ("q.png", b"\x89PNG fake image", "image/png")},
+                   headers={"Authorization": f"Bearer {READER}"})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["data"]["similarImages"]) == 2
+
+
+def test_body_size_limit() -> None:
+    app, _ = make_app(max_upload_bytes=1024)
+    with TestClient(app) as c:
+        big = "x" * (3 * 1024 * 1024)
+        r = c.post("/graphql", content=big, headers={"Authorization": f"Bearer {READER}",
+                                                   "content-type": "application/json"})
+        assert r.status_code == 413 and r.json()["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+def test_thumbnails_auth_cache_and_traversal(thumbs: str) -> None:
+    app, _ = make_app(thumbs)
+    with TestClient(app) as c:
+        assert c.get("/thumbnails/1.2.1.1").status_code == 401
+        h = {"Authorization": f"Bearer {READER}"}
+        r = c.get("/thumbnails/1.2.1.1", headers=h)
+        assert r.status_code == 200 and r.content.startswith(b"\x89PNG") and r.headers["content-type"] == "image/png"
+        etag = r.headers["etag"]
+        assert "max-age" in r.headers["cache-control"]
+        assert c.get("/thumbnails/1.2.1.1", headers={**h, "If-None-Match": etag}).status_code == 304
+        # the signed URL from the schema works without a header
+        data = gql(c, '{ image(id: "1.2.1.1") { thumbnailUrl } }').json()["data"]
+        url = data["image"]["thumbnailUrl"]
+        assert url.startswith("/thumbnails/1.2.1.1?exp=")
+        assert c.get(url).status_code == 200
+        assert c.get(url.replace("sig=", "sig=0")).status_code == 401
+        assert c.get(url.replace("/1.2.1.1?", "/1.2.2.1?")).status_code == 401  # signature bound to the id
+        for bad in ("..%2F..%2Fetc%2Fpasswd", "..", "1.2.1.1%00", "%2e%2e", "a\\b", "x" * 300):
+            assert c.get(f"/thumbnails/{bad}", headers=h).status_code in (400, 404)
+        # a row whose thumbnail points outside the object store is never served
+        r = c.get("/thumbnails/1.2.1.2", headers=h)
+        assert r.status_code == 404 and b"secret" not in r.content
+        assert c.get("/thumbnails/9.9.9", headers=h).status_code == 404
+
+
+def test_health_ready_metrics() -> None:
+    app, _ = make_app()
+    with TestClient(app) as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["checks"] == {"milvus": "ok", "broker": "unavailable",
+                                                               "collections": "ok"}
+        gql(c, '{ report(id: "r1") { id } }')
+        m = c.get("/metrics").text
+        assert 'medsearch_api_requests_total{method="POST",route="/graphql",status="200"}' in m
+
+
+def test_graphiql_on_loopback_only() -> None:
+    app, _ = make_app()
+    with TestClient(app) as c:
+        r = c.get("/graphql", headers={"accept": "text/html"})
+        assert r.status_code == 200 and "graphiql" in r.text.lower()
+    app, _ = make_app(api_host="0.0.0.0")
+    with TestClient(app) as c:
+        r = c.get("/graphql", headers={"accept": "text/html", "Authorization": f"Bearer {READER}"})
+        assert "graphiql" not in r.text.lower()
+
+
+def test_open_mode_refused_off_loopback() -> None:
+    with pytest.raises(AuthConfigError, match="loopback"):
+        create_app(ApiSettings(api_host="0.0.0.0"), repo=FakeRepository(*sample_data()), authenticator=Authenticator())
+    app = create_app(ApiSettings(), repo=FakeRepository(*sample_data()), authenticator=Authenticator(),
+                     readiness={})
+    with TestClient(app) as c:
+        assert gql(c, '{ report(id: "r1") { id } }', token=None).json()["data"] == {"report": {"id": "r1"}}
+
+
+def test_cors_off_by_default_and_configurable() -> None:
+    app, _ = make_app()
+    with TestClient(app) as c:
+        r = c.options("/graphql", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in r.headers
+    app, _ = make_app(cors_origins=["https://ui.example"])
+    with TestClient(app) as c:
+        r = c.options("/graphql", headers={"Origin": "https://ui.example", "Access-Control-Request-Method": "POST"})
+        assert r.headers["access-control-allow-origin"] == "https://ui.example"
+
+
+def test_static_web_client_with_spa_fallback(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    (dist / "assets").mkdir(parents=True)
+    (dist / "index.html").write_text("<html>app</html>")
+    (dist / "assets" / "app.js").write_text("console.log(1)")
+    (tmp_path / "outside.txt").write_text("no")
+    app, _ = make_app(web=dist)
+    with TestClient(app) as c:
+        assert c.get("/").text == "<html>app</html>"
+        assert c.get("/assets/app.js").text == "console.log(1)"
+        assert c.get("/search/deep/link").text == "<html>app</html>"
+        assert "no" != c.get("/..%2Foutside.txt").text
+        assert c.get("/healthz").json() == {"status": "ok"}
