@@ -1,0 +1,332 @@
+"""The report worker: ``<index>.reports`` → analyze (sections, NER, assertion, ICD-10-CM) → embed the text
+(all-MiniLM-L6-v2) → upsert into ``<index>_reports`` keyed by report id (BM25 on ``text`` is computed by Milvus).
+
+Run it as ``python -m medsearch_workers.report_worker`` (or ``medsearch-report-worker``), configured by
+``MEDSEARCH_*`` variables (:class:`~medsearch.contracts.settings.WorkerSettings`) and, when set,
+``MEDSEARCH_INDEX_SPEC_FILE`` (a ``MedicalSearchIndex`` YAML; its ``spec.nlp`` picks the NER backend unless
+``MEDSEARCH_NLP_BACKEND`` is set).
+
+Permanent failures (dead-lettered, never retried): a message that is not a valid ``Report``; a report in the
+object store that does not exist; text that is empty, binary (not UTF-8, NUL or control bytes) or longer than
+``MAX_TEXT_CHARS``. Milvus or the object store being unavailable is transient (the batch is retried, nothing
+is committed). Report text is never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from medsearch import store
+from medsearch.contracts.collections import (
+    MAX_CODES,
+    MAX_TERMS,
+    MAX_TEXT_CHARS,
+    REPORT_FIELDS,
+    REPORT_PK,
+    REPORT_SPARSE,
+    REPORT_TEXT,
+    REPORT_VECTOR,
+    TERM_LEN,
+)
+from medsearch.contracts.messages import MessageError, Report
+from medsearch.contracts.naming import names_for
+from medsearch.contracts.spec import MedicalSearchIndexSpec
+from medsearch_workers.consumer import Failure, Incoming, TransientError
+
+log = logging.getLogger("medsearch.workers.report")
+
+# Every REPORT_FIELDS name except the BM25 function output, which Milvus computes from ``text``.
+ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in REPORT_FIELDS if f.name != REPORT_SPARSE)
+_SECTION_MAX = next(f.max_length for f in REPORT_FIELDS if f.name == "findings") or 65535
+_ID_MAX = next(f.max_length for f in REPORT_FIELDS if f.name == REPORT_PK) or 256
+_UID_MAX = next(f.max_length for f in REPORT_FIELDS if f.name == "study_uid") or 128
+_BACKEND_MAX = next(f.max_length for f in REPORT_FIELDS if f.name == "nlp_backend") or 64
+
+
+class InvalidReportText(ValueError):
+    """Report text that can never be indexed (empty, binary, oversized)."""
+
+
+def check_text(data: str | bytes) -> str:
+    """The report text, or :class:`InvalidReportText` naming the reason (without quoting the text)."""
+    if isinstance(data, bytes):
+        if b"\x00" in data:
+            raise InvalidReportText("binary content (NUL bytes), not report text")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InvalidReportText(f"not UTF-8 text (invalid byte at offset {err.start})") from None
+    else:
+        text = data
+    if "\x00" in text:
+        raise InvalidReportText("binary content (NUL characters), not report text")
+    if not text.strip():
+        raise InvalidReportText("empty report text")
+    control = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\f")
+    if control > max(2, len(text) // 100):
+        raise InvalidReportText(f"binary content ({control} control characters), not report text")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidReportText(f"oversized report: {len(text)} characters > limit {MAX_TEXT_CHARS}")
+    return text
+
+
+class ReportWriter(Protocol):
+    def upsert(self, rows: list[dict[str, Any]]) -> None: ...
+
+
+class TextAnalyzer(Protocol):
+    backend: Any
+
+    def analyze_many(self, texts: list[str]) -> list[Any]: ...
+
+
+EmbedTexts = Callable[[list[str]], np.ndarray]
+
+
+def _terms(values: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        v = v[:TERM_LEN]
+        if v and v not in out:
+            out.append(v)
+    return out[:MAX_TERMS]
+
+
+def _clip(s: str, n: int) -> str:
+    return s if len(s) <= n else s[:n]
+
+
+def embedding_text(analysis: Any, text: str) -> str:
+    """What the dense vector represents: IMPRESSION then FINDINGS when present (MiniLM reads ~256 tokens)."""
+    sections = analysis.sections
+    parts = [sections.get(k, "") for k in ("IMPRESSION", "FINDINGS")]
+    joined = "\n".join(p for p in parts if p.strip())
+    return joined or text
+
+
+def build_row(
+    report: Report, text: str, analysis: Any, vector: np.ndarray, *, backend_name: str, now_ms: int
+) -> dict[str, Any]:
+    """One ``<index>_reports`` row with exactly :data:`ROW_FIELDS`."""
+    sections = analysis.sections
+    entities = [e.to_dict() for e in analysis.entities]
+    row: dict[str, Any] = {
+        REPORT_PK: report.report_id,
+        "study_uid": _clip(report.study_uid or "", _UID_MAX),
+        REPORT_TEXT: text,
+        "findings": _clip(sections.get("FINDINGS", "") or sections.get("BODY", ""), _SECTION_MAX),
+        "impression": _clip(sections.get("IMPRESSION", ""), _SECTION_MAX),
+        "indication": _clip(sections.get("INDICATION", ""), _SECTION_MAX),
+        "sections": dict(sections),
+        "report_date": 0,
+        "icd10_positive": list(analysis.icd10_positive)[:MAX_CODES],
+        "icd10_negative": list(analysis.icd10_negative)[:MAX_CODES],
+        "icd10_uncertain": list(analysis.icd10_uncertain)[:MAX_CODES],
+        "positive_signs": _terms(analysis.positive_signs),
+        "negative_signs": _terms(analysis.negative_signs),
+        "positive_diagnoses": _terms(analysis.positive_diagnoses),
+        "negative_diagnoses": _terms(analysis.negative_diagnoses),
+        "positive_symptoms": _terms(analysis.positive_symptoms),
+        "negative_symptoms": _terms(analysis.negative_symptoms),
+        "entities": entities,
+        "nlp_backend": _clip(backend_name, _BACKEND_MAX),
+        "ingested_at": now_ms,
+        REPORT_VECTOR: [float(x) for x in vector],
+    }
+    assert tuple(row) == ROW_FIELDS, "row fields drifted from REPORT_FIELDS"
+    return row
+
+
+@dataclass
+class _Ready:
+    msg: Incoming
+    report: Report
+    text: str
+
+
+class ReportBatchHandler:
+    """The consumer :data:`~medsearch_workers.consumer.Handler` of the report worker."""
+
+    def __init__(
+        self,
+        *,
+        index: str,
+        analyzer: TextAnalyzer,
+        embed: EmbedTexts,
+        writer: ReportWriter,
+        backend_name: str = "lexicon",
+        fetch: Callable[[str], bytes] | None = None,
+    ) -> None:
+        self.index = index
+        self.analyzer = analyzer
+        self.embed = embed
+        self.writer = writer
+        self.backend_name = backend_name
+        self.fetch = fetch or store.get_bytes
+
+    def _prepare(self, msg: Incoming) -> _Ready | Failure:
+        try:
+            report = Report.from_bytes(msg.raw)
+        except MessageError as err:
+            return Failure(msg, "decode_message", str(err))
+        if report.index != self.index:
+            return Failure(msg, "decode_message", f"report for index {report.index!r} on the topic of {self.index!r}")
+        if report.text is not None:
+            data: str | bytes = report.text
+        else:
+            assert report.uri is not None
+            try:
+                data = self.fetch(report.uri)
+            except store.ObjectNotFound as err:
+                return Failure(msg, "fetch", f"report object not found: {err}")
+            except store.StoreError as err:
+                raise TransientError(f"object store: {err}") from err
+        try:
+            text = check_text(data)
+        except InvalidReportText as err:
+            return Failure(msg, "decode", f"report {report.report_id!r}: {err}")
+        return _Ready(msg, report, text)
+
+    def __call__(self, batch: list[Incoming]) -> list[Failure]:
+        failures: list[Failure] = []
+        ready: list[_Ready] = []
+        for msg in batch:
+            got = self._prepare(msg)
+            (failures if isinstance(got, Failure) else ready).append(got)  # type: ignore[arg-type]  # union split
+        # the last message of a report id wins (upsert semantics; one row per key per request)
+        latest: dict[str, _Ready] = {}
+        for r in ready:
+            latest.pop(r.report.report_id, None)
+            latest[r.report.report_id] = r
+        items = list(latest.values())
+        if not items:
+            return failures
+        analyses: list[Any] = []
+        try:
+            analyses = list(self.analyzer.analyze_many([r.text for r in items]))
+        except Exception:  # noqa: BLE001 - isolate the report that breaks the analyzer, keep the others
+            analyses = []
+            kept: list[_Ready] = []
+            for r in items:
+                try:
+                    analyses.append(self.analyzer.analyze_many([r.text])[0])
+                    kept.append(r)
+                except Exception as err:  # noqa: BLE001 - a permanent analyzer failure for this report
+                    failures.append(Failure(r.msg, "analyze", f"{type(err).__name__}: {err}"))
+            items = kept
+        if not items:
+            return failures
+        try:
+            vectors = self.embed([embedding_text(a, r.text) for r, a in zip(items, analyses, strict=True)])
+        except Exception as err:
+            raise TransientError(f"text embedding failed: {err}") from err
+        now_ms = int(time.time() * 1000)
+        rows = [
+            build_row(r.report, r.text, a, v, backend_name=self.backend_name, now_ms=now_ms)
+            for r, a, v in zip(items, analyses, vectors, strict=True)
+        ]
+        self.writer.upsert(rows)
+        log.info("indexed %d reports (%d dead-lettered)", len(rows), len(failures))
+        return failures
+
+
+class MilvusReportWriter:
+    """Upserts rows into ``<index>_reports`` (connection handling shared with the DICOM worker's writer)."""
+
+    def __init__(self, uri: str, collection: str, token: str | None = None, timeout: float = 30.0) -> None:
+        from medsearch_workers.dicom_worker import MilvusImageWriter
+
+        self._inner = MilvusImageWriter(uri, collection, token=token, timeout=timeout)
+
+    def upsert(self, rows: list[dict[str, Any]]) -> None:
+        self._inner.upsert(rows)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def backend_choice(settings: Any, spec: MedicalSearchIndexSpec) -> tuple[str, str | None]:
+    """``MEDSEARCH_NLP_BACKEND`` / ``MEDSEARCH_NLP_MODEL`` when set, else ``spec.nlp``."""
+    if os.environ.get("MEDSEARCH_NLP_BACKEND"):
+        return settings.nlp_backend, settings.nlp_model
+    return spec.nlp.backend, spec.nlp.model or settings.nlp_model
+
+
+def run(
+    settings: Any | None = None,
+    *,
+    stop: threading.Event | None = None,
+    spec: MedicalSearchIndexSpec | None = None,
+    consumer_options: dict[str, Any] | None = None,
+    metrics: Any | None = None,
+) -> None:
+    """Run the worker until stopped (SIGTERM/SIGINT or ``stop``)."""
+    from medsearch.contracts.settings import WorkerSettings
+    from medsearch.text_embedding import embed_texts
+    from medsearch_workers.consumer import WorkerMetrics, run_consumer, serve_metrics
+    from medsearch_workers.dicom_worker import load_spec
+    from medsearch_workers.nlp import Analyzer, get_backend
+
+    settings = settings if settings is not None else WorkerSettings()
+    stop = stop if stop is not None else threading.Event()
+    names = names_for(settings.index)
+    spec = spec if spec is not None else load_spec(settings.index)
+    metrics = metrics if metrics is not None else WorkerMetrics("report")
+    if settings.worker_metrics_port:
+        serve_metrics(settings.worker_metrics_port, metrics.registry)
+        log.info("metrics on :%d/metrics", settings.worker_metrics_port)
+    backend, model = backend_choice(settings, spec)
+    analyzer = Analyzer(get_backend(backend, model), indication_positive=spec.nlp.indication_positive)
+    backend_name = backend if not model else f"{backend}:{os.path.basename(model.rstrip('/'))}"
+    t0 = time.perf_counter()
+    analyzer.analyze_many(["Warm-up: no pleural effusion."])  # loads the lexicon, ConText, ICD tables, MiniLM
+    embed_texts(["warm-up"])
+    log.info("NLP backend %s ready in %.1fs", backend_name, time.perf_counter() - t0)
+    token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+    writer = MilvusReportWriter(settings.milvus_uri, names.reports_collection, token=token)
+    handler = ReportBatchHandler(
+        index=settings.index,
+        analyzer=analyzer,
+        embed=lambda texts: embed_texts(texts, batch_size=32),
+        writer=writer,
+        backend_name=backend_name,
+    )
+    try:
+        run_consumer(
+            settings=settings,
+            topic=names.reports_topic,
+            group_id=names.report_consumer_group,
+            dlq_topic=names.dlq_topic,
+            handler=handler,
+            worker_name=f"report-worker-{os.getpid()}",
+            batch_size=spec.workers.report.batch_size if "MEDSEARCH_WORKER_BATCH_SIZE" not in os.environ else None,
+            stop=stop,
+            metrics=metrics,
+            consumer_options=consumer_options,
+        )
+    finally:
+        writer.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from medsearch.contracts.settings import WorkerSettings
+
+    settings = WorkerSettings()
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    run(settings)
+
+
+if __name__ == "__main__":
+    main()
