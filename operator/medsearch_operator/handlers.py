@@ -34,6 +34,12 @@ def _lock_for(uid: str) -> threading.Lock:
         return _LOCKS.setdefault(uid, threading.Lock())
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The pod's ServiceAccount in a cluster, else ``$KUBECONFIG`` (read now, not at import time)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: Any, logger: Log, **_: Any) -> None:
     ours = OperatorSettings()

@@ -62,12 +62,15 @@ class Kube:
     @classmethod
     def from_environment(cls, field_manager: str, kubeconfig: str | None = None) -> Kube:
         """In-cluster credentials when running in a pod, else the kubeconfig (``$KUBECONFIG`` or ~/.kube/config)."""
+        import os
+
         from kubernetes import client, config
 
+        kubeconfig = kubeconfig or os.environ.get("KUBECONFIG")  # the library reads it at import time only
         configuration = client.Configuration()
         try:
-            if kubeconfig:
-                raise config.ConfigException("explicit kubeconfig")
+            if kubeconfig and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+                raise config.ConfigException("not in a pod: use the kubeconfig")
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]  # untyped library
         except config.ConfigException:
             config.load_kube_config(  # type: ignore[no-untyped-call]  # untyped library
