@@ -202,7 +202,10 @@ class EmbeddingModel(Model):  # type: ignore[misc]  # kserve ships no type infor
         req = payload.request
         if req is None:
             return {"predictions": emb.tolist()}
-        out = InferOutput(name="embedding", shape=list(emb.shape), datatype="FP32", data=emb)
+        out = InferOutput(name="embedding", shape=list(emb.shape), datatype="FP32")
+        # Raw bytes from the start: KServe 0.21's to_grpc() tests an ndarray's truth value and fails otherwise;
+        # to_rest() turns them into JSON numbers unless binary output was asked for.
+        out.set_data_from_numpy(np.ascontiguousarray(emb, dtype=np.float32), binary_data=True)
         return InferResponse(
             response_id=req.id or str(uuid.uuid4()),
             model_name=self.name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,9 @@ def export_onnx(module: nn.Module, path: Path, input_size: int, *, opset: int = 
     tmp = path.with_name(path.name + ".part")
     example = torch.zeros(1, 3, input_size, input_size)
     module = module.to("cpu", dtype=torch.float32).to(memory_format=torch.contiguous_format).eval()
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript-based exporter is deliberate: it needs no onnxscript and exports DenseNet in seconds.
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             module,
             (example,),

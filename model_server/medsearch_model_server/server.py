@@ -28,6 +28,24 @@ from .model import EmbeddingModel
 log = logging.getLogger("medsearch_model_server")
 
 
+def _models_ready_dataplane() -> type:
+    from kserve.protocol.dataplane import DataPlane
+
+    class ModelsReadyDataPlane(DataPlane):  # type: ignore[misc]  # kserve is untyped
+        """Server readiness = every registered model is ready (KServe's default is "the process is up")."""
+
+        async def ready(self) -> bool:
+            models = self.model_registry.get_models()
+            if not models:
+                return False
+            for name in models:
+                if not await self.model_registry.is_model_ready(name):
+                    return False
+            return bool(await super().ready())
+
+    return ModelsReadyDataPlane
+
+
 def install_routes(app: Any, dataplane: Any, model: EmbeddingModel) -> None:
     """Register the metadata and fast-infer routes on KServe's FastAPI app (before KServe adds its own)."""
     from kserve.errors import ModelNotReady
@@ -104,6 +122,8 @@ def serve(cfg: ServerConfig, host: str = "0.0.0.0") -> None:
         enable_grpc=True,
         enable_latency_logging=False,
     )
+    # KServe's server-level readiness is always true; ours waits for the model (REST /v2/health/ready and gRPC).
+    server.dataplane = _models_ready_dataplane()(model_registry=server.registered_models)
     # Registered while still loading: KServe then reports it "not ready" until load() succeeds.
     server.register_model(model)
     install_routes(kserve_model_server.app, server.dataplane, model)

@@ -1,0 +1,28 @@
+"""Helpers shared by the model server tests (a module of its own: test files cannot import conftest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from medsearch_model_server.config import ServerConfig
+from pydicom.data import get_testdata_file
+
+SIZE = 64  # the properties tested here do not depend on the input size; 64² keeps the suite fast
+
+
+def dicom_file(name: str) -> Path:
+    path = get_testdata_file(name)
+    if path is None:
+        pytest.skip(f"pydicom test file {name} is not installed")
+    return Path(str(path))
+
+
+def config(cache: Path, **kw: object) -> ServerConfig:
+    args: dict[str, object] = {"weights": "random", "input_size": SIZE, "seed": 0, **kw}
+    return ServerConfig(cache_dir=cache, **args)  # type: ignore[arg-type]
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
