@@ -98,12 +98,20 @@ def model_server_url(index: str, namespace: str) -> str:
 
 
 def spec_document(owner: Owner, spec: MedicalSearchIndexSpec) -> str:
-    """The index as a YAML document (what workers read from ``MEDSEARCH_INDEX_SPEC_FILE``)."""
+    """The index as a YAML document (what workers read from ``MEDSEARCH_INDEX_SPEC_FILE``).
+
+    Replica counts are left out: scaling is not configuration and must not roll the pods via the checksum.
+    """
+    body = spec.model_dump(by_alias=True, mode="json", exclude_none=True)
+    for worker in body.get("workers", {}).values():
+        worker.pop("replicas", None)
+    for key in ("minReplicas", "maxReplicas"):
+        body.get("predictor", {}).pop(key, None)
     doc = {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": KIND,
         "metadata": {"name": owner.name, "namespace": owner.namespace},
-        "spec": spec.model_dump(by_alias=True, mode="json", exclude_none=True),
+        "spec": body,
     }
     return yaml.safe_dump(doc, sort_keys=True)
 

@@ -1,0 +1,127 @@
+"""Child manifests are pure functions of the index; checked here without a cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from medsearch.contracts.spec import parse_spec
+from medsearch_operator import children as ch
+from medsearch_operator.settings import OperatorSettings
+
+OWNER = ch.Owner(name="chest", namespace="radiology", uid="1234-uid")
+SETTINGS = OperatorSettings(
+    kafka_bootstrap="kafka:9092", milvus_uri="http://milvus:19530", object_store_url="s3://bucket/medsearch",
+    operator_worker_image="reg/workers:1.2", operator_predictor_image="reg/model:1.2",
+    operator_credentials_secret="medsearch-creds",
+)
+
+
+def gpu_spec(**over: Any) -> Any:
+    data: dict[str, Any] = {
+        "embedding": {"weights": "s3://models/dn121.pt"},
+        "workers": {"dicom": {"replicas": 4, "batchSize": 32,
+                              "resources": {"requests": {"cpu": "1"}, "limits": {"memory": "4Gi"}}}},
+        "predictor": {"minReplicas": 1, "maxReplicas": 3, "gpu": 2, "nodeSelector": {"pool": "gpu"},
+                      "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                      "batcher": {"maxBatchSize": 64, "maxLatencyMs": 20},
+                      "resources": {"limits": {"memory": "16Gi"}}},
+    }
+    data.update(over)
+    return parse_spec(data)
+
+
+def test_every_child_is_owned_labelled_and_fixed_named() -> None:
+    kids = ch.build_children(OWNER, gpu_spec(), SETTINGS)
+    assert [(k["kind"], k["metadata"]["name"]) for k in kids] == [
+        ("ConfigMap", "chest-config"), ("Deployment", "chest-dicom-worker"), ("Deployment", "chest-report-worker"),
+        ("InferenceService", "chest-embedder")]
+    for kid in kids:
+        meta = kid["metadata"]
+        assert "generateName" not in meta
+        assert meta["namespace"] == "radiology"
+        assert meta["ownerReferences"] == [{"apiVersion": "medsearch.io/v1alpha1", "kind": "MedicalSearchIndex",
+                                            "name": "chest", "uid": "1234-uid", "controller": True,
+                                            "blockOwnerDeletion": True}]
+        assert meta["labels"]["app.kubernetes.io/instance"] == "chest"
+        assert meta["labels"]["medsearch.io/index"] == "chest"
+
+
+def test_inference_service_has_gpu_scheduling_storage_and_batcher() -> None:
+    isvc = ch.build_inference_service(OWNER, gpu_spec(), SETTINGS)
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    pred = isvc["spec"]["predictor"]
+    assert (pred["minReplicas"], pred["maxReplicas"]) == (1, 3)
+    assert pred["nodeSelector"] == {"pool": "gpu"}
+    assert pred["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pred["batcher"] == {"maxBatchSize": 64, "maxLatency": 20}
+    (c,) = pred["containers"]
+    assert c["name"] == "kserve-container" and c["image"] == "reg/model:1.2"
+    assert c["resources"] == {"requests": {"nvidia.com/gpu": "2"},
+                              "limits": {"memory": "16Gi", "nvidia.com/gpu": "2"}}
+    assert {"name": "STORAGE_URI", "value": "s3://models/dn121.pt"} in c["env"]
+    args = c["args"]
+    assert args[args.index("--weights") + 1] == "/mnt/models"
+    assert args[args.index("--max-batch-size") + 1] == "64"
+    assert c["securityContext"]["runAsNonRoot"] is True
+
+
+def test_predictor_storage_uri_overrides_weights_and_plain_weights_pass_through() -> None:
+    spec = gpu_spec(predictor={"storageUri": "gs://b/m.onnx"})
+    assert ch.model_location(spec) == ("gs://b/m.onnx", "/mnt/models")
+    assert ch.model_location(parse_spec({"embedding": {"weights": "imagenet"}})) == (None, "imagenet")
+    cpu = ch.build_inference_service(OWNER, parse_spec({}), SETTINGS)
+    (c,) = cpu["spec"]["predictor"]["containers"]
+    assert "resources" not in c and all(e["name"] != "STORAGE_URI" for e in c["env"])
+    assert "nodeSelector" not in cpu["spec"]["predictor"] and "tolerations" not in cpu["spec"]["predictor"]
+
+
+def test_worker_deployments_carry_replicas_resources_env_and_checksum() -> None:
+    spec = gpu_spec()
+    cm = ch.build_configmap(OWNER, spec, SETTINGS)
+    checksum = ch.config_checksum(cm)
+    dicom = ch.build_worker_deployment(OWNER, spec, SETTINGS, "dicom", checksum)
+    report = ch.build_worker_deployment(OWNER, spec, SETTINGS, "report", checksum)
+    assert dicom["spec"]["replicas"] == 4 and report["spec"]["replicas"] == 1
+    assert dicom["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/instance": "chest",
+                                                        "app.kubernetes.io/component": "dicom-worker"}
+    tmpl = dicom["spec"]["template"]
+    assert tmpl["metadata"]["annotations"] == {"medsearch.io/config-checksum": checksum}
+    assert set(dicom["spec"]["selector"]["matchLabels"].items()) <= set(tmpl["metadata"]["labels"].items())
+    (c,) = tmpl["spec"]["containers"]
+    assert c["command"] == ["python", "-m", "medsearch_workers.dicom_worker"]
+    assert c["resources"] == {"requests": {"cpu": "1"}, "limits": {"memory": "4Gi"}}
+    assert {"name": "MEDSEARCH_WORKER_BATCH_SIZE", "value": "32"} in c["env"]
+    assert c["envFrom"] == [{"configMapRef": {"name": "chest-config"}},
+                            {"secretRef": {"name": "medsearch-creds", "optional": True}}]
+    (rc,) = report["spec"]["template"]["spec"]["containers"]
+    assert {"name": "MEDSEARCH_WORKER_BATCH_SIZE", "value": "32"} in rc["env"]
+    assert rc["command"][-1] == "medsearch_workers.report_worker"
+
+
+def test_configmap_holds_services_and_the_spec_and_checksum_follows_config() -> None:
+    spec = gpu_spec()
+    cm = ch.build_configmap(OWNER, spec, SETTINGS)
+    data = cm["data"]
+    assert data["MEDSEARCH_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert data["MEDSEARCH_MILVUS_URI"] == "http://milvus:19530"
+    assert data["MEDSEARCH_OBJECT_STORE_URL"] == "s3://bucket/medsearch"
+    assert data["MEDSEARCH_MODEL_SERVER_URL"] == "http://chest-embedder-predictor.radiology.svc.cluster.local"
+    doc = yaml.safe_load(data["index.yaml"])
+    assert doc["kind"] == "MedicalSearchIndex" and doc["metadata"]["name"] == "chest"
+    assert parse_spec(doc["spec"]).model_dump(exclude={"workers", "predictor"}) == spec.model_dump(
+        exclude={"workers", "predictor"})
+    assert parse_spec(doc["spec"]).workers.dicom.batch_size == 32
+    same = ch.config_checksum(ch.build_configmap(OWNER, gpu_spec(), SETTINGS))
+    changed = ch.config_checksum(ch.build_configmap(OWNER, gpu_spec(nlp={"backend": "transformers"}), SETTINGS))
+    assert same == ch.config_checksum(cm) != changed
+    # Replica changes are not configuration: they must not restart pods.
+    scaled = gpu_spec(workers={"dicom": {"replicas": 9, "batchSize": 32,
+                                         "resources": {"requests": {"cpu": "1"}, "limits": {"memory": "4Gi"}}}},
+                      predictor={**spec.predictor.model_dump(by_alias=True), "maxReplicas": 7})
+    assert ch.config_checksum(ch.build_configmap(OWNER, scaled, SETTINGS)) == same
+
+
+def test_builders_are_deterministic() -> None:
+    assert ch.build_children(OWNER, gpu_spec(), SETTINGS) == ch.build_children(OWNER, gpu_spec(), SETTINGS)

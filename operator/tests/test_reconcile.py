@@ -1,0 +1,247 @@
+"""Conditions and one reconcile pass, with a fake API server and fake Kafka/Milvus admin clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from medsearch.provision import ProvisionError
+from medsearch_operator import status as st
+from medsearch_operator.kube import KubeError, resource_path
+from medsearch_operator.reconcile import Services, backoff_seconds, reconcile, teardown
+from medsearch_operator.settings import OperatorSettings
+
+SETTINGS = OperatorSettings(kafka_bootstrap="k:9092", milvus_uri="http://m:19530")
+T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+
+
+# ------------------------------------------------------------------------------------------- conditions
+
+
+def test_first_visit_is_unknown_everywhere() -> None:
+    conds = st.initial_conditions(3, T0)
+    assert [c["type"] for c in conds] == list(st.ALL_TYPES)
+    assert {c["status"] for c in conds} == {"Unknown"}
+    assert all(c["observedGeneration"] == 3 and c["lastTransitionTime"] == T0 for c in conds)
+
+
+def test_transition_time_moves_only_when_status_changes() -> None:
+    first = st.merge_conditions([], [st.Cond("TopicsReady", "False", "BrokerUnreachable", "down")], 1, T0)
+    same = st.merge_conditions(first, [st.Cond("TopicsReady", "False", "BrokerUnreachable", "still down")], 2, T1)
+    assert same[0]["lastTransitionTime"] == T0 and same[0]["message"] == "still down"
+    assert same[0]["observedGeneration"] == 2
+    healed = st.merge_conditions(same, [st.Cond("TopicsReady", "True", "TopicsReady", "ok")], 2, T1)
+    assert healed[0]["lastTransitionTime"] == T1
+    assert st.transitions(same, healed) == healed
+    assert st.transitions(healed, healed) == []
+
+
+def test_ready_summarises_the_parts() -> None:
+    ok = [st.Cond(t, "True", "Fine", "") for t in st.PART_TYPES]
+    assert st.ready_condition(ok).status == "True"
+    one_unknown = [*ok[:3], st.Cond(st.WORKERS, "Unknown", "DeploymentMissing", "")]
+    assert (st.ready_condition(one_unknown).status, st.ready_condition(one_unknown).reason) == (
+        "Unknown", "DeploymentMissing")
+    broken = [st.Cond(st.TOPICS, "False", "BrokerUnreachable", ""), *ok[1:3], one_unknown[3]]
+    r = st.ready_condition(broken)
+    assert (r.status, r.reason) == ("False", "BrokerUnreachable")
+    assert "WorkersReady: DeploymentMissing" in r.message
+
+
+@pytest.mark.parametrize(
+    ("isvc", "expected"),
+    [
+        (None, ("Unknown", "InferenceServiceMissing")),
+        ({"status": {}}, ("Unknown", "InferenceServicePending")),
+        ({"status": {"conditions": [{"type": "Ready", "status": "True"}], "url": "http://x"}},
+         ("True", "InferenceServiceReady")),
+        ({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "RevisionMissing",
+                                     "message": "no revision"}]}}, ("False", "RevisionMissing")),
+        ({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "1bad"}]}},
+         ("False", "InferenceServiceNotReady")),
+    ],
+)
+def test_predictor_condition_mirrors_the_inference_service(isvc: Any, expected: tuple[str, str]) -> None:
+    c = st.predictor_condition(isvc)
+    assert (c.status, c.reason) == expected
+
+
+def _dep(name: str, replicas: int, ready: int, gen: int = 2, observed: int = 2) -> dict[str, Any]:
+    return {"metadata": {"name": name, "generation": gen}, "spec": {"replicas": replicas},
+            "status": {"observedGeneration": observed, "readyReplicas": ready, "updatedReplicas": ready}}
+
+
+def test_workers_condition_from_deployment_status() -> None:
+    assert st.workers_condition([_dep("a", 2, 2), _dep("b", 0, 0)]).status == "True"
+    stale = st.workers_condition([_dep("a", 2, 2, gen=3, observed=2), _dep("b", 1, 1)])
+    assert (stale.status, stale.reason) == ("False", "DeploymentsProgressing") and "generation 3" in stale.message
+    short = st.workers_condition([_dep("a", 2, 1), _dep("b", 1, 1)])
+    assert "a: 1/2 ready" in short.message
+    assert st.workers_condition([None, _dep("b", 1, 1)]).status == "Unknown"
+
+
+# ---------------------------------------------------------------------------------------------- reconcile
+
+
+class FakeKube:
+    def __init__(self, missing_kinds: tuple[str, ...] = ()) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.missing = missing_kinds
+        self.applies = 0
+
+    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.applies += 1
+        if manifest["kind"] in self.missing:
+            raise KubeError(404, f"{manifest['kind']} is not served")
+        key = (manifest["kind"], manifest["metadata"]["name"])
+        old = self.objects.get(key, {})
+        obj = {**manifest, "metadata": {**manifest["metadata"], "generation": 1}, "status": old.get("status", {})}
+        self.objects[key] = obj
+        return obj
+
+
+class FakeAdmin:
+    """Enough of kafka-python's KafkaAdminClient for provision.ensure_topics."""
+
+    def __init__(self, partitions: dict[str, int] | None = None) -> None:
+        self.topics = dict(partitions or {})
+        self.closed = False
+
+    def list_topics(self) -> list[str]:
+        return list(self.topics)
+
+    def describe_topics(self, names: list[str]) -> list[dict[str, Any]]:
+        return [{"name": n, "error_code": 0, "partitions": [{}] * self.topics[n]} for n in names]
+
+    def create_topics(self, new: list[Any], validate_only: bool = False) -> None:
+        for t in new:
+            self.topics[t.name] = t.num_partitions
+
+    def delete_topics(self, names: list[str]) -> None:
+        for n in names:
+            self.topics.pop(n)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeMilvus:
+    def __init__(self) -> None:
+        self.collections: dict[str, str] = {}
+
+    def has_collection(self, name: str) -> bool:
+        return name in self.collections
+
+    def create_collection(self, name: str, schema: Any, index_params: Any) -> None:
+        self.collections[name] = "COSINE"
+
+    def load_collection(self, name: str) -> None:
+        pass
+
+    def describe_collection(self, name: str) -> dict[str, Any]:
+        return {"fields": []}
+
+    def describe_index(self, name: str, index_name: str) -> dict[str, Any]:
+        return {"metric_type": self.collections[name]}
+
+    def query(self, name: str, filter: str, output_fields: list[str]) -> list[dict[str, int]]:
+        return [{"count(*)": 5 if name.endswith("_images") else 2}]
+
+    def drop_collection(self, name: str) -> None:
+        del self.collections[name]
+
+    def close(self) -> None:
+        pass
+
+
+def body(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"metadata": {"name": "idx", "namespace": "ns", "uid": "u1", "generation": 4},
+            "spec": spec or {"kafka": {"partitions": 2}}, "status": status or {}}
+
+
+def unreachable() -> Any:
+    raise ProvisionError("BrokerUnreachable", "Kafka at k:9092 is unreachable")
+
+
+def test_reconcile_creates_everything_and_reports_counts() -> None:
+    kube, admin, milvus = FakeKube(), FakeAdmin(), FakeMilvus()
+    out = reconcile(body(), kube, Services(lambda: admin, lambda: milvus), SETTINGS, now=T0)  # type: ignore[arg-type]
+    assert admin.topics == {"idx.dicom": 2, "idx.reports": 2, "idx.dlq": 2} and admin.closed
+    assert set(milvus.collections) == {"idx_images", "idx_reports"}
+    assert kube.applies == 4
+    conds = {c["type"]: c for c in out.status["conditions"]}
+    assert conds["TopicsReady"]["status"] == "True" and conds["CollectionsReady"]["status"] == "True"
+    assert conds["PredictorReady"]["reason"] == "InferenceServicePending"
+    assert conds["WorkersReady"]["status"] == "False"
+    assert conds["Ready"]["status"] == "False"
+    assert out.status["observedGeneration"] == 4 and out.status["images"] == 5 and out.status["reports"] == 2
+    assert not out.retry
+    again = reconcile({**body(), "status": out.status}, kube, Services(lambda: admin, lambda: milvus), SETTINGS,
+                      now=T1)  # type: ignore[arg-type]
+    assert again.transitions == []  # idempotent: nothing changed, nothing to announce
+    assert {c["lastTransitionTime"] for c in again.status["conditions"]} == {T0}
+
+
+def test_broker_outage_is_a_false_condition_and_a_retry() -> None:
+    out = reconcile(body(), FakeKube(), Services(unreachable, FakeMilvus), SETTINGS, now=T0)  # type: ignore[arg-type]
+    conds = {c["type"]: c for c in out.status["conditions"]}
+    assert (conds["TopicsReady"]["status"], conds["TopicsReady"]["reason"]) == ("False", "BrokerUnreachable")
+    assert conds["CollectionsReady"]["status"] == "True"
+    assert conds["Ready"]["reason"] == "BrokerUnreachable"
+    assert out.retry
+
+
+def test_refused_shrink_names_the_field_without_retry_storm() -> None:
+    admin = FakeAdmin({"idx.dicom": 4, "idx.reports": 4, "idx.dlq": 4})
+    out = reconcile(body(), FakeKube(), Services(lambda: admin, FakeMilvus), SETTINGS, now=T0)  # type: ignore[arg-type]
+    topics = next(c for c in out.status["conditions"] if c["type"] == "TopicsReady")
+    assert (topics["status"], topics["reason"]) == ("False", "PartitionShrinkRefused")
+    assert topics["message"].startswith("spec.kafka.partitions:")
+    assert admin.topics["idx.dicom"] == 4
+    assert not out.retry  # a spec problem waits for a spec change (and the periodic resync)
+
+
+def test_missing_kserve_crd_is_named() -> None:
+    out = reconcile(body(), FakeKube(missing_kinds=("InferenceService",)), Services(FakeAdmin, FakeMilvus),
+                    SETTINGS, now=T0)  # type: ignore[arg-type]
+    pred = next(c for c in out.status["conditions"] if c["type"] == "PredictorReady")
+    assert pred["reason"] == "InferenceServiceCRDMissing" and "KServe" in pred["message"]
+    assert out.retry
+
+
+def test_invalid_spec_is_reported_not_applied() -> None:
+    kube = FakeKube()
+    out = reconcile(body({"predictor": {"minReplicas": 3, "maxReplicas": 2}}), kube,
+                    Services(unreachable, unreachable), SETTINGS, now=T0)  # type: ignore[arg-type]
+    ready = next(c for c in out.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "spec.predictor.maxReplicas" in ready["message"]
+    assert kube.applies == 0 and not out.retry
+
+
+def test_teardown_follows_the_deletion_policy() -> None:
+    admin, milvus = FakeAdmin({"idx.dicom": 1, "idx.reports": 1, "idx.dlq": 1, "other.dicom": 1}), FakeMilvus()
+    milvus.collections = {"idx_images": "COSINE", "idx_reports": "COSINE", "other_images": "COSINE"}
+    services = Services(lambda: admin, lambda: milvus)
+    assert teardown("idx", "Retain", services).topics == []
+    assert len(admin.topics) == 4
+    done = teardown("idx", "Delete", services)
+    assert sorted(done.topics) == ["idx.dicom", "idx.dlq", "idx.reports"]
+    assert admin.topics == {"other.dicom": 1} and milvus.collections == {"other_images": "COSINE"}
+    with pytest.raises(ProvisionError):
+        teardown("idx", "Delete", Services(unreachable, lambda: milvus))
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    s = OperatorSettings(operator_retry_min_seconds=1, operator_retry_max_seconds=10)
+    assert [backoff_seconds(r, s) for r in range(6)] == [1, 2, 4, 8, 10, 10]
+
+
+def test_resource_paths() -> None:
+    assert resource_path("v1", "ConfigMap", "ns", "a") == "/api/v1/namespaces/ns/configmaps/a"
+    assert resource_path("apps/v1", "Deployment", "ns", "a") == "/apis/apps/v1/namespaces/ns/deployments/a"
+    assert resource_path("medsearch.io/v1alpha1", "MedicalSearchIndex", "ns", "a", "status") == (
+        "/apis/medsearch.io/v1alpha1/namespaces/ns/medicalsearchindexes/a/status")
+    with pytest.raises(KubeError):
+        resource_path("v1", "Secret", "ns", "a")
