@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-
-from medsearch.contracts.spec import parse_spec
 from medsearch_operator import children as ch
 from medsearch_operator.settings import OperatorSettings
+
+from medsearch.contracts.spec import parse_spec
 
 OWNER = ch.Owner(name="chest", namespace="radiology", uid="1234-uid")
 SETTINGS = OperatorSettings(

@@ -8,9 +8,9 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from medsearch_operator import crd
 
 from medsearch.contracts.spec import MedicalSearchIndexSpec, load_index_file
-from medsearch_operator import crd
 
 OPERATOR = Path(__file__).resolve().parents[1]
 COMMITTED = OPERATOR / "config" / "crd" / "medicalsearchindexes.yaml"
@@ -57,7 +57,8 @@ def test_schema_is_structural_for_v1_20() -> None:
 def test_schema_carries_bounds_enums_and_defaults_of_the_model() -> None:
     spec = _schema()["properties"]["spec"]["properties"]
     kafka = spec["kafka"]["properties"]
-    assert (kafka["partitions"]["minimum"], kafka["partitions"]["maximum"], kafka["partitions"]["default"]) == (1, 256, 3)
+    parts = kafka["partitions"]
+    assert (parts["minimum"], parts["maximum"], parts["default"]) == (1, 256, 3)
     assert spec["images"]["properties"]["indexType"]["enum"] == ["FLAT", "IVF_FLAT", "IVF_SQ8", "HNSW", "HNSW_SQ"]
     assert spec["embedding"]["properties"]["dimension"]["enum"] == [1024]
     assert spec["deletionPolicy"] == {"default": "Retain", "enum": ["Retain", "Delete"], "type": "string"}

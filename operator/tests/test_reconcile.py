@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from medsearch.provision import ProvisionError
 from medsearch_operator import status as st
 from medsearch_operator.kube import KubeError, resource_path
 from medsearch_operator.reconcile import Services, backoff_seconds, reconcile, teardown
 from medsearch_operator.settings import OperatorSettings
+
+from medsearch.provision import ProvisionError
 
 SETTINGS = OperatorSettings(kafka_bootstrap="k:9092", milvus_uri="http://m:19530")
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
