@@ -66,6 +66,7 @@ def kafka_admin(bootstrap: str, *, client_id: str = "medsearch-provision", timeo
             bootstrap_servers=bootstrap.split(","),
             client_id=client_id,
             request_timeout_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms,  # kafka-python 3 waits 30 s by default for an unreachable broker
         )
     except (KafkaError, OSError) as err:
         raise ProvisionError("BrokerUnreachable", f"Kafka at {bootstrap} is unreachable: {err}") from err
