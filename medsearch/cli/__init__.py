@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import warnings
 
 import typer
 
@@ -50,6 +51,9 @@ def _root(
         # Client libraries log every connection at INFO; keep the CLI's own output readable.
         for noisy in ("kafka", "pymilvus", "httpx", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # pydicom warns about every slightly non-conformant test file it still reads correctly.
+        logging.getLogger("pydicom").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\..*")
 
 
 _register_all()

@@ -110,10 +110,15 @@ def wait_indexed(*, index: str, milvus_uri: str, images: int, reports: int, time
                  bootstrap: str | None = None) -> tuple[int, int]:
     from rich.progress import Progress
 
+    from medsearch.localstack.procs import ServiceError, milvus_ready, wait_until
     from medsearch.provision import count_rows, milvus_client
 
     names = names_for(index)
-    client = milvus_client(milvus_uri)
+    try:
+        wait_until(lambda: milvus_ready(milvus_uri), timeout=60, what=f"Milvus at {milvus_uri}", interval=1.0)
+    except ServiceError as err:
+        raise DemoError(str(err)) from None
+    client = milvus_client(milvus_uri, timeout=30)
     deadline = time.monotonic() + timeout
     n_img = n_rep = 0
     try:
