@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     samples = args.sample or ["RG1_J2KI.dcm", "CT_small.dcm", "MR_small_RLE.dcm"]
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
-    from medsearch_workers.consumer import WorkerMetrics
+    from medsearch_workers.consumer import STAGES, WorkerMetrics
     from medsearch_workers.dicom_worker import StageTimes, run
 
     from medsearch.contracts.naming import names_for
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         "publish_s": round(publish_s, 2),
         "stage_seconds": stage,
         "stage_share": {k: round(v / busy, 3) for k, v in times.seconds.items()},
-        "dead_lettered": metrics.value("medsearch_worker_dead_lettered_total", stage="decode"),
+        "dead_lettered": sum(metrics.value("medsearch_worker_dead_lettered_total", stage=st) for st in STAGES),
         "model": {k: model_meta.get(k) for k in ("name", "versions", "platform") if k in model_meta},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
     }

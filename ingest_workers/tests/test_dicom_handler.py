@@ -206,3 +206,23 @@ def test_model_input_from_v2_metadata() -> None:
     assert model_input(meta, 224) == (96, "2")
     assert model_input({"parameters": {"input_size": 128, "version": "x"}}, 224) == (128, "x")
     assert model_input({}, 224) == (224, "")
+
+
+def test_milvus_error_classification() -> None:
+    from medsearch_workers.dicom_worker import is_transient_milvus_error
+    from pymilvus.exceptions import DataNotMatchException, MilvusException
+
+    down = MilvusException(code=2, message="Fail connecting to server on 127.0.0.1:1, server unavailable")
+    assert is_transient_milvus_error(down)
+    assert is_transient_milvus_error(MilvusException(code=100, message="collection not found[collection=x]"))
+    assert not is_transient_milvus_error(DataNotMatchException(message="Insert missed an field `study_uid`"))
+
+
+def test_milvus_writer_down_is_transient() -> None:
+    from medsearch_workers.dicom_worker import MilvusImageWriter
+
+    from medsearch.localstack.procs import free_port
+
+    writer = MilvusImageWriter(f"http://127.0.0.1:{free_port()}", "x_images", timeout=3)
+    with pytest.raises(TransientError, match="Milvus"):
+        writer.upsert([{"sop_instance_uid": "1"}])

@@ -269,7 +269,10 @@ def test_folder_ingest_indexes_images_once_and_dead_letters_the_rest(env: Env, t
     assert summary["published"] == n_dicom
     assert sorted(r["file"].rsplit("/", 1)[-1] for r in summary["rejections"]) == sorted(NOT_DICOM)
 
-    env.start_worker()
+    metrics_port = procs.free_port()
+    worker = env.start_worker(
+        MEDSEARCH_WORKER_METRICS_PORT=str(metrics_port), MEDSEARCH_WORKER_METRICS_HOST="127.0.0.1"
+    )
     n_dead = len(BROKEN) + 1
     letters = env.dead_letters(n_dead, timeout=120)
     wait_for(lambda: env.count() == len(expected_uids) or env.count(), 120, "all images indexed")
@@ -300,12 +303,30 @@ def test_folder_ingest_indexes_images_once_and_dead_letters_the_rest(env: Env, t
     spine = band[:, 9 * w // 20 : 11 * w // 20].mean()
     assert lungs < spine - 20, f"RG1 thumbnail looks inverted: lungs {lungs:.0f} vs spine {spine:.0f}"
 
+    import httpx
+
+    def scrape() -> dict[str, float]:
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        return {ln.split(" ")[0]: float(ln.split(" ")[1]) for ln in text.splitlines() if ln.startswith("medsearch_")}
+
+    indexed_key = 'medsearch_worker_indexed_total{worker="dicom"}'
+    wait_for(lambda: scrape().get(indexed_key) == len(IMAGES) or scrape().get(indexed_key), 30, "indexed metric")
+    samples = scrape()
+    assert samples['medsearch_worker_dead_lettered_total{stage="decode",worker="dicom"}'] == n_dead
+    assert samples['medsearch_worker_consumed_total{worker="dicom"}'] == len(IMAGES) + n_dead
+    assert samples['medsearch_worker_batch_seconds_count{worker="dicom"}'] >= 1
+    assert 'medsearch_worker_consumer_lag{worker="dicom"}' in samples
+
     # The same folder again: nothing new is published, nothing new is indexed or dead-lettered.
     again = env.ingest(folder)
     assert again["published"] == 0 and again["duplicate"] == n_dicom
     time.sleep(2)
     assert env.count() == len(expected_uids)
     assert len(env.dead_letters(n_dead + 1, timeout=3)) == n_dead
+
+    # Graceful shutdown on SIGTERM.
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
 
 
 def test_sigkill_mid_stream_then_restart_indexes_each_image_once(env: Env, tmp_path: Path) -> None:
