@@ -91,8 +91,8 @@ build_apiserver() {
                    -o "Dir::State::Lists=$work/apt/lists" -o "APT::Sandbox::User=root")
     log "fetching Debian's kubernetes source package"
     apt-get "${aptopts[@]}" update -q >&2
-    (cd "$work/src" && apt-get "${aptopts[@]}" source --download-only "kubernetes=$K8S_VERSION*" >&2 \
-        || apt-get "${aptopts[@]}" source --download-only kubernetes >&2)
+    # Debian 12 ships it as 1.20.5+really1.20.2; the version is checked on the built binary below.
+    (cd "$work/src" && apt-get "${aptopts[@]}" source --download-only kubernetes >&2)
     local orig deb tree="$work/tree"
     orig=$(ls "$work"/src/kubernetes_*.orig.tar.* | head -n1)
     deb=$(ls "$work"/src/kubernetes_*.debian.tar.* | head -n1)
@@ -114,6 +114,8 @@ build_apiserver() {
     log "building kube-apiserver $K8S_VERSION (several minutes)"
     (cd "$tree" && GOCACHE="$work/gocache" GOPATH="$work/gopath" CGO_ENABLED=0 GOFLAGS=-mod=vendor \
         nice make WHAT=cmd/kube-apiserver >&2)
+    "$tree/_output/bin/kube-apiserver" --version | grep -q "v$K8S_VERSION" \
+        || die "built $("$tree/_output/bin/kube-apiserver" --version), expected v$K8S_VERSION"
     install -m 0755 "$tree/_output/bin/kube-apiserver" "$CACHE/bin/kube-apiserver.tmp"
     mv "$CACHE/bin/kube-apiserver.tmp" "$CACHE/bin/kube-apiserver"
     chmod -R u+w "$work" 2>/dev/null || true
