@@ -218,7 +218,7 @@ class Publisher:
         self.bootstrap = bootstrap
         self.object_store_url = object_store_url.rstrip("/")
         self.source = source
-        self._pending: list[tuple[Any, str]] = []  # (future, marker url)
+        self._pending: list[tuple[Any, str, tuple[str, str]]] = []  # (future, marker url, (kind, sha256))
         self._seen: set[tuple[str, str]] = set()
         self._producer = producer if producer is not None else self._connect()
 
@@ -243,14 +243,15 @@ class Publisher:
     def _marker(self, kind: str, sha: str) -> str:
         return store.join(self.object_store_url, self.index, "published", kind, sha)
 
-    def _send(self, topic: str, key: str | None, value: bytes, marker: str) -> None:
+    def _send(self, topic: str, key: str | None, value: bytes, kind: str, sha: str) -> None:
         from kafka.errors import KafkaError
 
         try:
             fut = self._producer.send(topic, key=key.encode("utf-8") if key else None, value=value)
         except KafkaError as err:
+            self._seen.discard((kind, sha))
             raise PublishError(f"cannot publish to {topic} on {self.bootstrap}: {err}") from err
-        self._pending.append((fut, marker))
+        self._pending.append((fut, self._marker(kind, sha), (kind, sha)))
         if len(self._pending) >= _FLUSH_EVERY:
             self.flush()
 
@@ -272,7 +273,7 @@ class Publisher:
             store.put_bytes(uri, data)
         study = _study_uid(ds)
         msg = DicomObject(index=self.index, uri=uri, sha256=sha, study_uid=study, source=self.source)
-        self._send(self.names.dicom_topic, study or sha, msg.to_bytes(), self._marker("dicom", sha))
+        self._send(self.names.dicom_topic, study or sha, msg.to_bytes(), "dicom", sha)
         return PublishResult("dicom", filename, uri, sha, "published")
 
     def publish_report(self, *, report_id: str, text: str, study_uid: str | None = None) -> PublishResult:
@@ -287,11 +288,14 @@ class Publisher:
             )
         if self._duplicate("report", sha):
             return PublishResult("report", report_id, None, sha, "duplicate", "same report already published")
-        self._send(self.names.reports_topic, study_uid or report_id, value, self._marker("report", sha))
+        self._send(self.names.reports_topic, study_uid or report_id, value, "report", sha)
         return PublishResult("report", report_id, None, sha, "published")
 
     def flush(self, timeout: float = 60.0) -> None:
-        """Wait for every pending acknowledgement, then record the duplicate markers."""
+        """Wait for every pending acknowledgement, then record the duplicate markers.
+
+        On failure nothing of the pending batch counts as published: publishing the same content again retries.
+        """
         from kafka.errors import KafkaError
 
         pending, self._pending = self._pending, []
@@ -299,13 +303,15 @@ class Publisher:
             return
         try:
             self._producer.flush(timeout=timeout)
-            for fut, _marker in pending:
+            for fut, _marker, _key in pending:
                 fut.get(timeout=timeout)
         except KafkaError as err:
+            for _fut, _marker, key in pending:
+                self._seen.discard(key)
             raise PublishError(
                 f"the broker at {self.bootstrap} did not acknowledge {len(pending)} messages: {err}"
             ) from err
-        for _fut, marker in pending:
+        for _fut, marker, _key in pending:
             store.put_bytes(marker, b"")
 
     def close(self) -> None:

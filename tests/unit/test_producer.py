@@ -146,3 +146,24 @@ def test_cli_unreachable_broker_is_a_clear_error(folder: Path, monkeypatch: pyte
     )
     assert result.exit_code == 1
     assert "unreachable" in result.output and "--bootstrap" in result.output
+
+
+def test_failed_acknowledgement_is_not_a_duplicate(tmp_path: Path) -> None:
+    from kafka.errors import KafkaTimeoutError
+
+    from medsearch.producer import PublishError
+
+    class Failing(FakeProducer):
+        def flush(self, timeout: float | None = None) -> None:
+            raise KafkaTimeoutError("no ack")
+
+    root = f"file://{tmp_path / 'objects'}"
+    data = Path(get_testdata_file("CT_small.dcm") or "").read_bytes()
+    pub = Publisher(bootstrap="unused:1", object_store_url=root, index="demo", producer=Failing())
+    assert pub.publish_dicom(data, filename="a.dcm").status == "published"
+    with pytest.raises(PublishError, match="did not acknowledge"):
+        pub.flush()
+    pub._producer = FakeProducer()  # the broker is back
+    assert pub.publish_dicom(data, filename="a.dcm").status == "published"
+    pub.flush()
+    assert pub.publish_dicom(data, filename="a.dcm").status == "duplicate"
