@@ -59,15 +59,14 @@ export function App() {
   }, [route.name]);
 
   const signIn = useCallback(async (t: string) => {
-    setToken(t);
     try {
-      await checkToken();
-      setLoginMessage(null);
+      await checkToken(t);
     } catch (e) {
-      setToken(null);
       if (e instanceof ApiError && e.kind === "auth") throw new Error("The server did not accept this token.");
       throw e;
     }
+    setLoginMessage(null);
+    setToken(t);
   }, []);
 
   if (!token) {

@@ -157,9 +157,9 @@ export async function fetchAuthConfig(signal?: AbortSignal): Promise<AuthConfig>
   return { oidc: config.oidc?.issuer && config.oidc.clientId ? config.oidc : null, tokenLogin: true };
 }
 
-/** Resolves when the gateway accepts the current token (rejects with ApiError kind "auth" otherwise). */
-export async function checkToken(signal?: AbortSignal): Promise<void> {
-  await graphql<{ __typename: string }>("query Ping { __typename }", {}, { signal });
+/** Resolves when the gateway accepts `token` (rejects with ApiError kind "auth" otherwise). */
+export async function checkToken(token: string, signal?: AbortSignal): Promise<void> {
+  await graphql<{ __typename: string }>("query Ping { __typename }", {}, { signal, token });
 }
 
 // ---- search ----

@@ -43,12 +43,14 @@ export function FacetChart({
                   aria-label={`${f.code} ${f.description}, ${f.count} ${polarity}. ${pressed ? "Remove filter" : "Filter"}`}
                   onClick={() => onToggle(f.code, polarity)}
                 >
-                  <span className="code">{f.code}</span>
-                  <span className="track" aria-hidden="true">
-                    <span className="fill" style={{ width: `${Math.max(4, (100 * f.count) / max)}%` }} />
-                    <span className="label">{f.description}</span>
+                  <span className="facet-top">
+                    <span className="code">{f.code}</span>
+                    <span className="desc">{f.description}</span>
+                    <span className="n">{f.count}</span>
                   </span>
-                  <span className="n">{f.count}</span>
+                  <span className="track" aria-hidden="true">
+                    <span className="fill" style={{ width: `${Math.max(3, (100 * f.count) / max)}%` }} />
+                  </span>
                 </button>
               </li>
             );

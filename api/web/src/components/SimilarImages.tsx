@@ -191,7 +191,7 @@ export function UploadPreview({ file }: { file: File }) {
   }, [file]);
   return (
     <figure style={{ margin: 0 }}>
-      <div className="thumb">
+      <div className={url ? "thumb" : "thumb empty"}>
         {url ? (
           <img src={url} alt={`Uploaded query image ${file.name}`} />
         ) : (
@@ -213,7 +213,7 @@ export function UploadSearch({ initialControls }: { initialControls?: SimilarCon
   return (
     <div data-testid="upload-search">
       <div className="upload-row">
-        {file ? <UploadPreview file={file} /> : <div className="thumb" aria-hidden="true"><span className="thumb-msg">no file yet</span></div>}
+        {file ? <UploadPreview file={file} /> : <div className="thumb empty" aria-hidden="true"><span className="thumb-msg">no file yet</span></div>}
         <div>
           <DropZone
             onFile={(f) => {

@@ -1,4 +1,4 @@
-import { useEffect, useState } from "react";
+import { useState } from "react";
 
 /**
  * A thumbnail from the gateway. `Image.thumbnailUrl` carries a short-lived signature, so a plain <img> works
@@ -19,8 +19,10 @@ export function Thumbnail({
   className?: string;
   eager?: boolean;
 }) {
-  const [status, setStatus] = useState<"loading" | "ok" | "error">(src ? "loading" : "error");
-  useEffect(() => setStatus(src ? "loading" : "error"), [src]);
+  // Remember which src finished (a cached image can finish before any effect runs, so the status is
+  // derived from the src that loaded rather than reset in an effect).
+  const [done, setDone] = useState<{ src: string; ok: boolean } | null>(null);
+  const status: "loading" | "ok" | "error" = !src ? "error" : done?.src === src ? (done.ok ? "ok" : "error") : "loading";
   const body = (
     <>
       {src && status !== "error" && (
@@ -29,8 +31,8 @@ export function Thumbnail({
           alt={alt}
           loading={eager ? "eager" : "lazy"}
           decoding="async"
-          onLoad={() => setStatus("ok")}
-          onError={() => setStatus("error")}
+          onLoad={() => setDone({ src, ok: true })}
+          onError={() => setDone({ src, ok: false })}
         />
       )}
       {status === "loading" && <span className="thumb-msg skeleton" aria-hidden="true" />}

@@ -29,6 +29,8 @@ export interface RequestOptions {
   signal?: AbortSignal;
   /** Files by variable path, e.g. {"upload": file} puts the file in variables.upload. */
   files?: Record<string, Blob>;
+  /** Use this token instead of the session's (to check a token before keeping it). */
+  token?: string;
 }
 
 let unauthorizedHandler: ((message: string) => void) | null = null;
@@ -82,7 +84,7 @@ export async function graphql<T>(
   variables: Record<string, unknown> = {},
   options: RequestOptions = {},
 ): Promise<T> {
-  const token = getToken();
+  const token = options.token ?? getToken();
   const headers: Record<string, string> = { Accept: "application/json" };
   if (token) headers.Authorization = `Bearer ${token}`;
   let body: BodyInit;
@@ -110,7 +112,7 @@ export async function graphql<T>(
   }
   if (response.status === 401) {
     const msg = payload?.errors ? errorMessage(payload.errors) : "The server did not accept the token.";
-    unauthorizedHandler?.(msg);
+    if (!options.token) unauthorizedHandler?.(msg);
     throw new ApiError("auth", msg, 401);
   }
   if (response.status === 403) {
@@ -120,7 +122,7 @@ export async function graphql<T>(
     const first = payload.errors[0];
     const code = first?.extensions?.code;
     if (code === "UNAUTHENTICATED") {
-      unauthorizedHandler?.(errorMessage(payload.errors));
+      if (!options.token) unauthorizedHandler?.(errorMessage(payload.errors));
       throw new ApiError("auth", errorMessage(payload.errors), response.status, code);
     }
     throw new ApiError(code === "FORBIDDEN" ? "forbidden" : "graphql", errorMessage(payload.errors), response.status, code);

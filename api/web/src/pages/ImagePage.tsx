@@ -45,7 +45,7 @@ export function ImagePage({ id, params }: { id: string; params: URLSearchParams 
           </h1>
           <div className="image-layout">
             <section className="viewer panel" aria-label="Image and metadata">
-              <Thumbnail src={detail.data.image.thumbnailUrl} alt={`Thumbnail of image ${detail.data.image.id}`} />
+              <Thumbnail src={detail.data.image.thumbnailUrl} alt={`Thumbnail of image ${detail.data.image.id}`} eager />
               <Metadata image={detail.data.image} />
             </section>
             <section className="panel" aria-labelledby={`${headingId}-report`} data-testid="report">

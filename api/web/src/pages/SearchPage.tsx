@@ -250,7 +250,7 @@ function ResultCard({ hit, query, onCode }: { hit: SearchHit; query: string; onC
               badge={[first.modality, first.viewPosition].filter(Boolean).join(" ") || undefined}
             />
           ) : (
-            <div className="thumb" role="img" aria-label="No image linked">
+            <div className="thumb empty" role="img" aria-label="No image linked">
               <span className="thumb-msg">no image linked</span>
             </div>
           )}

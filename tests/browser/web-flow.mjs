@@ -1,0 +1,273 @@
+#!/usr/bin/env node
+// Drive the medsearch web client in headless Chromium (playwright-core, the system's Chromium; no browser
+// download) through the radiologist's flow and report what it saw as JSON on stdout.
+//
+//   node tests/browser/web-flow.mjs --base http://127.0.0.1:8000/ --token TOKEN --out DIR \
+//        --query effusion --facet-code J91.8 --facet-polarity negative \
+//        --upload-dicom FILE.dcm --upload-png FILE.png [--chromium /usr/bin/chromium]
+//
+// Screenshots go to DIR. Exit status 0 with {"ok": true, ...}; 1 with {"ok": false, "error": ..., "step": ...}
+// (a screenshot of the failing page is saved as failure.png). Assertions on the observations are the
+// caller's (tests/integration/test_web_browser.py).
+import { createRequire } from "node:module";
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const require = createRequire(path.join(here, "..", "..", "api", "web", "package.json"));
+const { chromium } = require("playwright-core");
+
+function parseArgs(argv) {
+  const out = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith("--")) throw new Error(`unexpected argument ${a}`);
+    out[a.slice(2)] = argv[i + 1];
+    i++;
+  }
+  for (const need of ["base", "token", "out"]) if (!out[need]) throw new Error(`--${need} is required`);
+  return out;
+}
+
+const args = parseArgs(process.argv.slice(2));
+mkdirSync(args.out, { recursive: true });
+const TIMEOUT = Number(args.timeout ?? 30000);
+const report = { ok: false, steps: {}, screenshots: [], consoleErrors: [], failedRequests: [] };
+let step = "start";
+
+const browser = await chromium.launch({
+  executablePath: args.chromium ?? "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const context = await browser.newContext({ viewport: { width: 1366, height: 900 }, deviceScaleFactor: 1 });
+context.setDefaultTimeout(TIMEOUT);
+const page = await context.newPage();
+page.on("console", (m) => {
+  if (m.type() === "error") report.consoleErrors.push(m.text());
+});
+page.on("pageerror", (e) => report.consoleErrors.push(`pageerror: ${e.message}`));
+page.on("requestfailed", (r) => {
+  const reason = r.failure()?.errorText ?? "";
+  if (!reason.includes("ERR_ABORTED")) report.failedRequests.push(`${r.method()} ${r.url()} ${reason}`);
+});
+
+async function shot(name, opts = {}) {
+  const file = path.join(args.out, name);
+  await page.screenshot({ path: file, fullPage: opts.fullPage ?? false });
+  report.screenshots.push(file);
+}
+
+/**
+ * Wait until every thumbnail in `scope` has loaded or failed. Thumbnails are lazy (<img loading="lazy">), so
+ * the ones still loading are scrolled into view one by one; the page is scrolled back to the top afterwards.
+ */
+async function thumbsSettled(scope = "body") {
+  const deadline = Date.now() + TIMEOUT;
+  for (;;) {
+    const pending = await page.$$(`${scope} [data-thumb-status="loading"]`);
+    if (pending.length === 0) break;
+    if (Date.now() > deadline) throw new Error(`${pending.length} thumbnails in ${scope} still loading after ${TIMEOUT} ms`);
+    await pending[0].scrollIntoViewIfNeeded();
+    await page.waitForTimeout(50);
+  }
+  await page.evaluate(() => window.scrollTo(0, 0));
+}
+
+async function thumbStatuses(scope) {
+  return page.$$eval(`${scope} [data-thumb-status]`, (els) => els.map((e) => e.getAttribute("data-thumb-status")));
+}
+
+try {
+  // 1. login
+  step = "login";
+  await page.goto(args.base, { waitUntil: "domcontentloaded" });
+  const tokenInput = page.getByLabel("API token");
+  await tokenInput.waitFor();
+  report.steps.login = { title: await page.title(), focused: await tokenInput.evaluate((el) => el === document.activeElement) };
+  // a wrong token first: the form must say so and stay
+  await tokenInput.fill("not-a-valid-token-0000");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("alert").filter({ hasText: "did not accept" }).waitFor();
+  report.steps.login.badTokenMessage = (await page.getByRole("alert").filter({ hasText: "did not accept" }).innerText()).trim();
+  await shot("01-login-rejected.png");
+  // the refused request is logged by Chromium as a 401 resource error: expected here, not a failure
+  report.steps.login.expectedConsoleErrors = report.consoleErrors.splice(0);
+  await tokenInput.fill(args.token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("search").waitFor();
+  report.steps.login.tokenStored = await page.evaluate(() => sessionStorage.getItem("medsearch.token") !== null);
+
+  // 2. search (typed, submitted with the keyboard)
+  step = "search";
+  const mode = (args.mode ?? "keyword").toUpperCase();
+  await page.locator(`.segmented label:has(input[value="${mode}"])`).click();
+  await page.waitForFunction((m) => document.querySelector(`input[name="mode"][value="${m}"]`)?.checked, mode);
+  const box = page.getByRole("searchbox", { name: "Search reports" });
+  await box.fill(args.query ?? "effusion");
+  await box.press("Enter");
+  await page.waitForFunction(() => location.hash.includes("q="));
+  await page.locator('[data-testid="result-card"]').first().waitFor();
+  await page.waitForFunction(() => !document.querySelector('section[aria-busy="true"]'));
+  await thumbsSettled('[data-testid="results"]');
+  const facetBars = async (polarity) =>
+    page.$$eval(`[data-testid="facet-${polarity}"] .facet-bar`, (els) =>
+      els.map((e) => ({ code: e.getAttribute("data-code"), count: Number(e.querySelector(".n")?.textContent ?? "0") })),
+    );
+  report.steps.search = {
+    mode,
+    hash: await page.evaluate(() => location.hash),
+    heading: (await page.locator(".results-head .count").innerText()).trim(),
+    cards: await page.locator('[data-testid="result-card"]').count(),
+    reportIds: await page.$$eval('[data-testid="result-card"]', (els) => els.map((e) => e.getAttribute("data-report-id"))),
+    snippets: await page.locator('[data-testid="snippet"] mark').count(),
+    positiveFacets: await facetBars("positive"),
+    negativeFacets: await facetBars("negative"),
+    chipKinds: await page.$$eval('[data-testid="results"] .findings-row', (els) => [...new Set(els.map((e) => e.getAttribute("data-kind")))]),
+    thumbs: await thumbStatuses('[data-testid="results"]'),
+  };
+  await shot("02-search.png");
+
+  // 3. click a facet bar: it becomes a code filter
+  step = "facet";
+  const polarity = args["facet-polarity"] ?? "negative";
+  const code = args["facet-code"] ?? report.steps.search.negativeFacets[0]?.code;
+  const bar = page.locator(`[data-testid="facet-${polarity}"] .facet-bar[data-code="${code}"]`);
+  const expected = Number(await bar.locator(".n").innerText());
+  await bar.click();
+  await page.waitForFunction((c) => decodeURIComponent(location.hash).includes(c), code);
+  await page.waitForFunction(() => !document.querySelector('section[aria-busy="true"]'));
+  await page.locator(`[data-testid="facet-${polarity}"] .facet-bar[data-code="${code}"][aria-pressed="true"]`).waitFor();
+  await thumbsSettled('[data-testid="results"]');
+  report.steps.facet = {
+    code,
+    polarity,
+    expectedCount: expected,
+    hash: await page.evaluate(() => location.hash),
+    heading: (await page.locator(".results-head .count").innerText()).trim(),
+    cards: await page.locator('[data-testid="result-card"]').count(),
+    reportIds: await page.$$eval('[data-testid="result-card"]', (els) => els.map((e) => e.getAttribute("data-report-id"))),
+    // the code shown in the matching findings row of every card
+    everyCardHasCode: await page.$$eval(
+      '[data-testid="result-card"]',
+      (cards, [c, p]) => cards.every((card) => [...card.querySelectorAll(`.findings-row[data-kind="${p}"] .code`)].some((x) => x.textContent === c)),
+      [code, polarity],
+    ),
+    filterChips: await page.$$eval('[data-testid="code-filter-chip"]', (els) => els.map((e) => e.textContent)),
+    thumbs: await thumbStatuses('[data-testid="results"]'),
+  };
+  await shot("03-facet-filtered.png");
+
+  // 4. open an image from a result card
+  step = "open-image";
+  const link = page.locator('[data-testid="result-card"] [data-testid="thumb-link"]').first();
+  await link.click();
+  await page.waitForFunction(() => location.hash.startsWith("#/image/"));
+  await page.locator('[data-testid="report-text"]').waitFor();
+  await page.locator('[data-testid="similar-item"]').first().waitFor();
+  await thumbsSettled("main");
+  report.steps.image = {
+    hash: await page.evaluate(() => location.hash),
+    heading: (await page.locator("main h1").first().innerText()).trim(),
+    metadata: await page.$$eval("dl.metadata dt", (els) => els.map((e) => e.textContent)),
+    viewerThumb: await thumbStatuses(".viewer"),
+    entities: await page.$$eval('[data-testid="report-text"] mark.ent', (els) => els.map((e) => ({ text: e.textContent, assertion: e.getAttribute("data-assertion") }))),
+    similar: await page.$$eval('[data-testid="similar"] [data-testid="similar-item"]', (els) => els.map((e) => ({ href: e.querySelector("a")?.getAttribute("href"), score: Number(e.querySelector(".sim")?.textContent) }))),
+    similarThumbs: await thumbStatuses('[data-testid="similar"]'),
+  };
+  await shot("04-image.png", { fullPage: true });
+
+  // 5. change k: fewer neighbours
+  step = "similar-k";
+  await page.getByLabel("Neighbours (k)").first().selectOption("5");
+  await page.waitForFunction(() => location.hash.includes("k=5"));
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="similar"] [data-testid="similar-item"]').length <= 5);
+  await page.waitForFunction(() => !document.querySelector('[data-testid="similar"][aria-busy="true"]'));
+  report.steps.similarK = { items: await page.locator('[data-testid="similar"]').first().locator('[data-testid="similar-item"]').count() };
+
+  // 6. search by an uploaded DICOM (multipart GraphQL upload) on the image page
+  if (args["upload-dicom"]) {
+    step = "upload-dicom";
+    const zone = page.locator('[data-testid="upload-search"]');
+    await zone.locator('[data-testid="upload-input"]').setInputFiles(args["upload-dicom"]);
+    await zone.locator('[data-testid="similar-item"]').first().waitFor({ timeout: TIMEOUT * 2 });
+    await page.waitForFunction(() => !document.querySelector('[data-testid="upload-search"] [aria-busy="true"]'));
+    await thumbsSettled('[data-testid="upload-search"]');
+    report.steps.uploadDicom = {
+      items: await zone.locator('[data-testid="similar-item"]').evaluateAll((els) =>
+        els.map((e) => ({ href: e.querySelector("a")?.getAttribute("href"), score: Number(e.querySelector(".sim")?.textContent) })),
+      ),
+      thumbs: await thumbStatuses('[data-testid="upload-search"]'),
+    };
+    await zone.scrollIntoViewIfNeeded();
+    await shot("05-upload-dicom.png", { fullPage: true });
+  }
+
+  // 7. the "Search by image" page with a PNG
+  if (args["upload-png"]) {
+    step = "upload-png";
+    await page.getByRole("link", { name: "Search by image" }).click();
+    await page.waitForFunction(() => location.hash === "#/upload");
+    const zone = page.locator('[data-testid="upload-search"]');
+    await zone.locator('[data-testid="upload-input"]').setInputFiles(args["upload-png"]);
+    await zone.locator('[data-testid="similar-item"]').first().waitFor({ timeout: TIMEOUT * 2 });
+    await thumbsSettled("main");
+    report.steps.uploadPng = {
+      items: await zone.locator('[data-testid="similar-item"]').evaluateAll((els) => els.map((e) => Number(e.querySelector(".sim")?.textContent))),
+      preview: await zone.locator("figure img").count(),
+    };
+    await shot("06-upload-png.png", { fullPage: true });
+  }
+
+  // 8. tablet width: the same search, one column
+  step = "tablet";
+  await page.setViewportSize({ width: 820, height: 1180 });
+  await page.goto(`${args.base}#/search?q=${encodeURIComponent(args.query ?? "effusion")}&mode=${mode.toLowerCase()}`);
+  await page.locator('[data-testid="result-card"]').first().waitFor();
+  await thumbsSettled('[data-testid="results"]');
+  report.steps.tablet = {
+    scrollWidth: await page.evaluate(() => document.documentElement.scrollWidth),
+    sidebarAboveResults: await page.evaluate(() => {
+      const side = document.querySelector("aside.sidebar")?.getBoundingClientRect();
+      const res = document.querySelector('[data-testid="results"]')?.getBoundingClientRect();
+      return Boolean(side && res && side.bottom <= res.top + 1);
+    }),
+  };
+  await shot("07-tablet-search.png");
+
+  // 9. keyboard: Tab from the top reaches the skip link, then the search box is reachable
+  step = "keyboard";
+  await page.setViewportSize({ width: 1366, height: 900 });
+  await page.goto(`${args.base}#/search`);
+  await page.getByRole("search").waitFor();
+  await page.keyboard.press("Tab");
+  const first = await page.evaluate(() => document.activeElement?.textContent?.trim());
+  let reached = false;
+  for (let i = 0; i < 8 && !reached; i++) {
+    await page.keyboard.press("Tab");
+    reached = await page.evaluate(() => document.activeElement?.getAttribute("type") === "search");
+  }
+  report.steps.keyboard = { firstTabStop: first, reachedSearchBox: reached };
+
+  // 10. sign out: back to the login form, token gone
+  step = "sign-out";
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByLabel("API token").waitFor();
+  report.steps.signOut = { tokenCleared: await page.evaluate(() => sessionStorage.getItem("medsearch.token") === null) };
+
+  report.ok = true;
+} catch (e) {
+  report.ok = false;
+  report.step = step;
+  report.error = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  try {
+    await shot("failure.png", { fullPage: true });
+  } catch {
+    /* the page may be gone */
+  }
+} finally {
+  await browser.close();
+}
+process.stdout.write(`${JSON.stringify(report)}\n`);
+process.exit(report.ok ? 0 : 1);
