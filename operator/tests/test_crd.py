@@ -148,3 +148,11 @@ def test_structural_schema_translates_json_schema_constructs() -> None:
 def test_structural_schema_refuses_what_it_cannot_express(js: dict[str, Any], message: str) -> None:
     with pytest.raises(crd.SchemaConversionError, match=message.replace("[", r"\[")):
         crd.structural_schema(js)
+
+
+def test_docs_describe_every_spec_field() -> None:
+    doc = (OPERATOR.parent / "docs" / "operator.md").read_text()
+    missing = [path for path, node in _walk(_schema()["properties"]["spec"])
+               if path and "properties" not in node and not path.endswith(("[]", ".*"))
+               and f"`{path[1:]}`" not in doc]
+    assert not missing, f"docs/operator.md does not describe {missing}"
