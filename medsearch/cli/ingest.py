@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,9 @@ def register(app: typer.Typer) -> None:
         from medsearch.producer import DicomFile, Publisher, PublishError, Rejected, ReportItem, classify, iter_files
         from medsearch.store import StoreError
 
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            # kafka-python logs every failed connection attempt; our own error says what to do.
+            logging.getLogger("kafka").setLevel(logging.CRITICAL)
         settings = ServiceSettings()
         index_name = index or settings.index
         try:
