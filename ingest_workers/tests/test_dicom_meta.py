@@ -72,3 +72,39 @@ def test_long_values_are_truncated_to_the_column() -> None:
 )
 def test_parse_date(raw: str | None, want: int) -> None:
     assert parse_date(raw) == want
+
+
+# One test file per transfer syntax (pydicom + pydicom-data), decoded as the worker decodes them.
+TRANSFER_SYNTAX_SAMPLES = {
+    "1.2.840.10008.1.2": "MR_small_implicit.dcm",
+    "1.2.840.10008.1.2.1": "CT_small.dcm",
+    "1.2.840.10008.1.2.1.99": "image_dfl.dcm",
+    "1.2.840.10008.1.2.2": "MR_small_bigendian.dcm",
+    "1.2.840.10008.1.2.4.50": "SC_jpeg_no_color_transform.dcm",
+    "1.2.840.10008.1.2.4.51": "JPGExtended.dcm",
+    "1.2.840.10008.1.2.4.70": "SC_rgb_jpeg_gdcm.dcm",
+    "1.2.840.10008.1.2.4.80": "MR_small_jpeg_ls_lossless.dcm",
+    "1.2.840.10008.1.2.4.81": "JPEGLSNearLossless_08.dcm",
+    "1.2.840.10008.1.2.4.90": "RG1_J2KR.dcm",
+    "1.2.840.10008.1.2.4.91": "JPEG2000.dcm",
+    "1.2.840.10008.1.2.5": "MR_small_RLE.dcm",
+}
+
+
+@pytest.mark.parametrize(("syntax", "name"), sorted(TRANSFER_SYNTAX_SAMPLES.items()))
+def test_every_transfer_syntax_decodes_and_yields_metadata(syntax: str, name: str) -> None:
+    from pathlib import Path
+
+    import numpy as np
+
+    from medsearch.imaging import decode_dicom, preprocess
+
+    path = get_testdata_file(name)
+    assert path is not None, name
+    decoded = decode_dicom(Path(path).read_bytes(), source=name)
+    meta = extract_metadata(decoded.dataset)
+    assert meta["transfer_syntax"] == syntax
+    assert meta["sop_instance_uid"] and meta["rows"] > 0
+    assert float(decoded.image.max()) > float(decoded.image.min())
+    assert preprocess(decoded.image, 64).shape == (3, 64, 64)
+    assert np.isfinite(decoded.image).all()
