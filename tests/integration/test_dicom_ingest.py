@@ -29,7 +29,7 @@ from pydicom.uid import generate_uid
 from typer.testing import CliRunner
 
 from medsearch import store
-from medsearch.contracts.messages import DeadLetter
+from medsearch.contracts.messages import DeadLetter, Report
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 from medsearch.localstack import procs
@@ -188,6 +188,21 @@ class Env:
         consumer.close()
         return out
 
+    def reports(self, expect: int, timeout: float = 20.0) -> list[tuple[bytes | None, Report]]:
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(
+            names_for(self.index).reports_topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
+            group_id=None,
+        )  # fmt: skip
+        out: list[tuple[bytes | None, Report]] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < expect and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                out.extend((r.key, Report.from_bytes(r.value)) for r in records)
+        consumer.close()
+        return out
+
     def ingest(self, *paths: Path) -> dict[str, Any]:
         from medsearch.cli import app
 
@@ -260,13 +275,21 @@ def test_folder_ingest_indexes_images_once_and_dead_letters_the_rest(env: Env, t
     (folder / TRUNCATED[0]).write_bytes(ct[: len(ct) - 4000])
     for name, data in NOT_DICOM.items():
         (folder / name).write_bytes(data)
+    (folder / "R100.txt").write_text("FINDINGS: No focal consolidation.\n")
+    (folder / "more.jsonl").write_text(
+        json.dumps({"report_id": "R101", "text": "Small right effusion.", "study_uid": "1.2.3.4"}) + "\n"
+    )
     expected_uids = {str(pydicom.dcmread(_testfile(n), stop_before_pixels=True).SOPInstanceUID) for n in IMAGES}
     # The MR_small variants share one SOPInstanceUID (same image, other transfer syntaxes): one row for them.
     assert len(expected_uids) < len(IMAGES)
 
     summary = env.ingest(folder)
     n_dicom = len(IMAGES) + len(BROKEN) + 1
-    assert summary["published"] == n_dicom
+    assert summary["by_kind"]["dicom:published"] == n_dicom
+    assert summary["by_kind"]["report:published"] == 2
+    reports = {r.report_id: (key, r) for key, r in env.reports(2)}
+    assert reports["R100"][1].text == "FINDINGS: No focal consolidation.\n" and reports["R100"][0] == b"R100"
+    assert reports["R101"][1].study_uid == "1.2.3.4" and reports["R101"][0] == b"1.2.3.4"
     assert sorted(r["file"].rsplit("/", 1)[-1] for r in summary["rejections"]) == sorted(NOT_DICOM)
 
     metrics_port = procs.free_port()
@@ -319,7 +342,7 @@ def test_folder_ingest_indexes_images_once_and_dead_letters_the_rest(env: Env, t
 
     # The same folder again: nothing new is published, nothing new is indexed or dead-lettered.
     again = env.ingest(folder)
-    assert again["published"] == 0 and again["duplicate"] == n_dicom
+    assert again["published"] == 0 and again["duplicate"] == n_dicom + 2
     time.sleep(2)
     assert env.count() == len(expected_uids)
     assert len(env.dead_letters(n_dead + 1, timeout=3)) == n_dead
