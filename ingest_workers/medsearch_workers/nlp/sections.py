@@ -62,7 +62,7 @@ _HEADER = re.compile(
     re.IGNORECASE,
 )
 # An upper-case header alone on its line, without a colon ("FINDINGS\n").
-_BARE_HEADER = re.compile(rf"(?:(?<=^)|(?<=\n))[ \t]*(?P<name>{_alt})[ \t]*(?=\n)")
+_BARE_HEADER = re.compile(rf"(?:(?<=^)|(?<=\n))[ \t]*(?P<name>{_alt})[ \t]*(?=\n)", re.IGNORECASE)
 
 
 def split_sections(text: str) -> list[Section]:

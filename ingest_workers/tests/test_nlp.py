@@ -1,0 +1,239 @@
+"""Report NLP library: sections, sentences, lexicon NER, ConText assertion status, roll-up, data files.
+
+These run the real lexicon backend and medspaCy ConText (no network). ICD linking uses the lexical linker
+here; the MiniLM ranking is covered in test_nlp_linking.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from medsearch_workers.nlp import Analyzer, split_sections, split_sentences
+from medsearch_workers.nlp.assertion import ContextRulesError, load_rule_dicts, pipeline
+from medsearch_workers.nlp.lexicon import (
+    LexiconError,
+    default_concepts,
+    finding_for_code,
+    icd_index_terms,
+    is_billable,
+    load_concepts,
+)
+from medsearch_workers.nlp.linking import LexicalOnlyLinker
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Analyzer:
+    return Analyzer(linker=LexicalOnlyLinker())
+
+
+def status(analyzer: Analyzer, text: str) -> dict[str, str]:
+    """concept/name -> assertion of each entity (conditions only)."""
+    res = analyzer.analyze(text)
+    return {e.concept or e.name: e.assertion for e in res.entities if e.category == "MEDICAL_CONDITION"}
+
+
+# ------------------------------------------------------------------------------------ sections, sentences
+
+
+def test_sections_labeled_and_unlabeled() -> None:
+    text = (
+        "EXAMINATION: CHEST (PA AND LAT)\nINDICATION: Cough.\nCOMPARISON: None.\nTECHNIQUE: PA and lateral.\n"
+        "FINDINGS: Heart size is normal.\nIMPRESSION:\n1. No acute process."
+    )
+    secs = split_sections(text)
+    assert [s.name for s in secs] == ["EXAMINATION", "INDICATION", "COMPARISON", "TECHNIQUE", "FINDINGS", "IMPRESSION"]
+    assert text[secs[4].start : secs[4].end] == "Heart size is normal."
+    assert text[secs[5].start : secs[5].end] == "1. No acute process."
+    plain = split_sections("Heart size normal. Lungs clear.")
+    assert [(s.name, s.start) for s in plain] == [("BODY", 0)]
+    inline = split_sections("History: fever. Findings: small effusion. Impression: effusion.")
+    assert [s.name for s in inline] == ["INDICATION", "FINDINGS", "IMPRESSION"]
+    bare = split_sections("FINDINGS\nLungs are clear.\n\nIMPRESSION\nNormal chest.")
+    assert [s.name for s in bare] == ["FINDINGS", "IMPRESSION"]
+
+
+def test_sentences_keep_numbers_abbreviations_and_list_markers() -> None:
+    text = "Nodule measures 1.5 cm. Seen by Dr. Smith vs. prior.\n1. Cardiomegaly.\n2. No effusion; small PTX"
+    got = [text[a:b] for a, b in split_sentences(text)]
+    assert got == [
+        "Nodule measures 1.5 cm.",
+        "Seen by Dr. Smith vs. prior.",
+        "1. Cardiomegaly.",
+        "2. No effusion;",
+        "small PTX",
+    ]
+
+
+# ------------------------------------------------------------------------------------------ assertion
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("No pleural effusion or pneumothorax.", {"pleural_effusion": "absent", "pneumothorax": "absent"}),
+        ("There is no focal consolidation, effusion, or pneumothorax.",
+         {"consolidation": "absent", "pleural_effusion": "absent", "pneumothorax": "absent"}),
+        ("Without pneumothorax.", {"pneumothorax": "absent"}),
+        ("Negative for cardiomegaly.", {"cardiomegaly": "absent"}),
+        ("Lungs are free of consolidation.", {"consolidation": "absent"}),
+        ("Interval resolution of the left effusion.", {"pleural_effusion": "absent"}),
+        ("The right pneumothorax has resolved.", {"pneumothorax": "absent"}),
+        ("Pneumothorax is not seen.", {"pneumothorax": "absent"}),
+        ("No change in the small left effusion.", {"pleural_effusion": "present"}),
+        ("Not only is there cardiomegaly but also edema.", {"cardiomegaly": "present", "pulmonary_edema": "present"}),
+        ("No pneumothorax, but there is a small right effusion.",
+         {"pneumothorax": "absent", "pleural_effusion": "present"}),
+        ("Possible early pneumonia.", {"pneumonia": "uncertain"}),
+        ("Pneumonia cannot be excluded.", {"pneumonia": "uncertain"}),
+        ("Cannot exclude a small pneumothorax.", {"pneumothorax": "uncertain"}),
+        ("Findings may represent atelectasis.", {"atelectasis": "uncertain"}),
+        ("Opacity suggestive of pneumonia.", {"lung_opacity": "present", "pneumonia": "uncertain"}),
+        ("Questionable small nodule.", {"lung_nodule": "uncertain"}),
+        ("Atelectasis versus pneumonia.", {"atelectasis": "uncertain", "pneumonia": "uncertain"}),
+        ("Evaluate for pneumothorax.", {"pneumothorax": "hypothetical"}),
+        ("Cough, r/o pneumonia.", {"cough": "present", "pneumonia": "hypothetical"}),
+        ("History of COPD.", {"copd": "historical"}),
+        ("Prior right pneumothorax.", {"pneumothorax": "historical"}),
+        ("Compared with the prior study, there is a new effusion.", {"pleural_effusion": "present"}),
+        ("Family history of lung cancer.", {"lung_cancer": "family"}),
+        ("Old healed left rib fractures.", {"rib_fracture": "present"}),
+        ("Stable small left effusion.", {"pleural_effusion": "present"}),
+    ],
+)  # fmt: skip
+def test_assertion_status(analyzer: Analyzer, text: str, expected: dict[str, str]) -> None:
+    assert status(analyzer, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "concept", "expected"),
+    [
+        ("The cardiac silhouette is enlarged.", "cardiomegaly", "present"),
+        ("Heart size is mildly enlarged.", "cardiomegaly", "present"),
+        ("Heart size is normal.", "cardiomegaly", "absent"),
+        ("The heart is not enlarged.", "cardiomegaly", "absent"),
+        ("Normal cardiomediastinal silhouette.", "cardiomegaly", "absent"),
+        ("The cardiomediastinal silhouette is within normal limits.", "cardiomegaly", "absent"),
+        ("Heart size is borderline.", "cardiomegaly", "uncertain"),
+        ("Lungs are clear.", "consolidation", "absent"),
+        ("No focal consolidation.", "consolidation", "absent"),
+        ("Costophrenic angles are sharp.", "pleural_effusion", "absent"),
+        ("Mild pulmonary vascular congestion.", "pulmonary_edema", "present"),
+        ("Hyperexpanded lungs.", "emphysema", "present"),
+        ("Degenerative changes of the thoracic spine.", "degenerative_spine", "present"),
+        ("Calcified granuloma.", "granuloma", "present"),
+        ("Atherosclerotic aorta.", "aortic_atherosclerosis", "present"),
+        ("Tortuous aorta.", "tortuous_aorta", "present"),
+        ("Compression deformity of T12.", "vertebral_fracture", "present"),
+        ("Biapical pleural thickening.", "pleural_thickening", "present"),
+        ("Small hiatal hernia.", "hiatal_hernia", "present"),
+        ("Mild dextroscoliosis.", "scoliosis", "present"),
+        ("Exaggerated thoracic kyphosis.", "kyphosis", "present"),
+        ("Pericardial effusion is not excluded.", "pericardial_effusion", "uncertain"),
+    ],
+)  # fmt: skip
+def test_radiology_phrasing(analyzer: Analyzer, text: str, concept: str, expected: str) -> None:
+    assert status(analyzer, text).get(concept) == expected
+
+
+def test_pericardial_effusion_is_not_a_pleural_effusion(analyzer: Analyzer) -> None:
+    assert status(analyzer, "Small pericardial effusion.") == {"pericardial_effusion": "present"}
+
+
+# -------------------------------------------------------------------------------------------- roll-up
+
+
+def test_report_rollup(analyzer: Analyzer) -> None:
+    text = (
+        "INDICATION: Cough and fever, evaluate for pneumonia. History of COPD.\n"
+        "COMPARISON: Chest radiograph with right pleural effusion.\n"
+        "FINDINGS: The cardiac silhouette is enlarged. Small left pleural effusion. No pneumothorax. "
+        "Possible left basilar atelectasis. Heart size stable. Old healed left rib fractures.\n"
+        "IMPRESSION: Cardiomegaly with small left effusion. No pneumonia."
+    )
+    res = analyzer.analyze(text)
+    assert set(res.sections) == {"INDICATION", "COMPARISON", "FINDINGS", "IMPRESSION"}
+    assert res.icd10_positive == ["I51.7", "J90", "S22.42XA"]  # laterality + multiplicity of rib fractures
+    assert sorted(res.icd10_negative) == ["J18.9", "J93.9"]
+    assert res.icd10_uncertain == ["J98.11"]
+    # nothing from INDICATION or COMPARISON is a finding; symptoms are kept as facets
+    assert "J44.9" not in res.icd10_positive + res.icd10_negative + res.icd10_uncertain
+    assert sorted(res.positive_symptoms) == ["cough", "fever"]
+    assert "cardiomegaly" in res.positive_signs and "pleural effusion" in res.positive_signs
+    assert "pneumothorax" in res.negative_diagnoses and "pneumonia" in res.negative_diagnoses
+    assert "rib fracture" in res.positive_diagnoses
+    ent = next(e for e in res.entities if e.concept == "pneumothorax")
+    assert ent.section == "FINDINGS" and text[ent.start : ent.end] == ent.text
+    d = ent.to_dict()
+    assert set(d) >= {"text", "start", "end", "category", "type", "score", "section", "traits", "icd10"}
+    assert {"name": "NEGATION", "score": 1.0} in d["traits"]
+    assert d["icd10"][0]["code"] == "J93.9"
+
+
+def test_positive_wins_over_negative_and_indication_option() -> None:
+    text = "INDICATION: Pneumonia.\nFINDINGS: No effusion. Small right effusion on the lateral view."
+    res = Analyzer(linker=LexicalOnlyLinker()).analyze(text)
+    assert res.icd10_positive == ["J90"] and res.icd10_negative == []
+    with_indication = Analyzer(linker=LexicalOnlyLinker(), indication_positive=True).analyze(text)
+    assert with_indication.icd10_positive == ["J18.9", "J90"]
+
+
+def test_empty_and_findingless_text(analyzer: Analyzer) -> None:
+    for text in ("", "   ", "PA and lateral views of the chest were obtained."):
+        res = analyzer.analyze(text)
+        assert res.icd10_positive == res.icd10_negative == res.icd10_uncertain == []
+
+
+def test_batch_equals_single(analyzer: Analyzer) -> None:
+    texts = ["No effusion.", "Mild cardiomegaly.", "Possible pneumonia."]
+    batch = [r.to_dict() for r in analyzer.analyze_many(texts)]
+    single = [analyzer.analyze(t).to_dict() for t in texts]
+    assert batch == single
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def test_lexicon_codes_are_billable_icd10cm_leaves() -> None:
+    bad = [
+        (c.id, code)
+        for c in default_concepts()
+        for code in [c.code, *c.codes.values()]
+        if code and not is_billable(code)
+    ]
+    assert bad == []
+    assert finding_for_code("S22.42XA") == "fracture"
+    assert finding_for_code("J90") == "pleural_effusion"
+    assert finding_for_code("J18.1") == "pneumonia"  # by its category, J18
+
+
+def test_icd_index_terms_are_specific_phrases() -> None:
+    terms = icd_index_terms()
+    assert terms["atelectasis"] == "J98.11"
+    assert terms["pleural effusion"] == "J90"
+    for generic in ("lateral", "other", "disease", "presence of"):
+        assert generic not in terms
+
+
+def test_lexicon_file_errors_name_the_concept(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "lex.yaml"
+    bad.write_text("concepts:\n  - id: x\n    patterns: ['(unclosed']\n")
+    with pytest.raises(LexiconError, match=r"concept 'x'.*invalid regular expression"):
+        load_concepts(bad)
+    bad.write_text("concepts:\n  - id: x\n    patterns: []\n")
+    with pytest.raises(LexiconError, match="'patterns' is empty"):
+        load_concepts(bad)
+
+
+def test_context_rules_file_is_validated(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    rules = load_rule_dicts()
+    assert {r["category"] for r in rules} >= {"NEGATED_EXISTENCE", "POSSIBLE_EXISTENCE", "HYPOTHETICAL",
+                                              "HISTORICAL", "FAMILY", "PSEUDO", "TERMINATE"}  # fmt: skip
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("context_rules:\n  - {literal: x, category: NEGATED_EXISTENCE, pattern: [{LOWER: {IN: [no]}}]}\n")
+    with pytest.raises(ContextRulesError, match="not a string"):
+        load_rule_dicts(bad)
+    bad.write_text("context_rules:\n  - {literal: x, category: MAYBE}\n")
+    with pytest.raises(ContextRulesError, match="unknown category"):
+        load_rule_dicts(bad)
+    nlp, context = pipeline()
+    assert len(context.rules) == len(rules)

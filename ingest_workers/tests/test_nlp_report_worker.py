@@ -1,0 +1,126 @@
+"""The report worker's batch handler with the real analyzer, a fake embedder and an in-memory writer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from medsearch import store
+from medsearch.contracts.collections import MAX_TEXT_CHARS, REPORT_FIELDS, REPORT_SPARSE
+from medsearch.contracts.messages import Report
+from medsearch_workers.consumer import Incoming, TransientError
+from medsearch_workers.nlp import Analyzer
+from medsearch_workers.nlp.linking import LexicalOnlyLinker
+from medsearch_workers.report_worker import InvalidReportText, ReportBatchHandler, check_text
+
+INDEX = "unit-idx"
+
+
+class MemoryWriter:
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.calls = 0
+
+    def upsert(self, rows: list[dict[str, Any]]) -> None:
+        self.calls += 1
+        for r in rows:
+            self.rows[r["report_id"]] = r
+
+
+def fake_embed(texts: list[str]) -> np.ndarray:
+    out = np.zeros((len(texts), 384), dtype=np.float32)
+    for i, t in enumerate(texts):
+        out[i, len(t) % 384] = 1.0
+    return out
+
+
+def msg(offset: int, **fields: Any) -> Incoming:
+    raw = Report(index=INDEX, **fields).to_bytes()
+    return Incoming(raw=raw, key=None, topic=f"{INDEX}.reports", partition=0, offset=offset)
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Analyzer:
+    return Analyzer(linker=LexicalOnlyLinker())
+
+
+def make_handler(analyzer: Analyzer, writer: MemoryWriter, **kw: Any) -> ReportBatchHandler:
+    return ReportBatchHandler(index=INDEX, analyzer=analyzer, embed=fake_embed, writer=writer, **kw)
+
+
+def test_rows_have_exactly_the_report_fields(analyzer: Analyzer) -> None:
+    writer = MemoryWriter()
+    handler = make_handler(analyzer, writer)
+    text = "INDICATION: Cough.\nFINDINGS: Small left pleural effusion. No pneumothorax.\nIMPRESSION: Effusion."
+    failures = handler([msg(0, report_id="r1", study_uid="1.2.3", text=text)])
+    assert failures == []
+    row = writer.rows["r1"]
+    assert tuple(row) == tuple(f.name for f in REPORT_FIELDS if f.name != REPORT_SPARSE)
+    assert row["icd10_positive"] == ["J90"] and row["icd10_negative"] == ["J93.9"]
+    assert row["findings"] == "Small left pleural effusion. No pneumothorax."
+    assert row["impression"] == "Effusion." and row["indication"] == "Cough."
+    assert row["study_uid"] == "1.2.3" and row["text"] == text
+    assert len(row["text_vector"]) == 384
+    json.dumps(row["entities"])  # JSON-able
+    assert row["positive_symptoms"] == ["cough"] and row["nlp_backend"] == "lexicon"
+
+
+def test_bad_reports_are_dead_lettered_and_good_ones_written(analyzer: Analyzer) -> None:
+    writer = MemoryWriter()
+    handler = make_handler(analyzer, writer)
+    batch = [
+        msg(0, report_id="ok", text="Mild cardiomegaly."),
+        msg(1, report_id="empty", text="   \n "),
+        msg(2, report_id="big", text="No effusion. " * (MAX_TEXT_CHARS // 10)),
+        msg(3, report_id="bin", text="\x00\x01\x02garbage"),
+        Incoming(raw=b"not json", key=None, topic="t", partition=0, offset=4),
+        Incoming(raw=json.dumps({"index": "other", "report_id": "x", "text": "t"}).encode(), key=None, topic="t",
+                 partition=0, offset=5),  # fmt: skip
+    ]
+    failures = handler(batch)
+    assert sorted(writer.rows) == ["ok"]
+    got = {f.message.offset: (f.stage, f.error) for f in failures}
+    assert got[1][0] == "decode" and "empty" in got[1][1]
+    assert got[2][0] == "decode" and "oversized" in got[2][1]
+    assert got[3][0] == "decode" and "binary" in got[3][1]
+    assert got[4][0] == "decode_message" and got[5][0] == "decode_message"
+    assert "No effusion" not in " ".join(e for _, e in got.values())  # report text never in errors
+
+
+def test_duplicate_ids_in_a_batch_keep_the_last(analyzer: Analyzer) -> None:
+    writer = MemoryWriter()
+    handler = make_handler(analyzer, writer)
+    assert handler([msg(0, report_id="r", text="No effusion."), msg(1, report_id="r", text="Small effusion.")]) == []
+    assert writer.calls == 1 and writer.rows["r"]["icd10_positive"] == ["J90"]
+
+
+def test_reports_by_uri(analyzer: Analyzer, tmp_path: Any) -> None:
+    url = f"file://{tmp_path}"
+    store.put_bytes(store.join(url, "r.txt"), b"Small right pneumothorax.")
+    writer = MemoryWriter()
+    handler = make_handler(analyzer, writer)
+    failures = handler(
+        [msg(0, report_id="a", uri=store.join(url, "r.txt")), msg(1, report_id="b", uri=store.join(url, "nope.txt"))]
+    )
+    assert writer.rows["a"]["icd10_positive"] == ["J93.9"]
+    assert [(f.message.offset, f.stage) for f in failures] == [(1, "fetch")]
+
+
+def test_embedding_failure_is_transient(analyzer: Analyzer) -> None:
+    def broken(texts: list[str]) -> np.ndarray:
+        raise RuntimeError("out of memory")
+
+    handler = ReportBatchHandler(index=INDEX, analyzer=analyzer, embed=broken, writer=MemoryWriter())
+    with pytest.raises(TransientError):
+        handler([msg(0, report_id="r", text="No effusion.")])
+
+
+def test_check_text() -> None:
+    assert check_text(b"Normal chest.") == "Normal chest."
+    for bad, reason in [(b"\xff\xfe\x00x", "binary"), (b"\xc3\x28", "UTF-8"), ("", "empty"),
+                        ("\x01\x02\x03\x04 text", "control"), ("x" * (MAX_TEXT_CHARS + 1), "oversized")]:  # fmt: skip
+        with pytest.raises(InvalidReportText, match=reason):
+            check_text(bad)
