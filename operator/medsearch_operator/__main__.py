@@ -14,7 +14,8 @@ def main() -> None:
     settings = OperatorSettings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     namespaces = [settings.operator_namespace] if settings.operator_namespace else []
-    liveness = f"http://0.0.0.0:{settings.operator_health_port}/healthz" if settings.operator_health_port else None
+    liveness = (f"http://{settings.operator_health_host}:{settings.operator_health_port}/healthz"
+                if settings.operator_health_port else None)
     logging.getLogger(__name__).info("watching %s", namespaces or "all namespaces")
     del handlers
     kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=liveness)

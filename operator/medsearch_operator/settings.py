@@ -37,6 +37,9 @@ class OperatorSettings(ServiceSettings):
         default=10.0, gt=0, description="Timeout of Kafka/Milvus admin calls."
     )
     operator_field_manager: str = Field(default="medsearch-operator", description="Server-side apply field manager.")
+    operator_health_host: str = Field(
+        default="0.0.0.0", description="Address of the liveness endpoint (all interfaces: kubelet probes it)."
+    )
     operator_health_port: int = Field(
         default=8080, ge=0, le=65535, description="Port of the liveness endpoint /healthz (0: off)."
     )
