@@ -55,6 +55,7 @@ page.on("requestfailed", (r) => {
 
 async function shot(name, opts = {}) {
   const file = path.join(args.out, name);
+  if (opts.fullPage) await page.evaluate(() => window.scrollTo(0, 0)); // keep the sticky header at the top
   await page.screenshot({ path: file, fullPage: opts.fullPage ?? false });
   report.screenshots.push(file);
 }
@@ -240,6 +241,7 @@ try {
   step = "keyboard";
   await page.setViewportSize({ width: 1366, height: 900 });
   await page.goto(`${args.base}#/search`);
+  await page.reload(); // a fresh document: focus starts at the top
   await page.getByRole("search").waitFor();
   await page.keyboard.press("Tab");
   const first = await page.evaluate(() => document.activeElement?.textContent?.trim());

@@ -55,8 +55,8 @@ export function App() {
   }, []);
   useEffect(() => {
     const titles: Record<Route["name"], string> = { search: "Search", image: "Image", upload: "Search by image", notFound: "Not found" };
-    document.title = `${titles[route.name]} · medsearch`;
-  }, [route.name]);
+    document.title = `${token ? titles[route.name] : "Sign in"} · medsearch`;
+  }, [route.name, token]);
 
   const signIn = useCallback(async (t: string) => {
     try {
