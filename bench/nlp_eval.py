@@ -140,6 +140,34 @@ def score(rows: list[dict[str, Any]], preds: dict[str, dict[str, Any]], errors: 
     return result
 
 
+def calibrate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Similarity of gold mention texts to their gold code (MiniLM vs the chest code table), and of phrases that
+    name no condition to their best code: the evidence behind ``LINK_THRESHOLD`` / ``ASSIGN_THRESHOLD``."""
+    import numpy as np
+
+    from medsearch_workers.nlp.linking import IcdLinker
+
+    linker = IcdLinker()
+    codes, matrix = linker._table()
+    index = {c: i for i, c in enumerate(codes)}
+    pairs = sorted({(g["mention"].lower(), g["code"]) for r in rows for g in r["gold"] if g.get("mention")})
+    pairs = [(m, c) for m, c in pairs if c in index]
+    sims = linker._vectors([m for m, _ in pairs]) @ matrix.T
+    correct = np.array([sims[i, index[c]] for i, (_, c) in enumerate(pairs)])
+    ranks = [int((sims[i] > sims[i, index[c]]).sum()) for i, (_, c) in enumerate(pairs)]
+    unrelated = ["the patient enjoys gardening", "pa and lateral views", "comparison was made", "portable technique",
+                 "tip projects over the svc", "the patient is status post", "patient", "left"]  # fmt: skip
+    best_unrelated = (linker._vectors(unrelated) @ matrix.T).max(axis=1)
+    return {
+        "mentions": len(pairs),
+        "gold_code_similarity_percentiles": dict(zip(("p10", "p25", "p50", "p75"),
+            [round(float(x), 3) for x in np.percentile(correct, [10, 25, 50, 75])], strict=True)),  # fmt: skip
+        "embedding_only_top1": round(float(np.mean([r == 0 for r in ranks])), 3),
+        "embedding_only_top5": round(float(np.mean([r < 5 for r in ranks])), 3),
+        "unrelated_best_similarity_max": round(float(best_unrelated.max()), 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -148,8 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--predictions", type=Path, default=None, help="JSONL from `medsearch nlp analyze`")
     ap.add_argument("--no-link", action="store_true", help="lexical codes only (no MiniLM ranking)")
     ap.add_argument("--errors", type=int, default=0, help="list up to N report-level finding mistakes")
+    ap.add_argument("--calibrate", action="store_true", help="print the linking-threshold evidence and exit")
     args = ap.parse_args(argv)
     rows = load(args.data)
+    if args.calibrate:
+        json.dump(calibrate(rows), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
     t0 = time.perf_counter()
     if args.predictions:
         preds = {p["id"]: p for p in load(args.predictions)}
