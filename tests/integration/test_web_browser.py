@@ -124,11 +124,12 @@ def report_rows(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def image_rows(files: list[Path], *, store_url: str, index: str, model_url: str) -> list[dict[str, Any]]:
     """The DICOM worker's steps: decode, metadata, thumbnail into the object store, preprocess, embed."""
+    from medsearch_workers.dicom_meta import extract_metadata
+    from medsearch_workers.dicom_worker import thumbnail_url
+
     from medsearch import store
     from medsearch.embedding_client import EmbeddingClient
     from medsearch.imaging import decode_dicom, preprocess, thumbnail_png
-    from medsearch_workers.dicom_meta import extract_metadata
-    from medsearch_workers.dicom_worker import thumbnail_url
 
     rows, tensors = [], []
     for path in files:
