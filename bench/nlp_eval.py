@@ -144,7 +144,6 @@ def calibrate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Similarity of gold mention texts to their gold code (MiniLM vs the chest code table), and of phrases that
     name no condition to their best code: the evidence behind ``LINK_THRESHOLD`` / ``ASSIGN_THRESHOLD``."""
     import numpy as np
-
     from medsearch_workers.nlp.linking import IcdLinker
 
     linker = IcdLinker()
@@ -161,7 +160,7 @@ def calibrate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "mentions": len(pairs),
         "gold_code_similarity_percentiles": dict(zip(("p10", "p25", "p50", "p75"),
-            [round(float(x), 3) for x in np.percentile(correct, [10, 25, 50, 75])], strict=True)),  # fmt: skip
+            [round(float(x), 3) for x in np.percentile(correct, [10, 25, 50, 75])], strict=True)),
         "embedding_only_top1": round(float(np.mean([r == 0 for r in ranks])), 3),
         "embedding_only_top5": round(float(np.mean([r < 5 for r in ranks])), 3),
         "unrelated_best_similarity_max": round(float(best_unrelated.max()), 3),

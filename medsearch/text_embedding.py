@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 TEXT_MODEL_NAME = "all-MiniLM-L6-v2"
 TEXT_EMBEDDING_DIM = 384
@@ -62,7 +63,7 @@ def _load() -> Any:
 _encode_lock = threading.Lock()
 
 
-def embed_texts(texts: list[str], *, batch_size: int = 32) -> np.ndarray:
+def embed_texts(texts: list[str], *, batch_size: int = 32) -> NDArray[Any]:
     """Embed ``texts`` → float32 ``[N, 384]``, L2-normalised. An empty list gives ``[0, 384]``."""
     if not texts:
         return np.zeros((0, TEXT_EMBEDDING_DIM), dtype=np.float32)

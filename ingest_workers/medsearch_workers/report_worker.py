@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
+from numpy.typing import NDArray
 
 from medsearch import store
 from medsearch.contracts.collections import (
@@ -88,7 +88,7 @@ class TextAnalyzer(Protocol):
     def analyze_many(self, texts: list[str]) -> list[Any]: ...
 
 
-EmbedTexts = Callable[[list[str]], np.ndarray]
+EmbedTexts = Callable[[list[str]], NDArray[Any]]
 
 
 def _terms(values: Sequence[str]) -> list[str]:
@@ -113,7 +113,7 @@ def embedding_text(analysis: Any, text: str) -> str:
 
 
 def build_row(
-    report: Report, text: str, analysis: Any, vector: np.ndarray, *, backend_name: str, now_ms: int
+    report: Report, text: str, analysis: Any, vector: NDArray[Any], *, backend_name: str, now_ms: int
 ) -> dict[str, Any]:
     """One ``<index>_reports`` row with exactly :data:`ROW_FIELDS`."""
     sections = analysis.sections

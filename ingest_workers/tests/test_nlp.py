@@ -7,7 +7,6 @@ here; the MiniLM ranking is covered in test_nlp_linking.py.
 from __future__ import annotations
 
 import pytest
-
 from medsearch_workers.nlp import Analyzer, split_sections, split_sentences
 from medsearch_workers.nlp.assertion import ContextRulesError, load_rule_dicts, pipeline
 from medsearch_workers.nlp.lexicon import (
@@ -235,5 +234,5 @@ def test_context_rules_file_is_validated(tmp_path) -> None:  # type: ignore[no-u
     bad.write_text("context_rules:\n  - {literal: x, category: MAYBE}\n")
     with pytest.raises(ContextRulesError, match="unknown category"):
         load_rule_dicts(bad)
-    nlp, context = pipeline()
+    _nlp, context = pipeline()
     assert len(context.rules) == len(rules)

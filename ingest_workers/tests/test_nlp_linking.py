@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from medsearch_workers.nlp.linking import LEXICAL_SCORE, LINK_THRESHOLD, IcdLinker
 
 pytest.importorskip("sentence_transformers")

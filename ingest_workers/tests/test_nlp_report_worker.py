@@ -7,14 +7,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from medsearch import store
-from medsearch.contracts.collections import MAX_TEXT_CHARS, REPORT_FIELDS, REPORT_SPARSE
-from medsearch.contracts.messages import Report
 from medsearch_workers.consumer import Incoming, TransientError
 from medsearch_workers.nlp import Analyzer
 from medsearch_workers.nlp.linking import LexicalOnlyLinker
 from medsearch_workers.report_worker import InvalidReportText, ReportBatchHandler, check_text
+
+from medsearch import store
+from medsearch.contracts.collections import MAX_TEXT_CHARS, REPORT_FIELDS, REPORT_SPARSE
+from medsearch.contracts.messages import Report
 
 INDEX = "unit-idx"
 
@@ -78,7 +78,7 @@ def test_bad_reports_are_dead_lettered_and_good_ones_written(analyzer: Analyzer)
         msg(3, report_id="bin", text="\x00\x01\x02garbage"),
         Incoming(raw=b"not json", key=None, topic="t", partition=0, offset=4),
         Incoming(raw=json.dumps({"index": "other", "report_id": "x", "text": "t"}).encode(), key=None, topic="t",
-                 partition=0, offset=5),  # fmt: skip
+                 partition=0, offset=5),
     ]
     failures = handler(batch)
     assert sorted(writer.rows) == ["ok"]

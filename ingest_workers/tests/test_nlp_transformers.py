@@ -104,7 +104,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 labels.append(-100)
                 continue
             lab = "O"
-            for s, e, t in spans:
+            for s, e, _t in spans:
                 if s <= a < e:
                     # which word of the phrase: count spaces before a within the span
                     idx = text[s:a].count(" ")

@@ -19,8 +19,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from medsearch_workers.nlp.lexicon import chest_codes, icd_description
 from medsearch_workers.nlp.types import IcdCandidate
@@ -36,7 +38,7 @@ LEXICAL_SCORE = 0.95
 # (lexicon concept or ICD-10-CM index term) always outranks them and is what the report roll-up uses.
 LINK_THRESHOLD = 0.5
 
-EmbedFn = Callable[[list[str]], np.ndarray]
+EmbedFn = Callable[[list[str]], NDArray[Any]]
 
 
 def cache_dir() -> Path:
@@ -47,7 +49,7 @@ def cache_dir() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "medsearch"
 
 
-def _default_embed(texts: list[str]) -> np.ndarray:
+def _default_embed(texts: list[str]) -> NDArray[Any]:
     from medsearch.text_embedding import embed_texts
 
     return embed_texts(texts, batch_size=64)
@@ -69,12 +71,12 @@ class IcdLinker:
         self._cache_dir = cache or cache_dir()
         self._codes: list[str] = []
         self._descs: list[str] = []
-        self._matrix: np.ndarray | None = None
+        self._matrix: NDArray[Any] | None = None
         self._lock = threading.Lock()
-        self._mention_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._mention_cache: OrderedDict[str, NDArray[Any]] = OrderedDict()
         self._max_cached = max_cached
 
-    def _table(self) -> tuple[list[str], np.ndarray]:
+    def _table(self) -> tuple[list[str], NDArray[Any]]:
         if self._matrix is not None:
             return self._codes, self._matrix
         with self._lock:
@@ -84,7 +86,7 @@ class IcdLinker:
                 descs = [d for _, d in table]
                 digest = hashlib.sha256("\n".join(f"{c}\t{d}" for c, d in table).encode()).hexdigest()[:16]
                 path = self._cache_dir / f"icd10cm-chest-minilm-{digest}.npy"
-                matrix: np.ndarray | None = None
+                matrix: NDArray[Any] | None = None
                 if path.exists():
                     try:
                         matrix = np.load(path)
@@ -106,7 +108,7 @@ class IcdLinker:
         assert self._matrix is not None
         return self._codes, self._matrix
 
-    def _vectors(self, queries: list[str]) -> np.ndarray:
+    def _vectors(self, queries: list[str]) -> NDArray[Any]:
         missing = [q for q in dict.fromkeys(queries) if q not in self._mention_cache]
         if missing:
             vecs = np.asarray(self._embed(missing), dtype=np.float32)

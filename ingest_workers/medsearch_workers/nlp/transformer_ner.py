@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from medsearch_workers.nlp.types import Mention
 
@@ -86,13 +87,13 @@ class TokenPrediction:
     score: float
 
 
-def merge_windows(windows: list[tuple[list[tuple[int, int]], np.ndarray]]) -> list[tuple[int, int, np.ndarray]]:
+def merge_windows(windows: list[tuple[list[tuple[int, int]], NDArray[Any]]]) -> list[tuple[int, int, NDArray[Any]]]:
     """Per token (by character span) the probabilities from the window where it is most central.
 
     ``windows``: for each window, the character offsets of its tokens (``(0, 0)`` for special tokens) and a
     ``[tokens, labels]`` probability array.
     """
-    best: dict[tuple[int, int], tuple[int, np.ndarray]] = {}
+    best: dict[tuple[int, int], tuple[int, NDArray[Any]]] = {}
     for offsets, probs in windows:
         content = [i for i, (a, b) in enumerate(offsets) if b > a]
         if not content:
@@ -221,7 +222,7 @@ class TransformerBackend:
             return_special_tokens_mask=True,
         )
         n = len(enc["input_ids"])
-        windows: list[tuple[list[tuple[int, int]], np.ndarray]] = []
+        windows: list[tuple[list[tuple[int, int]], NDArray[Any]]] = []
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
         with self._lock, torch.inference_mode():
             for i in range(0, n, self.batch_size):
