@@ -107,6 +107,7 @@ class DicomBatchHandler:
         rejected_errors: tuple[type[BaseException], ...] | None = None,
         times: StageTimes | None = None,
         on_indexed: Callable[[int], None] | None = None,
+        model_info: Callable[[], tuple[int, str]] | None = None,
     ) -> None:
         self.index = index
         self.spec = spec
@@ -124,6 +125,7 @@ class DicomBatchHandler:
         self.rejected_errors = rejected_errors
         self.times = times or StageTimes()
         self.on_indexed = on_indexed
+        self.model_info = model_info
 
     # ------------------------------------------------------------------------------------------- per message
 
@@ -193,6 +195,7 @@ class DicomBatchHandler:
         except self.unavailable_errors as err:
             raise TransientError(f"model server: {err}") from err
         except self.rejected_errors as err:
+            self._check_model_changed()
             if len(prepared) == 1:
                 return [], [Failure(prepared[0].message, "embed", f"model server rejected the input: {err}")]
             log.warning("model server rejected a batch of %d (%s); retrying one by one", len(prepared), err)
@@ -209,6 +212,27 @@ class DicomBatchHandler:
         for p, vec in zip(prepared, vectors, strict=True):
             p.row["embedding"] = vec.tolist()
         return prepared, []
+
+    def _check_model_changed(self) -> None:
+        """After a rejection: if the model server now expects another input size (redeployed), adopt it and retry
+        the batch (TransientError) instead of dead-lettering inputs that were only preprocessed for the old one."""
+        if self.model_info is None:
+            return
+        try:
+            size, version = self.model_info()
+        except Exception as err:
+            raise TransientError(f"model server metadata: {err}") from err
+        if size != self.input_size or (version and version != self.model_version):
+            log.warning(
+                "model server changed (input %d -> %d, version %r -> %r): retrying the batch",
+                self.input_size,
+                size,
+                self.model_version,
+                version,
+            )
+            self.input_size = size
+            self.model_version = version or self.model_version
+            raise TransientError("the model server's input size or version changed")
 
     def __call__(self, batch: list[Incoming]) -> list[Failure]:
         failures: list[Failure] = []
@@ -368,6 +392,11 @@ def _wait_for_model(client: Any, stop: threading.Event, ceiling: float) -> dict[
     return None
 
 
+def _model_info(client: Any, spec: MedicalSearchIndexSpec, fallback_version: str) -> tuple[int, str]:
+    size, version = model_input(dict(client.metadata()), spec.embedding.input_size)
+    return size, version or fallback_version
+
+
 def run(
     settings: Any | None = None,
     *,
@@ -418,6 +447,7 @@ def run(
         model_name=settings.model_name,
         model_version=version,
         times=times,
+        model_info=lambda: _model_info(client, spec, version),
     )
     try:
         run_consumer(

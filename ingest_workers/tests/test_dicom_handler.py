@@ -226,3 +226,26 @@ def test_milvus_writer_down_is_transient() -> None:
     writer = MilvusImageWriter(f"http://127.0.0.1:{free_port()}", "x_images", timeout=3)
     with pytest.raises(TransientError, match="Milvus"):
         writer.upsert([{"sop_instance_uid": "1"}])
+
+
+def test_a_redeployed_model_with_another_input_size_is_adopted_not_dead_lettered(root: str) -> None:
+    class SizeChecking(FakeEmbedder):
+        def __init__(self, size: int) -> None:
+            super().__init__()
+            self.size = size
+
+        def embed_tensors(self, batch: np.ndarray) -> np.ndarray:
+            if batch.shape[-1] != self.size:
+                self.calls.append(tuple(batch.shape))
+                raise Rejected(f"expected {self.size}x{self.size}")
+            return super().embed_tensors(batch)
+
+    emb, writer = SizeChecking(96), FakeWriter()
+    h = _handler(root, emb, writer)
+    h.model_info = lambda: (96, "2")
+    batch = [_publish(root, _data("CT_small.dcm"), 0)]
+    with pytest.raises(TransientError, match="changed"):
+        h(batch)
+    assert h.input_size == 96 and h.model_version == "2" and writer.rows == {}
+    assert h(batch) == [] and len(writer.rows) == 1
+    assert emb.calls[-1] == (1, 3, 96, 96)
