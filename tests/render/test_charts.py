@@ -257,9 +257,10 @@ def test_external_services_and_secrets(helm_bin: str, staged: dict[str, Path]) -
     assert data["MEDSEARCH_KAFKA_BOOTSTRAP"] == "kafka-0.kafka.data.svc:9093,kafka-1.kafka.data.svc:9093"
     assert data["MEDSEARCH_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert data["MEDSEARCH_OBJECT_STORE_URL"] == "s3://medsearch-objects/prod/objects"
-    assert data["AWS_ENDPOINT_URL_S3"] == "http://minio.minio.svc:9000"
     secret = one(objs, "Secret", "-secrets")["stringData"]
-    assert secret == {"AWS_ACCESS_KEY_ID": "medsearch", "AWS_SECRET_ACCESS_KEY": "change-me-please"}
+    assert secret == {"AWS_ACCESS_KEY_ID": "medsearch", "AWS_SECRET_ACCESS_KEY": "change-me-please",
+                      "AWS_ENDPOINT_URL_S3": "http://minio.minio.svc:9000", "AWS_REGION": "us-east-1",
+                      "AWS_DEFAULT_REGION": "us-east-1"}
     for dep in by_kind(objs, "Deployment"):
         env = {e["name"]: e for e in pod_spec(dep)["containers"][0]["env"]}
         assert env["MEDSEARCH_MILVUS_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "milvus-credentials",
