@@ -262,12 +262,11 @@ def build_inference_service(owner: Owner, spec: MedicalSearchIndexSpec, settings
         "imagePullPolicy": settings.operator_image_pull_policy,
         "args": args,
         "ports": [{"containerPort": 8080, "protocol": "TCP"}],
-        "env": [{"name": "MEDSEARCH_MODEL_VERSION", "value": spec.embedding.version}],
         "securityContext": {**_RESTRICTED_CONTAINER, "readOnlyRootFilesystem": False},
     }
     if storage_uri:
         # KServe's storage initializer downloads STORAGE_URI into /mnt/models before the container starts.
-        container["env"].append({"name": "STORAGE_URI", "value": storage_uri})
+        container["env"] = [{"name": "STORAGE_URI", "value": storage_uri}]
     resources = _resources(requests, limits)
     if resources:
         container["resources"] = resources
@@ -284,6 +283,7 @@ def build_inference_service(owner: Owner, spec: MedicalSearchIndexSpec, settings
     if settings.operator_service_account:
         predictor["serviceAccountName"] = settings.operator_service_account
     meta = _metadata(owner, inference_service_name(owner.name), "predictor")
+    meta["annotations"] = {f"{API_GROUP}/model": f"{spec.embedding.name}:{spec.embedding.version}"}
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",

@@ -51,6 +51,7 @@ def test_every_child_is_owned_labelled_and_fixed_named() -> None:
 def test_inference_service_has_gpu_scheduling_storage_and_batcher() -> None:
     isvc = ch.build_inference_service(OWNER, gpu_spec(), SETTINGS)
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    assert isvc["metadata"]["annotations"] == {"medsearch.io/model": "densenet121:1"}
     pred = isvc["spec"]["predictor"]
     assert (pred["minReplicas"], pred["maxReplicas"]) == (1, 3)
     assert pred["nodeSelector"] == {"pool": "gpu"}
@@ -73,7 +74,7 @@ def test_predictor_storage_uri_overrides_weights_and_plain_weights_pass_through(
     assert ch.model_location(parse_spec({"embedding": {"weights": "imagenet"}})) == (None, "imagenet")
     cpu = ch.build_inference_service(OWNER, parse_spec({}), SETTINGS)
     (c,) = cpu["spec"]["predictor"]["containers"]
-    assert "resources" not in c and all(e["name"] != "STORAGE_URI" for e in c["env"])
+    assert "resources" not in c and "env" not in c
     assert "nodeSelector" not in cpu["spec"]["predictor"] and "tolerations" not in cpu["spec"]["predictor"]
 
 

@@ -459,6 +459,8 @@ def test_deletion_policy_delete_drops_and_retain_keeps(
         api.delete(MSI, ns, keep)
         for name in (drop, keep):
             wait_for(lambda n=name: api.get(MSI, ns, n) is None, timeout=60, what=f"{name} deleted")
+        events = {(e["involvedObject"]["name"], e["reason"]) for e in api.list(("v1", "Event"), ns, "")}
+        assert {(drop, "ResourcesDeleted"), (keep, "ResourcesRetained")} <= events
     assert topic_partitions(kafka_bootstrap, drop) == {}
     assert collections(milvus_uri, drop) == {}
     assert len(topic_partitions(kafka_bootstrap, keep)) == 3
