@@ -137,6 +137,7 @@ def test_selector_labels_are_the_helm_create_ones_plus_component(helm_bin: str, 
     ({"gateway.auth.staticTokens.enabled": True, "gateway.auth.staticTokens.tokens[0].token": "short",
       "gateway.auth.staticTokens.tokens[0].role": "reader"}, "token"),
     ({"milvsu.enabled": True}, "milvsu"),
+    ({"operator.replicaCount": 2}, "replicaCount"),
 ])
 def test_values_schema_rejects_typos_and_bad_values(helm_bin: str, staged: dict[str, Path], sets: dict[str, Any],
                                                      message: str) -> None:
