@@ -175,6 +175,9 @@ def build_worker_deployment(owner: Owner, spec: MedicalSearchIndexSpec, settings
     env = [
         {"name": "MEDSEARCH_WORKER_BATCH_SIZE", "value": str(wspec.batch_size)},
         {"name": "MEDSEARCH_WORKER_METRICS_PORT", "value": "9102"},
+        # The root filesystem is read-only: caches (Hugging Face, medsearch data dir) go to the /tmp volume.
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "HF_HOME", "value": "/tmp/huggingface"},
     ]
     env_from: list[dict[str, Any]] = [{"configMapRef": {"name": configmap_name(owner.name)}}]
     if settings.operator_credentials_secret:
