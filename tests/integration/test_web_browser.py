@@ -329,3 +329,10 @@ def test_radiologist_flow_in_chromium(chromium_path: str, web_client: Path, milv
     for shot in seen["screenshots"]:
         assert Path(shot).stat().st_size > 10_000, shot
     print(f"browser flow: {elapsed:.1f}s, screenshots in {out}")
+
+
+def test_web_unit_suite(web_client: Path) -> None:
+    """The client's vitest unit tests (api/web/src/**/*.test.ts), so that `make test` runs them too."""
+    res = subprocess.run(["npm", "test", "--silent"], cwd=WEB, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, f"npm test failed:\n{res.stdout[-3000:]}\n{res.stderr[-2000:]}"
+    assert re.search(r"Tests\s+\d+ passed", res.stdout), res.stdout[-2000:]

@@ -248,7 +248,8 @@ async function cursorForPage(state: SearchState, vars: Record<string, unknown>, 
     after = info.endCursor;
     offset += first;
     if (offset % state.pageSize === 0) known.set(offset / state.pageSize + 1, after);
-    if (!info.hasNextPage && offset < target) throw new Error(`There is no page ${state.page} for this search.`);
+    // nothing after the skipped items: the target page would be empty
+    if (!info.hasNextPage) throw new Error(`There is no page ${state.page} for this search.`);
     page = offset / state.pageSize + 1;
   }
   return after;

@@ -7,6 +7,7 @@ import { FacetChart } from "../components/FacetChart";
 import { Pager } from "../components/Pager";
 import { CardSkeletons, EmptyState, ErrorState } from "../components/States";
 import { Thumbnail } from "../components/Thumbnail";
+import { ApiError } from "../lib/graphql";
 import { segments } from "../lib/highlight";
 import { imageHref, navigate, rememberSearch, searchHref } from "../lib/router";
 import {
@@ -183,7 +184,19 @@ export function SearchPage({ params }: { params: URLSearchParams }) {
               </select>
             </label>
           </div>
-          {results.status === "error" && <ErrorState error={results.error} onRetry={results.reload} />}
+          {results.status === "error" && (
+            <>
+              <ErrorState error={results.error} onRetry={results.reload} />
+              {state.mode !== "KEYWORD" && results.error instanceof ApiError && results.error.code === "SERVICE_UNAVAILABLE" && (
+                <p>
+                  <button type="button" onClick={() => go({ ...state, mode: "KEYWORD", page: 1 })}>
+                    Search by keyword instead
+                  </button>{" "}
+                  <span className="hint">Keyword search does not need the text model.</span>
+                </p>
+              )}
+            </>
+          )}
           {results.status === "loading" && !data && <CardSkeletons />}
           {data && data.hits.length === 0 && results.status !== "error" && (
             <EmptyState title="No reports match">
