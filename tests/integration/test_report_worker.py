@@ -1,0 +1,234 @@
+"""Report ingest end to end with real processes: Tansu broker, milvus-lite server and the report worker
+(``python -m medsearch_workers.report_worker``, lexicon backend, MiniLM text vectors).
+
+Covers: rows with the right ICD-10-CM code arrays and entities, the empty / oversized / binary / malformed
+reports dead-lettered with their reason (never their text), BM25 and dense search over the indexed reports,
+typed array filters, and re-delivery of the same reports adding no rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from medsearch.contracts.collections import MAX_TEXT_CHARS, REPORT_SPARSE, REPORT_VECTOR
+from medsearch.contracts.messages import DeadLetter, Report
+from medsearch.contracts.naming import names_for
+from medsearch.contracts.spec import parse_spec
+from medsearch.localstack import procs
+from medsearch.provision import count_rows, ensure_collections, ensure_topics, kafka_admin, milvus_client
+
+pytestmark = pytest.mark.integration
+
+REPORTS = {
+    "rpt-effusion": (
+        "1.2.826.0.1.1",
+        "INDICATION: Shortness of breath.\nFINDINGS: The cardiac silhouette is enlarged. Small left pleural "
+        "effusion. No pneumothorax.\nIMPRESSION: Cardiomegaly with small left pleural effusion.",
+    ),
+    "rpt-ptx": (
+        "1.2.826.0.1.2",
+        "FINDINGS: Moderate right pneumothorax. Heart size is normal. No pleural effusion.\n"
+        "IMPRESSION: Right pneumothorax.",
+    ),
+    "rpt-normal": (
+        None,
+        "FINDINGS: Heart size is normal. Lungs are clear. No pleural effusion or pneumothorax.\n"
+        "IMPRESSION: No acute cardiopulmonary process.",
+    ),
+    "rpt-uncertain": (
+        "1.2.826.0.1.4",
+        "Patchy left basilar opacity, atelectasis versus pneumonia. History of COPD. Old healed right rib fractures.",
+    ),
+}
+EXPECTED = {
+    "rpt-effusion": {"positive": ["I51.7", "J90"], "negative": ["J93.9"], "uncertain": []},
+    "rpt-ptx": {"positive": ["J93.9"], "negative": ["I51.7", "J90"], "uncertain": []},
+    "rpt-normal": {"positive": [], "negative": ["I51.7", "J18.9", "J90", "J93.9"], "uncertain": []},
+    "rpt-uncertain": {"positive": ["S22.41XA"], "negative": [], "uncertain": ["J18.9", "J98.11"]},
+}
+
+
+def _worker_env(index: str, bootstrap: str, milvus_uri: str, store_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "MEDSEARCH_INDEX": index,
+        "MEDSEARCH_KAFKA_BOOTSTRAP": bootstrap,
+        "MEDSEARCH_MILVUS_URI": milvus_uri,
+        "MEDSEARCH_OBJECT_STORE_URL": store_url,
+        "MEDSEARCH_WORKER_BATCH_SIZE": "4",
+        "MEDSEARCH_WORKER_MAX_WAIT_MS": "200",
+        "MEDSEARCH_WORKER_RETRY_MAX_SECONDS": "2",
+        "MEDSEARCH_WORKER_SESSION_TIMEOUT_MS": "6000",
+        "MEDSEARCH_WORKER_HEARTBEAT_MS": "1000",
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+@pytest.fixture()
+def worker(
+    kafka_bootstrap: str, milvus_uri: str, object_store_url: str, unique_index: str, service_logs: Path
+) -> Iterator[str]:
+    spec = parse_spec({"kafka": {"partitions": 2}})
+    admin = kafka_admin(kafka_bootstrap)
+    ensure_topics(admin, unique_index, spec)
+    admin.close()
+    client = milvus_client(milvus_uri)
+    ensure_collections(client, unique_index, spec)
+    client.close()
+    with open(service_logs / f"report-worker-{unique_index}.log", "ab") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "medsearch_workers.report_worker"],
+            env=_worker_env(unique_index, kafka_bootstrap, milvus_uri, object_store_url),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    yield unique_index
+    procs.stop_process(proc, timeout=20)
+    assert proc.returncode in (0, -15), f"report worker exited with {proc.returncode}"
+
+
+def _rows(milvus_uri: str, index: str) -> list[dict[str, Any]]:
+    client = milvus_client(milvus_uri)
+    try:
+        return list(
+            client.query(
+                names_for(index).reports_collection,
+                filter="report_id != ''",
+                output_fields=["report_id", "study_uid", "icd10_positive", "icd10_negative", "icd10_uncertain",
+                               "entities", "findings", "impression", "indication", "positive_signs",
+                               "negative_diagnoses", "nlp_backend"],
+                limit=100,
+            )
+        )  # fmt: skip
+    finally:
+        client.close()
+
+
+def _count(milvus_uri: str, index: str) -> int:
+    client = milvus_client(milvus_uri)
+    try:
+        return count_rows(client, names_for(index).reports_collection)
+    finally:
+        client.close()
+
+
+def _dead_letters(bootstrap: str, index: str, expect: int, timeout: float = 60.0) -> list[DeadLetter]:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        names_for(index).dlq_topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    out: list[DeadLetter] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < expect and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            out.extend(DeadLetter.from_bytes(r.value) for r in records)
+    consumer.close()
+    return out
+
+
+def _wait(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last is True:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what} (last: {last})")
+
+
+def _send_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for v in values:
+        producer.send(topic, value=v)
+    producer.flush()
+    producer.close()
+
+
+def test_reports_indexed_searchable_dead_lettered_and_idempotent(
+    worker: str, kafka_bootstrap: str, milvus_uri: str, object_store_url: str
+) -> None:
+    from medsearch.producer import Publisher
+
+    index = worker
+    names = names_for(index)
+    publisher = Publisher(bootstrap=kafka_bootstrap, object_store_url=object_store_url, index=index, source="test")
+    try:
+        for rid, (study, text) in REPORTS.items():
+            assert publisher.publish_report(report_id=rid, text=text, study_uid=study).status == "published"
+        assert publisher.publish_report(report_id="rpt-empty", text="  \n ").status == "published"
+        big = "No pleural effusion. " * (MAX_TEXT_CHARS // 20 + 10)
+        assert publisher.publish_report(report_id="rpt-oversized", text=big).status == "published"
+        publisher.flush()
+    finally:
+        publisher.close()
+    binary = Report(index=index, report_id="rpt-binary", text="\x00\x01\x02\x03 PK\x03\x04").to_bytes()
+    _send_raw(kafka_bootstrap, names.reports_topic, [binary, b"{not json"])
+
+    # worker start-up (spaCy, medspaCy, MiniLM, ICD-10-CM tables) is included in this wait
+    _wait(lambda: _count(milvus_uri, index) == len(REPORTS) or _count(milvus_uri, index), 240, "indexed reports")
+    letters = _dead_letters(kafka_bootstrap, index, expect=4)
+    by_id = {str(dl.original.get("report_id", "<malformed>")): dl for dl in letters}
+    assert sorted(by_id) == ["<malformed>", "rpt-binary", "rpt-empty", "rpt-oversized"]
+    assert by_id["rpt-empty"].stage == "decode" and "empty" in by_id["rpt-empty"].error
+    assert by_id["rpt-oversized"].stage == "decode" and "oversized" in by_id["rpt-oversized"].error
+    assert by_id["rpt-binary"].stage == "decode" and "binary" in by_id["rpt-binary"].error
+    assert by_id["<malformed>"].stage == "decode_message"
+    for dl in letters:  # the text is redacted in dead letters
+        assert "pleural" not in json.dumps(dl.original)
+
+    rows = {r["report_id"]: r for r in _rows(milvus_uri, index)}
+    assert sorted(rows) == sorted(REPORTS)
+    for rid, want in EXPECTED.items():
+        row = rows[rid]
+        got = {"positive": row["icd10_positive"], "negative": sorted(row["icd10_negative"]),
+               "uncertain": sorted(row["icd10_uncertain"])}  # fmt: skip
+        assert got == {k: (sorted(v) if k != "positive" else v) for k, v in want.items()}, rid
+        assert row["study_uid"] == (REPORTS[rid][0] or "")
+        assert row["nlp_backend"] == "lexicon"
+        entities = row["entities"] if isinstance(row["entities"], list) else json.loads(row["entities"])
+        assert all({"text", "start", "end", "category", "traits", "icd10", "section"} <= set(e) for e in entities)
+    assert rows["rpt-effusion"]["indication"] == "Shortness of breath."
+    assert rows["rpt-effusion"]["impression"].startswith("Cardiomegaly")
+    assert "cardiomegaly" in rows["rpt-effusion"]["positive_signs"]
+
+    client = milvus_client(milvus_uri)
+    try:
+        coll = names.reports_collection
+        hits = client.search(coll, data=["pneumothorax"], anns_field=REPORT_SPARSE, limit=4,
+                             search_params={"metric_type": "BM25"}, output_fields=["report_id"])[0]  # fmt: skip
+        bm25_ids = [h["entity"]["report_id"] for h in hits]
+        assert "rpt-ptx" in bm25_ids and "rpt-uncertain" not in bm25_ids
+        pos = client.query(coll, filter='array_contains(icd10_positive, "J90")', output_fields=["report_id"])
+        assert [r["report_id"] for r in pos] == ["rpt-effusion"]
+        from medsearch.text_embedding import embed_texts
+
+        vec = embed_texts(["moderate right pneumothorax"])[0].tolist()
+        dense = client.search(coll, data=[vec], anns_field=REPORT_VECTOR, limit=1, output_fields=["report_id"])[0]
+        assert dense[0]["entity"]["report_id"] == "rpt-ptx"
+    finally:
+        client.close()
+
+    # re-delivery: the same reports again (bypassing the publisher's duplicate check) add no rows
+    again = [Report(index=index, report_id=rid, study_uid=s, text=t).to_bytes() for rid, (s, t) in REPORTS.items()]
+    _send_raw(kafka_bootstrap, names.reports_topic, again)
+    marker = Report(index=index, report_id="rpt-marker", text="Small hiatal hernia.").to_bytes()
+    _send_raw(kafka_bootstrap, names.reports_topic, [marker])
+    _wait(lambda: _count(milvus_uri, index) == len(REPORTS) + 1 or _count(milvus_uri, index), 120, "marker row")
+    time.sleep(1.0)
+    rows_after = {r["report_id"]: r for r in _rows(milvus_uri, index)}
+    assert len(rows_after) == len(REPORTS) + 1 and rows_after["rpt-marker"]["icd10_positive"] == ["K44.9"]
