@@ -19,7 +19,6 @@ Delivery contract (at-least-once, idempotent writes):
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -171,19 +170,13 @@ def _signals_set(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def kafka_timeouts_from_env(environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """Consumer group timeouts: ``MEDSEARCH_WORKER_SESSION_TIMEOUT_MS`` / ``MEDSEARCH_WORKER_HEARTBEAT_MS``."""
-    env = environ if environ is not None else dict(os.environ)
+def kafka_timeouts(settings: WorkerSettings) -> dict[str, Any]:
+    """Consumer group timeouts from ``MEDSEARCH_WORKER_SESSION_TIMEOUT_MS`` / ``MEDSEARCH_WORKER_HEARTBEAT_MS``."""
     out: dict[str, Any] = {}
-    for var, key in (
-        ("MEDSEARCH_WORKER_SESSION_TIMEOUT_MS", "session_timeout_ms"),
-        ("MEDSEARCH_WORKER_HEARTBEAT_MS", "heartbeat_interval_ms"),
-    ):
-        raw = env.get(var)
-        if raw:
-            if not raw.isdigit():
-                raise ValueError(f"{var} must be a number of milliseconds, got {raw!r}")
-            out[key] = int(raw)
+    if settings.worker_session_timeout_ms is not None:
+        out["session_timeout_ms"] = settings.worker_session_timeout_ms
+    if settings.worker_heartbeat_ms is not None:
+        out["heartbeat_interval_ms"] = settings.worker_heartbeat_ms
     return out
 
 
@@ -322,7 +315,7 @@ def run_consumer(
         "max_poll_interval_ms": 600_000,
         "client_id": worker_name,
     }
-    options.update(kafka_timeouts_from_env())
+    options.update(kafka_timeouts(settings))
     options.update(consumer_options or {})
 
     with _signals_set(stop):

@@ -417,7 +417,7 @@ def run(
     spec = spec if spec is not None else load_spec(settings.index)
     metrics = metrics if metrics is not None else WorkerMetrics("dicom")
     if settings.worker_metrics_port:
-        host = os.environ.get("MEDSEARCH_WORKER_METRICS_HOST", "0.0.0.0")
+        host = settings.worker_metrics_host
         serve_metrics(settings.worker_metrics_port, metrics.registry, addr=host)
         log.info("metrics on %s:%d/metrics", host, settings.worker_metrics_port)
 

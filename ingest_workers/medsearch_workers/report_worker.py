@@ -281,7 +281,7 @@ def run(
     spec = spec if spec is not None else load_spec(settings.index)
     metrics = metrics if metrics is not None else WorkerMetrics("report")
     if settings.worker_metrics_port:
-        serve_metrics(settings.worker_metrics_port, metrics.registry)
+        serve_metrics(settings.worker_metrics_port, metrics.registry, addr=settings.worker_metrics_host)
         log.info("metrics on :%d/metrics", settings.worker_metrics_port)
     backend, model = backend_choice(settings, spec)
     analyzer = Analyzer(get_backend(backend, model), indication_positive=spec.nlp.indication_positive)

@@ -78,6 +78,13 @@ class WorkerSettings(ServiceSettings):
     )
     worker_retry_max_seconds: float = Field(default=30.0, gt=0, description="Backoff ceiling for transient errors.")
     worker_metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port (0: off).")
+    worker_metrics_host: str = Field(default="0.0.0.0", description="Address the metrics endpoint binds.")
+    worker_session_timeout_ms: int | None = Field(
+        default=None, ge=1000, description="Kafka consumer-group session timeout (kafka-python default when unset)."
+    )
+    worker_heartbeat_ms: int | None = Field(
+        default=None, ge=100, description="Kafka consumer-group heartbeat interval (default when unset)."
+    )
     nlp_backend: Literal["lexicon", "transformers"] = Field(default="lexicon", description="Report NER backend.")
     nlp_model: str | None = Field(default=None, description="HF token-classification model (transformers backend).")
 
