@@ -222,3 +222,67 @@ def validate_core(obj: dict[str, Any]) -> None:
     import kubernetes_validate
 
     kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+
+
+# ---------------------------------------------------------------- values.schema.json <- the CRD's spec schema
+
+VALUES_SCHEMA = MAIN_CHART / "values.schema.json"
+VALUES_SPEC_POINTER = ("properties", "defaultIndex", "properties", "spec")
+
+
+def spec_values_schema(node: Any) -> Any:
+    """The CRD's ``spec`` openAPIV3Schema as a draft-07 schema for ``defaultIndex.spec`` in values.schema.json.
+
+    Structural CRD schemas prune unknown fields silently (and a 1.20 API server has no strict field
+    validation), so the values schema closes every object that lists its properties: a typo inside
+    ``defaultIndex.spec`` fails ``helm install`` instead of vanishing. The pydantic spec models forbid extra
+    fields too, so this is the same contract."""
+    if isinstance(node, list):
+        return [spec_values_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: spec_values_schema(v) for k, v in node.items()
+           if not k.startswith("x-kubernetes-") and k not in ("nullable", "format", "default")}
+    for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(bound), bool):   # OpenAPI 3.0 boolean form -> draft-07 number
+            del out[bound]
+            if node[bound] and limit in node:
+                out[bound] = out.pop(limit)
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    if "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
+def expected_spec_values_schema() -> dict[str, Any]:
+    crd = yaml.safe_load(OPERATOR_CRD.read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v.get("storage")]
+    spec = spec_values_schema(copy.deepcopy(version["schema"]["openAPIV3Schema"]["properties"]["spec"]))
+    spec["description"] = "MedicalSearchIndex.spec, generated from the CRD (tests/render/chartkit.py sync)."
+    return dict(spec)
+
+
+def sync() -> None:
+    """``python tests/render/chartkit.py sync``: copy the operator's CRD and RBAC into the charts and regenerate
+    ``defaultIndex.spec`` of values.schema.json (what the sync tests compare)."""
+    import json
+
+    shutil.copyfile(OPERATOR_CRD, CRDS_CHART / "files" / "medicalsearchindexes.yaml")
+    shutil.copyfile(OPERATOR_RBAC, MAIN_CHART / "files" / "operator-rbac.yaml")
+    schema = json.loads(VALUES_SCHEMA.read_text())
+    parent = schema
+    for key in VALUES_SPEC_POINTER[:-1]:
+        parent = parent[key]
+    parent[VALUES_SPEC_POINTER[-1]] = expected_spec_values_schema()
+    VALUES_SCHEMA.write_text(json.dumps(schema, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["sync"]:
+        raise SystemExit("usage: python tests/render/chartkit.py sync")
+    sync()

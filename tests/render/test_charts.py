@@ -353,4 +353,4 @@ def test_crd_chart_copy_equals_the_operators_crd() -> None:
     copy = CRDS_CHART / "files" / "medicalsearchindexes.yaml"
     assert copy.read_bytes() == OPERATOR_CRD.read_bytes(), (
         f"{copy.relative_to(CRDS_CHART.parents[1])} differs from operator/config/crd/medicalsearchindexes.yaml: "
-        "copy it over (cp operator/config/crd/medicalsearchindexes.yaml charts/medsearch-crds/files/)")
+        "run `python tests/render/chartkit.py sync`")

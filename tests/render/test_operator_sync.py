@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import chartkit
 import jsonschema
+import pytest
 import yaml
 from chartkit import (
     INFERENCE_SERVICE_SCHEMA,
@@ -31,7 +33,7 @@ def test_rbac_copy_equals_the_operators() -> None:
     copy = MAIN_CHART / "files" / "operator-rbac.yaml"
     assert copy.read_bytes() == OPERATOR_RBAC.read_bytes(), (
         "charts/medsearch/files/operator-rbac.yaml differs from operator/config/rbac/role.yaml: "
-        "cp operator/config/rbac/role.yaml charts/medsearch/files/operator-rbac.yaml")
+        "run `python tests/render/chartkit.py sync`")
 
 
 def test_rendered_cluster_role_has_exactly_the_operators_rules(helm_bin: str, staged: dict[str, Path]) -> None:
@@ -112,3 +114,27 @@ def test_inference_service_schema_rejects_a_typo() -> None:
         assert "minReplica" in err.message
     else:
         raise AssertionError("the InferenceService schema accepted an unknown predictor field")
+
+
+def test_values_schema_spec_is_generated_from_the_crd() -> None:
+    import json
+
+    schema = json.loads(chartkit.VALUES_SCHEMA.read_text())
+    node = schema
+    for key in chartkit.VALUES_SPEC_POINTER:
+        node = node[key]
+    assert node == chartkit.expected_spec_values_schema(), (
+        "defaultIndex.spec in charts/medsearch/values.schema.json is out of date: "
+        "run `python tests/render/chartkit.py sync`")
+
+
+@pytest.mark.parametrize(("sets", "field"), [
+    ({"defaultIndex.spec.predictor.gpus": 1}, "gpus"),
+    ({"defaultIndex.spec.images.indexType": "IVF_PQ"}, "indexType"),
+    ({"defaultIndex.spec.kafka.partitions": 0}, "partitions"),
+])
+def test_default_index_typos_fail_at_helm_time(helm_bin: str, staged: dict[str, Path], sets: dict[str, Any],
+                                               field: str) -> None:
+    """The API server would prune an unknown field silently; the values schema refuses it instead."""
+    with pytest.raises(chartkit.HelmError, match=field):
+        render(helm_bin, staged["medsearch"], sets={"defaultIndex.create": True, **sets})
