@@ -4,7 +4,7 @@
 //
 //   node tests/browser/web-flow.mjs --base http://127.0.0.1:8000/ --token TOKEN --out DIR \
 //        --query effusion --facet-code J91.8 --facet-polarity negative \
-//        --upload-dicom FILE.dcm --upload-png FILE.png [--chromium /usr/bin/chromium]
+//        --upload-dicom FILE.dcm --upload-png FILE.png [--chromium /usr/bin/chromium] [--oidc 1]
 //
 // Screenshots go to DIR. Exit status 0 with {"ok": true, ...}; 1 with {"ok": false, "error": ..., "step": ...}
 // (a screenshot of the failing page is saved as failure.png). Assertions on the observations are the
@@ -89,14 +89,14 @@ try {
   report.steps.login = { title: await page.title(), focused: await tokenInput.evaluate((el) => el === document.activeElement) };
   // a wrong token first: the form must say so and stay
   await tokenInput.fill("not-a-valid-token-0000");
-  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
   await page.getByRole("alert").filter({ hasText: "did not accept" }).waitFor();
   report.steps.login.badTokenMessage = (await page.getByRole("alert").filter({ hasText: "did not accept" }).innerText()).trim();
   await shot("01-login-rejected.png");
   // the refused request is logged by Chromium as a 401 resource error: expected here, not a failure
   report.steps.login.expectedConsoleErrors = report.consoleErrors.splice(0);
   await tokenInput.fill(args.token);
-  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
   await page.getByRole("search").waitFor();
   report.steps.login.tokenStored = await page.evaluate(() => sessionStorage.getItem("medsearch.token") !== null);
 
@@ -257,6 +257,28 @@ try {
   await page.getByRole("button", { name: "Sign out" }).click();
   await page.getByLabel("API token").waitFor();
   report.steps.signOut = { tokenCleared: await page.evaluate(() => sessionStorage.getItem("medsearch.token") === null) };
+
+  // 11. OIDC: the sign-in page offers the organisation's sign-in (config.json); code flow with PKCE
+  if (args.oidc) {
+    step = "oidc";
+    const button = page.getByRole("button", { name: "Sign in with your organisation" });
+    await button.waitFor();
+    await shot("08-login-with-oidc.png");
+    await button.click();
+    await page.getByRole("search").waitFor({ timeout: TIMEOUT });
+    const box2 = page.getByRole("searchbox", { name: "Search reports" });
+    await box2.fill("pneumothorax");
+    await box2.press("Enter");
+    await page.locator('[data-testid="result-card"]').first().waitFor();
+    await page.waitForFunction(() => !document.querySelector('section[aria-busy="true"]'));
+    report.steps.oidc = {
+      tokenIsJwt: await page.evaluate(() => (sessionStorage.getItem("medsearch.token") ?? "").split(".").length === 3),
+      urlClean: await page.evaluate(() => location.search === ""),
+      hash: await page.evaluate(() => location.hash),
+      cards: await page.locator('[data-testid="result-card"]').count(),
+    };
+    await shot("09-oidc-signed-in.png");
+  }
 
   report.ok = true;
 } catch (e) {

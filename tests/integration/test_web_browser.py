@@ -209,6 +209,111 @@ def output_dir() -> Path:
     return out
 
 
+class FakeIdP:
+    """A minimal OpenID provider on loopback for the browser's sign-in: discovery, an authorization endpoint
+    that approves at once (no login page), a token endpoint that checks PKCE (S256) and returns an RS256 JWT,
+    and the JWKS the gateway verifies it with. CORS is open, as a real IdP allows for a registered web app."""
+
+    def __init__(self, client_id: str, audience: str) -> None:
+        import base64
+        import http.server
+        import secrets
+        import threading
+        import urllib.parse
+
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        self.client_id, self.audience = client_id, audience
+        self.port = procs.free_port()
+        self.issuer = f"http://127.0.0.1:{self.port}"
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+        self.jwks = {"keys": [{**jwk, "kid": "test-key", "use": "sig", "alg": "RS256"}]}
+        self.codes: dict[str, dict[str, str]] = {}
+        self.exchanges: list[dict[str, Any]] = []
+        idp = self
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # quiet: pytest captures failures, not access logs
+                pass
+
+            def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(body).encode() if body is not None else b""
+                self.send_response(status)
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.send_header("Access-Control-Allow-Headers", "Content-Type, Accept")
+                if body is not None:
+                    self.send_header("Content-Type", "application/json")
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_OPTIONS(self) -> None:
+                self._send(204)
+
+            def do_GET(self) -> None:
+                url = urllib.parse.urlsplit(self.path)
+                q = dict(urllib.parse.parse_qsl(url.query))
+                if url.path == "/.well-known/openid-configuration":
+                    self._send(200, {"issuer": idp.issuer, "authorization_endpoint": f"{idp.issuer}/authorize",
+                                     "token_endpoint": f"{idp.issuer}/token", "jwks_uri": f"{idp.issuer}/jwks"})
+                elif url.path == "/jwks":
+                    self._send(200, idp.jwks)
+                elif url.path == "/authorize":
+                    ok = (q.get("response_type") == "code" and q.get("client_id") == idp.client_id
+                          and q.get("code_challenge_method") == "S256" and q.get("code_challenge")
+                          and q.get("redirect_uri", "").startswith("http://127.0.0.1:"))
+                    if not ok:
+                        self._send(400, {"error": "invalid_request"})
+                        return
+                    code = secrets.token_urlsafe(16)
+                    idp.codes[code] = q
+                    sep = "&" if "?" in q["redirect_uri"] else "?"
+                    query = urllib.parse.urlencode({"code": code, "state": q.get("state", "")})
+                    target = q["redirect_uri"] + sep + query
+                    self._send(302, None, {"Location": target})
+                else:
+                    self._send(404, {"error": "not_found"})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                if self.path != "/token":
+                    self._send(404, {"error": "not_found"})
+                    return
+                req = idp.codes.pop(form.get("code", ""), None)
+                verifier = form.get("code_verifier", "")
+                pkce_ok = bool(req) and b64(hashlib.sha256(verifier.encode()).digest()) == req["code_challenge"]
+                ok = (pkce_ok and form.get("grant_type") == "authorization_code" and req is not None
+                      and form.get("client_id") == idp.client_id and form.get("redirect_uri") == req["redirect_uri"])
+                idp.exchanges.append({"pkce_ok": pkce_ok, "ok": ok})
+                if not ok:
+                    self._send(400, {"error": "invalid_grant", "error_description": "code or PKCE verifier mismatch"})
+                    return
+                now = int(time.time())
+                token = jwt.encode({"iss": idp.issuer, "aud": idp.audience, "sub": "dr-browser", "iat": now,
+                                    "exp": now + 600, "roles": ["reader"]}, key, algorithm="RS256",
+                                   headers={"kid": "test-key"})
+                self._send(200, {"access_token": token, "token_type": "Bearer", "expires_in": 600})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeIdP:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 # ---------------------------------------------------------------- the test
 
 
@@ -254,14 +359,27 @@ def test_radiologist_flow_in_chromium(chromium_path: str, web_client: Path, milv
     from medsearch.imaging import decode_dicom, thumbnail_png
 
     upload_png.write_bytes(thumbnail_png(decode_dicom(files[3].read_bytes()).image))
-    with procs.running([sys.executable, "-m", "medsearch_api", "--host", "127.0.0.1", "--port", str(port)],
-                       ready=lambda: procs.http_ready(f"{base}healthz"), what="gateway",
-                       log_path=service_logs / "gateway-web.log", timeout=90, env=env):
+    # OIDC sign-in as deployed: config.json beside index.html names the IdP; the gateway verifies its JWTs.
+    # (A copy of the build, so the shared build output is never touched.)
+    dist = tmp_path / "dist"
+    shutil.copytree(web_client, dist)
+    idp_ctx = FakeIdP(client_id="medsearch-web", audience="medsearch-api")
+    (dist / "config.json").write_text(json.dumps({"oidc": {
+        "issuer": idp_ctx.issuer, "clientId": "medsearch-web", "scope": "openid profile"}}))
+    env.update({"MEDSEARCH_OIDC_ISSUER": idp_ctx.issuer, "MEDSEARCH_OIDC_AUDIENCE": "medsearch-api",
+                "MEDSEARCH_OIDC_JWKS_URL": f"{idp_ctx.issuer}/jwks"})
+    serve = ("import sys, uvicorn; from pathlib import Path; from medsearch.contracts.settings import ApiSettings; "
+             "from medsearch_api.app import create_app; "
+             "uvicorn.run(create_app(ApiSettings(), web_dist=Path(sys.argv[1])), host='127.0.0.1', "
+             "port=int(sys.argv[2]))")
+    with idp_ctx as idp, procs.running([sys.executable, "-c", serve, str(dist), str(port)],
+                                       ready=lambda: procs.http_ready(f"{base}healthz"), what="gateway",
+                                       log_path=service_logs / "gateway-web.log", timeout=90, env=env):
         started = time.monotonic()
         res = subprocess.run(
             ["node", str(DRIVER), "--base", base, "--token", TOKEN, "--out", str(out), "--chromium", chromium_path,
              "--query", "effusion", "--mode", "keyword", "--facet-code", "J91.8", "--facet-polarity", "negative",
-             "--upload-dicom", str(files[0]), "--upload-png", str(upload_png)],
+             "--upload-dicom", str(files[0]), "--upload-png", str(upload_png), "--oidc", "1"],
             capture_output=True, text=True, timeout=300,
         )
         elapsed = time.monotonic() - started
@@ -324,6 +442,12 @@ def test_radiologist_flow_in_chromium(chromium_path: str, web_client: Path, milv
     assert steps["tablet"]["sidebarAboveResults"]
     assert steps["keyboard"]["firstTabStop"] == "Skip to content" and steps["keyboard"]["reachedSearchBox"]
     assert steps["signOut"]["tokenCleared"]
+
+    # OIDC: the IdP's code came back, PKCE verified, the JWT kept and accepted by the gateway for a search
+    oidc = steps["oidc"]
+    assert idp.exchanges == [{"pkce_ok": True, "ok": True}]
+    assert oidc["tokenIsJwt"] and oidc["urlClean"] and oidc["hash"].startswith("#/search")
+    assert oidc["cards"] > 0
     assert not seen["consoleErrors"], seen["consoleErrors"]
     assert not seen["failedRequests"], seen["failedRequests"]
     for shot in seen["screenshots"]:
