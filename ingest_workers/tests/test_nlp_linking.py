@@ -68,8 +68,10 @@ def test_lexical_code_ranks_first_and_cache_is_reused(tmp_path: Path) -> None:
     got = linker.link([("small effusion", "J90")])
     assert got[0][0].code == "J90" and got[0][0].score == LEXICAL_SCORE
     assert got[0][0].description == "Pleural effusion, not elsewhere classified"
-    assert calls[0] == len(TABLE)
-    linker.link([("small effusion", "J90")])  # mention embedding cached in memory
+    assert all(c.score < LEXICAL_SCORE for c in got[0][1:])
+    assert calls == [len(TABLE)]  # a lexically coded mention needs no embedding
+    linker.link([("loculated fluid", None)])
+    linker.link([("loculated fluid", None)])  # mention embedding cached in memory
     assert calls == [len(TABLE), 1]
     again = IcdLinker(embed, cache=tmp_path, table=TABLE)
     again.link([("x", None)])  # code table loaded from the cache file, not re-embedded

@@ -229,3 +229,12 @@ def test_bad_window_settings_are_rejected(tiny_model: Path) -> None:
         TransformerBackend(str(tiny_model), device="cpu", max_length=8, stride=6)
     with pytest.raises(OSError, match="cannot load"):
         TransformerBackend(str(tiny_model / "missing"), device="cpu")
+
+
+def test_batched_reports_match_one_at_a_time(tiny_model: Path) -> None:
+    backend = TransformerBackend(str(tiny_model), device="cpu", max_length=16, stride=2, batch_size=3)
+    rng = random.Random(3)
+    texts = [make_text(rng, n)[0] for n in (1, 9, 4)] + [""]
+    batched = backend.mentions_many(texts, [[] for _ in texts])
+    single = [backend.mentions(t, [], None) for t in texts]
+    assert batched == single and batched[-1] == [] and len(batched[1]) > 0

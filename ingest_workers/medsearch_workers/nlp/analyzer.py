@@ -124,7 +124,13 @@ class Analyzer:
 
     def analyze_many(self, texts: list[str]) -> list[ReportAnalysis]:
         """Analyze a batch; linking embeds all mentions of the batch in one call."""
-        staged = [self._entities(t) for t in texts]
+        prepared = [self._prepare(t) for t in texts]
+        many = getattr(self.backend, "mentions_many", None)
+        if many is not None and len(texts) > 1:
+            found = many(texts, [sent for _, sent, _ in prepared])
+        else:
+            found = [self.backend.mentions(t, sent, doc) for t, (_, sent, doc) in zip(texts, prepared, strict=True)]
+        staged = [self._entities(t, p, m) for t, p, m in zip(texts, prepared, found, strict=True)]
         flat = [(e, q, c) for ents in staged for (e, q, c) in ents[1]]
         links = self.linker.link([(q, c) for _, q, c in flat]) if flat else []
         for (ent, _, lexical), cands in zip(flat, links, strict=True):
@@ -136,15 +142,21 @@ class Analyzer:
         return [self._rollup(sections, [e for e, _, _ in ents], text) for text, (sections, ents) in zip(
             texts, staged, strict=True)]  # fmt: skip
 
-    def _entities(self, text: str) -> tuple[list[Section], list[tuple[Entity, str, str | None]]]:
+    def _prepare(self, text: str) -> tuple[list[Section], list[tuple[int, int]], Any]:
         sections = split_sections(text)
         sentences: list[tuple[int, int]] = []
         for s in sections:
             sentences.extend(split_sentences(text, s.start, s.end))
-        nlp, context = assertion.pipeline()
+        nlp, _ = assertion.pipeline()
         doc = nlp.make_doc(text)
         assertion.set_sentence_starts(doc, sentences)
-        mentions = self.backend.mentions(text, sentences, doc)
+        return sections, sentences, doc
+
+    def _entities(
+        self, text: str, prepared: tuple[list[Section], list[tuple[int, int]], Any], mentions: list[Mention]
+    ) -> tuple[list[Section], list[tuple[Entity, str, str | None]]]:
+        sections, sentences, doc = prepared
+        _, context = assertion.pipeline()
         spans = []
         kept: list[Mention] = []
         last_end = -1

@@ -2,7 +2,8 @@
 
 Candidates come from two sources and are merged:
 - lexical: the code the lexicon concept (or the ICD-10-CM index term) names for the mention, laterality-refined;
-  scored ``LEXICAL_SCORE`` (an exact, curated match);
+  scored ``LEXICAL_SCORE`` (an exact, curated match), followed by the codes whose descriptions are nearest to
+  its own (precomputed, so lexically coded mentions need no embedding at analysis time);
 - semantic: cosine similarity between the MiniLM embedding of the mention (plus laterality from its sentence)
   and the embeddings of the descriptions of billable chest-relevant codes (:func:`lexicon.chest_codes`). Only
   candidates at or above ``LINK_THRESHOLD`` are kept.
@@ -74,6 +75,7 @@ class IcdLinker:
         self._matrix: NDArray[Any] | None = None
         self._lock = threading.Lock()
         self._mention_cache: OrderedDict[str, NDArray[Any]] = OrderedDict()
+        self._neighbour_cache: dict[str, list[tuple[str, float]]] = {}
         self._max_cached = max_cached
 
     def _table(self) -> tuple[list[str], NDArray[Any]]:
@@ -123,30 +125,61 @@ class IcdLinker:
             )
 
     def link(self, mentions: list[tuple[str, str | None]], *, top_k: int = TOP_K) -> list[list[IcdCandidate]]:
-        """For each ``(query text, lexical code or None)`` the ranked candidates (possibly empty)."""
+        """For each ``(query text, lexical code or None)`` the ranked candidates (possibly empty).
+
+        A mention with a lexical code gets that code first (``LEXICAL_SCORE``) and, as alternatives, the codes
+        whose descriptions are nearest to that code's description (precomputed, no mention embedding needed);
+        a mention without one is embedded and ranked against every code description.
+        """
         if not mentions:
             return []
         codes, matrix = self._table()
-        queries = [" ".join(q.lower().split()) for q, _ in mentions]
-        vecs = self._vectors(queries)
-        sims = vecs @ matrix.T
+        index = {c: i for i, c in enumerate(codes)}
+        free = [i for i, (_, code) in enumerate(mentions) if not code or code not in index]
+        sims_free: dict[int, NDArray[Any]] = {}
+        if free:
+            queries = [" ".join(mentions[i][0].lower().split()) for i in free]
+            vecs = self._vectors(queries)
+            for i, row in zip(free, vecs @ matrix.T, strict=True):
+                sims_free[i] = row
         out: list[list[IcdCandidate]] = []
-        for row, (_, lexical) in zip(sims, mentions, strict=True):
+        for i, (_, lexical) in enumerate(mentions):
             cands: dict[str, float] = {}
             if lexical:
                 cands[lexical] = LEXICAL_SCORE
-            best = np.argsort(-row)[: top_k + 1]
-            for j in best:
-                score = float(row[j])
-                if score < LINK_THRESHOLD:
-                    break
-                code = codes[j]
-                if code not in cands:
-                    # a lexical match outranks every semantic neighbour; keep neighbours below it
-                    cands[code] = min(score, LEXICAL_SCORE - 0.01) if lexical else score
+            if i in sims_free:
+                row = sims_free[i]
+                for j in np.argsort(-row)[: top_k + 1]:
+                    score = float(row[j])
+                    if score < LINK_THRESHOLD:
+                        break
+                    code = codes[j]
+                    if code not in cands:
+                        # a lexical match outranks every semantic neighbour
+                        cands[code] = min(score, LEXICAL_SCORE - 0.01) if lexical else score
+            else:
+                assert lexical is not None
+                for code, score in self._neighbours(lexical, index, codes, matrix, top_k):
+                    cands.setdefault(code, min(score, LEXICAL_SCORE - 0.01))
             ranked = sorted(cands.items(), key=lambda kv: -kv[1])[:top_k]
             out.append([IcdCandidate(c, icd_description(c), s) for c, s in ranked])
         return out
+
+    def _neighbours(
+        self, code: str, index: dict[str, int], codes: list[str], matrix: NDArray[Any], top_k: int
+    ) -> list[tuple[str, float]]:
+        with self._lock:
+            hit = self._neighbour_cache.get(code)
+        if hit is None:
+            row = matrix @ matrix[index[code]]
+            hit = [
+                (codes[j], float(row[j]))
+                for j in np.argsort(-row)[: top_k + 1]
+                if codes[j] != code and float(row[j]) >= LINK_THRESHOLD
+            ][: top_k - 1]
+            with self._lock:
+                self._neighbour_cache[code] = hit
+        return hit
 
 
 class LexicalOnlyLinker:

@@ -209,10 +209,14 @@ class TransformerBackend:
         self._lock = threading.Lock()
 
     def token_predictions(self, text: str) -> list[TokenPrediction]:
+        return self.token_predictions_many([text])[0]
+
+    def token_predictions_many(self, texts: list[str]) -> list[list[TokenPrediction]]:
+        """Token predictions per text; the windows of all texts are run together in batches."""
         import torch
 
         enc = self.tokenizer(
-            text,
+            texts,
             return_offsets_mapping=True,
             return_overflowing_tokens=True,
             truncation=True,
@@ -222,7 +226,8 @@ class TransformerBackend:
             return_special_tokens_mask=True,
         )
         n = len(enc["input_ids"])
-        windows: list[tuple[list[tuple[int, int]], NDArray[Any]]] = []
+        owner = enc["overflow_to_sample_mapping"] if "overflow_to_sample_mapping" in enc else [0] * n
+        windows: list[list[tuple[list[tuple[int, int]], NDArray[Any]]]] = [[] for _ in texts]
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
         with self._lock, torch.inference_mode():
             for i in range(0, n, self.batch_size):
@@ -236,11 +241,22 @@ class TransformerBackend:
                             enc["offset_mapping"][i + j], enc["special_tokens_mask"][i + j], strict=True
                         )
                     ]
-                    windows.append((offsets, probs[j]))
-        out = []
-        for a, b, p in merge_windows(windows):
-            k = int(np.argmax(p))
-            out.append(TokenPrediction(a, b, self.id2label.get(k, "O"), float(p[k])))
+                    windows[int(owner[i + j])].append((offsets, probs[j]))
+        out: list[list[TokenPrediction]] = []
+        for per_text in windows:
+            preds = []
+            for a, b, p in merge_windows(per_text):
+                k = int(np.argmax(p))
+                preds.append(TokenPrediction(a, b, self.id2label.get(k, "O"), float(p[k])))
+            out.append(preds)
+        return out
+
+    def mentions_many(self, texts: list[str], sentences: list[list[tuple[int, int]]]) -> list[list[Mention]]:
+        todo = [i for i, t in enumerate(texts) if t.strip()]
+        preds = self.token_predictions_many([texts[i] for i in todo]) if todo else []
+        out: list[list[Mention]] = [[] for _ in texts]
+        for i, p in zip(todo, preds, strict=True):
+            out[i] = group_entities(texts[i], p)
         return out
 
     def mentions(self, text: str, sentences: list[tuple[int, int]], doc: Any) -> list[Mention]:
