@@ -160,6 +160,23 @@ try {
   };
   await shot("03-facet-filtered.png");
 
+  // 3b. narrow to studies with images of one modality (the filter goes through the images of each study)
+  if (args.modality) {
+    step = "modality";
+    await page.getByLabel("Modality", { exact: true }).selectOption(args.modality);
+    await page.waitForFunction((m) => location.hash.includes(`modality=${m}`), args.modality);
+    await page.waitForFunction(() => !document.querySelector('section[aria-busy="true"]'));
+    await page.locator('[data-testid="result-card"]').first().waitFor();
+    await thumbsSettled('[data-testid="results"]');
+    report.steps.modality = {
+      hash: await page.evaluate(() => location.hash),
+      reportIds: await page.$$eval('[data-testid="result-card"]', (els) => els.map((e) => e.getAttribute("data-report-id"))),
+      withImage: await page.$$eval('[data-testid="result-card"]', (els) => els.map((e) => Boolean(e.querySelector('[data-testid="thumb-link"]')))),
+      thumbs: await thumbStatuses('[data-testid="results"]'),
+    };
+    await shot("03b-modality-filtered.png");
+  }
+
   // 4. open an image from a result card
   step = "open-image";
   const link = page.locator('[data-testid="result-card"] [data-testid="thumb-link"]').first();

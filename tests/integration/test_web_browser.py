@@ -337,7 +337,8 @@ def test_radiologist_flow_in_chromium(chromium_path: str, web_client: Path, milv
                if line.strip()]
     client = milvus_client(milvus_uri)
     ensure_collections(client, index, MedicalSearchIndexSpec())
-    client.upsert(names.images_collection, image_rows(files, store_url=store_url, index=index, model_url=model_server))
+    image_rows_written = image_rows(files, store_url=store_url, index=index, model_url=model_server)
+    client.upsert(names.images_collection, image_rows_written)
     rows = report_rows(reports)
     client.upsert(names.reports_collection, rows)
     client.close()
@@ -346,6 +347,10 @@ def test_radiologist_flow_in_chromium(chromium_path: str, web_client: Path, milv
     effusion_negated = sorted(r["report_id"] for r in rows
                               if "J91.8" in r["icd10_negative"] and re.search(r"effusion", r["text"], re.I))
     assert "R0001" in effusion_negated  # the report of the chest study RG1 ("No pleural effusion ...")
+    cr_studies = {r["study_uid"] for r in image_rows_written if r["modality"] == "CR"}
+    effusion_negated_cr = sorted(r for r in effusion_negated
+                                 if next(x for x in rows if x["report_id"] == r)["study_uid"] in cr_studies)
+    assert effusion_negated_cr  # R0001 at least
 
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{TOKEN} reader browser-test\n")
@@ -379,7 +384,7 @@ def test_radiologist_flow_in_chromium(chromium_path: str, web_client: Path, milv
         res = subprocess.run(
             ["node", str(DRIVER), "--base", base, "--token", TOKEN, "--out", str(out), "--chromium", chromium_path,
              "--query", "effusion", "--mode", "keyword", "--facet-code", "J91.8", "--facet-polarity", "negative",
-             "--upload-dicom", str(files[0]), "--upload-png", str(upload_png), "--oidc", "1"],
+             "--modality", "CR", "--upload-dicom", str(files[0]), "--upload-png", str(upload_png), "--oidc", "1"],
             capture_output=True, text=True, timeout=300,
         )
         elapsed = time.monotonic() - started
@@ -413,7 +418,12 @@ def test_radiologist_flow_in_chromium(chromium_path: str, web_client: Path, milv
     assert facet["expectedCount"] == neg["J91.8"]
     assert str(facet["expectedCount"]) in facet["heading"]
     assert set(facet["reportIds"]) <= set(effusion_negated)
-    assert "R0001" in facet["reportIds"]
+
+    # modality filter (through each report's study images): exactly the CR-imaged reports of the facet's set
+    modality = steps["modality"]
+    assert "modality=CR" in modality["hash"] and "neg=J91.8" in modality["hash"]
+    assert sorted(modality["reportIds"]) == effusion_negated_cr
+    assert all(modality["withImage"]) and modality["thumbs"] and all(t == "ok" for t in modality["thumbs"])
 
     # image page: metadata, the report with highlighted entities (negated effusion), similar images
     image = steps["image"]
