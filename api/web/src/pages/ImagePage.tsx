@@ -1,5 +1,5 @@
 import { useId, useMemo, useState } from "react";
-import { fetchImage } from "../api/client";
+import { NotFound, fetchImage } from "../api/client";
 import type { Entity, ImageDetail, ReportDetail } from "../api/types";
 import { CodeChip } from "../components/Chips";
 import { SimilarControlsBar, SimilarGrid, UploadSearch, type SimilarControls } from "../components/SimilarImages";
@@ -34,7 +34,12 @@ export function ImagePage({ id, params }: { id: string; params: URLSearchParams 
         <a href={lastSearchHref()}>‹ Back to results</a>
       </nav>
       {detail.status === "loading" && !detail.data && <Loading label="Loading the image…" />}
-      {detail.status === "error" && <ErrorState error={detail.error} onRetry={detail.reload} />}
+      {detail.status === "error" &&
+        (detail.error instanceof NotFound ? (
+          <ErrorState error={detail.error} title="Image not found" />
+        ) : (
+          <ErrorState error={detail.error} onRetry={detail.reload} />
+        ))}
       {detail.data && (
         <>
           <h1 id={headingId}>
