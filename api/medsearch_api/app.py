@@ -37,6 +37,7 @@ from medsearch_api.schema import build_schema
 log = logging.getLogger("medsearch_api")
 
 WEB_DIST = Path(__file__).resolve().parent / "web" / "dist"
+FACET_CACHE_SECONDS = 30.0  # facets over all reports (a full scan) are reused this long
 THUMBNAIL_URL_TTL = 3600  # seconds a signed thumbnail URL stays valid (rounded to the hour: cacheable)
 
 
@@ -194,7 +195,7 @@ def create_app(
     lazy_client: LazyClient | None = None
     if repo is None:
         lazy_client = LazyClient(s.milvus_uri, s.milvus_token.get_secret_value() if s.milvus_token else None)
-        repo = MilvusRepository(lazy_client, s.index)
+        repo = MilvusRepository(lazy_client, s.index, facet_cache_seconds=FACET_CACHE_SECONDS)
     image_embedder: ImageEmbedder | None = None
     if embed_image is None:
         image_embedder = ImageEmbedder(s.model_server_url, s.model_name)

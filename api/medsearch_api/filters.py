@@ -90,8 +90,7 @@ def text_match(field: str, query: str) -> str | None:
 
 
 def eq_any(field: str, values: Sequence[str]) -> str:
-    if len(values) == 1:
-        return f"{field} == {literal(values[0])}"
+    # ``in [...]`` even for one value: milvus-lite serves it from the primary-key path (10x faster than ==)
     return f"{field} in [{', '.join(literal(v) for v in values)}]"
 
 
@@ -168,6 +167,8 @@ def report_expr(f: ReportFilterSpec, study_uids: Sequence[str] | None = None) ->
             return "report_id == \"\" and report_id != \"\""  # matches nothing
     if uids:
         parts.append(eq_any("study_uid", uids))
+    if f.report_ids:
+        parts.append(eq_any("report_id", f.report_ids))
     return conj(parts)
 
 

@@ -193,6 +193,7 @@ class ReportFilterSpec:
     date_from: int | None = None
     date_to: int | None = None
     study_uids: tuple[str, ...] = ()
+    report_ids: tuple[str, ...] = ()  # internal (entity facets over given reports), not a GraphQL filter
 
     @property
     def needs_images(self) -> bool:

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from medsearch.contracts.collections import IMAGE_VECTOR, REPORT_SPARSE, REPORT_TEXT, REPORT_VECTOR
@@ -97,6 +98,15 @@ class Repository(Protocol):
     async def ping(self) -> None: ...
 
 
+def _hit_pk(hit: Any, pk: str) -> str:
+    """The primary key of a search hit (pymilvus versions differ on where they put it)."""
+    for key in ("id", pk):
+        value = hit.get(key) if hasattr(hit, "get") else None
+        if value is not None:
+            return str(value)
+    return str((hit.get("entity") or {})[pk])
+
+
 def _top(counter: Counter[str], size: int) -> list[FacetCount]:
     items = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
     return [FacetCount(k, n) for k, n in items[:size]]
@@ -136,8 +146,13 @@ class LazyClient:
 class MilvusRepository:
     """:class:`Repository` over a ``MilvusClient`` (thread-safe gRPC client, shared by requests)."""
 
-    def __init__(self, client: Any, index: str) -> None:
+    def __init__(self, client: Any, index: str, *, facet_cache_seconds: float = 0.0) -> None:
+        """``facet_cache_seconds``: how long facets over ALL reports (no query) may be served from memory
+        (they scan every row; 0 = never cached)."""
         self._client = client
+        self.facet_cache_seconds = facet_cache_seconds
+        self._facet_cache: dict[Any, tuple[float, list[FacetCount]]] = {}
+        self._cache_lock = threading.Lock()
         names = names_for(index)
         self.reports = names.reports_collection
         self.images = names.images_collection
@@ -171,7 +186,10 @@ class MilvusRepository:
         return [dict(r) for r in rows]
 
     def _scan(self, collection: str, expr: str, fields: Sequence[str]) -> list[dict[str, Any]]:
-        """Every row matching ``expr`` (query iterator, bounded batches)."""
+        """Every row matching ``expr``: one query when it fits the query window, else the query iterator."""
+        first = self._query(collection, expr, fields, limit=MAX_WINDOW)
+        if len(first) < MAX_WINDOW:
+            return first
         it = self._call(self._client.query_iterator, collection, batch_size=FACET_SCAN_BATCH, filter=expr,
                         output_fields=list(fields))
         out: list[dict[str, Any]] = []
@@ -259,7 +277,7 @@ class MilvusRepository:
             kwargs["search_params"] = params
         res = self._call(self._client.search, self.reports, data=[data], **kwargs)
         hits = res[0] if res else []
-        return [(str(h["id"] if "id" in h else h["entity"]["report_id"]), float(h["distance"])) for h in hits]
+        return [(_hit_pk(h, "report_id"), float(h["distance"])) for h in hits]
 
     def _search_reports(self, query: str | None, mode: SearchMode, vector: Sequence[float] | None,
                         f: ReportFilterSpec, offset: int, limit: int) -> ReportPage:
@@ -296,6 +314,27 @@ class MilvusRepository:
     ) -> ReportPage:
         return await self._run(self._search_reports, query, mode, query_vector, filter, offset, limit)
 
+    def _matching_rows(self, query: str | None, f: ReportFilterSpec, fields: Sequence[str]) -> list[dict[str, Any]]:
+        """Reports containing any query term (all reports without a query) that pass the filter.
+
+        With a query this is a BM25 search over the whole window: a report scores > 0 exactly when it shares a
+        token with the query under the collection's analyzer, and the search path is far cheaper than a
+        ``TEXT_MATCH`` scan. A saturated window falls back to the exact ``TEXT_MATCH`` scan."""
+        expr = self._report_filter_expr(f)
+        if not query or not query.strip():
+            return self._scan(self.reports, expr, fields)
+        if not fx.query_tokens(query):
+            return []
+        kwargs: dict[str, Any] = {"anns_field": REPORT_SPARSE, "limit": MAX_WINDOW,
+                                  "output_fields": list(fields), "search_params": {"metric_type": "BM25"}}
+        if expr:
+            kwargs["filter"] = expr
+        res = self._call(self._client.search, self.reports, data=[query], **kwargs)
+        hits = res[0] if res else []
+        if len(hits) < MAX_WINDOW:
+            return [{**dict(h.get("entity") or {}), "report_id": _hit_pk(h, "report_id")} for h in hits]
+        return self._scan(self.reports, self._matching_expr(query, f), fields)
+
     def _matching_expr(self, query: str | None, f: ReportFilterSpec) -> str:
         expr = self._report_filter_expr(f)
         if query and query.strip():
@@ -306,8 +345,9 @@ class MilvusRepository:
         return expr
 
     def _count_reports(self, query: str | None, mode: SearchMode, f: ReportFilterSpec) -> int:
-        expr = self._matching_expr(query if mode is SearchMode.KEYWORD else None, f)
-        rows = self._query(self.reports, expr, ["count(*)"])
+        if mode is SearchMode.KEYWORD and query and query.strip():
+            return len(self._matching_rows(query, f, []))
+        rows = self._query(self.reports, self._report_filter_expr(f), ["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
 
     async def count_reports(self, *, query: str | None, mode: SearchMode, filter: ReportFilterSpec) -> int:
@@ -343,7 +383,7 @@ class MilvusRepository:
         out = []
         for h in hits:
             ent = dict(h.get("entity") or {})
-            ent.setdefault("sop_instance_uid", h.get("id"))
+            ent.setdefault("sop_instance_uid", _hit_pk(h, "sop_instance_uid"))
             out.append(ImageHit(image_from_row(ent), float(h["distance"])))
         return out
 
@@ -355,17 +395,28 @@ class MilvusRepository:
     # -- facets -----------------------------------------------------------------------------------------
     def _term_facets(self, field: str, report_ids: Sequence[str] | None, query: str | None,
                      f: ReportFilterSpec, size: int) -> list[FacetCount]:
-        expr = self._matching_expr(query, f)
         if report_ids is not None:
             ids = [i for i in report_ids if fx.IDENT.pattern.fullmatch(i)]
             if not ids:
                 return []
-            expr = fx.conj([fx.ids_expr("report_id", ids), expr])
+            f = replace(f, report_ids=tuple(ids))
+        key = (field, query or "", f, size)
+        if not query and self.facet_cache_seconds > 0:
+            with self._cache_lock:
+                hit = self._facet_cache.get(key)
+                if hit is not None and time.monotonic() - hit[0] < self.facet_cache_seconds:
+                    return hit[1]
         counter: Counter[str] = Counter()
-        for row in self._scan(self.reports, expr, [field]):
+        for row in self._matching_rows(query, f, [field]):
             # each report counts once per distinct value
             counter.update(set(str(v) for v in (row.get(field) or [])))
-        return _top(counter, size)
+        out = _top(counter, size)
+        if not query and self.facet_cache_seconds > 0:
+            with self._cache_lock:
+                if len(self._facet_cache) > 1024:
+                    self._facet_cache.clear()
+                self._facet_cache[key] = (time.monotonic(), out)
+        return out
 
     async def icd10_facets(
         self, *, query: str | None, filter: ReportFilterSpec, polarity: Polarity, size: int,

@@ -47,6 +47,8 @@ def report_matches(r: ReportRecord, f: ReportFilterSpec, images: Sequence[ImageR
         return False
     if f.study_uids and r.study_uid not in f.study_uids:
         return False
+    if f.report_ids and r.report_id not in f.report_ids:
+        return False
     if f.needs_images:
         ok = [i for i in images if i.study_uid == r.study_uid
               and (not f.modalities or i.modality in f.modalities)

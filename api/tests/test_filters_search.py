@@ -27,7 +27,7 @@ def test_expressions() -> None:
     assert fx.report_expr(ReportFilterSpec()) == ""
     assert "and report_id !=" in fx.report_expr(ReportFilterSpec(), study_uids=[])  # nothing matches
     g = fx.validate_image_filter(ImageFilterSpec(modalities=("CR", "DX"), view_positions=("PA",)))
-    assert fx.image_expr(g, exclude_ids=["1.2.3"]) == ('(modality in ["CR", "DX"]) and (view_position == "PA") '
+    assert fx.image_expr(g, exclude_ids=["1.2.3"]) == ('(modality in ["CR", "DX"]) and (view_position in ["PA"]) '
                                                        'and (sop_instance_uid != "1.2.3")')
     with pytest.raises(fx.FilterInputError, match="dateFrom"):
         fx.validate_report_filter(ReportFilterSpec(date_from=20210101, date_to=20200101))

@@ -184,6 +184,8 @@ def seeded(milvus_uri: str, kafka_bootstrap: str, model_server: str,
     names = names_for(index)
     client.upsert(names.reports_collection, reports)
     client.upsert(names.images_collection, images)
+    for coll in names.collections:  # seal the segments, as Milvus does on its own after writes
+        client.flush(coll)
     tokens = tmp_path_factory.mktemp("tok") / "tokens"
     tokens.write_text(f"{READER} reader it\n{INGESTER} ingester it\n")
     settings = ApiSettings(index=index, milvus_uri=milvus_uri, kafka_bootstrap=kafka_bootstrap,
