@@ -122,6 +122,9 @@ def serve(cfg: ServerConfig, host: str = "0.0.0.0") -> None:
         enable_grpc=True,
         enable_latency_logging=False,
     )
+    # KServe's timing middleware logs three INFO lines per request; keep them for --log-level DEBUG only.
+    if not log.isEnabledFor(logging.DEBUG):
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)
     # KServe's server-level readiness is always true; ours waits for the model (REST /v2/health/ready and gRPC).
     server.dataplane = _models_ready_dataplane()(model_registry=server.registered_models)
     # Registered while still loading: KServe then reports it "not ready" until load() succeeds.

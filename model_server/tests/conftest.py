@@ -6,8 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from medsearch_model_server.embedder import Embedder, load_embedder
 from ms_helpers import config, dicom_file
+
+# One intra-op thread in the test process: on a shared 2-core machine torch's spinning OpenMP threads otherwise
+# slow every in-process test down several times (results do not depend on the thread count).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

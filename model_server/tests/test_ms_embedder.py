@@ -133,8 +133,7 @@ def test_full_model_torchscript_and_onnx_files(
     for weights, kind, backend in [
         (full, "full_model", "torch"),
         (scripted, "torchscript", "torch"),
-        (onnx_dir, "onnx", "auto"),
-        (f"file://{full}", "full_model", "torch"),
+        (f"file://{onnx_dir}", "onnx", "auto"),
     ]:
         emb = load_embedder(config(tmp_path / "cache", weights=str(weights), backend=backend, device="cpu"))
         assert emb.info.weights.kind == kind

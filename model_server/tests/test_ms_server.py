@@ -56,6 +56,31 @@ def server_cmd(weights: str, http_port: int, grpc_port: int, cache: Path) -> lis
     ]
 
 
+def grpc_infer(target: str, name: str, datatype: str, array: np.ndarray) -> np.ndarray:
+    """One ModelInfer call with the OIP protobufs (KServe ships them; tritonclient.grpc registers the same proto
+    names and cannot be imported in a process that has loaded KServe)."""
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    if datatype == "BYTES":
+        raw = b"".join(len(b).to_bytes(4, "little") + b for b in array.reshape(-1))
+    else:
+        raw = np.ascontiguousarray(array).tobytes()
+    request = pb.ModelInferRequest(
+        model_name="densenet121",
+        inputs=[pb.ModelInferRequest.InferInputTensor(name=name, datatype=datatype, shape=list(array.shape))],
+        raw_input_contents=[raw],
+    )
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        assert stub.ServerReady(pb.ServerReadyRequest()).ready
+        response = stub.ModelInfer(request, timeout=60)
+    out = response.outputs[0]
+    assert out.name == "embedding" and out.datatype == "FP32"
+    return np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(list(out.shape))
+
+
 @pytest.fixture(scope="module")
 def server(onnx_embedder: Embedder, model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # onnx_embedder has exported the ONNX file into model_cache already: the server reuses it.
@@ -90,7 +115,6 @@ def test_metadata_shows_random_weights(client: EmbeddingClient, server: Server) 
 def test_v1_v2_grpc_and_official_clients_agree(
     client: EmbeddingClient, server: Server, onnx_embedder: Embedder, ct_bytes: bytes
 ) -> None:
-    import tritonclient.grpc as tgrpc
     import tritonclient.http as thttp
 
     expected = onnx_embedder.embed_bytes([ct_bytes])[0]
@@ -115,15 +139,9 @@ def test_v1_v2_grpc_and_official_clients_agree(
     inp.set_data_from_numpy(np.array([ct_bytes], dtype=object))  # binary tensor extension (the default)
     got["triton-http"] = http_client.infer("densenet121", [inp]).as_numpy("embedding")[0]
 
-    grpc_client = tgrpc.InferenceServerClient(server.grpc)
-    assert grpc_client.is_server_ready()
-    inp = tgrpc.InferInput("image", [1], "BYTES")
-    inp.set_data_from_numpy(np.array([ct_bytes], dtype=object))
-    got["grpc"] = grpc_client.infer("densenet121", [inp]).as_numpy("embedding")[0]
+    got["grpc"] = grpc_infer(server.grpc, "image", "BYTES", np.array([ct_bytes], dtype=object))[0]
     px = onnx_embedder.pixels_from_bytes(ct_bytes)[None]
-    inp = tgrpc.InferInput("pixel_values", list(px.shape), "FP32")
-    inp.set_data_from_numpy(px)
-    got["grpc-pixels"] = grpc_client.infer("densenet121", [inp]).as_numpy("embedding")[0]
+    got["grpc-pixels"] = grpc_infer(server.grpc, "pixel_values", "FP32", px)[0]
     for name, emb in got.items():
         assert emb.shape == (1024,), name
         assert np.abs(emb - expected).max() < 1e-5, name
@@ -140,9 +158,6 @@ def test_embed_tensors_batch(client: EmbeddingClient, onnx_embedder: Embedder) -
 def test_bad_inputs_get_4xx_and_the_server_keeps_serving(
     client: EmbeddingClient, server: Server, ct_bytes: bytes
 ) -> None:
-    import tritonclient.grpc as tgrpc
-    from tritonclient.utils import InferenceServerException
-
     with pytest.raises(EmbeddingRejected, match="not an image"):
         client.embed_image_bytes(b"this is a text file, not an image")
     with pytest.raises(EmbeddingRejected, match=r"image\[0\]: (no pixel data|undecodable)"):
@@ -158,11 +173,11 @@ def test_bad_inputs_get_4xx_and_the_server_keeps_serving(
     assert r.status_code == 400 and "expected shape [3" in r.json()["error"]
     r = httpx.post(f"{server.url}/v2/models/densenet121/infer", content=b"{broken")
     assert r.status_code == 400
-    grpc_client = tgrpc.InferenceServerClient(server.grpc)
-    inp = tgrpc.InferInput("pixel_values", [1, 3, 8, 8], "FP32")
-    inp.set_data_from_numpy(np.zeros((1, 3, 8, 8), np.float32))
-    with pytest.raises(InferenceServerException, match=r"INVALID_ARGUMENT.*expected shape"):
-        grpc_client.infer("densenet121", [inp])
+    import grpc
+
+    with pytest.raises(grpc.RpcError) as err:
+        grpc_infer(server.grpc, "pixel_values", "FP32", np.zeros((1, 3, 8, 8), np.float32))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "expected shape" in err.value.details()
     # still serving
     assert client.ready()
     assert client.embed_image_bytes(ct_bytes).shape == (1024,)
@@ -256,3 +271,12 @@ def test_cli_embed_in_process_and_via_server(
         assert np.abs(np.asarray(lines[0]["embedding"], np.float32) - expected).max() < 1e-5
     assert in_process.exit_code == 1 and "notes.txt: not an image" in in_process.stderr
     assert via_server.exit_code == 0
+
+
+def test_exit_on_load_failure(tmp_path: Path, model_cache: Path) -> None:
+    import subprocess
+
+    cmd = [*server_cmd(str(tmp_path / "absent.onnx"), free_port(), free_port(), model_cache), "--exit-on-load-failure"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 3
+    assert "absent.onnx: no such file" in done.stderr + done.stdout
