@@ -213,6 +213,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> Any:
+        from medsearch_api.icd10 import describe
+
+        await asyncio.to_thread(describe, "J91.8")  # load the ICD-10-CM tables before the first request
         yield
         for closer in (lazy_client, image_embedder, publisher):
             if closer is not None:
