@@ -128,6 +128,12 @@ def test_assertion_status(analyzer: Analyzer, text: str, expected: dict[str, str
         ("Mild dextroscoliosis.", "scoliosis", "present"),
         ("Exaggerated thoracic kyphosis.", "kyphosis", "present"),
         ("Pericardial effusion is not excluded.", "pericardial_effusion", "uncertain"),
+        ("Heart size is at the upper limits of normal.", "cardiomegaly", "uncertain"),
+        ("Right upper lobe mass.", "lung_mass", "present"),
+        ("Lungs are otherwise clear.", "consolidation", "absent"),
+        ("Multiple old right rib fractures are again seen.", "rib_fracture", "present"),
+        ("Aortic knob calcifications.", "aortic_atherosclerosis", "present"),
+        ("Findings suggest COPD.", "copd", "uncertain"),
     ],
 )  # fmt: skip
 def test_radiology_phrasing(analyzer: Analyzer, text: str, concept: str, expected: str) -> None:
@@ -136,6 +142,12 @@ def test_radiology_phrasing(analyzer: Analyzer, text: str, concept: str, expecte
 
 def test_pericardial_effusion_is_not_a_pleural_effusion(analyzer: Analyzer) -> None:
     assert status(analyzer, "Small pericardial effusion.") == {"pericardial_effusion": "present"}
+
+
+def test_no_finding_from_unrelated_phrases(analyzer: Analyzer) -> None:
+    assert "degenerative_spine" not in status(analyzer, "Severe degenerative changes of both shoulders.")
+    assert analyzer.analyze("Mild interstitial prominence.").icd10_positive == []  # a sign, not fibrosis
+    assert analyzer.analyze("No mass effect.").icd10_positive == []
 
 
 # -------------------------------------------------------------------------------------------- roll-up

@@ -242,7 +242,8 @@ def lexicon_mentions(text: str, sentences: list[tuple[int, int]]) -> list[Mentio
                 for m in pat.finditer(sent):
                     if m.end() > m.start():
                         cands.append((a + m.start(), a + m.end(), order[polarity], concept, polarity))
-    cands.sort(key=lambda c: (-(c[1] - c[0]), c[2], c[0]))
+    # findings before anatomy (an anatomy phrase never hides a finding), then longest first
+    cands.sort(key=lambda c: (c[3].category == "ANATOMY", -(c[1] - c[0]), c[2], c[0]))
     taken: list[tuple[int, int]] = []
     out: list[Mention] = []
     for start, end, _, concept, polarity in cands:
