@@ -62,6 +62,34 @@ def predict(rows: list[dict[str, Any]], backend: str, model: str | None, link: b
     return out
 
 
+# The reference point of the quality bar: a keyword matcher with sentence-level negation (finding -> code).
+KEYWORDS = {
+    "I51.7": ["cardiomegaly", "enlarged heart", "heart is enlarged", "cardiac enlargement"],
+    "J90": ["effusion"], "J93.9": ["pneumothorax"], "J98.11": ["atelectasis"],
+    "J81.1": ["edema", "vascular congestion"], "J18.9": ["pneumonia", "consolidation"],
+    "J43.9": ["emphysema", "hyperinflat", "hyperexpan"], "J44.9": ["copd"], "K44.9": ["hiatal hernia"],
+    "M41.9": ["scoliosis"], "M40.209": ["kyphosis"], "S22.39XA": ["rib fracture"], "R91.1": ["nodule"],
+    "R91.8": ["mass"], "I70.0": ["atherosclero", "calcified aorta"], "J84.10": ["fibrosis"],
+}  # fmt: skip
+
+
+def keyword_baseline(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    import re
+
+    out = []
+    for row in rows:
+        pos: set[str] = set()
+        neg: set[str] = set()
+        for sent in re.split(r"(?<=[.;])\s+|\n", row["text"].lower()):
+            negated = re.search(r"\b(?:no|without|negative for|not)\b", sent) is not None
+            for code, words in KEYWORDS.items():
+                if any(w in sent for w in words):
+                    (neg if negated else pos).add(code)
+        out.append({"id": row["id"], "entities": [], "icd10_positive": sorted(pos),
+                    "icd10_negative": sorted(neg - pos), "icd10_uncertain": []})  # fmt: skip
+    return out
+
+
 def score(rows: list[dict[str, Any]], preds: dict[str, dict[str, Any]], errors: int = 0) -> dict[str, Any]:
     from medsearch_workers.nlp.lexicon import finding_for_code
 
@@ -170,7 +198,7 @@ def calibrate(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--backend", default="lexicon", choices=["lexicon", "transformers"])
+    ap.add_argument("--backend", default="lexicon", choices=["lexicon", "transformers", "keyword-baseline"])
     ap.add_argument("--model", default=None)
     ap.add_argument("--predictions", type=Path, default=None, help="JSONL from `medsearch nlp analyze`")
     ap.add_argument("--no-link", action="store_true", help="lexical codes only (no MiniLM ranking)")
@@ -186,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.predictions:
         preds = {p["id"]: p for p in load(args.predictions)}
         source = str(args.predictions)
+    elif args.backend == "keyword-baseline":
+        preds = {p["id"]: p for p in keyword_baseline(rows)}
+        source = "keyword matcher with sentence-level negation (reference point)"
     else:
         preds = {p["id"]: p for p in predict(rows, args.backend, args.model, not args.no_link)}
         source = f"{args.backend} (in-process{', lexical codes only' if args.no_link else ''})"
