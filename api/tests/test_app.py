@@ -179,3 +179,16 @@ def test_static_web_client_with_spa_fallback(tmp_path: Path) -> None:
         assert c.get("/search/deep/link").text == "<html>app</html>"
         assert "no" != c.get("/..%2Foutside.txt").text
         assert c.get("/healthz").json() == {"status": "ok"}
+
+
+def test_body_size_limit_without_content_length() -> None:
+    app, _ = make_app(max_upload_bytes=1024)
+
+    def chunks() -> Any:
+        for _ in range(40):
+            yield b"x" * (100 * 1024)
+
+    with TestClient(app) as c:
+        r = c.post("/graphql", content=chunks(), headers={"Authorization": f"Bearer {READER}",
+                                                        "content-type": "application/json"})
+        assert r.status_code == 413
