@@ -17,6 +17,7 @@ import base64
 import binascii
 import logging
 import re
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 from kserve import Model
-from kserve.errors import InvalidInput
+from kserve.errors import InvalidInput, ModelNotReady
 from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from numpy.typing import NDArray
@@ -38,6 +39,14 @@ from .embedder import Embedder, InputError, check_pixels, load_embedder
 
 log = logging.getLogger("medsearch_model_server.model")
 _B64 = re.compile(rb"^[A-Za-z0-9+/=\r\n_-]+$")
+
+
+class NotReady(ModelNotReady):  # type: ignore[misc]  # kserve is untyped
+    """ModelNotReady with the ``reason`` attribute KServe 0.21's gRPC interceptor reads (its own class lacks it)."""
+
+    def __init__(self, model_name: str, detail: str) -> None:
+        super().__init__(model_name, detail)
+        self.reason = self.error_msg
 
 
 @dataclass
@@ -72,10 +81,27 @@ class EmbeddingModel(Model):  # type: ignore[misc]  # kserve ships no type infor
         self.batcher: DynamicBatcher | None = None
         self.load_error: str | None = None
         self.state = "loading"
+        self._load_lock = threading.Lock()
+        self._load_attempted = False
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def load(self) -> bool:
-        """Load the weights and the backend; ``ready`` only on success, else ``load_error`` says why."""
+        """Load the weights and the backend; ``ready`` only on success, else ``load_error`` says why.
+
+        Runs once: KServe's data plane calls ``load()`` again on every request to a model that is not ready (in
+        the event loop); those calls return at once instead of loading a second time or retrying a failure.
+        """
+        if not self._load_lock.acquire(blocking=False):
+            return bool(self.ready)  # a load is in progress (the server's background thread)
+        try:
+            if self._load_attempted:
+                return bool(self.ready)
+            self._load_attempted = True
+            return self._load()
+        finally:
+            self._load_lock.release()
+
+    def _load(self) -> bool:
         self.ready = False
         try:
             embedder = load_embedder(self.cfg)
@@ -175,8 +201,8 @@ class EmbeddingModel(Model):  # type: ignore[misc]  # kserve ships no type infor
             )
 
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> ParsedRequest:
-        if self.embedder is None:
-            raise InvalidInput("the model is not loaded")
+        if self.embedder is None or not self.ready:
+            raise NotReady(self.name, self.load_error or "weights still loading")
         try:
             if isinstance(payload, InferRequest):
                 pixels = await self._parse_v2(payload)

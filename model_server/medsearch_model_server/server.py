@@ -48,8 +48,7 @@ def _models_ready_dataplane() -> type:
 
 def install_routes(app: Any, dataplane: Any, model: EmbeddingModel) -> None:
     """Register the metadata and fast-infer routes on KServe's FastAPI app (before KServe adds its own)."""
-    from kserve.errors import ModelNotReady
-
+    from .model import NotReady
     from .protocol import parse_infer_request
 
     async def model_metadata(model_name: str) -> Any:
@@ -60,7 +59,7 @@ def install_routes(app: Any, dataplane: Any, model: EmbeddingModel) -> None:
     async def infer(request: Request, model_name: str) -> Response:
         if not await dataplane.model_ready(model_name, True):
             detail = model.load_error if model_name == model.name and model.load_error else "weights still loading"
-            raise ModelNotReady(model_name, detail)
+            raise NotReady(model_name, detail)
         body = await request.body()
         infer_request = parse_infer_request(body, request.headers.get("inference-header-content-length"), model_name)
         response, _ = await dataplane.infer(model_name=model_name, request=infer_request, headers=dict(request.headers))

@@ -56,7 +56,7 @@ def server_cmd(weights: str, http_port: int, grpc_port: int, cache: Path) -> lis
     ]
 
 
-def grpc_infer(target: str, name: str, datatype: str, array: np.ndarray) -> np.ndarray:
+def grpc_infer(target: str, name: str, datatype: str, array: np.ndarray, *, check_ready: bool = True) -> np.ndarray:
     """One ModelInfer call with the OIP protobufs (KServe ships them; tritonclient.grpc registers the same proto
     names and cannot be imported in a process that has loaded KServe)."""
     import grpc
@@ -74,7 +74,7 @@ def grpc_infer(target: str, name: str, datatype: str, array: np.ndarray) -> np.n
     )
     with grpc.insecure_channel(target) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        assert stub.ServerReady(pb.ServerReadyRequest()).ready
+        assert stub.ServerReady(pb.ServerReadyRequest()).ready is check_ready
         response = stub.ModelInfer(request, timeout=60)
     out = response.outputs[0]
     assert out.name == "embedding" and out.datatype == "FP32"
@@ -236,7 +236,19 @@ def test_unloadable_weights_never_become_ready(tmp_path: Path, model_cache: Path
             assert not c.ready()
             with pytest.raises(EmbeddingUnavailable, match=r"503.*no such file"):
                 c.embed_tensors(np.zeros((1, 3, SIZE, SIZE), np.float32))
+        import grpc
+
+        with pytest.raises(grpc.RpcError) as err:  # gRPC does not retry the load in the request either
+            grpc_infer(
+                f"127.0.0.1:{grpc_port}",
+                "pixel_values",
+                "FP32",
+                np.zeros((1, 3, SIZE, SIZE), np.float32),
+                check_ready=False,
+            )
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "no such file" in err.value.details()
         wait_until(lambda: "is NOT ready: cannot load weights" in log.read_text(), timeout=10, what="log line")
+        assert log.read_text().count("is NOT ready: cannot load weights") == 1
 
 
 def test_cli_embed_in_process_and_via_server(
