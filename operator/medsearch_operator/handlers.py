@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from medsearch.contracts.spec import API_GROUP, API_VERSION, PLURAL
+from medsearch.contracts.spec import API_GROUP, API_VERSION, KIND, PLURAL
 from medsearch.provision import ProvisionError
 from medsearch_operator.kube import Kube, KubeError
 from medsearch_operator.reconcile import Services, backoff_seconds, reconcile, teardown
@@ -48,6 +48,10 @@ def configure(settings: kopf.OperatorSettings, memo: Any, logger: Log, **_: Any)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=API_GROUP, key="last-handled-configuration")
     settings.posting.level = logging.WARNING  # only our explicit events, not every handler log line
+    # A resync tick (a sync handler in a thread) may be running when an index is deleted; kopf holds the
+    # finalizer until it ends. Our ticks are bounded by the service timeouts: wait for them, poll often.
+    settings.background.instant_exit_timeout = ours.operator_service_timeout_seconds * 2 + 5
+    settings.background.cancellation_polling = 2
     settings.watching.server_timeout = 120
     settings.watching.client_timeout = 150
     memo["settings"] = ours
@@ -69,8 +73,15 @@ def _run(body: Any, memo: Any, retry: int, logger: Log, *, raise_on_retry: bool)
     kube: Kube = memo["kube"]
     services: Services = memo["services"]
     meta = body["metadata"]
-    obj = {"metadata": dict(meta), "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
     with _lock_for(meta["uid"]):
+        # Level-based: act on the object as it is now, not on the snapshot this handler was called with (a
+        # timer tick that waited for the lock must not re-apply a spec that an update has just replaced).
+        fresh = kube.get(f"{API_GROUP}/{API_VERSION}", KIND, meta["namespace"], meta["name"])
+        if fresh is None or fresh["metadata"].get("uid") != meta["uid"] or fresh["metadata"].get("deletionTimestamp"):
+            return
+        obj = {"metadata": fresh["metadata"], "spec": dict(fresh.get("spec") or {}),
+               "status": dict(fresh.get("status") or {})}
+        meta = obj["metadata"]
         if not obj["status"].get("conditions"):
             from medsearch_operator.status import initial_conditions, now_rfc3339
 
