@@ -266,9 +266,13 @@ class MilvusRepository:
 
     def _search_ids(self, field: str, data: Any, expr: str, limit: int, offset: int = 0,
                     params: dict[str, Any] | None = None) -> list[tuple[str, float]]:
+        return [(pk, d) for pk, d, _ in self._search_hits(field, data, expr, limit, offset, params, ["report_id"])]
+
+    def _search_hits(self, field: str, data: Any, expr: str, limit: int, offset: int,
+                     params: dict[str, Any] | None, fields: Sequence[str]) -> list[tuple[str, float, dict[str, Any]]]:
         if limit <= 0:
             return []
-        kwargs: dict[str, Any] = {"anns_field": field, "limit": limit, "output_fields": ["report_id"]}
+        kwargs: dict[str, Any] = {"anns_field": field, "limit": limit, "output_fields": list(fields)}
         if offset:
             kwargs["offset"] = offset
         if expr:
@@ -277,7 +281,11 @@ class MilvusRepository:
             kwargs["search_params"] = params
         res = self._call(self._client.search, self.reports, data=[data], **kwargs)
         hits = res[0] if res else []
-        return [(_hit_pk(h, "report_id"), float(h["distance"])) for h in hits]
+        out = []
+        for h in hits:
+            pk = _hit_pk(h, "report_id")
+            out.append((pk, float(h["distance"]), {**dict(h.get("entity") or {}), "report_id": pk}))
+        return out
 
     def _search_reports(self, query: str | None, mode: SearchMode, vector: Sequence[float] | None,
                         f: ReportFilterSpec, offset: int, limit: int) -> ReportPage:
@@ -291,13 +299,17 @@ class MilvusRepository:
         if offset >= want:
             return ReportPage([], False)
         ranked: list[tuple[str, float]]
-        if mode is SearchMode.KEYWORD:
-            hits = self._search_ids(REPORT_SPARSE, query, expr, want - offset, offset, {"metric_type": "BM25"})
-            ranked = [(i, abs(d)) for i, d in hits]  # milvus-lite reports BM25 as a negative distance
-        elif mode is SearchMode.SEMANTIC:
-            if vector is None:
-                raise ValueError("SEMANTIC search needs a query vector")
-            ranked = self._search_ids(REPORT_VECTOR, list(vector), expr, want - offset, offset)
+        if mode is not SearchMode.HYBRID:  # one search returns the rows too
+            if mode is SearchMode.KEYWORD:
+                hits = self._search_hits(REPORT_SPARSE, query, expr, want - offset, offset, {"metric_type": "BM25"},
+                                         REPORT_READ_FIELDS)
+                hits = [(i, abs(d), e) for i, d, e in hits]  # milvus-lite reports BM25 as a negative distance
+            else:
+                if vector is None:
+                    raise ValueError("SEMANTIC search needs a query vector")
+                hits = self._search_hits(REPORT_VECTOR, list(vector), expr, want - offset, offset, None,
+                                         REPORT_READ_FIELDS)
+            return ReportPage([ReportHit(report_from_row(e), d) for _, d, e in hits[:limit]], len(hits) > limit)
         else:
             if vector is None:
                 raise ValueError("HYBRID search needs a query vector")
