@@ -72,8 +72,6 @@ class CReport:
     @strawberry.field
     async def Images(self, info: Info[Context, None]) -> list[CImage | None] | None:
         images = await info.context.loaders.images_by_study.load(self.r.study_uid) if self.r.study_uid else []
-        if not images and self.r.report_id:
-            return []
         return [CImage.of(i) for i in images]
 
     @staticmethod
