@@ -134,6 +134,9 @@ def test_assertion_status(analyzer: Analyzer, text: str, expected: dict[str, str
         ("Multiple old right rib fractures are again seen.", "rib_fracture", "present"),
         ("Aortic knob calcifications.", "aortic_atherosclerosis", "present"),
         ("Findings suggest COPD.", "copd", "uncertain"),
+        ("Cardiomediastinal and hilar contours are normal.", "cardiomegaly", "absent"),
+        ("Cardiac silhouette size is upper limits of normal.", "cardiomegaly", "uncertain"),
+        ("Loss of height of T12.", "vertebral_fracture", "present"),
     ],
 )  # fmt: skip
 def test_radiology_phrasing(analyzer: Analyzer, text: str, concept: str, expected: str) -> None:
@@ -148,6 +151,8 @@ def test_no_finding_from_unrelated_phrases(analyzer: Analyzer) -> None:
     assert "degenerative_spine" not in status(analyzer, "Severe degenerative changes of both shoulders.")
     assert analyzer.analyze("Mild interstitial prominence.").icd10_positive == []  # a sign, not fibrosis
     assert analyzer.analyze("No mass effect.").icd10_positive == []
+    # an ICD inclusion term that is a list ("Cardiac, heart or myocardial failure NOS") is no phrase
+    assert analyzer.analyze("The cardiac and mediastinal silhouettes are stable.").icd10_positive == []
 
 
 # -------------------------------------------------------------------------------------------- roll-up

@@ -180,7 +180,6 @@ def is_billable(code: str) -> bool:
 _CLEAN = [
     (re.compile(r"\([^)]*\)|\[[^\]]*\]"), " "),
     (re.compile(r",?\s*(?:unspecified|not elsewhere classified|NOS|NEC)\b.*$", re.IGNORECASE), ""),
-    (re.compile(r",.*$"), ""),
     (re.compile(r"\s+"), " "),
 ]
 
@@ -204,7 +203,9 @@ def icd_index_terms() -> dict[str, str]:
             words = term.split()
             if not (1 <= len(words) <= 4) or len(term) < 5 or term in _TERM_STOPLIST:
                 continue
-            if len(words) == 1 and re.search(r"(?:al|ic|ar|ior|ed|ous|ive|ary)$", term):
+            if "," in term or ";" in term:
+                continue  # "Cardiac, heart or myocardial failure": a list, not a phrase of running text
+            if len(words) == 1 and re.search(r"(?:al|ic|ac|ar|ior|ed|ous|ive|ary)$", term):
                 continue  # a bare adjective ("lateral", "posterior") is no finding
             if words[-1] in {"of", "and", "or", "to", "the", "for", "with", "in", "by"}:
                 continue
