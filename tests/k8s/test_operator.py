@@ -552,3 +552,28 @@ def test_operator_entry_point_runs_as_a_process(
         proc.terminate()
         code = proc.wait(timeout=30)
     assert code == 0, log_path.read_text()[-3000:]
+
+
+def test_periodic_resync_repairs_drift(api: Api, ns: str, run_operator: Any, kafka_bootstrap: str) -> None:
+    name = unique_name("drift")
+    deployment = ("apps/v1", "Deployment")
+    with run_operator(ns):
+        api.create(sample(name, ns))
+        api.wait_condition(ns, name, "TopicsReady", "True")
+        wait_for(lambda: api.get(deployment, ns, f"{name}-report-worker"), timeout=30, what="report worker")
+        # Someone deletes a child, scales another by hand, and drops a topic: no spec change follows.
+        api.delete(deployment, ns, f"{name}-dicom-worker")
+        api.patch(deployment, ns, f"{name}-report-worker", {"spec": {"replicas": 5}})
+        admin = provision.kafka_admin(kafka_bootstrap)
+        try:
+            admin.delete_topics([f"{name}.dlq"])
+        finally:
+            admin.close()
+
+        def repaired() -> bool:
+            dicom = api.get(deployment, ns, f"{name}-dicom-worker")
+            report = api.get(deployment, ns, f"{name}-report-worker") or {}
+            return (dicom is not None and report.get("spec", {}).get("replicas") == 1
+                    and f"{name}.dlq" in topic_partitions(kafka_bootstrap, name))
+
+        wait_for(repaired, timeout=30, what="resync to restore the Deployment, the replicas and the topic")
