@@ -70,6 +70,16 @@ def _events(body: Any, transitions: list[dict[str, Any]]) -> None:
 
 def _run(body: Any, memo: Any, retry: int, logger: Log, *, raise_on_retry: bool) -> None:
     settings: OperatorSettings = memo["settings"]
+    try:
+        _run_locked(body, memo, retry, logger, raise_on_retry=raise_on_retry)
+    except KubeError as err:
+        if err.status == 404:
+            return  # the index is gone; nothing to reconcile
+        raise kopf.TemporaryError(f"Kubernetes API: {err}", delay=backoff_seconds(retry, settings)) from err
+
+
+def _run_locked(body: Any, memo: Any, retry: int, logger: Log, *, raise_on_retry: bool) -> None:
+    settings: OperatorSettings = memo["settings"]
     kube: Kube = memo["kube"]
     services: Services = memo["services"]
     meta = body["metadata"]
@@ -90,12 +100,7 @@ def _run(body: Any, memo: Any, retry: int, logger: Log, *, raise_on_retry: bool)
             kube.patch_index_status(meta["namespace"], meta["name"], first)
             obj["status"] = first
         outcome = reconcile(obj, kube, services, settings)
-        try:
-            kube.patch_index_status(meta["namespace"], meta["name"], outcome.status)
-        except KubeError as err:
-            if err.status != 404:  # 404: the object is gone
-                raise kopf.TemporaryError(f"status update failed: {err}", delay=backoff_seconds(retry, settings)) \
-                    from err
+        kube.patch_index_status(meta["namespace"], meta["name"], outcome.status)
     _events(body, outcome.transitions)
     if outcome.retry:
         delay = backoff_seconds(retry, settings)

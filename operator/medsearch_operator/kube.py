@@ -81,6 +81,7 @@ class Kube:
                 content_type: str = "application/json") -> dict[str, Any] | None:
         """One call; returns the decoded body, None on 404; raises :class:`KubeError` otherwise."""
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError as TransportError
 
         headers = {"Accept": "application/json", "Content-Type": content_type}
         try:
@@ -91,7 +92,7 @@ class Kube:
             resp.read()
         except ApiException as err:
             raise KubeError(int(err.status or 0), f"{method} {path}: {err.reason}") from err
-        except OSError as err:  # urllib3 connection errors derive from OSError
+        except (OSError, TransportError) as err:  # unreachable API server, TLS failures, timeouts
             raise KubeError(0, f"{method} {path}: {err}") from err
         if resp.status == 404:
             return None

@@ -245,3 +245,55 @@ def test_resource_paths() -> None:
         "/apis/medsearch.io/v1alpha1/namespaces/ns/medicalsearchindexes/a/status")
     with pytest.raises(KubeError):
         resource_path("v1", "Secret", "ns", "a")
+
+
+class _Resp:
+    def __init__(self, status: int, data: bytes) -> None:
+        self.status, self.data = status, data
+
+    def read(self) -> None:
+        pass
+
+
+class _FakeApiClient:
+    """The two methods of kubernetes.client.ApiClient that Kube uses."""
+
+    def __init__(self, outcome: Any) -> None:
+        self.outcome = outcome
+        self.calls: list[tuple[str, str, Any, Any]] = []
+
+    def param_serialize(self, method: str, path: str, query_params: Any, header_params: Any, body: Any,
+                        auth_settings: Any) -> tuple[str, str, Any, Any, None]:
+        self.calls.append((method, path, query_params, header_params))
+        return method, path, header_params, body, None
+
+    def call_api(self, method: str, url: str, headers: Any, body: Any, post: Any, _request_timeout: Any) -> _Resp:
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome  # type: ignore[no-any-return]
+
+
+def test_kube_apply_is_a_forced_server_side_apply_and_errors_are_typed() -> None:
+    import json
+
+    from medsearch_operator.kube import Kube
+    from urllib3.exceptions import MaxRetryError
+
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "ns"}}
+    api = _FakeApiClient(_Resp(200, json.dumps(cm).encode()))
+    assert Kube(api, "medsearch-operator").apply(cm) == cm
+    method, path, query, headers = api.calls[0]
+    assert (method, path) == ("PATCH", "/api/v1/namespaces/ns/configmaps/a")
+    assert query == [("fieldManager", "medsearch-operator"), ("force", "true")]
+    assert headers["Content-Type"] == "application/apply-patch+yaml"
+    missing = Kube(_FakeApiClient(_Resp(404, b"")), "m")
+    assert missing.get("v1", "ConfigMap", "ns", "a") is None
+    with pytest.raises(KubeError) as err:
+        missing.apply(cm)
+    assert err.value.status == 404
+    with pytest.raises(KubeError) as err:
+        Kube(_FakeApiClient(_Resp(403, b'{"message": "configmaps is forbidden"}')), "m").apply(cm)
+    assert err.value.status == 403 and "forbidden" in str(err.value)
+    with pytest.raises(KubeError) as err:
+        Kube(_FakeApiClient(MaxRetryError(None, "/x", "refused")), "m").apply(cm)  # type: ignore[arg-type]
+    assert err.value.status == 0
