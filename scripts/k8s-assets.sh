@@ -114,8 +114,9 @@ build_apiserver() {
     log "building kube-apiserver $K8S_VERSION (several minutes)"
     (cd "$tree" && GOCACHE="$work/gocache" GOPATH="$work/gopath" CGO_ENABLED=0 GOFLAGS=-mod=vendor \
         nice make WHAT=cmd/kube-apiserver >&2)
-    "$tree/_output/bin/kube-apiserver" --version | grep -q "v$K8S_VERSION" \
-        || die "built $("$tree/_output/bin/kube-apiserver" --version), expected v$K8S_VERSION"
+    local built
+    built=$("$tree/_output/bin/kube-apiserver" --version)
+    [[ "$built" == *"v$K8S_VERSION" ]] || die "built $built, expected v$K8S_VERSION"
     install -m 0755 "$tree/_output/bin/kube-apiserver" "$CACHE/bin/kube-apiserver.tmp"
     mv "$CACHE/bin/kube-apiserver.tmp" "$CACHE/bin/kube-apiserver"
     chmod -R u+w "$work" 2>/dev/null || true
