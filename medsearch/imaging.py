@@ -151,8 +151,10 @@ def decode_raster(data: bytes, *, source: str = "<bytes>") -> FloatImage:
                 peak = 255.0 if im.mode in ("L", "LA", "1") else max(float(a.max()), 1.0)
                 return np.clip(a / peak, 0.0, 1.0).astype(np.float32)
             return (np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0).astype(np.float32)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise ImageDecodeError(source, "not_an_image", f"not DICOM, PNG or JPEG ({err})") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(source, "not_an_image", "not DICOM, PNG or JPEG") from None
+    except (OSError, ValueError, SyntaxError) as err:  # a raster Pillow recognised but could not read
+        raise ImageDecodeError(source, "undecodable", f"corrupt or truncated image ({err})") from None
 
 
 def decode_image_bytes(data: bytes, *, source: str = "<bytes>", frame_policy: FramePolicy = "middle") -> FloatImage:
