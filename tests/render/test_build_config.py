@@ -92,6 +92,9 @@ def test_profiles_exist_and_patch_valid_paths() -> None:
         profile_config(*combo)   # raises on a patch of a missing path
     model = {a["image"]: a for a in profile_config("gpu")["build"]["artifacts"]}["medsearch-model-server"]
     assert model["docker"]["buildArgs"]["VARIANT"] == "cuda"
+    for combo in ((), ("gpu",), ("kind",)):
+        # helm will not install a chart whose declared dependencies are absent, even disabled ones
+        assert profile_config(*combo)["deploy"]["helm"]["releases"][1]["skipBuildDependencies"] is False
     kind = profile_config("kind")
     assert kind["build"]["local"]["push"] is False
     assert not [k for k in kind["deploy"]["helm"]["releases"][1]["setValueTemplates"] if k.endswith(".digest")]
