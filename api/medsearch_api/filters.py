@@ -98,6 +98,22 @@ def contains_all(field: str, values: Sequence[str]) -> str:
     return " and ".join(f"ARRAY_CONTAINS({field}, {literal(v)})" for v in values)
 
 
+def contains_any(field: str, values: Sequence[str]) -> str:
+    return "(" + " or ".join(f"ARRAY_CONTAINS({field}, {literal(v)})" for v in sorted(values)) + ")"
+
+
+def finding_partitions(codes: Sequence[str]) -> tuple[str, str]:
+    """For the codes of the findings a query names: (reports asserting one of them, reports that neither assert
+    nor negate them). Reports that only negate them are in neither (a search for a finding leaves them out)."""
+    asserted = contains_any("icd10_positive", codes)
+    return asserted, f"not {asserted} and not {contains_any('icd10_negative', codes)}"
+
+
+def finding_visible(codes: Sequence[str]) -> str:
+    """Reports a finding search returns: all but those that negate the finding without asserting it."""
+    return f"not ({contains_any('icd10_negative', codes)} and not {contains_any('icd10_positive', codes)})"
+
+
 def date_range(field: str, lo: int | None, hi: int | None) -> list[str]:
     parts = []
     if lo is not None:

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from medsearch.contracts.collections import IMAGE_VECTOR, REPORT_SPARSE, REPORT_TEXT, REPORT_VECTOR
 from medsearch.contracts.naming import names_for
+from medsearch.findings import query_findings
 from medsearch_api import filters as fx
 from medsearch_api.records import (
     ICD10_FIELD,
@@ -287,6 +288,32 @@ class MilvusRepository:
             out.append((pk, float(h["distance"]), {**dict(h.get("entity") or {}), "report_id": pk}))
         return out
 
+    @staticmethod
+    def _finding_codes(query: str | None, f: ReportFilterSpec) -> tuple[str, ...]:
+        """ICD-10-CM codes of the findings the query names (:func:`medsearch.findings.query_findings`), unless
+        the filter itself asks about negated or uncertain codes of those findings (then every mention counts)."""
+        if not query or not query.strip():
+            return ()
+        codes = {c for cs in query_findings(query).values() for c in cs}
+        if codes & (set(f.negative_codes) | set(f.uncertain_codes)):
+            return ()
+        return tuple(sorted(codes))
+
+    def _ranked(self, query: str, mode: SearchMode, vector: Sequence[float] | None, expr: str,
+                want: int) -> list[tuple[str, float, dict[str, Any] | None]]:
+        """The top ``want`` reports for one expression: (id, score, row or None when only the id is known)."""
+        if mode is SearchMode.KEYWORD:
+            hits = self._search_hits(REPORT_SPARSE, query, expr, want, 0, {"metric_type": "BM25"},
+                                     REPORT_READ_FIELDS)
+            return [(i, abs(d), e) for i, d, e in hits]  # milvus-lite reports BM25 as a negative distance
+        if vector is None:
+            raise ValueError(f"{mode.name} search needs a query vector")
+        if mode is SearchMode.SEMANTIC:
+            return list(self._search_hits(REPORT_VECTOR, list(vector), expr, want, 0, None, REPORT_READ_FIELDS))
+        sparse = self._search_ids(REPORT_SPARSE, query, expr, want, 0, {"metric_type": "BM25"})
+        dense = self._search_ids(REPORT_VECTOR, list(vector), expr, want, 0)
+        return [(i, s, None) for i, s in rrf([[i for i, _ in sparse], [i for i, _ in dense]])[:want]]
+
     def _search_reports(self, query: str | None, mode: SearchMode, vector: Sequence[float] | None,
                         f: ReportFilterSpec, offset: int, limit: int) -> ReportPage:
         expr = self._report_filter_expr(f)
@@ -298,27 +325,19 @@ class MilvusRepository:
         want = min(offset + limit + 1, MAX_WINDOW)
         if offset >= want:
             return ReportPage([], False)
-        ranked: list[tuple[str, float]]
-        if mode is not SearchMode.HYBRID:  # one search returns the rows too
-            if mode is SearchMode.KEYWORD:
-                hits = self._search_hits(REPORT_SPARSE, query, expr, want - offset, offset, {"metric_type": "BM25"},
-                                         REPORT_READ_FIELDS)
-                hits = [(i, abs(d), e) for i, d, e in hits]  # milvus-lite reports BM25 as a negative distance
-            else:
-                if vector is None:
-                    raise ValueError("SEMANTIC search needs a query vector")
-                hits = self._search_hits(REPORT_VECTOR, list(vector), expr, want - offset, offset, None,
-                                         REPORT_READ_FIELDS)
-            return ReportPage([ReportHit(report_from_row(e), d) for _, d, e in hits[:limit]], len(hits) > limit)
-        else:
-            if vector is None:
-                raise ValueError("HYBRID search needs a query vector")
-            sparse = self._search_ids(REPORT_SPARSE, query, expr, want, 0, {"metric_type": "BM25"})
-            dense = self._search_ids(REPORT_VECTOR, list(vector), expr, want, 0)
-            ranked = rrf([[i for i, _ in sparse], [i for i, _ in dense]])[offset:want]
-        page, more = ranked[:limit], len(ranked) > limit
-        found = self._reports_by_ids([i for i, _ in page])
-        return ReportPage([ReportHit(found[i], s) for i, s in page if i in found], more)
+        codes = self._finding_codes(query, f)
+        # A query naming a finding ranks the reports asserting it first, then those that mention its words without
+        # asserting or negating it; reports that only negate it are left out.
+        exprs = [fx.conj([expr, part]) for part in fx.finding_partitions(codes)] if codes else [expr]
+        ranked: list[tuple[str, float, dict[str, Any] | None]] = []
+        for e in exprs:
+            ranked += self._ranked(query, mode, vector, e, want)
+        page, more = ranked[offset:offset + limit], len(ranked) > offset + limit
+        missing = [i for i, _, row in page if row is None]
+        found = self._reports_by_ids(missing) if missing else {}
+        hits = [ReportHit(report_from_row(row) if row is not None else found[i], s) for i, s, row in page
+                if row is not None or i in found]
+        return ReportPage(hits, more)
 
     async def search_reports(
         self, *, query: str | None, mode: SearchMode, query_vector: Sequence[float] | None,
@@ -326,13 +345,15 @@ class MilvusRepository:
     ) -> ReportPage:
         return await self._run(self._search_reports, query, mode, query_vector, filter, offset, limit)
 
-    def _matching_rows(self, query: str | None, f: ReportFilterSpec, fields: Sequence[str]) -> list[dict[str, Any]]:
+    def _matching_rows(self, query: str | None, f: ReportFilterSpec, fields: Sequence[str],
+                       extra: str | None = None) -> list[dict[str, Any]]:
         """Reports containing any query term (all reports without a query) that pass the filter.
 
         With a query this is a BM25 search over the whole window: a report scores > 0 exactly when it shares a
         token with the query under the collection's analyzer, and the search path is far cheaper than a
-        ``TEXT_MATCH`` scan. A saturated window falls back to the exact ``TEXT_MATCH`` scan."""
-        expr = self._report_filter_expr(f)
+        ``TEXT_MATCH`` scan. A saturated window falls back to the exact ``TEXT_MATCH`` scan. ``extra`` narrows
+        the result further (the finding-aware search's visibility rule)."""
+        expr = fx.conj([self._report_filter_expr(f), extra])
         if not query or not query.strip():
             return self._scan(self.reports, expr, fields)
         if not fx.query_tokens(query):
@@ -345,7 +366,7 @@ class MilvusRepository:
         hits = res[0] if res else []
         if len(hits) < MAX_WINDOW:
             return [{**dict(h.get("entity") or {}), "report_id": _hit_pk(h, "report_id")} for h in hits]
-        return self._scan(self.reports, self._matching_expr(query, f), fields)
+        return self._scan(self.reports, fx.conj([self._matching_expr(query, f), extra]), fields)
 
     def _matching_expr(self, query: str | None, f: ReportFilterSpec) -> str:
         expr = self._report_filter_expr(f)
@@ -357,9 +378,11 @@ class MilvusRepository:
         return expr
 
     def _count_reports(self, query: str | None, mode: SearchMode, f: ReportFilterSpec) -> int:
+        codes = self._finding_codes(query, f)
+        visible = fx.finding_visible(codes) if codes else None
         if mode is SearchMode.KEYWORD and query and query.strip():
-            return len(self._matching_rows(query, f, []))
-        rows = self._query(self.reports, self._report_filter_expr(f), ["count(*)"])
+            return len(self._matching_rows(query, f, [], extra=visible))
+        rows = self._query(self.reports, fx.conj([self._report_filter_expr(f), visible]), ["count(*)"])
         return int(rows[0]["count(*)"]) if rows else 0
 
     async def count_reports(self, *, query: str | None, mode: SearchMode, filter: ReportFilterSpec) -> int:

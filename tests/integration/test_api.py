@@ -237,8 +237,26 @@ def _all_pages(seeded: Seeded, variables: dict[str, Any], first: int = 7) -> tup
     return out, total
 
 
+def test_finding_search_puts_asserting_reports_first_and_leaves_out_negating_ones(seeded: Seeded) -> None:
+    for mode in ("KEYWORD", "HYBRID"):
+        edges, total = _all_pages(seeded, {"q": "pneumothorax", "mode": mode}, first=5)
+        ids = [e["node"]["id"] for e in edges]
+        positive = {r["report_id"] for r in seeded.reports if "J93.9" in r["icd10_positive"]}
+        negated_only = {r["report_id"] for r in seeded.reports
+                        if "J93.9" in r["icd10_negative"] and "J93.9" not in r["icd10_positive"]}
+        assert positive and negated_only
+        assert not set(ids) & negated_only
+        assert set(ids[:len(positive)]) == positive  # asserting reports first, whatever their BM25 rank
+        if mode == "KEYWORD":
+            assert total == len(ids)
+    # Asking for the negated finding explicitly turns the rule off: the negating reports are what was asked for.
+    edges, _ = _all_pages(seeded, {"q": "pneumothorax", "mode": "KEYWORD",
+                                   "f": {"negativeCodes": ["J93.9"]}})
+    assert {e["node"]["id"] for e in edges} == negated_only
+
+
 def test_keyword_search_pages_through_exactly_the_matching_reports(seeded: Seeded) -> None:
-    q = "pneumothorax nodule"
+    q = "noted normal"  # names no finding: plain BM25 over every report sharing a token
     edges, total = _all_pages(seeded, {"q": q, "mode": "KEYWORD"})
     expected = {r["report_id"] for r in seeded.reports if toks(r["text"]) & toks(q)}
     ids = [e["node"]["id"] for e in edges]
@@ -454,7 +472,9 @@ def test_compat_seed_operations(seeded: Seeded) -> None:
                         'NegativeSigns PositiveDiagnoses NegativeDiagnoses PositiveSymptoms NegativeSymptoms '
                         'PositiveICD10CMs NegativeICD10CMs Images { ReportId ImageId Bucket Key } } }',
                         {"s": "pneumothorax"}, path=p)["searchReports"]
-    expected = {r["report_id"] for r in seeded.reports if "pneumothorax" in toks(r["text"])}
+    # The same finding-aware search as the main schema: reports that only negate the finding are left out.
+    expected = {r["report_id"] for r in seeded.reports if "pneumothorax" in toks(r["text"])
+                and not ("J93.9" in r["icd10_negative"] and "J93.9" not in r["icd10_positive"])}
     assert {x["ReportId"] for x in found} == expected
     assert seeded.data("query { listReports(from:0, size:100) { Impression Images { ImageId } } }",
                        path=p)["listReports"].__len__() == N_STUDIES

@@ -1,0 +1,1 @@
+"""Data files of the shared package (the radiology finding lexicon)."""
