@@ -181,7 +181,7 @@ def plan_services(
         "MEDSEARCH_MODEL_NAME": spec.embedding.name,
         "MEDSEARCH_OBJECT_STORE_URL": f"file://{paths.objects}",
         "MEDSEARCH_DATA_DIR": str(paths.data_dir),
-        "MEDSEARCH_MODEL_CACHE": str(paths.models),
+        "MEDSEARCH_MODEL_CACHE_DIR": str(paths.models),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
