@@ -49,9 +49,14 @@ def _root(
     )
     if not verbose:
         # Client libraries log every connection at INFO; keep the CLI's own output readable.
-        for noisy in ("kafka", "pymilvus", "httpx", "urllib3"):
+        for noisy in ("pymilvus", "httpx", "urllib3"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        # pydicom warns about every slightly non-conformant test file it still reads correctly.
+        # kafka-python warns about things the CLI does on purpose (offset reads without a consumer group).
+        logging.getLogger("kafka").setLevel(logging.ERROR)
+        # pydicom warns about every slightly non-conformant test file it still reads correctly. Its config
+        # module sets the logger's level when imported, so import it first.
+        import pydicom.config  # noqa: F401  # imported for its side effect on the "pydicom" logger
+
         logging.getLogger("pydicom").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\..*")
 
