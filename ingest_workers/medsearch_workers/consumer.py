@@ -19,6 +19,7 @@ Delivery contract (at-least-once, idempotent writes):
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -31,7 +32,9 @@ from typing import Any, get_args
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from medsearch.contracts.messages import DeadLetter
+from medsearch.contracts.naming import IndexNames, names_for
 from medsearch.contracts.settings import WorkerSettings
+from medsearch.contracts.spec import MedicalSearchIndexSpec, WorkerSpec
 
 log = logging.getLogger("medsearch.workers.consumer")
 
@@ -136,6 +139,53 @@ class WorkerMetrics:
         """Current value of a sample (tests, bench): e.g. ``value("medsearch_worker_indexed_total")``."""
         got = self.registry.get_sample_value(name, {"worker": self.worker_name, **labels})
         return float(got or 0.0)
+
+
+def load_spec(index: str) -> MedicalSearchIndexSpec:
+    """The index spec from ``MEDSEARCH_INDEX_SPEC_FILE`` when set, else the defaults."""
+    from medsearch.contracts.spec import default_index, load_index_file
+
+    path = os.environ.get("MEDSEARCH_INDEX_SPEC_FILE")
+    if path:
+        idx = load_index_file(path)
+        if idx.metadata.name != index:
+            log.warning("MEDSEARCH_INDEX_SPEC_FILE names index %r; serving %r", idx.metadata.name, index)
+        return idx.spec
+    return default_index(index).spec
+
+
+def spec_batch_size(worker: WorkerSpec) -> int | None:
+    """The spec's batch size, unless ``MEDSEARCH_WORKER_BATCH_SIZE`` overrides it (None: use the settings')."""
+    return None if "MEDSEARCH_WORKER_BATCH_SIZE" in os.environ else worker.batch_size
+
+
+@dataclass(frozen=True)
+class WorkerRuntime:
+    """What every worker's ``run`` starts from: settings, stop event, names, spec and metrics (served)."""
+
+    settings: WorkerSettings
+    stop: threading.Event
+    names: IndexNames
+    spec: MedicalSearchIndexSpec
+    metrics: WorkerMetrics
+
+
+def worker_runtime(
+    kind: str,
+    settings: WorkerSettings | None = None,
+    stop: threading.Event | None = None,
+    spec: MedicalSearchIndexSpec | None = None,
+    metrics: WorkerMetrics | None = None,
+) -> WorkerRuntime:
+    """Fill in the defaults and start the metrics endpoint when ``MEDSEARCH_WORKER_METRICS_PORT`` is set."""
+    settings = settings if settings is not None else WorkerSettings()
+    spec = spec if spec is not None else load_spec(settings.index)
+    metrics = metrics if metrics is not None else WorkerMetrics(kind)
+    if settings.worker_metrics_port:
+        serve_metrics(settings.worker_metrics_port, metrics.registry, addr=settings.worker_metrics_host)
+        log.info("metrics on %s:%d/metrics", settings.worker_metrics_host, settings.worker_metrics_port)
+    return WorkerRuntime(settings, stop if stop is not None else threading.Event(), names_for(settings.index), spec,
+                         metrics)
 
 
 def serve_metrics(port: int, registry: CollectorRegistry | None = None, addr: str = "0.0.0.0") -> None:

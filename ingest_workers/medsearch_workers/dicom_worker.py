@@ -28,7 +28,6 @@ from numpy.typing import NDArray
 
 from medsearch import store
 from medsearch.contracts.messages import DicomObject, MessageError
-from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 from medsearch.imaging import ImageDecodeError, decode_dicom, looks_like_dicom, preprocess, thumbnail_png
 from medsearch_workers.consumer import Failure, Incoming, TransientError
@@ -363,19 +362,6 @@ def model_input(metadata: dict[str, Any], default_size: int) -> tuple[int, str]:
     return size, version
 
 
-def load_spec(index: str) -> MedicalSearchIndexSpec:
-    """The index spec from ``MEDSEARCH_INDEX_SPEC_FILE`` when set, else the defaults."""
-    from medsearch.contracts.spec import default_index, load_index_file
-
-    path = os.environ.get("MEDSEARCH_INDEX_SPEC_FILE")
-    if path:
-        idx = load_index_file(path)
-        if idx.metadata.name != index:
-            log.warning("MEDSEARCH_INDEX_SPEC_FILE names index %r; serving %r", idx.metadata.name, index)
-        return idx.spec
-    return default_index(index).spec
-
-
 def _wait_for_model(client: Any, stop: threading.Event, ceiling: float) -> dict[str, Any] | None:
     from medsearch_workers.consumer import backoff_seconds
 
@@ -407,19 +393,11 @@ def run(
     metrics: Any | None = None,
 ) -> None:
     """Run the worker until stopped (SIGTERM/SIGINT or ``stop``); ``times`` collects per-stage seconds."""
-    from medsearch.contracts.settings import WorkerSettings
     from medsearch.embedding_client import EmbeddingClient
-    from medsearch_workers.consumer import WorkerMetrics, run_consumer, serve_metrics
+    from medsearch_workers.consumer import run_consumer, spec_batch_size, worker_runtime
 
-    settings = settings if settings is not None else WorkerSettings()
-    stop = stop if stop is not None else threading.Event()
-    names = names_for(settings.index)
-    spec = spec if spec is not None else load_spec(settings.index)
-    metrics = metrics if metrics is not None else WorkerMetrics("dicom")
-    if settings.worker_metrics_port:
-        host = settings.worker_metrics_host
-        serve_metrics(settings.worker_metrics_port, metrics.registry, addr=host)
-        log.info("metrics on %s:%d/metrics", host, settings.worker_metrics_port)
+    rt = worker_runtime("dicom", settings, stop, spec, metrics)
+    settings, stop, names, spec, metrics = rt.settings, rt.stop, rt.names, rt.spec, rt.metrics
 
     client = EmbeddingClient(settings.model_server_url, settings.model_name)
     import signal as _signal
@@ -457,6 +435,7 @@ def run(
             dlq_topic=names.dlq_topic,
             handler=handler,
             worker_name=f"dicom-worker-{os.getpid()}",
+            batch_size=spec_batch_size(spec.workers.dicom),
             stop=stop,
             metrics=metrics,
             consumer_options=consumer_options,

@@ -37,7 +37,6 @@ from medsearch.contracts.collections import (
     TERM_LEN,
 )
 from medsearch.contracts.messages import MessageError, Report
-from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 from medsearch_workers.consumer import Failure, Incoming, TransientError
 
@@ -269,20 +268,12 @@ def run(
     metrics: Any | None = None,
 ) -> None:
     """Run the worker until stopped (SIGTERM/SIGINT or ``stop``)."""
-    from medsearch.contracts.settings import WorkerSettings
     from medsearch.text_embedding import embed_texts
-    from medsearch_workers.consumer import WorkerMetrics, run_consumer, serve_metrics
-    from medsearch_workers.dicom_worker import load_spec
+    from medsearch_workers.consumer import run_consumer, spec_batch_size, worker_runtime
     from medsearch_workers.nlp import Analyzer, get_backend
 
-    settings = settings if settings is not None else WorkerSettings()
-    stop = stop if stop is not None else threading.Event()
-    names = names_for(settings.index)
-    spec = spec if spec is not None else load_spec(settings.index)
-    metrics = metrics if metrics is not None else WorkerMetrics("report")
-    if settings.worker_metrics_port:
-        serve_metrics(settings.worker_metrics_port, metrics.registry, addr=settings.worker_metrics_host)
-        log.info("metrics on :%d/metrics", settings.worker_metrics_port)
+    rt = worker_runtime("report", settings, stop, spec, metrics)
+    settings, stop, names, spec, metrics = rt.settings, rt.stop, rt.names, rt.spec, rt.metrics
     backend, model = backend_choice(settings, spec)
     analyzer = Analyzer(get_backend(backend, model), indication_positive=spec.nlp.indication_positive)
     backend_name = backend if not model else f"{backend}:{os.path.basename(model.rstrip('/'))}"
@@ -307,7 +298,7 @@ def run(
             dlq_topic=names.dlq_topic,
             handler=handler,
             worker_name=f"report-worker-{os.getpid()}",
-            batch_size=spec.workers.report.batch_size if "MEDSEARCH_WORKER_BATCH_SIZE" not in os.environ else None,
+            batch_size=spec_batch_size(spec.workers.report),
             stop=stop,
             metrics=metrics,
             consumer_options=consumer_options,
