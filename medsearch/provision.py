@@ -162,13 +162,22 @@ def delete_topics(admin: Any, index: str) -> list[str]:
 # ---------------------------------------------------------------------------------------- Milvus collections
 
 
-def milvus_client(uri: str, token: str | None = None, *, timeout: float = 10.0) -> Any:
+def milvus_client(uri: str, token: str | None = None, *, timeout: float = 10.0, attempts: int = 3) -> Any:
+    """A connected ``MilvusClient``. A failed connect is retried (``attempts`` in all, 1 s apart): a gRPC server
+    may refuse one connection transiently (e.g. a GOAWAY "too many pings" to a long-lived client process)."""
+    import time
+
     from pymilvus import MilvusClient
 
-    try:
-        return MilvusClient(uri=uri, token=token or "", timeout=timeout)
-    except Exception as err:  # pymilvus raises several unrelated types for connection failures
-        raise ProvisionError("MilvusUnreachable", f"Milvus at {uri} is unreachable: {err}") from err
+    for attempt in range(1, attempts + 1):
+        try:
+            return MilvusClient(uri=uri, token=token or "", timeout=timeout)
+        except Exception as err:  # pymilvus raises several unrelated types for connection failures
+            if attempt == attempts:
+                raise ProvisionError("MilvusUnreachable", f"Milvus at {uri} is unreachable: {err}") from err
+            log.warning("Milvus at %s refused a connection (attempt %d of %d); retrying", uri, attempt, attempts)
+            time.sleep(1.0)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def _vector_dim_and_metric(client: Any, collection: str, vector_field: str) -> tuple[int | None, str | None]:
