@@ -17,8 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Modules registering subcommands, in --help order. A module missing here is not an error at import time of
-# another: each one only imports medsearch core at module level.
+# Modules registering subcommands, in --help order. Each imports only medsearch core at module level.
 _COMMAND_MODULES = [
     "medsearch.cli.stack",
     "medsearch.cli.ingest",
@@ -30,13 +29,7 @@ _COMMAND_MODULES = [
 
 def _register_all() -> None:
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name == name:
-                continue  # that command group has not been written yet
-            raise
-        module.register(app)
+        importlib.import_module(name).register(app)
 
 
 @app.callback()
