@@ -5,11 +5,14 @@ Registered for every test directory by the repository's root ``conftest.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from medsearch.contracts.messages import DeadLetter
+from medsearch.contracts.naming import names_for
 from medsearch.localstack import procs
 
 
@@ -46,3 +49,35 @@ def unique_index(request: pytest.FixtureRequest) -> str:
     import hashlib
 
     return "t" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:10]
+
+
+def wait_for(check: Callable[[], object], timeout: float, what: str, interval: float = 0.5) -> None:
+    """Poll ``check`` until it returns True; fail the test naming ``what`` and the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last is True:
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last: {last})")
+
+
+def read_dead_letters(bootstrap: str, index: str, expect: int, timeout: float = 30.0) -> list[DeadLetter]:
+    """The dead letters on ``<index>.dlq``: read until ``expect`` arrived, or for the whole ``timeout`` when
+    ``expect`` is 0 (to show that none arrives)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(names_for(index).dlq_topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             group_id=None, consumer_timeout_ms=1000)
+    out: list[DeadLetter] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                out.extend(DeadLetter.from_bytes(r.value) for r in records)
+            if expect and len(out) >= expect:
+                break
+    finally:
+        consumer.close()
+    return out

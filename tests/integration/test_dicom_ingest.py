@@ -34,6 +34,7 @@ from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 from medsearch.localstack import procs
 from medsearch.provision import count_rows, ensure_collections, ensure_topics, kafka_admin, milvus_client
+from medsearch.testing import read_dead_letters, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -172,21 +173,7 @@ class Env:
             client.close()
 
     def dead_letters(self, expect: int, timeout: float = 30.0) -> list[DeadLetter]:
-        from kafka import KafkaConsumer
-
-        consumer = KafkaConsumer(
-            names_for(self.index).dlq_topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
-            group_id=None, consumer_timeout_ms=1000,
-        )  # fmt: skip
-        out: list[DeadLetter] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=500).values():
-                out.extend(DeadLetter.from_bytes(r.value) for r in records)
-            if expect and len(out) >= expect:
-                break
-        consumer.close()
-        return out
+        return read_dead_letters(self.bootstrap, self.index, expect, timeout)
 
     def reports(self, expect: int, timeout: float = 20.0) -> list[tuple[bytes | None, Report]]:
         from kafka import KafkaConsumer
@@ -214,17 +201,6 @@ class Env:
         assert result.exit_code == 0, result.output
         summary: dict[str, Any] = json.loads(result.stdout)
         return summary
-
-
-def wait_for(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last is True:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what} (last: {last})")
 
 
 @pytest.fixture()

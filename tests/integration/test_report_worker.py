@@ -20,11 +20,12 @@ from typing import Any
 import pytest
 
 from medsearch.contracts.collections import MAX_TEXT_CHARS, REPORT_SPARSE, REPORT_VECTOR
-from medsearch.contracts.messages import DeadLetter, Report
+from medsearch.contracts.messages import Report
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import parse_spec
 from medsearch.localstack import procs
 from medsearch.provision import count_rows, ensure_collections, ensure_topics, kafka_admin, milvus_client
+from medsearch.testing import read_dead_letters, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -123,32 +124,6 @@ def _count(milvus_uri: str, index: str) -> int:
         client.close()
 
 
-def _dead_letters(bootstrap: str, index: str, expect: int, timeout: float = 60.0) -> list[DeadLetter]:
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(
-        names_for(index).dlq_topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    out: list[DeadLetter] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < expect and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=500).values():
-            out.extend(DeadLetter.from_bytes(r.value) for r in records)
-    consumer.close()
-    return out
-
-
-def _wait(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last is True:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what} (last: {last})")
-
-
 def _send_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
     from kafka import KafkaProducer
 
@@ -180,8 +155,8 @@ def test_reports_indexed_searchable_dead_lettered_and_idempotent(
     _send_raw(kafka_bootstrap, names.reports_topic, [binary, b"{not json"])
 
     # worker start-up (spaCy, medspaCy, MiniLM, ICD-10-CM tables) is included in this wait
-    _wait(lambda: _count(milvus_uri, index) == len(REPORTS) or _count(milvus_uri, index), 240, "indexed reports")
-    letters = _dead_letters(kafka_bootstrap, index, expect=4)
+    wait_for(lambda: _count(milvus_uri, index) == len(REPORTS) or _count(milvus_uri, index), 240, "indexed reports")
+    letters = read_dead_letters(kafka_bootstrap, index, expect=4, timeout=60)
     by_id = {str(dl.original.get("report_id", "<malformed>")): dl for dl in letters}
     assert sorted(by_id) == ["<malformed>", "rpt-binary", "rpt-empty", "rpt-oversized"]
     assert by_id["rpt-empty"].stage == "decode" and "empty" in by_id["rpt-empty"].error
@@ -228,7 +203,7 @@ def test_reports_indexed_searchable_dead_lettered_and_idempotent(
     _send_raw(kafka_bootstrap, names.reports_topic, again)
     marker = Report(index=index, report_id="rpt-marker", text="Small hiatal hernia.").to_bytes()
     _send_raw(kafka_bootstrap, names.reports_topic, [marker])
-    _wait(lambda: _count(milvus_uri, index) == len(REPORTS) + 1 or _count(milvus_uri, index), 120, "marker row")
+    wait_for(lambda: _count(milvus_uri, index) == len(REPORTS) + 1 or _count(milvus_uri, index), 120, "marker row")
     time.sleep(1.0)
     rows_after = {r["report_id"]: r for r in _rows(milvus_uri, index)}
     assert len(rows_after) == len(REPORTS) + 1 and rows_after["rpt-marker"]["icd10_positive"] == ["K44.9"]
