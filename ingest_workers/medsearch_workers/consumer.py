@@ -141,6 +141,16 @@ class WorkerMetrics:
         return float(got or 0.0)
 
 
+def setup_logging(settings: WorkerSettings) -> None:
+    """A worker process's logging: the settings' level; client libraries' per-connection logs quieted."""
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("kafka", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def load_spec(index: str) -> MedicalSearchIndexSpec:
     """The index spec from ``MEDSEARCH_INDEX_SPEC_FILE`` when set, else the defaults."""
     from medsearch.contracts.spec import default_index, load_index_file

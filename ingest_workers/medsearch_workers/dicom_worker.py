@@ -447,14 +447,10 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> None:
     from medsearch.contracts.settings import WorkerSettings
+    from medsearch_workers.consumer import setup_logging
 
     settings = WorkerSettings()
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    setup_logging(settings)
     run(settings)
 
 
