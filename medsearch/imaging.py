@@ -70,9 +70,19 @@ def _read_dataset(data: bytes, source: str) -> Any:
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(io.BytesIO(data), force=not data[128:132] == b"DICM")
+        ds = pydicom.dcmread(io.BytesIO(data), force=not data[128:132] == b"DICM")
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as err:
         raise ImageDecodeError(source, "undecodable", f"cannot parse DICOM: {err}") from None
+    if "TransferSyntaxUID" not in ds.file_meta:
+        # Old or raw files without a meta header: the encoding the parser detected is the only one possible
+        # for native pixel data (compressed data always needs a header).
+        from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+        implicit, little = getattr(ds, "original_encoding", (True, True))
+        ds.file_meta.TransferSyntaxUID = (
+            ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+        )
+    return ds
 
 
 def _window(values: FloatImage, ds: Any) -> tuple[float, float]:
@@ -122,7 +132,7 @@ def decode_dicom(data: bytes, *, source: str = "<bytes>", frame_policy: FramePol
     if samples != 1 or arr.ndim != 2:
         raise ImageDecodeError(source, "unsupported", f"{photometric} pixel array of shape {arr.shape}")
     if photometric == "PALETTE COLOR":
-        raise ImageDecodeError(source, "unsupported", "PALETTE COLOR images are not supported")
+        return DecodedDicom(ds, _palette_to_rgb(arr, ds, source), frames)
 
     values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
     if "VOILUTSequence" in ds:
@@ -137,6 +147,27 @@ def decode_dicom(data: bytes, *, source: str = "<bytes>", frame_policy: FramePol
     if photometric == "MONOCHROME1":
         img = (1.0 - img).astype(np.float32)
     return DecodedDicom(ds, img, frames)
+
+
+def _palette_to_rgb(arr: NDArray[Any], ds: Any, source: str) -> FloatImage:
+    """PALETTE COLOR → RGB in [0, 1] through the dataset's (plain or segmented) colour lookup tables."""
+    from pydicom.pixels.processing import apply_color_lut
+
+    descriptor = ds.get("RedPaletteColorLookupTableDescriptor")
+    bits = int(descriptor[2]) if descriptor is not None and len(descriptor) == 3 else 16
+    encoding = getattr(ds, "original_encoding", (None, True))
+    if bits == 16 and encoding[1] is False:
+        # pydicom 3.0 reads 16-bit OW lookup-table data of big-endian files without swapping its bytes.
+        for colour in ("Red", "Green", "Blue"):
+            elem = ds.get(f"{colour}PaletteColorLookupTableData")
+            if elem is not None and isinstance(elem, bytes):
+                ds[f"{colour}PaletteColorLookupTableData"].value = np.frombuffer(elem, ">u2").astype("<u2").tobytes()
+    try:
+        rgb = np.asarray(apply_color_lut(arr, ds), dtype=np.float32)
+    except Exception as err:  # noqa: BLE001  # missing/malformed LUT elements raise several types
+        raise ImageDecodeError(source, "unsupported", f"PALETTE COLOR lookup table unusable: {err}") from None
+    peak = float((1 << (8 if bits == 8 else 16)) - 1)
+    return np.clip(rgb / peak, 0.0, 1.0).astype(np.float32)
 
 
 def decode_raster(data: bytes, *, source: str = "<bytes>") -> FloatImage:

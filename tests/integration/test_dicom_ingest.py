@@ -51,11 +51,12 @@ IMAGES = [
     "SC_rgb_jpeg_gdcm.dcm",  # JPEG lossless colour
     "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS
     "MR_small_bigendian.dcm",  # explicit big endian
+    "examples_palette.dcm",  # PALETTE COLOR
 ]
 # DICOM files that must be dead-lettered: file -> (stage, reason prefix)
 BROKEN = {
     "rtplan.dcm": ("decode", "no_pixel_data"),
-    "examples_palette.dcm": ("decode", "unsupported"),
+    "JPEG-lossy.dcm": ("decode", "undecodable"),  # 12-bit JPEG Extended with a misplaced marker segment
 }
 TRUNCATED = ("CT_small_truncated.dcm", "CT_small.dcm", ("decode", "undecodable"))
 NOT_DICOM = {"notes.bin": b"\x00\x01binary junk that is not DICOM" * 20, "scan.pdf": b"%PDF-1.4\n" + b"x" * 500}

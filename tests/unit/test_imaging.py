@@ -54,6 +54,37 @@ def test_lossless_jpeg2000_twin_decodes_to_the_same_image() -> None:
     assert a.shape == b.shape and np.abs(a - b).max() < 1e-6
 
 
+@pytest.mark.parametrize("family", [
+    ["OBXXXX1A.dcm", "OBXXXX1A_expb.dcm", "OBXXXX1A_rle.dcm"],  # 16-bit palette; little, big endian, RLE
+    ["OBXXXX1A_2frame.dcm", "OBXXXX1A_expb_2frame.dcm", "OBXXXX1A_rle_2frame.dcm"],  # multi-frame palette
+    ["gdcm-US-ALOKA-16.dcm", "gdcm-US-ALOKA-16_big.dcm"],  # segmented palette
+])
+def test_palette_colour_decodes_to_rgb_the_same_in_every_encoding(family: list[str]) -> None:
+    images = [decode_dicom(_read(name), source=name).image for name in family]
+    first = images[0]
+    assert first.ndim == 3 and first.shape[-1] == 3 and first.dtype == np.float32
+    assert 0.0 <= first.min() and first.max() <= 1.0 and first.max() > 0.9  # full-range colour, not 8-of-16 bits
+    for name, img in zip(family[1:], images[1:], strict=True):
+        assert img.shape == first.shape and np.abs(img - first).max() < 1e-6, name
+
+
+def test_palette_lookup_maps_stored_values_through_the_tables() -> None:
+    dec = decode_dicom(_read("OBXXXX1A.dcm"), source="OBXXXX1A.dcm")
+    ds, img = dec.dataset, dec.image
+    stored = np.asarray(ds.pixel_array)
+    value = int(stored[300, 400])
+    red = np.frombuffer(ds.RedPaletteColorLookupTableData, "<u2")
+    first_mapped = int(ds.RedPaletteColorLookupTableDescriptor[1])
+    expected = red[min(max(value - first_mapped, 0), len(red) - 1)] / 65535.0
+    assert img[300, 400, 0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_dataset_without_transfer_syntax_decodes_as_parsed() -> None:
+    # OT-PAL-8-face.dcm has no (0002,0010) in its meta header; the parser's detected encoding is used.
+    img = decode_dicom(_read("OT-PAL-8-face.dcm"), source="OT-PAL-8-face.dcm").image
+    assert img.shape == (480, 640, 3) and img.std() > 0.1
+
+
 def test_png_rendering_preprocesses_identically() -> None:
     img = decode_image_bytes(_read("CT_small.dcm"))
     from_png = decode_image_bytes(render_png(img))
