@@ -13,6 +13,7 @@ No torch or NLP imports here; nothing here logs report text or patient identifie
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import logging
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medsearch import store
-from medsearch.contracts.messages import MAX_MESSAGE_BYTES, DicomObject, Report
+from medsearch.contracts.messages import MAX_MESSAGE_BYTES, DicomObject, Report, parse_report_date
 from medsearch.contracts.naming import names_for
 from medsearch.imaging import looks_like_dicom
 
@@ -62,6 +63,7 @@ class ReportItem:
     report_id: str
     text: str
     study_uid: str | None
+    report_date: dt.date | None = None
 
 
 @dataclass(frozen=True)
@@ -103,19 +105,24 @@ def _study_uid(ds: Any) -> str | None:
     return (str(uid).strip() or None) if uid else None
 
 
-def _report_from_obj(obj: Any, where: str) -> tuple[str, str, str | None]:
+def _report_from_obj(obj: Any, path: Path, where: str) -> ReportItem:
     if not isinstance(obj, dict):
         raise ValueError(f"{where}: expected a JSON object with report_id/id and text")
     rid = obj.get("report_id", obj.get("id"))
     text = obj.get("text")
     study = obj.get("study_uid")
+    date = obj.get("report_date", obj.get("date"))
     if not isinstance(rid, (str, int)) or str(rid).strip() == "":
         raise ValueError(f"{where}: missing 'report_id' (or 'id')")
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"{where}: missing or empty 'text'")
     if study is not None and not isinstance(study, str):
         raise ValueError(f"{where}: 'study_uid' must be a string")
-    return str(rid).strip(), text, (study or None)
+    try:
+        day = None if date is None or date == "" else parse_report_date(date)
+    except ValueError as err:
+        raise ValueError(f"{where}: 'report_date': {err}") from None
+    return ReportItem(path, str(rid).strip(), text, study or None, day)
 
 
 def _reports_in(path: Path) -> Iterator[WorkItem]:
@@ -133,26 +140,26 @@ def _reports_in(path: Path) -> Iterator[WorkItem]:
         return
     if suffix == ".json":
         try:
-            rid, text, study = _report_from_obj(json.loads(raw), path.name)
+            item = _report_from_obj(json.loads(raw), path, path.name)
         except json.JSONDecodeError as err:
             yield Rejected(path, f"invalid JSON at line {err.lineno}")
         except ValueError as err:
             yield Rejected(path, str(err))
         else:
-            yield ReportItem(path, rid, text, study)
+            yield item
         return
     for lineno, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path.name}:{lineno}"
         try:
-            rid, text, study = _report_from_obj(json.loads(line), where)
+            item = _report_from_obj(json.loads(line), path, where)
         except json.JSONDecodeError:
             yield Rejected(Path(f"{path}:{lineno}"), f"{where}: invalid JSON")
         except ValueError as err:
             yield Rejected(Path(f"{path}:{lineno}"), str(err))
         else:
-            yield ReportItem(path, rid, text, study)
+            yield item
 
 
 def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
@@ -276,11 +283,19 @@ class Publisher:
         self._send(self.names.dicom_topic, study or sha, msg.to_bytes(), "dicom", sha)
         return PublishResult("dicom", filename, uri, sha, "published")
 
-    def publish_report(self, *, report_id: str, text: str, study_uid: str | None = None) -> PublishResult:
-        sha = store.sha256_hex(json.dumps([report_id, study_uid, text]).encode("utf-8"))
+    def publish_report(
+        self, *, report_id: str, text: str, study_uid: str | None = None, report_date: dt.date | None = None
+    ) -> PublishResult:
+        content: list[str | None] = [report_id, study_uid, text]
+        if report_date is not None:  # (undated reports keep the duplicate markers they had before dates existed)
+            content.append(report_date.isoformat())
+        sha = store.sha256_hex(json.dumps(content).encode("utf-8"))
         if not 1 <= len(report_id) <= 256:
             return PublishResult("report", report_id[:64], None, sha, "rejected", "report id must be 1-256 characters")
-        msg = Report(index=self.index, report_id=report_id, study_uid=study_uid, text=text, source=self.source)
+        msg = Report(
+            index=self.index, report_id=report_id, study_uid=study_uid, text=text, report_date=report_date,
+            source=self.source,
+        )
         value = msg.to_bytes()
         if len(value) > MAX_MESSAGE_BYTES:
             return PublishResult(

@@ -5,6 +5,7 @@ errors onto GraphQL error codes."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 from typing import Any
 
@@ -94,9 +95,11 @@ class PublisherIngest(Ingest):
     async def dicom(self, data: bytes, filename: str) -> Any:
         return await asyncio.to_thread(self._with_publisher, lambda p: p.publish_dicom(data, filename=filename))
 
-    async def report(self, report_id: str, text: str, study_uid: str | None) -> Any:
+    async def report(self, report_id: str, text: str, study_uid: str | None, report_date: dt.date | None) -> Any:
         return await asyncio.to_thread(
-            self._with_publisher, lambda p: p.publish_report(report_id=report_id, text=text, study_uid=study_uid))
+            self._with_publisher,
+            lambda p: p.publish_report(report_id=report_id, text=text, study_uid=study_uid, report_date=report_date),
+        )
 
     def close(self) -> None:
         with self._lock:

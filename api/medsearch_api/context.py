@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ class Ingest:
     async def dicom(self, data: bytes, filename: str) -> Any:
         raise NotImplementedError
 
-    async def report(self, report_id: str, text: str, study_uid: str | None) -> Any:
+    async def report(self, report_id: str, text: str, study_uid: str | None, report_date: dt.date | None) -> Any:
         raise NotImplementedError
 
 

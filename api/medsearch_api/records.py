@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# Re-exported: filters encode dates exactly as the workers store them.
+from medsearch.contracts.messages import date_to_yyyymmdd as date_to_yyyymmdd
+
 
 class SearchMode(enum.Enum):
     KEYWORD = "KEYWORD"
@@ -60,10 +63,6 @@ def yyyymmdd_to_date(value: Any) -> dt.date | None:
         return dt.date(n // 10000, (n // 100) % 100, n % 100)
     except ValueError:
         return None
-
-
-def date_to_yyyymmdd(value: dt.date) -> int:
-    return value.year * 10000 + value.month * 100 + value.day
 
 
 def epoch_ms_to_datetime(value: Any) -> dt.datetime | None:

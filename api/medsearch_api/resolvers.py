@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -208,8 +209,11 @@ async def ingest_dicom(ctx: Context, data: bytes, filename: str) -> Any:
     return await ctx.services.ingest.dicom(data, name)
 
 
-async def ingest_report(ctx: Context, report_id: str, text: str, study_uid: str | None) -> Any:
+async def ingest_report(
+    ctx: Context, report_id: str, text: str, study_uid: str | None, report_date: dt.date | None = None
+) -> Any:
     from medsearch.contracts.collections import MAX_TEXT_CHARS
+    from medsearch.contracts.messages import parse_report_date
 
     rid = ident(report_id, "reportId")
     if study_uid is not None:
@@ -218,6 +222,11 @@ async def ingest_report(ctx: Context, report_id: str, text: str, study_uid: str 
         raise errors.bad_input("text is empty", "text")
     if len(text) > MAX_TEXT_CHARS:
         raise errors.error(f"text exceeds {MAX_TEXT_CHARS} characters", errors.PAYLOAD_TOO_LARGE)
+    if report_date is not None:
+        try:
+            report_date = parse_report_date(report_date)
+        except ValueError as err:
+            raise errors.bad_input(str(err), "reportDate") from None
     if ctx.services.ingest is None:
         raise errors.unavailable("ingest is not configured (Kafka broker / object store)")
-    return await ctx.services.ingest.report(rid, text, study_uid)
+    return await ctx.services.ingest.report(rid, text, study_uid, report_date)

@@ -561,11 +561,13 @@ class Mutation:
             raise errors.bad_input("give file or fileBase64", "file")
         return _ingest_result(await R.ingest_dicom(info.context, data, filename))
 
-    @strawberry.mutation(permission_classes=[IsIngester], description="Publish a report for ingest.")
+    @strawberry.mutation(permission_classes=[IsIngester], description="Publish a report for ingest "
+                         "(reportDate: when it was signed; the dateFrom/dateTo report filters use it).")
     async def ingest_report(
         self, info: Info[Context, None], report_id: strawberry.ID, text: str, study_uid: str | None = None,
+        report_date: dt.date | None = None,
     ) -> IngestResult:
-        return _ingest_result(await R.ingest_report(info.context, str(report_id), text, study_uid))
+        return _ingest_result(await R.ingest_report(info.context, str(report_id), text, study_uid, report_date))
 
 
 def mask_unexpected(error: Any) -> bool:

@@ -211,10 +211,10 @@ class FakeIngest(Ingest):
         self.published.append(("dicom", (len(data), filename)))
         return PublishResult("dicom", filename, "file:///x/demo/dicom/abc.dcm", "abc", "published")
 
-    async def report(self, report_id: str, text: str, study_uid: str | None) -> Any:
+    async def report(self, report_id: str, text: str, study_uid: str | None, report_date: Any = None) -> Any:
         from medsearch.producer import PublishResult
 
-        self.published.append(("report", (report_id, study_uid)))
+        self.published.append(("report", (report_id, study_uid, report_date)))
         return PublishResult("report", report_id, None, "def", "published")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -201,7 +202,8 @@ def test_entity_facets() -> None:
 
 def test_mutations_need_the_ingester_role() -> None:
     ingest = FakeIngest()
-    q = 'mutation { ingestReport(reportId: "r9", text: "No effusion.", studyUid: "1.2.9") { kind id status } }'
+    q = ('mutation { ingestReport(reportId: "r9", text: "No effusion.", studyUid: "1.2.9", reportDate: "2024-02-29")'
+         ' { kind id status } }')
     res = run(q, ctx=make_context(roles=("reader",), ingest=ingest))
     assert codes(res) == ["FORBIDDEN"] and ingest.published == []
     res = run(q, ctx=make_context(roles=None, ingest=ingest))
@@ -212,9 +214,12 @@ def test_mutations_need_the_ingester_role() -> None:
     data = ok('mutation($f: String) { ingestDicom(fileBase64: $f, filename: "../../x.dcm") { kind status uri } }',
               {"f": b64}, make_context(roles=("admin",), ingest=ingest))
     assert data["ingestDicom"]["status"] == "published"
-    assert ingest.published == [("report", ("r9", "1.2.9")), ("dicom", (40, "x.dcm"))]
+    assert ingest.published == [("report", ("r9", "1.2.9", dt.date(2024, 2, 29))), ("dicom", (40, "x.dcm"))]
     assert codes(run('mutation { ingestReport(reportId: "r9", text: "  ") { id } }',
                      ctx=make_context(roles=("ingester",)))) == ["BAD_USER_INPUT"]
+    res = run('mutation { ingestReport(reportId: "r9", text: "Clear.", reportDate: "1850-01-01") { id } }',
+              ctx=make_context(roles=("ingester",), ingest=ingest))
+    assert codes(res) == ["BAD_USER_INPUT"] and "1900" in res.errors[0].message
 
 
 def test_queries_need_a_principal() -> None:

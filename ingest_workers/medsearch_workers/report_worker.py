@@ -36,7 +36,7 @@ from medsearch.contracts.collections import (
     REPORT_VECTOR,
     TERM_LEN,
 )
-from medsearch.contracts.messages import MessageError, Report
+from medsearch.contracts.messages import MessageError, Report, date_to_yyyymmdd
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 from medsearch_workers.consumer import Failure, Incoming, TransientError
 
@@ -125,7 +125,7 @@ def build_row(
         "impression": _clip(sections.get("IMPRESSION", ""), _SECTION_MAX),
         "indication": _clip(sections.get("INDICATION", ""), _SECTION_MAX),
         "sections": dict(sections),
-        "report_date": 0,
+        "report_date": date_to_yyyymmdd(report.report_date),
         "icd10_positive": list(analysis.icd10_positive)[:MAX_CODES],
         "icd10_negative": list(analysis.icd10_negative)[:MAX_CODES],
         "icd10_uncertain": list(analysis.icd10_uncertain)[:MAX_CODES],

@@ -55,8 +55,10 @@ def test_rows_have_exactly_the_report_fields(analyzer: Analyzer) -> None:
     writer = MemoryWriter()
     handler = make_handler(analyzer, writer)
     text = "INDICATION: Cough.\nFINDINGS: Small left pleural effusion. No pneumothorax.\nIMPRESSION: Effusion."
-    failures = handler([msg(0, report_id="r1", study_uid="1.2.3", text=text)])
+    failures = handler([msg(0, report_id="r1", study_uid="1.2.3", text=text, report_date="2024-02-29"),
+                        msg(1, report_id="undated", text="No effusion.")])
     assert failures == []
+    assert writer.rows["r1"]["report_date"] == 20240229 and writer.rows["undated"]["report_date"] == 0
     row = writer.rows["r1"]
     assert tuple(row) == tuple(f.name for f in REPORT_FIELDS if f.name != REPORT_SPARSE)
     assert row["icd10_positive"] == ["J90"] and row["icd10_negative"] == ["J93.9"]

@@ -131,7 +131,8 @@ def register(app: typer.Typer) -> None:
                         else:
                             assert isinstance(item, ReportItem)
                             res = publisher.publish_report(
-                                report_id=item.report_id, text=item.text, study_uid=item.study_uid
+                                report_id=item.report_id, text=item.text, study_uid=item.study_uid,
+                                report_date=item.report_date,
                             )
                         results.append(
                             {"kind": kind, "file": str(item.path), "status": res.status, "reason": res.reason}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -51,6 +53,7 @@ class Report(_Message):
     study_uid: str | None = None
     text: str | None = None
     uri: str | None = None
+    report_date: dt.date | None = Field(default=None, description="When the report was signed (ISO date).")
     source: str = "cli"
 
     @model_validator(mode="after")
@@ -58,6 +61,37 @@ class Report(_Message):
         if (self.text is None) == (self.uri is None):
             raise ValueError("exactly one of text or uri must be set")
         return self
+
+
+_YYYYMMDD = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
+
+
+def parse_report_date(value: object) -> dt.date:
+    """A report date from an input file: ``YYYY-MM-DD``, DICOM-style ``YYYYMMDD`` (string or int) or a date.
+
+    Raises ValueError naming the accepted forms for anything else (including impossible or implausible dates).
+    """
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if isinstance(value, dt.date):
+        day = value
+    else:
+        plausible = isinstance(value, (str, int)) and not isinstance(value, bool)
+        m = _YYYYMMDD.match(str(value).strip()) if plausible else None
+        if m is None:
+            raise ValueError("report date must be YYYY-MM-DD or YYYYMMDD")
+        try:
+            day = dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        except ValueError:
+            raise ValueError(f"report date {value!r} is not a calendar date") from None
+    if not 1900 <= day.year <= 2200:
+        raise ValueError(f"report date {day.isoformat()} is outside 1900-2200")
+    return day
+
+
+def date_to_yyyymmdd(day: dt.date | None) -> int:
+    """The collections' INT32 date encoding: YYYYMMDD, 0 when unknown."""
+    return 0 if day is None else day.year * 10000 + day.month * 100 + day.day
 
 
 class DeadLetter(_Message):

@@ -97,7 +97,7 @@ def publish_samples(samples: SampleSet, *, bootstrap: str, object_store_url: str
                     summary[publisher.publish_dicom(item.data, filename=item.path.name).status] += 1
                 else:
                     result = publisher.publish_report(report_id=item.report_id, text=item.text,
-                                                      study_uid=item.study_uid)
+                                                      study_uid=item.study_uid, report_date=item.report_date)
                     summary[result.status] += 1
                 progress.advance(task)
         publisher.flush()

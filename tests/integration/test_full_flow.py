@@ -121,6 +121,17 @@ def test_effusion_search_ranks_positive_reports_first_without_negated_ones(stack
     assert "<mark>" in data["edges"][0]["snippet"]["html"]
 
 
+def test_report_dates_from_the_sample_file_filter_searches(stack: Stack) -> None:
+    reports = [json.loads(line) for line in (ROOT / "samples/reports/reports.jsonl").read_text().splitlines() if line]
+    want = sorted(r["report_id"] for r in reports if "2020-01-01" <= r["report_date"] <= "2020-12-31")
+    assert want, "the sample data has no 2020 report"
+    data = stack.gql("""{ searchReports(filter: {dateFrom: "2020-01-01", dateTo: "2020-12-31"}, first: 100) {
+        totalCount edges { node { id reportDate } } } }""")["searchReports"]
+    assert sorted(e["node"]["id"] for e in data["edges"]) == want and data["totalCount"] == len(want)
+    dates = {r["report_id"]: r["report_date"] for r in reports}
+    assert all(e["node"]["reportDate"] == dates[e["node"]["id"]] for e in data["edges"])
+
+
 def test_semantic_and_hybrid_search_answer(stack: Stack) -> None:
     for mode in ("SEMANTIC", "HYBRID"):
         data = stack.gql("""query($m: SearchMode!) { searchReports(query: "fluid around the lung", mode: $m, first: 5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
 from medsearch import store
-from medsearch.contracts.messages import DicomObject, Report
+from medsearch.contracts.messages import DicomObject, Report, date_to_yyyymmdd, parse_report_date
 from medsearch.producer import DicomFile, Publisher, Rejected, ReportItem, discover
 
 
@@ -51,9 +52,13 @@ def folder(tmp_path: Path) -> Path:
     _copy("CT_small.dcm", d, "ct_without_extension")
     _copy("rtplan.dcm", d / "sub")
     (d / "notes.txt").write_text("No acute cardiopulmonary process.\n")
-    (d / "r.json").write_text(json.dumps({"id": "R2", "text": "Small left effusion.", "study_uid": "1.2.3"}))
+    (d / "r.json").write_text(
+        json.dumps({"id": "R2", "text": "Small left effusion.", "study_uid": "1.2.3", "date": "20240131"})
+    )
     (d / "many.jsonl").write_text(
-        json.dumps({"report_id": "R3", "text": "Normal."}) + "\n\n" + "{broken\n" + json.dumps({"text": "x"}) + "\n"
+        json.dumps({"report_id": "R3", "text": "Normal.", "report_date": "2023-05-06"}) + "\n\n" + "{broken\n"
+        + json.dumps({"text": "x"}) + "\n"
+        + json.dumps({"report_id": "R4", "text": "Normal.", "report_date": "2023-02-30"}) + "\n"
     )
     (d / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)
     (d / "empty.dcm").write_bytes(b"")
@@ -68,9 +73,12 @@ def test_discover_by_content_not_extension(folder: Path) -> None:
     rejected = {i.path.name: i.reason for i in items if isinstance(i, Rejected)}
     assert dicom == ["ct_without_extension", "rtplan.dcm"]
     assert reports == ["R2", "R3", "notes"]
-    assert set(rejected) == {"photo.png", "empty.dcm", "many.jsonl:3", "many.jsonl:4"}
+    assert set(rejected) == {"photo.png", "empty.dcm", "many.jsonl:3", "many.jsonl:4", "many.jsonl:5"}
     assert "not DICOM" in rejected["photo.png"]
     assert "report_id" in rejected["many.jsonl:4"]
+    assert "report_date" in rejected["many.jsonl:5"] and "not a calendar date" in rejected["many.jsonl:5"]
+    dates = {i.report_id: i.report_date for i in items if isinstance(i, ReportItem)}
+    assert dates == {"R2": dt.date(2024, 1, 31), "R3": dt.date(2023, 5, 6), "notes": None}
     assert not any(i.path.name == ".hidden" for i in items)
 
 
@@ -124,6 +132,28 @@ def test_publish_report_inline(tmp_path: Path) -> None:
     assert topic == "demo.reports" and key == b"1.2.3" and rep.text == "Mild cardiomegaly."
     assert pub.publish_report(report_id="R1", text="Mild cardiomegaly.", study_uid="1.2.3").status == "duplicate"
     assert pub.publish_report(report_id="R1", text="x" * 2_000_000).status == "rejected"
+    # A date is part of the content: the dated version of the same report is published (once) and carries it.
+    day = dt.date(2024, 1, 31)
+    assert pub.publish_report(report_id="R1", text="Mild cardiomegaly.", study_uid="1.2.3", report_date=day).status \
+        == "published"
+    assert Report.from_bytes(fake.sent[-1][2]).report_date == day
+    assert pub.publish_report(report_id="R1", text="Mild cardiomegaly.", study_uid="1.2.3", report_date=day).status \
+        == "duplicate"
+
+
+@pytest.mark.parametrize(("raw", "want"), [
+    ("2024-01-31", dt.date(2024, 1, 31)), ("20240131", dt.date(2024, 1, 31)), (20240131, dt.date(2024, 1, 31)),
+    (dt.date(2020, 2, 29), dt.date(2020, 2, 29)), (dt.datetime(2020, 2, 29, 13, 5), dt.date(2020, 2, 29)),
+])
+def test_parse_report_date_accepts_iso_and_dicom_forms(raw: object, want: dt.date) -> None:
+    assert parse_report_date(raw) == want
+    assert date_to_yyyymmdd(want) == want.year * 10000 + want.month * 100 + want.day
+
+
+@pytest.mark.parametrize("raw", ["31/01/2024", "2024-13-01", "2023-02-29", "18000101", True, 3.5, None, "yesterday"])
+def test_parse_report_date_rejects_other_forms(raw: object) -> None:
+    with pytest.raises(ValueError, match="report date"):
+        parse_report_date(raw)
 
 
 def test_cli_dry_run_lists_without_publishing(folder: Path) -> None:
@@ -133,7 +163,7 @@ def test_cli_dry_run_lists_without_publishing(folder: Path) -> None:
     assert result.exit_code == 0, result.output
     summary: dict[str, Any] = json.loads(result.stdout)
     assert summary["would_publish"] == 5 and summary["published"] == 0
-    assert summary["by_kind"] == {"dicom:would_publish": 2, "file:rejected": 4, "report:would_publish": 3}
+    assert summary["by_kind"] == {"dicom:would_publish": 2, "file:rejected": 5, "report:would_publish": 3}
     assert "Normal." not in result.output and "effusion" not in result.output
 
 

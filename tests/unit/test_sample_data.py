@@ -19,7 +19,7 @@ import pytest
 import simple_icd_10_cm as icd
 from pydicom.data import get_testdata_file
 
-from medsearch.contracts.messages import Report
+from medsearch.contracts.messages import Report, parse_report_date
 from medsearch.imaging import decode_dicom
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -193,7 +193,8 @@ def test_demo_reports_have_the_documented_shape(demo_reports: list[dict[str, Any
     ids = [r["report_id"] for r in demo_reports]
     assert len(ids) == len(set(ids))
     for r in demo_reports:
-        assert set(r) == {"report_id", "study_uid", "text"}, r.get("report_id")
+        assert set(r) == {"report_id", "study_uid", "report_date", "text"}, r.get("report_id")
+        assert parse_report_date(r["report_date"]).isoformat() == r["report_date"], r["report_id"]
         assert re.fullmatch(r"R\d{4}", r["report_id"])
         assert UID.fullmatch(r["study_uid"]) and len(r["study_uid"]) <= 64, r["report_id"]
         assert "FINDINGS:" in r["text"] and "IMPRESSION:" in r["text"], r["report_id"]
