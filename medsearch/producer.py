@@ -75,6 +75,14 @@ class Rejected:
 WorkItem = DicomFile | ReportItem | Rejected
 
 
+def message_key(message: DicomObject | Report) -> str:
+    """The Kafka key: the study, so that a study's objects and report land on one partition in order; else the
+    object's own identity."""
+    if isinstance(message, DicomObject):
+        return message.study_uid or message.sha256
+    return message.study_uid or message.report_id
+
+
 def dicom_header(data: bytes) -> Any | None:
     """The dataset (without pixel data) when ``data`` is a readable DICOM file, else None."""
     if not looks_like_dicom(data):
@@ -225,7 +233,8 @@ class Publisher:
         self.bootstrap = bootstrap
         self.object_store_url = object_store_url.rstrip("/")
         self.source = source
-        self._pending: list[tuple[Any, str, tuple[str, str]]] = []  # (future, marker url, (kind, sha256))
+        # (future, duplicate marker url or None, (kind, sha256) or None)
+        self._pending: list[tuple[Any, str | None, tuple[str, str] | None]] = []
         self._seen: set[tuple[str, str]] = set()
         self._producer = producer if producer is not None else self._connect()
 
@@ -250,15 +259,18 @@ class Publisher:
     def _marker(self, kind: str, sha: str) -> str:
         return store.join(self.object_store_url, self.index, "published", kind, sha)
 
-    def _send(self, topic: str, key: str | None, value: bytes, kind: str, sha: str) -> None:
+    def _send(self, topic: str, key: str | None, value: bytes, kind: str | None, sha: str | None) -> None:
+        """Send; with ``kind``/``sha`` the duplicate marker is written once the broker acknowledged."""
         from kafka.errors import KafkaError
 
+        seen = (kind, sha) if kind and sha else None
         try:
             fut = self._producer.send(topic, key=key.encode("utf-8") if key else None, value=value)
         except KafkaError as err:
-            self._seen.discard((kind, sha))
+            if seen:
+                self._seen.discard(seen)
             raise PublishError(f"cannot publish to {topic} on {self.bootstrap}: {err}") from err
-        self._pending.append((fut, self._marker(kind, sha), (kind, sha)))
+        self._pending.append((fut, self._marker(*seen) if seen else None, seen))
         if len(self._pending) >= _FLUSH_EVERY:
             self.flush()
 
@@ -280,7 +292,7 @@ class Publisher:
             store.put_bytes(uri, data)
         study = _study_uid(ds)
         msg = DicomObject(index=self.index, uri=uri, sha256=sha, study_uid=study, source=self.source)
-        self._send(self.names.dicom_topic, study or sha, msg.to_bytes(), "dicom", sha)
+        self._send(self.names.dicom_topic, message_key(msg), msg.to_bytes(), "dicom", sha)
         return PublishResult("dicom", filename, uri, sha, "published")
 
     def publish_report(
@@ -303,8 +315,17 @@ class Publisher:
             )
         if self._duplicate("report", sha):
             return PublishResult("report", report_id, None, sha, "duplicate", "same report already published")
-        self._send(self.names.reports_topic, study_uid or report_id, value, "report", sha)
+        self._send(self.names.reports_topic, message_key(msg), value, "report", sha)
         return PublishResult("report", report_id, None, sha, "published")
+
+    def republish(self, message: DicomObject | Report) -> str:
+        """Send ``message`` again to the topic and with the key it was first published with (a dead letter whose
+        cause is fixed); returns the topic. No duplicate check: the workers upsert by primary key."""
+        if message.index != self.index:
+            raise PublishError(f"message of index {message.index!r} cannot be republished to index {self.index!r}")
+        topic = self.names.dicom_topic if isinstance(message, DicomObject) else self.names.reports_topic
+        self._send(topic, message_key(message), message.to_bytes(), None, None)
+        return topic
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait for every pending acknowledgement, then record the duplicate markers.
@@ -322,12 +343,14 @@ class Publisher:
                 fut.get(timeout=timeout)
         except KafkaError as err:
             for _fut, _marker, key in pending:
-                self._seen.discard(key)
+                if key:
+                    self._seen.discard(key)
             raise PublishError(
                 f"the broker at {self.bootstrap} did not acknowledge {len(pending)} messages: {err}"
             ) from err
         for _fut, marker, _key in pending:
-            store.put_bytes(marker, b"")
+            if marker:
+                store.put_bytes(marker, b"")
 
     def close(self) -> None:
         try:

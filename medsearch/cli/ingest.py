@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     ) -> None:
         """Walk PATHs: DICOM files (recognised by content) are uploaded to the object store and published on
-        <index>.dicom; reports (.txt: id = file name, .json/.jsonl: {report_id, text, study_uid}) on
+        <index>.dicom; reports (.txt: id = file name, .json/.jsonl: {report_id, text, study_uid, report_date}) on
         <index>.reports. Content already published (same sha256) is skipped."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

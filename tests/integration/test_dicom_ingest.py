@@ -382,3 +382,44 @@ def test_model_server_outage_loses_nothing(env: Env, tmp_path: Path) -> None:
     wait_for(lambda: env.count() == len(uids) or env.count(), 120, "ingest to resume")
     assert {r["sop_instance_uid"] for r in env.rows()} == uids
     assert env.dead_letters(0, timeout=3) == []
+
+
+def test_dead_letter_replay_after_the_cause_is_fixed(env: Env, tmp_path: Path) -> None:
+    """An object missing from the store is dead-lettered at `fetch`; once it is back, `medsearch dlq replay`
+    sends the original message again and the image is indexed (once, even if replayed twice)."""
+    import fsspec
+
+    from medsearch.cli import app
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (uid,) = _fresh_copies("CT_small.dcm", 1, folder, seed="dlq")
+    (path,) = folder.iterdir()
+    data = path.read_bytes()
+    assert env.ingest(folder)["published"] == 1
+    uri = store.join(env.store_url, env.index, "dicom", f"{store.sha256_hex(data)}.dcm")
+    fs, key = fsspec.core.url_to_fs(uri)
+    fs.rm(key)  # lost before the worker fetched it
+    env.start_worker()
+    (letter,) = env.dead_letters(1)
+    assert letter.stage == "fetch"
+
+    def cli(*args: str) -> Any:
+        result = CliRunner().invoke(app, ["dlq", *args, "--index", env.index, "--bootstrap", env.bootstrap, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    listed = cli("list")
+    assert listed["summary"]["total"] == 1 and listed["summary"]["replayable"] == 1
+    (entry,) = listed["entries"]
+    assert entry["stage"] == "fetch" and entry["subject"] == uri and entry["replayable"]
+    assert entry["topic"] == names_for(env.index).dicom_topic
+    assert cli("replay", "--stage", "decode")["selected"] == 0  # nothing of that stage
+
+    store.put_bytes(uri, data)  # the cause is fixed
+    assert cli("replay", "--offset", f"{entry['partition']}:{entry['offset']}")["replayed"] == 1
+    wait_for(lambda: env.count() == 1 or env.count(), 60, "the replayed image")
+    assert cli("replay", "--all")["replayed"] == 1  # repeatable: the worker upserts by SOPInstanceUID
+    time.sleep(3)
+    assert [r["sop_instance_uid"] for r in env.rows()] == [uid]
+    assert cli("list")["summary"]["total"] == 1  # replays that succeed add no dead letters

@@ -1,0 +1,149 @@
+"""``medsearch dlq list|replay``: what the workers dead-lettered and why; re-publish it once the cause is fixed."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+_INDEX = typer.Option(None, "--index", "-i", help="Index name (default: $MEDSEARCH_INDEX).")
+_BOOTSTRAP = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers (default: $MEDSEARCH_KAFKA_BOOTSTRAP).")
+_STAGE = typer.Option(None, "--stage", help="Only this failure stage (repeatable): fetch, decode, embed, ...")
+_MATCH = typer.Option(None, "--match", help="Only errors containing this text (case-insensitive).")
+_OFFSET = typer.Option(None, "--offset", help="Only this record, as PARTITION:OFFSET or OFFSET (repeatable).")
+_TIMEOUT = typer.Option(30.0, "--timeout", help="Seconds to wait for the broker while reading.")
+
+
+def _resolve(index: str | None, bootstrap: str | None) -> tuple[str, str, str]:
+    """Index name, bootstrap servers and object store URL (flags, else the environment's settings)."""
+    from medsearch.contracts.settings import ServiceSettings
+    from medsearch.contracts.spec import SpecError, validate_index_name
+
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    settings = ServiceSettings()
+    name = index or settings.index
+    try:
+        validate_index_name(name)
+    except (SpecError, ValueError) as err:
+        console.print(f"[red]error:[/red] --index: {err}")
+        raise typer.Exit(2) from None
+    return name, bootstrap or settings.kafka_bootstrap, settings.object_store_url
+
+
+def _read(index: str, bootstrap: str, timeout: float) -> list[Any]:
+    from medsearch.dlq import DlqError, read
+
+    try:
+        return read(bootstrap, index, timeout=timeout)
+    except DlqError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(1) from None
+
+
+def register(app: typer.Typer) -> None:
+    dlq = typer.Typer(
+        help="The dead-letter queue <index>.dlq: list what failed and why, replay it once the cause is fixed.",
+        no_args_is_help=True,
+    )
+
+    @dlq.command("list")
+    def list_(
+        index: str | None = _INDEX,
+        bootstrap: str | None = _BOOTSTRAP,
+        stage: list[str] | None = _STAGE,
+        match: str | None = _MATCH,
+        offset: list[str] | None = _OFFSET,
+        as_json: bool = typer.Option(False, "--json", help="Print {summary, entries} as JSON on stdout."),
+        limit: int = typer.Option(50, "--limit", min=0, help="Show at most this many entries (0 = summary only)."),
+        timeout: float = _TIMEOUT,
+    ) -> None:
+        """Dead letters with their stage and reason (report ids and object URIs, never report text), grouped
+        counts, and how many can be replayed."""
+        from medsearch.dlq import entry_dict, plan, select, summarize
+
+        name, servers, _ = _resolve(index, bootstrap)
+        entries = select(_read(name, servers, timeout), stages=stage or (), match=match, refs=offset or ())
+        summary = summarize(entries, name)
+        if as_json:
+            shown = [{**entry_dict(e), "replayable": plan(e, name).message is not None} for e in entries[:limit]]
+            out.print_json(json.dumps({"summary": summary, "entries": shown}))
+            return
+        groups = Table(title=f"{name}.dlq: {summary['total']} dead letters, {summary['replayable']} replayable")
+        for col in ("source topic", "stage", "reason", "count"):
+            groups.add_column(col, justify="right" if col == "count" else "left")
+        for g in summary["groups"]:
+            groups.add_row(g["topic"], g["stage"], g["reason"], str(g["count"]))
+        out.print(groups)
+        if limit and entries:
+            table = Table(show_header=True)
+            for col in ("offset", "failed at", "stage", "subject", "error"):
+                table.add_column(col, overflow="fold")
+            for e in entries[:limit]:
+                letter = e.letter
+                table.add_row(e.ref, (letter.failed_at or "")[:19] if letter else "", letter.stage if letter else "?",
+                              e.subject, (letter.error if letter else e.problem or "")[:160])
+            out.print(table)
+            if len(entries) > limit:
+                console.print(f"{len(entries) - limit} more (raise --limit, or narrow with --stage/--match)")
+
+    @dlq.command("replay")
+    def replay_(
+        index: str | None = _INDEX,
+        bootstrap: str | None = _BOOTSTRAP,
+        stage: list[str] | None = _STAGE,
+        match: str | None = _MATCH,
+        offset: list[str] | None = _OFFSET,
+        all_: bool = typer.Option(False, "--all", help="Replay every replayable dead letter."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be replayed; send nothing."),
+        as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON on stdout."),
+        timeout: float = _TIMEOUT,
+    ) -> None:
+        """Re-publish the selected dead letters' original messages to the topic they came from (after fixing
+        the cause). Needs --stage, --match, --offset or --all. Safe to repeat: workers upsert by id; a message
+        that fails again is dead-lettered again."""
+        from medsearch.dlq import plan, replay, select
+        from medsearch.producer import Publisher, PublishError
+
+        if not (all_ or stage or match or offset):
+            console.print("[red]error:[/red] choose what to replay: --stage, --match, --offset or --all")
+            raise typer.Exit(2)
+        name, servers, store_url = _resolve(index, bootstrap)
+        entries = select(_read(name, servers, timeout), stages=stage or (), match=match, refs=offset or ())
+        plans = [plan(e, name) for e in entries]
+        ready = [p for p in plans if p.message is not None]
+        skipped = [p for p in plans if p.message is None]
+        sent = 0
+        if ready and not dry_run:
+            try:
+                publisher = Publisher(bootstrap=servers, object_store_url=store_url, index=name, source="dlq-replay")
+                try:
+                    sent = replay(ready, publisher)
+                finally:
+                    publisher.close()
+            except PublishError as err:
+                console.print(f"[red]error:[/red] {err} (nothing counts as replayed)")
+                raise typer.Exit(1) from None
+        result: dict[str, Any] = {
+            "index": name, "selected": len(entries), "replayed": sent,
+            "would_replay": len(ready) if dry_run else 0,
+            "skipped": [{"offset": p.entry.ref, "subject": p.entry.subject, "reason": p.reason} for p in skipped],
+        }  # fmt: skip
+        if as_json:
+            out.print_json(json.dumps(result))
+        else:
+            verb = "would replay" if dry_run else "replayed"
+            console.print(f"{verb} {len(ready) if dry_run else sent} of {len(entries)} selected dead letters")
+            for s in result["skipped"]:
+                console.print(f"[yellow]skipped[/yellow] {s['offset']} {s['subject']}: {s['reason']}")
+        if not entries:
+            console.print("nothing selected")
+
+    app.add_typer(dlq, name="dlq")
