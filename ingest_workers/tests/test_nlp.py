@@ -13,9 +13,12 @@ from medsearch_workers.nlp.lexicon import (
     LexiconError,
     default_concepts,
     finding_for_code,
+    fuzzy_concept,
     icd_index_terms,
     is_billable,
     load_concepts,
+    load_extras,
+    typo_distance,
 )
 from medsearch_workers.nlp.linking import LexicalOnlyLinker
 
@@ -253,3 +256,79 @@ def test_context_rules_file_is_validated(tmp_path) -> None:  # type: ignore[no-u
         load_rule_dicts(bad)
     _nlp, context = pipeline()
     assert len(context.rules) == len(rules)
+
+
+# ------------------------------------------------------------- real-report phrasing (probe-set behaviours)
+
+
+def positive_findings(analyzer: Analyzer, text: str) -> set[str]:
+    return {f for c in analyzer.analyze(text).icd10_positive if (f := finding_for_code(c))}
+
+
+def test_misspelled_findings_match_with_one_typo(analyzer: Analyzer) -> None:
+    assert typo_distance("cardiomegally", "cardiomegaly", 1) == 1
+    assert typo_distance("effusoin", "effusion", 1) == 1  # adjacent swap
+    assert fuzzy_concept("pneumothorx") == "pneumothorax"
+    assert fuzzy_concept("Atelectsis") == "atelectasis"
+    assert fuzzy_concept("diffusion") is None  # two edits from "effusion"
+    assert fuzzy_concept("tardiomegaly") is None  # the first letter must match
+    assert positive_findings(analyzer, "Mild cardiomegally. No effusion or pneumothorx.") == {"cardiomegaly"}
+    assert status(analyzer, "No pneumothorx.") == {"pneumothorax": "absent"}
+
+
+def test_also_asserts_a_second_concept_with_the_same_status(analyzer: Analyzer) -> None:
+    assert positive_findings(analyzer, "Kyphoscoliosis of the thoracic spine.") == {"kyphosis", "scoliosis"}
+    res = analyzer.analyze("No kyphoscoliosis.")
+    assert {e.concept: e.assertion for e in res.entities} == {"kyphoscoliosis": "absent", "kyphosis": "absent"}
+    assert res.icd10_positive == []
+
+
+def test_generic_fracture_takes_its_code_from_the_sentence(analyzer: Analyzer) -> None:
+    codes = analyzer.analyze("Deformity of the left 6th rib consistent with healed fracture.").icd10_positive
+    assert codes and codes[0].startswith("S22.")
+    assert analyzer.analyze("Old fracture of the right clavicle.").icd10_positive == ["S42.009A"]
+    assert analyzer.analyze("Healed fracture at T12.").icd10_positive == ["M48.50XA"]
+    assert analyzer.analyze("Healed fracture.").icd10_positive == ["T14.8XXA"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Right lower lobe infiltrate.", {"pneumonia"}),
+        ("No infiltrate.", set()),
+        ("Bibasilar airspace disease, likely atelectasis.", {"atelectasis"}),
+        ("Streaky infiltrates at the bases, probably atelectasis.", {"atelectasis"}),
+        ("Left lower lobe consolidation consistent with pneumonia.", {"pneumonia"}),
+        ("Patchy airspace disease in the left base, concerning for pneumonia.", {"pneumonia"}),
+        ("Chronic interstitial changes.", set()),  # markings, not fibrosis
+        ("Remote left rib fractures.", {"fracture"}),  # old, but on this film
+        ("Increased AP diameter of the chest.", {"emphysema_copd"}),
+    ],
+)
+def test_real_report_phrasing(analyzer: Analyzer, text: str, expected: set[str]) -> None:
+    assert positive_findings(analyzer, text) == expected
+
+
+def test_a_comma_ends_the_scope_of_backward_uncertainty(analyzer: Analyzer) -> None:
+    got = status(analyzer, "Cardiomegaly, superimposed edema not excluded.")
+    assert got == {"cardiomegaly": "present", "pulmonary_edema": "uncertain"}
+    got = status(analyzer, "Diffuse opacities likely pulmonary edema, superimposed infection cannot be excluded.")
+    assert got["pulmonary_edema"] == "present" and got["pneumonia"] == "uncertain"
+    got = status(analyzer, "Small effusion or pneumothorax cannot be excluded.")
+    assert got == {"pleural_effusion": "uncertain", "pneumothorax": "uncertain"}
+
+
+def test_lexicon_extras_are_validated(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    extras = load_extras()
+    assert "cardiomegaly" in extras["cardiomegaly"].fuzzy
+    assert extras["kyphoscoliosis"].also == ("kyphosis",)
+    bad = tmp_path / "lex.yaml"
+    bad.write_text("concepts:\n  - id: x\n    patterns: [x]\n    also: [nope]\n")
+    with pytest.raises(LexiconError, match="unknown concepts"):
+        load_extras(bad)
+    bad.write_text("concepts:\n  - id: x\n    patterns: [x]\n    fuzzy: [short]\n")
+    with pytest.raises(LexiconError, match="8\\+ letters"):
+        load_extras(bad)
+    bad.write_text("concepts:\n  - id: x\n    patterns: [x]\n    context_codes: [{pattern: '(', concept: x}]\n")
+    with pytest.raises(LexiconError, match="context_codes pattern"):
+        load_extras(bad)

@@ -208,6 +208,7 @@ class Analyzer:
                 out.append((ent, _query(m.text, sent, concept), code))
             else:
                 out.append((ent, "", None))
+            out.extend(_also_entities(ent, concept, concepts, traits, text, sentences))
         return sections, [(e, q, c) if q else (e, q, None) for e, q, c in out]
 
     def _rollup(self, sections: list[Section], entities: list[Entity], text: str) -> ReportAnalysis:
@@ -268,6 +269,35 @@ class Analyzer:
             negative_symptoms=ny,
             backend=self.backend.name,
         )
+
+
+def _also_entities(
+    ent: Entity,
+    concept: lexicon.Concept | None,
+    concepts: dict[str, lexicon.Concept],
+    traits: list[Trait],
+    text: str,
+    sentences: list[tuple[int, int]],
+) -> list[tuple[Entity, str, str | None]]:
+    """The other concepts a mention asserts as well (lexicon ``also``: "kyphoscoliosis" → kyphosis), same status."""
+    extras = lexicon.concept_extras().get(concept.id) if concept else None
+    if extras is None or not extras.also:
+        return []
+    out: list[tuple[Entity, str, str | None]] = []
+    sent = next((text[a:b] for a, b in sentences if a <= ent.start < b), ent.text)
+    for cid in extras.also:
+        other = concepts.get(cid)
+        if other is None:
+            continue
+        kind = [Trait(other.trait, 1.0)] if other.trait else []
+        assertion_traits = [t for t in traits if t.name not in (SIGN, DIAGNOSIS, SYMPTOM)]
+        clone = Entity(
+            text=ent.text, start=ent.start, end=ent.end, category=other.category, type=other.type, score=ent.score,
+            section=ent.section, traits=assertion_traits + kind, concept=other.id, name=other.name,
+        )  # fmt: skip
+        code = other.code_for(side=None, plural=False)
+        out.append((clone, _query(ent.text, sent, other), code) if code else (clone, "", None))
+    return out
 
 
 def _kind_for_code(code: str | None, category: str) -> str | None:

@@ -28,6 +28,11 @@ CATEGORY_TRAITS = {
 }
 
 
+# A category that asserts nothing and only ends the scope of rules naming it in ``terminated_by`` (a comma ends
+# the scope of backward uncertainty cues).
+BOUNDARY = "BOUNDARY"
+
+
 class ContextRulesError(ValueError):
     """The ConText rule file is invalid (names the rule)."""
 
@@ -51,7 +56,7 @@ def load_rule_dicts(path: str | Path | None = None) -> list[dict[str, Any]]:
                 f"{where}: rule #{i} ({r['literal']!r}): a pattern value is not a string (quote yes/no/on/off in YAML)"
             )
         cat = str(r["category"])
-        if cat not in CATEGORY_TRAITS and cat not in ("PSEUDO", "TERMINATE"):
+        if cat not in CATEGORY_TRAITS and cat not in ("PSEUDO", "TERMINATE", BOUNDARY):
             raise ContextRulesError(f"{where}: rule #{i} ({r['literal']!r}): unknown category {cat!r}")
     return [dict(r) for r in rules]
 
@@ -81,7 +86,12 @@ def _pipeline(rules_path: str | None) -> tuple[Any, Any]:
     rules = []
     for r in load_rule_dicts(rules_path):
         try:
-            rules.append(ConTextRule.from_dict(r))
+            # medspaCy's from_dict does not take terminated_by (its constructor does)
+            base = {k: v for k, v in r.items() if k != "terminated_by"}
+            rule = ConTextRule.from_dict(base)
+            if r.get("terminated_by"):
+                rule.terminated_by = {str(c).upper() for c in r["terminated_by"]}
+            rules.append(rule)
         except (ValueError, TypeError, KeyError) as err:
             raise ContextRulesError(f"ConText rule {r.get('literal')!r}: {err}") from None
     context.add(rules)

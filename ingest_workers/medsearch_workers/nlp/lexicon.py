@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from medsearch.findings import (  # the finding vocabulary is shared with the gateway's query understanding
+    DATA_PACKAGE,
     LEXICON_FILE,
     Concept,
     LexiconError,
@@ -129,6 +135,107 @@ def icd_index_terms() -> dict[str, str]:
     return terms
 
 
+# ---------------------------------------------------------------- report-NLP extras of the lexicon
+
+
+@dataclass(frozen=True)
+class ConceptExtras:
+    """Per-concept keys of the lexicon that only the report NLP uses (``medsearch.findings`` ignores them)."""
+
+    fuzzy: tuple[str, ...] = ()  # single words that also match with a typo
+    also: tuple[str, ...] = ()  # other concept ids a mention asserts as well
+    context_codes: tuple[tuple[re.Pattern[str], str], ...] = ()  # (sentence pattern, concept id)
+
+
+def load_extras(path: str | Path | None = None) -> dict[str, ConceptExtras]:
+    """``fuzzy`` / ``also`` / ``context_codes`` per concept id (default: the packaged lexicon); validated."""
+    if path is None:
+        raw = resources.files(DATA_PACKAGE).joinpath(LEXICON_FILE).read_text(encoding="utf-8")
+        where = LEXICON_FILE
+    else:
+        raw = Path(path).read_text(encoding="utf-8")
+        where = str(path)
+    data = yaml.safe_load(raw)
+    concepts = data.get("concepts") if isinstance(data, dict) else None
+    if not isinstance(concepts, list):
+        raise LexiconError(f"{where}: expected a mapping with a 'concepts' list")
+    ids = {str(c.get("id")) for c in concepts if isinstance(c, dict)}
+    out: dict[str, ConceptExtras] = {}
+    for c in concepts:
+        cid = str(c.get("id"))
+        fuzzy = [str(w).lower() for w in c.get("fuzzy") or []]
+        bad = [w for w in fuzzy if not re.fullmatch(r"[a-z]{8,}", w)]
+        if bad:
+            raise LexiconError(f"{where}: concept {cid!r}: fuzzy terms must be single words of 8+ letters: {bad}")
+        also = [str(a) for a in c.get("also") or []]
+        unknown = [a for a in also if a not in ids or a == cid]
+        if unknown:
+            raise LexiconError(f"{where}: concept {cid!r}: 'also' names unknown concepts {unknown}")
+        ctx: list[tuple[re.Pattern[str], str]] = []
+        for rule in c.get("context_codes") or []:
+            if not isinstance(rule, dict) or rule.get("concept") not in ids or not rule.get("pattern"):
+                raise LexiconError(
+                    f"{where}: concept {cid!r}: context_codes entries need 'pattern' and a known 'concept'"
+                )
+            try:
+                ctx.append((re.compile(str(rule["pattern"]), re.IGNORECASE), str(rule["concept"])))
+            except re.error as err:
+                bad_pattern = rule["pattern"]
+                raise LexiconError(f"{where}: concept {cid!r}: context_codes pattern {bad_pattern!r}: {err}") from None
+        if fuzzy or also or ctx:
+            out[cid] = ConceptExtras(tuple(fuzzy), tuple(also), tuple(ctx))
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def concept_extras() -> dict[str, ConceptExtras]:
+    return load_extras()
+
+
+def typo_distance(a: str, b: str, limit: int) -> int:
+    """Optimal-string-alignment distance (insert, delete, substitute, swap adjacent), ``limit + 1`` once above."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        if min(cur) > limit:
+            return limit + 1
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+@functools.lru_cache(maxsize=1)
+def _fuzzy_index() -> tuple[tuple[str, str], ...]:
+    return tuple((w, cid) for cid, ex in concept_extras().items() for w in ex.fuzzy)
+
+
+@functools.lru_cache(maxsize=8192)
+def fuzzy_concept(word: str) -> str | None:
+    """The concept id whose fuzzy term ``word`` misspells (one edit; two from 11 letters; same first letter)."""
+    w = word.lower()
+    if len(w) < 8:
+        return None
+    best: tuple[int, str] | None = None
+    for term, cid in _fuzzy_index():
+        if term[0] != w[0]:
+            continue
+        limit = 2 if len(term) >= 11 else 1
+        d = typo_distance(w, term, limit)
+        if d <= limit and (best is None or d < best[0]):
+            best = (d, cid)
+    return best[1] if best else None
+
+
+_WORD = re.compile(r"[A-Za-z]{8,}")
+
+
 # ---------------------------------------------------------------- matching
 
 
@@ -155,6 +262,7 @@ def lexicon_mentions(text: str, sentences: list[tuple[int, int]]) -> list[Mentio
                 for m in pat.finditer(sent):
                     if m.end() > m.start():
                         cands.append((a + m.start(), a + m.end(), order[polarity], concept, polarity))
+    cands.extend(_typo_candidates(text, sentences, cands))
     # findings before anatomy (an anatomy phrase never hides a finding), then longest first
     cands.sort(key=lambda c: (c[3].category == "ANATOMY", -(c[1] - c[0]), c[2], c[0]))
     taken: list[tuple[int, int]] = []
@@ -163,10 +271,11 @@ def lexicon_mentions(text: str, sentences: list[tuple[int, int]]) -> list[Mentio
         if any(start < e and s < end for s, e in taken):
             continue
         taken.append((start, end))
+        sent_start, sent_end = next(((a, b) for a, b in sentences if a <= start < b), (start, end))
+        concept = _in_context(concept, text[sent_start:sent_end])
         span = text[start:end]
         if polarity == "present" and re.search(r"\b(?:not|no)\b", span, re.IGNORECASE):
             polarity = "absent"  # "heart is not enlarged" matched as one span
-        sent_start, sent_end = next(((a, b) for a, b in sentences if a <= start < b), (start, end))
         side, plural = _side_and_number(text[sent_start:sent_end], span)
         out.append(
             Mention(
@@ -183,6 +292,35 @@ def lexicon_mentions(text: str, sentences: list[tuple[int, int]]) -> list[Mentio
         )
     out.sort(key=lambda m: m.start)
     return out
+
+
+def _typo_candidates(
+    text: str, sentences: list[tuple[int, int]], cands: list[tuple[int, int, int, Concept, str]]
+) -> list[tuple[int, int, int, Concept, str]]:
+    """Misspelled fuzzy terms ("cardiomegally") in words no pattern matched, as present mentions."""
+    by_id = concept_by_id()
+    out: list[tuple[int, int, int, Concept, str]] = []
+    for a, b in sentences:
+        for m in _WORD.finditer(text, a, b):
+            s, e = m.start(), m.end()
+            if any(s < ce and cs < e for cs, ce, *_ in cands):
+                continue
+            cid = fuzzy_concept(m.group(0))
+            if cid is not None and cid in by_id:
+                out.append((s, e, 2, by_id[cid], "present"))
+    return out
+
+
+def _in_context(concept: Concept, sentence: str) -> Concept:
+    """The concept a generic mention takes from its sentence (``context_codes``): "healed fracture" of a rib."""
+    extras = concept_extras().get(concept.id)
+    if extras is None:
+        return concept
+    by_id = concept_by_id()
+    for pattern, target in extras.context_codes:
+        if pattern.search(sentence) and target in by_id:
+            return by_id[target]
+    return concept
 
 
 def phrase_matcher(nlp: Any) -> Any:
