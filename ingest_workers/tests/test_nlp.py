@@ -303,6 +303,13 @@ def test_generic_fracture_takes_its_code_from_the_sentence(analyzer: Analyzer) -
         ("Chronic interstitial changes.", set()),  # markings, not fibrosis
         ("Remote left rib fractures.", {"fracture"}),  # old, but on this film
         ("Increased AP diameter of the chest.", {"emphysema_copd"}),
+        ("Interval increase in heart size.", {"cardiomegaly"}),
+        ("Thoracic spine curvature.", {"scoliosis"}),
+        ("Anterior wedging of T7.", {"fracture"}),
+        ("Mild loss of height of a lower thoracic vertebral body.", {"fracture"}),
+        ("Nodular density at the left base, likely a nipple shadow.", set()),  # uncertain: a mimic is named
+        ("Nodular opacity in the right mid lung, may be due to overlapping vessels.", set()),
+        ("Right lower lobe nodule, likely a granuloma.", {"nodule_mass", "granuloma"}),
     ],
 )
 def test_real_report_phrasing(analyzer: Analyzer, text: str, expected: set[str]) -> None:
