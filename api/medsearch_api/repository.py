@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
-from medsearch.contracts.collections import IMAGE_VECTOR, REPORT_SPARSE, REPORT_TEXT, REPORT_VECTOR
+from medsearch.contracts.collections import IMAGE_VECTOR, REPORT_PK, REPORT_SPARSE, REPORT_TEXT, REPORT_VECTOR
 from medsearch.contracts.naming import names_for
 from medsearch.findings import query_findings
 from medsearch_api import filters as fx
@@ -314,14 +314,23 @@ class MilvusRepository:
         dense = self._search_ids(REPORT_VECTOR, list(vector), expr, want, 0)
         return [(i, s, None) for i, s in rrf([[i for i, _ in sparse], [i for i, _ in dense]])[:want]]
 
+    def _list_reports(self, expr: str, offset: int, limit: int) -> ReportPage:
+        """Reports passing a filter without a query: newest first (report date, undated last), then by id.
+
+        Milvus queries return rows in storage order, which changes with inserts and compaction, so the order is
+        made here: the keys of every matching row are read (two scalar fields), sorted, and only the page's rows
+        are fetched. Pages are therefore stable under offset pagination."""
+        keys = self._scan(self.reports, expr, [REPORT_PK, "report_date"])
+        keys.sort(key=lambda r: (-int(r.get("report_date") or 0), str(r[REPORT_PK])))
+        ids = [str(r[REPORT_PK]) for r in keys[offset:offset + limit]]
+        found = self._reports_by_ids(ids) if ids else {}
+        return ReportPage([ReportHit(found[i], 0.0) for i in ids if i in found], len(keys) > offset + limit)
+
     def _search_reports(self, query: str | None, mode: SearchMode, vector: Sequence[float] | None,
                         f: ReportFilterSpec, offset: int, limit: int) -> ReportPage:
         expr = self._report_filter_expr(f)
         if not query or not query.strip():
-            rows = self._query(self.reports, expr, REPORT_READ_FIELDS, limit=limit + 1, offset=offset)
-            rows.sort(key=lambda r: str(r["report_id"]))
-            recs = [report_from_row(r) for r in rows]
-            return ReportPage([ReportHit(r, 0.0) for r in recs[:limit]], len(recs) > limit)
+            return self._list_reports(expr, offset, limit)
         want = min(offset + limit + 1, MAX_WINDOW)
         if offset >= want:
             return ReportPage([], False)

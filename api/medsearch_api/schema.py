@@ -495,8 +495,8 @@ class Query:
         u = await R.study_exists(info.context, str(uid))
         return Study(uid=strawberry.ID(u)) if u else None
 
-    @strawberry.field(permission_classes=[IsReader], description="Ranked report search with cursor "
-                      "pagination; without a query: all reports passing the filter, by id.")
+    @strawberry.field(permission_classes=[IsReader], description="Ranked report search with cursor pagination; "
+                      "without a query: all reports passing the filter, newest first (report date, then id).")
     async def search_reports(
         self, info: Info[Context, None], query: str | None = None,
         mode: rec.SearchMode = rec.SearchMode.KEYWORD,

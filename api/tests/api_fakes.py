@@ -138,7 +138,7 @@ class FakeRepository:
                              filter: ReportFilterSpec, offset: int, limit: int) -> ReportPage:
         self.calls.append(("search_reports", (query, mode, filter, offset, limit)))
         if not query:
-            rows = sorted(self._filtered(filter), key=lambda r: r.report_id)
+            rows = sorted(self._filtered(filter), key=lambda r: (-r.report_date, r.report_id))  # newest first
             page = rows[offset:offset + limit + 1]
             return ReportPage([ReportHit(r, 0.0) for r in page[:limit]], len(page) > limit)
         if mode is SearchMode.KEYWORD:

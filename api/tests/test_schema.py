@@ -84,11 +84,11 @@ def test_keyword_search_ranks_highlights_and_pages() -> None:
 
 def test_listing_without_query_and_filters() -> None:
     data = ok(SEARCH, {"mode": "KEYWORD", "first": 10, "f": {"positiveCodes": ["J91.8"], "dateFrom": "2021-01-01"}})
-    assert [e["node"]["id"] for e in data["searchReports"]["edges"]] == ["r2", "r4"]
+    assert [e["node"]["id"] for e in data["searchReports"]["edges"]] == ["r4", "r2"]  # newest first
     assert data["searchReports"]["edges"][0]["score"] is None
     # view position through the images of the same study
     data = ok(SEARCH, {"mode": "KEYWORD", "first": 10, "f": {"viewPosition": ["PA"]}})
-    assert [e["node"]["id"] for e in data["searchReports"]["edges"]] == ["r1", "r4"]
+    assert [e["node"]["id"] for e in data["searchReports"]["edges"]] == ["r4", "r1"]
     data = ok(SEARCH, {"q": "effusion", "mode": "KEYWORD", "first": 10, "f": {"negativeCodes": ["J91.8"]}})
     assert [e["node"]["id"] for e in data["searchReports"]["edges"]] == ["r3"]
 

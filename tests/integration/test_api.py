@@ -282,6 +282,16 @@ def test_filters_match_brute_force(seeded: Seeded) -> None:
         r["report_id"] for r in seeded.reports if "J93.9" in r["icd10_negative"] and r["study_uid"] in abd}
 
 
+def test_listing_without_a_query_pages_newest_first(seeded: Seeded) -> None:
+    # Milvus returns query rows in storage order; the listing must be one global order across pages.
+    f = {"positiveCodes": ["J91.8"]}
+    edges, total = _all_pages(seeded, {"mode": "KEYWORD", "f": f}, first=6)
+    want = sorted((r for r in seeded.reports if "J91.8" in r["icd10_positive"]),
+                  key=lambda r: (-r["report_date"], r["report_id"]))
+    assert len(want) > 6 and total == len(want)  # more than one page
+    assert [e["node"]["id"] for e in edges] == [r["report_id"] for r in want]
+
+
 def test_semantic_and_hybrid(seeded: Seeded) -> None:
     target = seeded.reports[11]
     for mode in ("SEMANTIC", "HYBRID"):
