@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -103,6 +104,81 @@ def test_status_counts_the_sample_data(stack: Stack) -> None:
     assert counts["reports"] == len({r["report_id"] for r in reports})
     assert counts["images"] >= len(manifest["dicom"]) - 2 and counts["images"] <= len(manifest["dicom"])
     assert counts["dead_letters"] == 0
+
+
+TUTORIAL = ROOT / "docs" / "tutorial.md"
+# A graphql block, the "Answer with the demo data:" line, and the json block that documents its answer.
+TUTORIAL_PAIR = re.compile(
+    r"```graphql\n(?P<query>(?:(?!```).)*)```\n\n"
+    r"(?:Variables:\n\n```json\n(?P<variables>(?:(?!```).)*)```\n\n)?"
+    r"Answer with the demo data:\n\n```json\n(?P<answer>(?:(?!```).)*)```",
+    re.S,
+)
+ELIDED = "\u2026"  # a string ending in "…": a prefix (signed URLs); a list ending in "…": its first items
+
+
+def _render(got: Any, old: Any) -> Any:
+    """``got`` shaped like the documented answer ``old``: thumbnail URLs and lists the tutorial shortens with "…"
+    stay shortened."""
+    if isinstance(got, dict):
+        prev = old if isinstance(old, dict) else {}
+        return {k: (v[:40] + ELIDED if k == "thumbnailUrl" and isinstance(v, str) else _render(v, prev.get(k)))
+                for k, v in got.items()}
+    if isinstance(got, list):
+        prev = old if isinstance(old, list) else []
+        keep = len(prev) - 1 if prev and prev[-1] == ELIDED and len(got) > len(prev) - 1 else len(got)
+        items = [_render(v, prev[i] if i < len(prev) else None) for i, v in enumerate(got[:keep])]
+        return items + ([ELIDED] if keep < len(got) else [])
+    return got
+
+
+def _same(got: Any, want: Any, where: str = "data") -> list[str]:
+    """Differences between two JSON values; floats agree within 1e-3 (scores vary in the last digits)."""
+    if isinstance(want, float) or isinstance(got, float):
+        ok = isinstance(got, (int, float)) and isinstance(want, (int, float)) and abs(got - want) <= 1e-3
+        return [] if ok else [f"{where}: {got!r} != {want!r}"]
+    if isinstance(want, dict) and isinstance(got, dict):
+        if set(got) != set(want):
+            return [f"{where}: keys {sorted(got)} != {sorted(want)}"]
+        return [d for k in want for d in _same(got[k], want[k], f"{where}.{k}")]
+    if isinstance(want, list) and isinstance(got, list):
+        if want and want[-1] == ELIDED and len(got) >= len(want) - 1:
+            got, want = got[: len(want) - 1], want[:-1]
+        if len(got) != len(want):
+            return [f"{where}: {len(got)} items != {len(want)}"]
+        return [d for i, (g, w) in enumerate(zip(got, want, strict=True)) for d in _same(g, w, f"{where}[{i}]")]
+    if isinstance(want, str) and want.endswith(ELIDED) and isinstance(got, str):
+        return [] if got.startswith(want[: -len(ELIDED)]) else [f"{where}: {got!r} does not start like {want!r}"]
+    return [] if got == want else [f"{where}: {got!r} != {want!r}"]
+
+
+def test_tutorial_answers_are_what_the_demo_gives(stack: Stack) -> None:
+    """docs/tutorial.md shows an answer under each query: the demo data must give exactly that (before anything
+    else is ingested). MEDSEARCH_UPDATE_TUTORIAL=1 rewrites the documented answers instead of comparing."""
+    text = TUTORIAL.read_text(encoding="utf-8")
+    pairs = list(TUTORIAL_PAIR.finditer(text))
+    assert len(pairs) == text.count("Answer with the demo data:"), "a documented answer is not in the checked layout"
+    update = os.environ.get("MEDSEARCH_UPDATE_TUTORIAL") == "1"
+    problems: list[str] = []
+    pieces, last = [], 0
+    for m in pairs:
+        query = m.group("query")
+        path = "/compat/graphql" if text.rfind("### Seed-client compatibility", 0, m.start()) > text.rfind(
+            "\n## ", 0, m.start()) else "/graphql"
+        variables = json.loads(m.group("variables")) if m.group("variables") else None
+        got = {"data": stack.gql(query, variables, path=path)}
+        if update:
+            shown = _render(got, json.loads(m.group("answer")))
+            pieces += [text[last:m.start("answer")], json.dumps(shown, indent=2, ensure_ascii=False) + "\n"]
+            last = m.end("answer")
+        else:
+            problems += [f"{query.strip()[:60]!r}: {d}" for d in _same(got, json.loads(m.group("answer")))[:5]]
+    if update:
+        TUTORIAL.write_text("".join(pieces) + text[last:], encoding="utf-8")
+    assert not problems, (
+        "docs/tutorial.md answers differ from the demo (MEDSEARCH_UPDATE_TUTORIAL=1 rewrites them):\n"
+        + "\n".join(problems)
+    )
 
 
 def test_effusion_search_ranks_positive_reports_first_without_negated_ones(stack: Stack) -> None:
