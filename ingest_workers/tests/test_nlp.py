@@ -100,6 +100,11 @@ def test_sentences_keep_numbers_abbreviations_and_list_markers() -> None:
         ("Family history of lung cancer.", {"lung_cancer": "family"}),
         ("Old healed left rib fractures.", {"rib_fracture": "present"}),
         ("Stable small left effusion.", {"pleural_effusion": "present"}),
+        ("Mild cardiomegaly is possible.", {"cardiomegaly": "uncertain"}),
+        ("Pneumothorax is suspected.", {"pneumothorax": "uncertain"}),
+        ("A small left effusion may be present.", {"pleural_effusion": "uncertain"}),
+        ("There is possible mild cardiomegaly.", {"cardiomegaly": "uncertain"}),
+        ("Pneumonia is possible, effusion is present.", {"pneumonia": "uncertain", "pleural_effusion": "present"}),
     ],
 )  # fmt: skip
 def test_assertion_status(analyzer: Analyzer, text: str, expected: dict[str, str]) -> None:
