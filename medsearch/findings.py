@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -71,8 +72,8 @@ def _compile(patterns: list[str], macros: dict[str, str], where: str) -> re.Patt
     return re.compile(r"(?<![\w-])(?:" + "|".join(parts) + r")(?![\w-])", re.IGNORECASE)
 
 
-def load_concepts(path: str | Path | None = None) -> list[Concept]:
-    """Parse the lexicon YAML (default: the packaged one)."""
+def read_lexicon(path: str | Path | None = None) -> tuple[dict[str, Any], str]:
+    """The lexicon YAML (default: the packaged one) as a mapping with a ``concepts`` list, and where it came from."""
     if path is None:
         raw = resources.files(DATA_PACKAGE).joinpath(LEXICON_FILE).read_text(encoding="utf-8")
         where = LEXICON_FILE
@@ -82,6 +83,12 @@ def load_concepts(path: str | Path | None = None) -> list[Concept]:
     data = yaml.safe_load(raw)
     if not isinstance(data, dict) or not isinstance(data.get("concepts"), list):
         raise LexiconError(f"{where}: expected a mapping with a 'concepts' list")
+    return data, where
+
+
+def load_concepts(path: str | Path | None = None) -> list[Concept]:
+    """Parse the lexicon YAML (default: the packaged one)."""
+    data, where = read_lexicon(path)
     macros = {str(k): str(v) for k, v in (data.get("macros") or {}).items()}
     out: list[Concept] = []
     seen: set[str] = set()

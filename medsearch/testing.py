@@ -1,4 +1,4 @@
-"""pytest fixtures for the integration tier: real services as local processes on loopback.
+"""pytest fixtures for the integration tier (real services as local processes on loopback) and small test doubles.
 
 Registered for every test directory by the repository's root ``conftest.py``.
 """
@@ -14,6 +14,29 @@ import pytest
 from medsearch.contracts.messages import DeadLetter
 from medsearch.contracts.naming import names_for
 from medsearch.localstack import procs
+
+
+class _AcknowledgedSend:
+    def get(self, timeout: float | None = None) -> None:
+        return None
+
+
+class FakeKafkaProducer:
+    """Stands in for ``kafka.KafkaProducer`` in unit tests: records ``(topic, key, value)`` and acknowledges all."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.flushed = 0
+
+    def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> _AcknowledgedSend:
+        self.sent.append((topic, key, value))
+        return _AcknowledgedSend()
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.flushed += 1
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
 
 
 @pytest.fixture(scope="session")

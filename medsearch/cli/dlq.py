@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 import typer
@@ -23,18 +22,9 @@ _TIMEOUT = typer.Option(30.0, "--timeout", help="Seconds to wait for the broker 
 
 def _resolve(index: str | None, bootstrap: str | None) -> tuple[str, str, str]:
     """Index name, bootstrap servers and object store URL (flags, else the environment's settings)."""
-    from medsearch.contracts.settings import ServiceSettings
-    from medsearch.contracts.spec import SpecError, validate_index_name
+    from medsearch.cli.common import resolve_index
 
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    settings = ServiceSettings()
-    name = index or settings.index
-    try:
-        validate_index_name(name)
-    except (SpecError, ValueError) as err:
-        console.print(f"[red]error:[/red] --index: {err}")
-        raise typer.Exit(2) from None
+    name, settings = resolve_index(index)
     return name, bootstrap or settings.kafka_bootstrap, settings.object_store_url
 
 

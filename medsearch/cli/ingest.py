@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -64,21 +63,11 @@ def register(app: typer.Typer) -> None:
         <index>.reports. Content already published (same sha256) is skipped."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from medsearch.contracts.settings import ServiceSettings
-        from medsearch.contracts.spec import SpecError, validate_index_name
+        from medsearch.cli.common import resolve_index
         from medsearch.producer import DicomFile, Publisher, PublishError, Rejected, ReportItem, classify, iter_files
         from medsearch.store import StoreError
 
-        if not logging.getLogger().isEnabledFor(logging.DEBUG):
-            # kafka-python logs every failed connection attempt; our own error says what to do.
-            logging.getLogger("kafka").setLevel(logging.CRITICAL)
-        settings = ServiceSettings()
-        index_name = index or settings.index
-        try:
-            validate_index_name(index_name)
-        except (SpecError, ValueError) as err:
-            console.print(f"[red]error:[/red] --index: {err}")
-            raise typer.Exit(2) from None
+        index_name, settings = resolve_index(index)
         try:
             files = list(iter_files(paths))
         except FileNotFoundError as err:

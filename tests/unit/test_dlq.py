@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from medsearch.contracts.messages import DeadLetter, DicomObject, Report
 from medsearch.dlq import DlqEntry, plan, replay, select, summarize
 from medsearch.producer import Publisher, message_key
+from medsearch.testing import FakeKafkaProducer
 
 SHA = "ab" * 32
 
@@ -87,28 +88,8 @@ def test_replay_sends_only_replayable_plans_then_flushes() -> None:
     assert [type(m).__name__ for m in pub.sent] == ["DicomObject", "Report"] and pub.flushed == 1
 
 
-class _Future:
-    def get(self, timeout: float | None = None) -> None:
-        return None
-
-
-class FakeProducer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes]] = []
-
-    def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> _Future:
-        self.sent.append((topic, key, value))
-        return _Future()
-
-    def flush(self, timeout: float | None = None) -> None:
-        pass
-
-    def close(self, timeout: float | None = None) -> None:
-        pass
-
-
 def test_republish_uses_the_original_topic_and_key_and_writes_no_marker(tmp_path: Any) -> None:
-    fake = FakeProducer()
+    fake = FakeKafkaProducer()
     pub = Publisher(bootstrap="unused:1", object_store_url=f"file://{tmp_path}", index="demo", producer=fake)
     dicom = DicomObject(index="demo", uri="file:///x.dcm", sha256=SHA, study_uid="1.2.3")
     report = Report(index="demo", report_id="R8", uri="file:///r8.txt")

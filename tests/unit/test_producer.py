@@ -14,27 +14,7 @@ from typer.testing import CliRunner
 from medsearch import store
 from medsearch.contracts.messages import DicomObject, Report, date_to_yyyymmdd, parse_report_date
 from medsearch.producer import DicomFile, Publisher, Rejected, ReportItem, discover
-
-
-class _Future:
-    def get(self, timeout: float | None = None) -> None:
-        return None
-
-
-class FakeProducer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None, bytes]] = []
-        self.flushed = 0
-
-    def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> _Future:
-        self.sent.append((topic, key, value))
-        return _Future()
-
-    def flush(self, timeout: float | None = None) -> None:
-        self.flushed += 1
-
-    def close(self, timeout: float | None = None) -> None:
-        pass
+from medsearch.testing import FakeKafkaProducer as FakeProducer
 
 
 def _copy(name: str, dest: Path, as_name: str | None = None) -> Path:

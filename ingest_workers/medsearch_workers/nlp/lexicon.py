@@ -11,14 +11,10 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from medsearch.findings import (  # the finding vocabulary is shared with the gateway's query understanding
-    DATA_PACKAGE,
     LEXICON_FILE,
     Concept,
     LexiconError,
@@ -26,6 +22,7 @@ from medsearch.findings import (  # the finding vocabulary is shared with the ga
     concept_for_text,
     default_concepts,
     load_concepts,
+    read_lexicon,
 )
 from medsearch_workers.nlp.types import Mention
 
@@ -149,16 +146,8 @@ class ConceptExtras:
 
 def load_extras(path: str | Path | None = None) -> dict[str, ConceptExtras]:
     """``fuzzy`` / ``also`` / ``context_codes`` per concept id (default: the packaged lexicon); validated."""
-    if path is None:
-        raw = resources.files(DATA_PACKAGE).joinpath(LEXICON_FILE).read_text(encoding="utf-8")
-        where = LEXICON_FILE
-    else:
-        raw = Path(path).read_text(encoding="utf-8")
-        where = str(path)
-    data = yaml.safe_load(raw)
-    concepts = data.get("concepts") if isinstance(data, dict) else None
-    if not isinstance(concepts, list):
-        raise LexiconError(f"{where}: expected a mapping with a 'concepts' list")
+    data, where = read_lexicon(path)
+    concepts = data["concepts"]
     ids = {str(c.get("id")) for c in concepts if isinstance(c, dict)}
     out: dict[str, ConceptExtras] = {}
     for c in concepts:

@@ -1,0 +1,30 @@
+"""Option handling shared by the commands that talk to an index's Kafka topics (``ingest``, ``dlq``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+def resolve_index(index: str | None) -> tuple[str, Any]:
+    """The index name (``--index``, else ``$MEDSEARCH_INDEX``), validated, and the environment's
+    :class:`~medsearch.contracts.settings.ServiceSettings`; exits 2 with the reason on a bad name."""
+    from medsearch.contracts.settings import ServiceSettings
+    from medsearch.contracts.spec import SpecError, validate_index_name
+
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # kafka-python logs every failed connection attempt; the commands' own errors say what to do.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    settings = ServiceSettings()
+    name = index or settings.index
+    try:
+        validate_index_name(name)
+    except (SpecError, ValueError) as err:
+        console.print(f"[red]error:[/red] --index: {err}")
+        raise typer.Exit(2) from None
+    return name, settings
