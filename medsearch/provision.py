@@ -8,8 +8,9 @@ metric) as a :class:`Problem` naming the spec field, instead of dropping data.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from medsearch.contracts.collections import (
     IMAGE_VECTOR,
@@ -23,6 +24,7 @@ from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -243,9 +245,43 @@ def drop_collections(client: Any, index: str) -> list[str]:
     return dropped
 
 
+def is_not_loaded(err: BaseException) -> bool:
+    """Whether a Milvus error says the collection is not loaded (milvus-lite releases every collection when it
+    restarts; a cluster may have one released by an operator)."""
+    text = str(err).lower()
+    return "released" in text or "not loaded" in text
+
+
+def ensure_loaded(client: Any, collection: str) -> bool:
+    """Load ``collection`` when Milvus says it is not loaded; returns whether it had to. Needed after a restart:
+    milvus-lite comes back with every collection released, and ``count(*)`` on a released collection answers 0
+    instead of failing."""
+    from pymilvus.client.types import LoadState
+
+    state = client.get_load_state(collection).get("state")
+    if state in (LoadState.Loaded, LoadState.Loading, LoadState.NotExist):
+        return False
+    log.warning("collection %s is not loaded (state %s; Milvus restarted?): loading it", collection, state)
+    client.load_collection(collection)
+    return True
+
+
+def with_loaded(client: Any, collection: str, fn: Callable[[], T]) -> T:
+    """``fn()``; when Milvus answers that ``collection`` is not loaded, load it and call ``fn`` once more."""
+    try:
+        return fn()
+    except Exception as err:  # pymilvus raises MilvusException subclasses
+        if not is_not_loaded(err):
+            raise
+        log.warning("collection %s was not loaded (Milvus restarted?): loading it", collection)
+        client.load_collection(collection)
+        return fn()
+
+
 def count_rows(client: Any, collection: str) -> int:
     """Exact row count (``count(*)``), 0 when the collection does not exist."""
     if not client.has_collection(collection):
         return 0
-    res = client.query(collection, filter="", output_fields=["count(*)"])
+    ensure_loaded(client, collection)
+    res = with_loaded(client, collection, lambda: client.query(collection, filter="", output_fields=["count(*)"]))
     return int(res[0]["count(*)"]) if res else 0

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 from medsearch.contracts.collections import IMAGE_VECTOR, REPORT_PK, REPORT_SPARSE, REPORT_TEXT, REPORT_VECTOR
 from medsearch.contracts.naming import names_for
 from medsearch.findings import query_findings
+from medsearch.provision import ensure_loaded, with_loaded
 from medsearch_api import filters as fx
 from medsearch_api.records import (
     ICD10_FIELD,
@@ -48,6 +49,7 @@ MAX_WINDOW = 16384
 # report query (it becomes an ``in [...]`` list).
 MAX_STUDY_FANOUT = 16384
 FACET_SCAN_BATCH = 2000
+LOAD_CHECK_SECONDS = 10.0
 
 
 class MilvusTimer:
@@ -157,11 +159,16 @@ class MilvusRepository:
         names = names_for(index)
         self.reports = names.reports_collection
         self.images = names.images_collection
+        self._load_checked: dict[str, float] = {}  # collection -> monotonic time of the last load-state check
 
     # -- plumbing ---------------------------------------------------------------------------------------
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         t0 = time.perf_counter()
         try:
+            if args and args[0] in (self.reports, self.images):  # a collection call: reload after a Milvus restart
+                collection: str = args[0]
+                self._check_loaded(collection)
+                return with_loaded(self._client, collection, lambda: fn(*args, **kwargs))
             return fn(*args, **kwargs)
         except (fx.FilterInputError, QueryTooBroad):
             raise
@@ -171,6 +178,15 @@ class MilvusRepository:
             timer = MILVUS_TIMER.get()
             if timer is not None:
                 timer.add(time.perf_counter() - t0)
+
+    def _check_loaded(self, collection: str) -> None:
+        """At most every LOAD_CHECK_SECONDS per collection: load it if Milvus lost its load state (a restarted
+        milvus-lite answers ``count(*)`` on a released collection with 0 rather than an error)."""
+        now = time.monotonic()
+        if now - self._load_checked.get(collection, float("-inf")) < LOAD_CHECK_SECONDS:
+            return
+        ensure_loaded(self._client, collection)
+        self._load_checked[collection] = now
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         ctx = contextvars.copy_context()

@@ -8,6 +8,7 @@ SIGKILL of the worker mid-stream, and the model server going away for a while.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -423,3 +424,54 @@ def test_dead_letter_replay_after_the_cause_is_fixed(env: Env, tmp_path: Path) -
     time.sleep(3)
     assert [r["sop_instance_uid"] for r in env.rows()] == [uid]
     assert cli("list")["summary"]["total"] == 1  # replays that succeed add no dead letters
+
+
+def test_milvus_outage_loses_nothing(
+    kafka_bootstrap: str, model_server: ModelServer, object_store_url: str, unique_index: str, service_logs: Path,
+    tmp_path: Path,
+) -> None:
+    """Milvus stops mid-ingest (its own server here, so the session's is untouched): the worker retries without
+    committing, nothing is dead-lettered, and once Milvus is back on the same data every image is there."""
+    spec = MedicalSearchIndexSpec()
+    admin = kafka_admin(kafka_bootstrap)
+    ensure_topics(admin, unique_index, spec)
+    admin.close()
+    data_dir, port = tmp_path / "milvus-data", procs.free_port()
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    before = set(_fresh_copies("CT_small.dcm", 6, first, seed="milvus-before"))
+    uids = set(before)
+    e = Env(unique_index, object_store_url, kafka_bootstrap, f"http://127.0.0.1:{port}", model_server, service_logs,
+            [])
+    try:
+        with procs.milvus_lite(data_dir, service_logs, port=port):
+            client = milvus_client(e.milvus_uri)
+            ensure_collections(client, unique_index, spec)
+            client.close()
+            assert e.ingest(first)["published"] == 6
+            e.start_worker()
+            wait_for(lambda: e.count() == 6 or e.count(), 120, "the first images")
+        # Milvus is down now.
+        uids |= set(_fresh_copies("CT_small.dcm", 8, second, seed="milvus-during"))
+        assert e.ingest(second)["published"] == 8
+        time.sleep(8)  # the worker backs off and retries, committing nothing
+        assert all(p.poll() is None for p in e.workers), "the worker must survive a Milvus outage"
+        with procs.milvus_lite(data_dir, service_logs, port=port):
+            # The restarted milvus-lite has every collection released; the gateway's repository loads them again
+            # (a released collection would answer searches with an error and count(*) with 0).
+            from medsearch_api.repository import MilvusRepository
+
+            client = milvus_client(e.milvus_uri)
+            try:
+                repo = MilvusRepository(client, unique_index)
+                # indexed before the outage: still there, and found through the gateway's repository
+                assert asyncio.run(repo.image_vector(sorted(before)[0])) is not None
+            finally:
+                client.close()
+            wait_for(lambda: e.count() == len(uids) or e.count(), 120, "ingest to resume after the outage")
+            assert {r["sop_instance_uid"] for r in e.rows()} == uids
+        assert e.dead_letters(0, timeout=3) == []
+    finally:
+        for proc in e.workers:
+            procs.stop_process(proc, timeout=15)
