@@ -149,6 +149,13 @@ def setup_logging(settings: WorkerSettings) -> None:
     )
     for noisy in ("kafka", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if settings.log_level != "DEBUG":
+        # pydicom logs a traceback at ERROR for every decoder plugin that fails on a file; the worker reports
+        # the file once, as a dead letter with the combined reason. Its config module resets the logger's level
+        # when imported, so import it first.
+        import pydicom.config  # noqa: F401  # imported for its side effect on the "pydicom" logger
+
+        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 def load_spec(index: str) -> MedicalSearchIndexSpec:

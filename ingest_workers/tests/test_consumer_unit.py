@@ -62,3 +62,17 @@ def test_metrics_have_their_own_registry() -> None:
     assert a.value("medsearch_worker_consumer_lag") == 7
     assert a.value("medsearch_worker_batch_seconds_count") == 1
     assert b.value("medsearch_worker_consumed_total") == 0
+
+
+def test_setup_logging_quiets_pydicom_decoder_tracebacks_unless_debugging() -> None:
+    import logging
+
+    from medsearch_workers.consumer import setup_logging
+
+    from medsearch.contracts.settings import WorkerSettings
+
+    setup_logging(WorkerSettings(log_level="INFO"))
+    assert logging.getLogger("pydicom").getEffectiveLevel() == logging.CRITICAL
+    logging.getLogger("pydicom").setLevel(logging.NOTSET)
+    setup_logging(WorkerSettings(log_level="DEBUG"))
+    assert logging.getLogger("pydicom").getEffectiveLevel() < logging.CRITICAL
