@@ -4,7 +4,8 @@
 //
 //   node tests/browser/web-flow.mjs --base http://127.0.0.1:8000/ --token TOKEN --out DIR \
 //        --query effusion --facet-code J91.8 --facet-polarity negative \
-//        --upload-dicom FILE.dcm --upload-png FILE.png [--chromium /usr/bin/chromium] [--oidc 1]
+//        --upload-dicom FILE.dcm --upload-png FILE.png [--date-from YYYY-MM-DD --date-to YYYY-MM-DD]
+//        [--chromium /usr/bin/chromium] [--oidc 1]
 //
 // Screenshots go to DIR. Exit status 0 with {"ok": true, ...}; 1 with {"ok": false, "error": ..., "step": ...}
 // (a screenshot of the failing page is saved as failure.png). Assertions on the observations are the
@@ -48,6 +49,10 @@ page.on("console", (m) => {
   if (m.type() === "error") report.consoleErrors.push(m.text());
 });
 page.on("pageerror", (e) => report.consoleErrors.push(`pageerror: ${e.message}`));
+let graphqlRequests = 0;
+page.on("request", (r) => {
+  if (r.method() === "POST" && new URL(r.url()).pathname.endsWith("/graphql")) graphqlRequests++;
+});
 page.on("requestfailed", (r) => {
   const reason = r.failure()?.errorText ?? "";
   if (!reason.includes("ERR_ABORTED")) report.failedRequests.push(`${r.method()} ${r.url()} ${reason}`);
@@ -236,6 +241,72 @@ try {
       preview: await zone.locator("figure img").count(),
     };
     await shot("06-upload-png.png", { fullPage: true });
+  }
+
+  // 7b. report date range on the search page (listing without a query: newest first)
+  if (args["date-from"] && args["date-to"]) {
+    step = "date-range";
+    const [from, to] = [args["date-from"], args["date-to"]];
+    await page.goto(`${args.base}#/search`);
+    await page.locator('[data-testid="result-card"]').first().waitFor();
+    await page.waitForFunction(() => !document.querySelector('section[aria-busy="true"]'));
+    const fromInput = page.getByLabel("Reported from", { exact: true });
+    const toInput = page.getByLabel("Reported to", { exact: true });
+    await fromInput.fill(from);
+    await page.waitForFunction((f) => location.hash.includes(`from=${f}`), from);
+    await toInput.fill(to);
+    await page.waitForFunction((t) => location.hash.includes(`to=${t}`), to);
+    // settled: not busy and every card inside the range (soft: on a timeout the observations tell what was shown)
+    await page
+      .waitForFunction(
+        ([f, t]) => {
+          const dates = [...document.querySelectorAll('[data-testid="result-card"] [data-testid="report-date"]')].map((e) => e.textContent?.trim() ?? "");
+          return !document.querySelector('section[aria-busy="true"]') && dates.length > 0 && dates.every((d) => d >= f && d <= t);
+        },
+        [from, to],
+        { timeout: TIMEOUT },
+      )
+      .catch(() => undefined);
+    await thumbsSettled('[data-testid="results"]');
+    report.steps.dateRange = {
+      hash: await page.evaluate(() => location.hash),
+      heading: (await page.locator(".results-head .count").innerText()).trim(),
+      inputs: [await fromInput.inputValue(), await toInput.inputValue()],
+      inputTypes: [await fromInput.getAttribute("type"), await toInput.getAttribute("type")],
+      reportIds: await page.$$eval('[data-testid="result-card"]', (els) => els.map((e) => e.getAttribute("data-report-id"))),
+      dates: await page.$$eval('[data-testid="result-card"] [data-testid="report-date"]', (els) => els.map((e) => e.textContent?.trim())),
+      positiveFacets: await facetBars("positive"),
+      negativeFacets: await facetBars("negative"),
+      clearButton: await page.getByRole("button", { name: "Clear filters" }).count(),
+    };
+    await shot("06b-date-range.png", { fullPage: true });
+
+    // a start after the end: an inline error, no request, no results
+    step = "date-range-inverted";
+    const before = graphqlRequests;
+    await toInput.fill(args["date-inverted-to"] ?? "2000-01-01");
+    await page.locator('[data-testid="date-range-error"]').waitFor();
+    await page.waitForTimeout(500);
+    report.steps.dateRangeInverted = {
+      hash: await page.evaluate(() => location.hash),
+      error: (await page.locator('[data-testid="date-range-error"]').innerText()).trim(),
+      invalid: [await fromInput.getAttribute("aria-invalid"), await toInput.getAttribute("aria-invalid")],
+      cards: await page.locator('[data-testid="result-card"]').count(),
+      requestsSent: graphqlRequests - before,
+    };
+    await shot("06c-date-range-inverted.png");
+
+    // "Clear filters" clears the dates too
+    step = "date-range-clear";
+    await page.getByRole("button", { name: "Clear filters" }).click();
+    await page.waitForFunction(() => !location.hash.includes("from=") && !location.hash.includes("to="));
+    await page.locator('[data-testid="result-card"]').first().waitFor();
+    report.steps.dateRangeCleared = {
+      hash: await page.evaluate(() => location.hash),
+      inputs: [await fromInput.inputValue(), await toInput.inputValue()],
+      cards: await page.locator('[data-testid="result-card"]').count(),
+      clearButton: await page.getByRole("button", { name: "Clear filters" }).count(),
+    };
   }
 
   // 8. tablet width: the same search, one column

@@ -352,6 +352,14 @@ def test_radiologist_flow_in_chromium(chromium_path: str, web_client: Path, milv
                                  if next(x for x in rows if x["report_id"] == r)["study_uid"] in cr_studies)
     assert effusion_negated_cr  # R0001 at least
 
+    # the date range step: a listing (no query, newest first, then by id) of the reports dated in the range
+    date_from, date_to = "2024-01-11", "2024-01-13"
+    lo, hi = (int(d.replace("-", "")) for d in (date_from, date_to))
+    in_range = sorted((r for r in rows if lo <= r["report_date"] <= hi),
+                      key=lambda r: (-r["report_date"], r["report_id"]))
+    assert 0 < len(in_range) <= 10  # one page
+    range_positive = {c: sum(c in r["icd10_positive"] for r in in_range) for r in in_range for c in r["icd10_positive"]}
+
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{TOKEN} reader browser-test\n")
     port = procs.free_port()
@@ -384,7 +392,8 @@ def test_radiologist_flow_in_chromium(chromium_path: str, web_client: Path, milv
         res = subprocess.run(
             ["node", str(DRIVER), "--base", base, "--token", TOKEN, "--out", str(out), "--chromium", chromium_path,
              "--query", "effusion", "--mode", "keyword", "--facet-code", "J91.8", "--facet-polarity", "negative",
-             "--modality", "CR", "--upload-dicom", str(files[0]), "--upload-png", str(upload_png), "--oidc", "1"],
+             "--modality", "CR", "--upload-dicom", str(files[0]), "--upload-png", str(upload_png),
+             "--date-from", date_from, "--date-to", date_to, "--date-inverted-to", "2000-01-01", "--oidc", "1"],
             capture_output=True, text=True, timeout=300,
         )
         elapsed = time.monotonic() - started
@@ -446,6 +455,26 @@ def test_radiologist_flow_in_chromium(chromium_path: str, web_client: Path, milv
     assert all(u["score"] > 0.99 for u in upload[:3])
     assert [u["score"] for u in upload] == sorted((u["score"] for u in upload), reverse=True)
     assert steps["uploadPng"]["items"] and steps["uploadPng"]["preview"] == 1
+
+    # report date range: exactly the reports dated in it, newest first; facets over the same reports
+    dates = steps["dateRange"]
+    assert f"from={date_from}" in dates["hash"] and f"to={date_to}" in dates["hash"]
+    assert dates["inputTypes"] == ["date", "date"] and dates["inputs"] == [date_from, date_to]
+    assert dates["reportIds"] == [r["report_id"] for r in in_range]
+    assert dates["dates"] and all(date_from <= d <= date_to for d in dates["dates"])
+    assert dates["heading"].startswith(f"{len(in_range)} report")
+    assert dates["positiveFacets"] and all(f["count"] == range_positive.get(f["code"]) for f in dates["positiveFacets"])
+    assert dates["clearButton"] == 1
+    # a start after the end: said inline, both inputs marked invalid, nothing sent, no results
+    inverted = steps["dateRangeInverted"]
+    assert "to=2000-01-01" in inverted["hash"]
+    assert date_from in inverted["error"] and "2000-01-01" in inverted["error"] and "after" in inverted["error"]
+    assert inverted["invalid"] == ["true", "true"]
+    assert inverted["cards"] == 0 and inverted["requestsSent"] == 0
+    # "Clear filters" clears the dates
+    cleared = steps["dateRangeCleared"]
+    assert "from=" not in cleared["hash"] and "to=" not in cleared["hash"]
+    assert cleared["inputs"] == ["", ""] and cleared["cards"] == 10 and cleared["clearButton"] == 0
 
     # tablet width: no horizontal scrolling, the filters stack above the results
     assert steps["tablet"]["scrollWidth"] <= 820

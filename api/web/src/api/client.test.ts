@@ -66,6 +66,22 @@ describe("numbered pages over opaque cursors", () => {
     expect(sent[0]?.variables.filter).toEqual({ negativeCodes: ["J91.8"] });
   });
 
+  it("sends the date range to the results and to both facet charts", async () => {
+    const sent = fakeGateway(3);
+    const state = { ...DEFAULT_STATE, dateFrom: "2019-01-07", dateTo: "2020-12-31", modality: "CR" };
+    const res = await searchReports(state);
+    expect(sent).toHaveLength(1);
+    const filter = { modality: ["CR"], dateFrom: "2019-01-07", dateTo: "2020-12-31" };
+    expect(sent[0]?.variables.filter).toEqual(filter);
+    // one filter variable for searchReports and both icd10Facets, so counts and results agree
+    expect(sent[0]?.query.match(/filter: \$filter/g)).toHaveLength(3);
+    expect(res.facetScope).toBe("Counts over the reports that pass the filters.");
+    // an open end is left out of the filter
+    sent.length = 0;
+    await searchReports({ ...DEFAULT_STATE, dateTo: "2004-08-26" });
+    expect(sent[0]?.variables.filter).toEqual({ dateTo: "2004-08-26" });
+  });
+
   it("says when a page does not exist", async () => {
     fakeGateway(15);
     await expect(searchReports({ ...DEFAULT_STATE, q: "y", page: 5 })).rejects.toThrow("There is no page 5");

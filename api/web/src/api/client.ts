@@ -164,7 +164,8 @@ export async function checkToken(token: string, signal?: AbortSignal): Promise<v
 
 // ---- search ----
 
-function reportFilter(state: SearchState): Record<string, unknown> | null {
+/** The ReportFilter of the search state. The same filter goes to searchReports and to both icd10Facets. */
+export function reportFilter(state: SearchState): Record<string, unknown> | null {
   const f: Record<string, unknown> = {};
   const pos = state.codes.filter((c) => c.polarity === "positive").map((c) => c.code);
   const neg = state.codes.filter((c) => c.polarity === "negative").map((c) => c.code);
@@ -172,6 +173,8 @@ function reportFilter(state: SearchState): Record<string, unknown> | null {
   if (neg.length) f.negativeCodes = neg;
   if (state.modality) f.modality = [state.modality];
   if (state.viewPosition) f.viewPosition = [state.viewPosition];
+  if (state.dateFrom) f.dateFrom = state.dateFrom;
+  if (state.dateTo) f.dateTo = state.dateTo;
   return Object.keys(f).length ? f : null;
 }
 

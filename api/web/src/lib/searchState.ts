@@ -15,6 +15,9 @@ export interface SearchState {
   modality: string;
   viewPosition: string;
   codes: CodeFilter[];
+  /** Report date range, inclusive: "" (open) or "YYYY-MM-DD". */
+  dateFrom: string;
+  dateTo: string;
   page: number; // 1-based
   pageSize: number;
 }
@@ -26,6 +29,8 @@ export const DEFAULT_STATE: SearchState = {
   modality: "",
   viewPosition: "",
   codes: [],
+  dateFrom: "",
+  dateTo: "",
   page: 1,
   pageSize: 10,
 };
@@ -37,6 +42,30 @@ export function normaliseCode(raw: string): string | null {
   let c = raw.trim().toUpperCase().replace(/\s+/g, "");
   if (/^[A-Z][0-9][0-9A-Z][0-9A-Z]{1,4}$/.test(c)) c = `${c.slice(0, 3)}.${c.slice(3)}`; // J918 -> J91.8
   return ICD10.test(c) ? c : null;
+}
+
+/** A real calendar date written "YYYY-MM-DD" (year 1000-9999), or null. */
+export function normaliseDate(raw: string | null): string | null {
+  const v = (raw ?? "").trim();
+  const m = /^([1-9]\d{3})-(\d{2})-(\d{2})$/.exec(v);
+  if (!m) return null;
+  const [y, mo, d] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  const t = new Date(Date.UTC(y, mo - 1, d));
+  return t.getUTCFullYear() === y && t.getUTCMonth() === mo - 1 && t.getUTCDate() === d ? v : null;
+}
+
+/** Both ends set and the start after the end (ISO dates compare as strings). */
+export function dateRangeInverted(state: Pick<SearchState, "dateFrom" | "dateTo">): boolean {
+  return Boolean(state.dateFrom && state.dateTo && state.dateFrom > state.dateTo);
+}
+
+/** The state without any filter (query, mode and page size kept), on page 1. */
+export function clearFilters(state: SearchState): SearchState {
+  return { ...state, modality: "", viewPosition: "", codes: [], dateFrom: "", dateTo: "", page: 1 };
+}
+
+export function filtersActive(state: SearchState): boolean {
+  return Boolean(state.modality || state.viewPosition || state.codes.length || state.dateFrom || state.dateTo);
 }
 
 function intParam(v: string | null, fallback: number, min: number, max: number): number {
@@ -60,6 +89,8 @@ export function parseSearchState(params: URLSearchParams): SearchState {
     modality: params.get("modality") ?? "",
     viewPosition: params.get("view") ?? "",
     codes,
+    dateFrom: normaliseDate(params.get("from")) ?? "",
+    dateTo: normaliseDate(params.get("to")) ?? "",
     page: intParam(params.get("page"), 1, 1, 10_000),
     pageSize: (PAGE_SIZES as readonly number[]).includes(size) ? size : DEFAULT_STATE.pageSize,
   };
@@ -75,6 +106,8 @@ export function toParams(state: SearchState): URLSearchParams {
   const neg = state.codes.filter((c) => c.polarity === "negative").map((c) => c.code);
   if (pos.length) p.set("pos", pos.join(","));
   if (neg.length) p.set("neg", neg.join(","));
+  if (state.dateFrom) p.set("from", state.dateFrom);
+  if (state.dateTo) p.set("to", state.dateTo);
   if (state.page > 1) p.set("page", String(state.page));
   if (state.pageSize !== DEFAULT_STATE.pageSize) p.set("size", String(state.pageSize));
   return p;

@@ -3,6 +3,7 @@ import { fetchFilterOptions, searchReports } from "../api/client";
 import type { SearchHit } from "../api/types";
 import { FindingRow } from "../components/Chips";
 import { CodeFilterInput } from "../components/CodeFilter";
+import { DateRangeFilter } from "../components/DateRangeFilter";
 import { FacetChart } from "../components/FacetChart";
 import { Pager } from "../components/Pager";
 import { CardSkeletons, EmptyState, ErrorState } from "../components/States";
@@ -13,6 +14,9 @@ import { imageHref, navigate, rememberSearch, searchHref } from "../lib/router";
 import {
   PAGE_SIZES,
   SEARCH_MODES,
+  clearFilters,
+  dateRangeInverted,
+  filtersActive as anyFilter,
   pageCount,
   parseSearchState,
   toParams,
@@ -36,7 +40,9 @@ export function SearchPage({ params }: { params: URLSearchParams }) {
   useEffect(() => rememberSearch(searchHref(toParams(state))), [key]);
   const [draft, setDraft] = useState(state.q);
   useEffect(() => setDraft(state.q), [state.q]);
-  const results = useAsync(key, (signal) => searchReports(state, signal));
+  // an inverted date range is shown as an error beside the inputs; nothing is sent for it
+  const rangeInverted = dateRangeInverted(state);
+  const results = useAsync(rangeInverted ? null : key, (signal) => searchReports(state, signal));
   const options = useAsync("filter-options", (signal) => fetchFilterOptions(signal));
   const resultsHeading = useRef<HTMLHeadingElement>(null);
   const id = useId();
@@ -48,7 +54,7 @@ export function SearchPage({ params }: { params: URLSearchParams }) {
   const onToggleCode = (code: string, polarity: Polarity) => go(toggleCode(state, code, polarity));
   const isActive = (polarity: Polarity) => (code: string) => state.codes.some((c) => c.code === code && c.polarity === polarity);
   const data = results.data;
-  const filtersActive = Boolean(state.modality || state.viewPosition || state.codes.length);
+  const filtersActive = anyFilter(state);
   const pages = data && data.total !== null ? pageCount(data.total, state.pageSize) : null;
 
   return (
@@ -133,9 +139,13 @@ export function SearchPage({ params }: { params: URLSearchParams }) {
                 ))}
               </select>
             </div>
+            <DateRangeFilter
+              value={{ dateFrom: state.dateFrom, dateTo: state.dateTo }}
+              onChange={(range) => go({ ...state, ...range, page: 1 })}
+            />
             <CodeFilterInput codes={state.codes} onChange={(codes) => go({ ...state, codes, page: 1 })} />
             {filtersActive && (
-              <button type="button" onClick={() => go({ ...state, modality: "", viewPosition: "", codes: [], page: 1 })}>
+              <button type="button" onClick={() => go(clearFilters(state))}>
                 Clear filters
               </button>
             )}
@@ -162,11 +172,13 @@ export function SearchPage({ params }: { params: URLSearchParams }) {
         <section aria-labelledby={`${id}-results`} aria-busy={results.status === "loading"}>
           <div className="results-head">
             <h2 id={`${id}-results`} ref={resultsHeading} tabIndex={-1} className="count" aria-live="polite">
-              {results.status === "loading" && !data
-                ? "Searching…"
-                : data
-                  ? resultCountText(data.total, data.hits.length, state)
-                  : "Results"}
+              {rangeInverted
+                ? "No search: check the report dates"
+                : results.status === "loading" && !data
+                  ? "Searching…"
+                  : data
+                    ? resultCountText(data.total, data.hits.length, state)
+                    : "Results"}
               {results.status === "loading" && data && <span className="spinner" aria-label="updating" style={{ marginLeft: "0.5rem" }} />}
             </h2>
             <label className="hint" style={{ display: "inline-flex", alignItems: "center", gap: "0.4rem", fontWeight: 400 }}>
@@ -196,6 +208,13 @@ export function SearchPage({ params }: { params: URLSearchParams }) {
                 </p>
               )}
             </>
+          )}
+          {rangeInverted && (
+            <EmptyState title="The date range is empty">
+              <p>
+                "Reported from" ({state.dateFrom}) is after "to" ({state.dateTo}). Change one of the dates in the filters.
+              </p>
+            </EmptyState>
           )}
           {results.status === "loading" && !data && <CardSkeletons />}
           {data && data.hits.length === 0 && results.status !== "error" && (
@@ -283,7 +302,9 @@ function ResultCard({ hit, query, onCode }: { hit: SearchHit; query: string; onC
             <h3 id={titleId}>
               {first ? <a href={imageHref(first.id)}>Report {report.id}</a> : <>Report {report.id}</>}
             </h3>
-            <span className="meta">{formatDate(report.reportDate)}</span>
+            <span className="meta" data-testid="report-date">
+              {formatDate(report.reportDate)}
+            </span>
             {views.length > 0 && <span className="meta">{views.join(", ")}</span>}
             {hit.score !== null && <span className="score" title="relevance score">score {hit.score.toFixed(3)}</span>}
           </div>
