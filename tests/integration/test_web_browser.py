@@ -496,6 +496,8 @@ def test_radiologist_flow_in_chromium(chromium_path: str, web_client: Path, milv
 
 def test_web_unit_suite(web_client: Path) -> None:
     """The client's vitest unit tests (api/web/src/**/*.test.ts), so that `make test` runs them too."""
-    res = subprocess.run(["npm", "test", "--silent"], cwd=WEB, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, f"npm test failed:\n{res.stdout[-3000:]}\n{res.stderr[-2000:]}"
-    assert re.search(r"Tests\s+\d+ passed", res.stdout), res.stdout[-2000:]
+    env = {**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "0"}  # CI runners often force colour
+    res = subprocess.run(["npm", "test", "--silent"], cwd=WEB, capture_output=True, text=True, timeout=300, env=env)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", res.stdout)
+    assert res.returncode == 0, f"npm test failed:\n{out[-3000:]}\n{res.stderr[-2000:]}"
+    assert re.search(r"Tests\s+\d+ passed", out), out[-2000:]
