@@ -66,7 +66,11 @@ def register(app: typer.Typer) -> None:
             shown = [{**entry_dict(e), "replayable": plan(e, name).message is not None} for e in entries[:limit]]
             out.print_json(json.dumps({"summary": summary, "entries": shown}))
             return
-        groups = Table(title=f"{name}.dlq: {summary['total']} dead letters, {summary['replayable']} replayable")
+        title = f"{name}.dlq: {summary['total']} dead letters, {summary['replayable']} replayable"
+        if not entries:
+            out.print(title)
+            return
+        groups = Table(title=title)
         for col in ("source topic", "stage", "reason", "count"):
             groups.add_column(col, justify="right" if col == "count" else "left")
         for g in summary["groups"]:
