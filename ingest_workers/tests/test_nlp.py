@@ -344,3 +344,53 @@ def test_lexicon_extras_are_validated(tmp_path) -> None:  # type: ignore[no-unty
     bad.write_text("concepts:\n  - id: x\n    patterns: [x]\n    context_codes: [{pattern: '(', concept: x}]\n")
     with pytest.raises(LexiconError, match="context_codes pattern"):
         load_extras(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # MIMIC-style phrasing
+        ("Heart size is stable, mildly enlarged.", {"cardiomegaly"}),
+        ("The heart is at least moderately enlarged.", {"cardiomegaly"}),
+        ("Large paraesophageal hernia.", {"hiatal_hernia"}),
+        ("Right upper lobe cavitary lesion.", {"nodule_mass"}),
+        ("Right lower lobe opacity, consistent with aspiration.", {"pneumonia"}),
+        ("Status post needle aspiration of the left breast.", set()),
+        ("Age-indeterminate compression fracture of T12.", {"fracture"}),  # dates the fracture, no doubt
+        ("Left lower lobe volume loss.", {"atelectasis"}),
+        ("Postoperative changes in the right upper hemithorax with volume loss.", set()),  # after a resection
+        ("Two or three healed left rib fractures.", {"fracture"}),  # a count, not alternatives
+    ],
+)
+def test_mimic_style_phrasing(analyzer: Analyzer, text: str, expected: set[str]) -> None:
+    assert positive_findings(analyzer, text) == expected
+
+
+def test_alternatives_joined_by_or_are_uncertain(analyzer: Analyzer) -> None:
+    got = status(analyzer, "Right basilar opacity, atelectasis or pneumonia.")
+    assert got["atelectasis"] == "uncertain" and got["pneumonia"] == "uncertain"
+    assert status(analyzer, "Bibasilar atelectasis or scarring.")["atelectasis"] == "uncertain"
+    # a negation before the list wins
+    assert status(analyzer, "No pleural effusion or pneumothorax.") == {
+        "pleural_effusion": "absent",
+        "pneumothorax": "absent",
+    }
+    # `unless_after`: "likely" commits to the first alternative; the second stays doubtful
+    got = status(analyzer, "Left basilar opacity, likely atelectasis or pneumonia.")
+    assert got["atelectasis"] == "present" and got["pneumonia"] == "uncertain"
+
+
+def test_backward_hedges_after_the_finding(analyzer: Analyzer) -> None:
+    got = status(analyzer, "Patchy basilar opacities may reflect atelectasis, but infection is difficult to exclude.")
+    assert got["pneumonia"] == "uncertain"
+    got = status(analyzer, "Opacity is likely atelectasis, though pneumonia is not entirely excluded.")
+    assert got["atelectasis"] == "present" and got["pneumonia"] == "uncertain"
+    got = status(analyzer, "Left lower lobe opacity, concerning for pneumonia, atelectasis could also contribute.")
+    assert got["atelectasis"] == "uncertain"
+
+
+def test_unless_after_is_validated(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("context_rules:\n  - {literal: or, category: POSSIBLE_EXISTENCE, unless_after: likely}\n")
+    with pytest.raises(ContextRulesError, match="unless_after"):
+        load_rule_dicts(bad)

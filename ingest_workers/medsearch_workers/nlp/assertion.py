@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import re
 import threading
 from importlib import resources
 from pathlib import Path
@@ -51,6 +52,9 @@ def load_rule_dicts(path: str | Path | None = None) -> list[dict[str, Any]]:
     for i, r in enumerate(rules):
         if not isinstance(r, dict) or not r.get("literal") or not r.get("category"):
             raise ContextRulesError(f"{where}: rule #{i} needs 'literal' and 'category' ({r!r})")
+        after = r.get("unless_after")
+        if after is not None and (not isinstance(after, list) or not all(isinstance(a, str) and a for a in after)):
+            raise ContextRulesError(f"{where}: rule #{i} ({r['literal']!r}): 'unless_after' must be a list of words")
         if _has_non_string(r.get("pattern")):
             raise ContextRulesError(
                 f"{where}: rule #{i} ({r['literal']!r}): a pattern value is not a string (quote yes/no/on/off in YAML)"
@@ -87,15 +91,35 @@ def _pipeline(rules_path: str | None) -> tuple[Any, Any]:
     for r in load_rule_dicts(rules_path):
         try:
             # medspaCy's from_dict does not take terminated_by (its constructor does)
-            base = {k: v for k, v in r.items() if k != "terminated_by"}
+            base = {k: v for k, v in r.items() if k not in ("terminated_by", "unless_after")}
             rule = ConTextRule.from_dict(base)
             if r.get("terminated_by"):
                 rule.terminated_by = {str(c).upper() for c in r["terminated_by"]}
+            if r.get("unless_after"):
+                rule.on_modifies = _unless_after(r["unless_after"])
             rules.append(rule)
         except (ValueError, TypeError, KeyError) as err:
             raise ContextRulesError(f"ConText rule {r.get('literal')!r}: {err}") from None
     context.add(rules)
     return nlp, context
+
+
+# How many tokens before a target ``unless_after`` looks at.
+UNLESS_AFTER_WINDOW = 3
+
+
+def _unless_after(words: list[str]) -> Any:
+    """``on_modifies`` callback: a modifier does not reach back to a target that one of ``words`` introduces
+    ("likely atelectasis or scarring": the "or" leaves atelectasis, which "likely" commits to, present)."""
+    pattern = re.compile(r"\b(?:" + "|".join(re.escape(w.lower()) for w in words) + r")\s*$")
+
+    def on_modifies(target: Any, modifier: Any, _between: Any) -> bool:
+        if target.start >= modifier.start:
+            return True  # a target after the cue: the rule applies as usual
+        before = target.doc[max(target.sent.start, target.start - UNLESS_AFTER_WINDOW) : target.start]
+        return pattern.search(before.text.lower()) is None
+
+    return on_modifies
 
 
 def pipeline(rules_path: str | None = None) -> tuple[Any, Any]:
