@@ -10,8 +10,9 @@ naming the argument, never "escaped". Field names come from this module's consta
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from medsearch_api.records import ImageFilterSpec, ReportFilterSpec
 
@@ -112,6 +113,24 @@ def finding_partitions(codes: Sequence[str]) -> tuple[str, str]:
 def finding_visible(codes: Sequence[str]) -> str:
     """Reports a finding search returns: all but those that negate the finding without asserting it."""
     return f"not ({contains_any('icd10_negative', codes)} and not {contains_any('icd10_positive', codes)})"
+
+
+def row_asserts(row: Mapping[str, Any], codes: Iterable[str]) -> bool:
+    """In-process twin of the first of :func:`finding_partitions` for a row with its code arrays."""
+    return not set(codes).isdisjoint(row.get("icd10_positive") or ())
+
+
+def row_neither(row: Mapping[str, Any], codes: Iterable[str]) -> bool:
+    """In-process twin of the second of :func:`finding_partitions`."""
+    wanted = set(codes)
+    return wanted.isdisjoint(row.get("icd10_positive") or ()) and wanted.isdisjoint(row.get("icd10_negative") or ())
+
+
+def row_visible(row: Mapping[str, Any], codes: Iterable[str]) -> bool:
+    """In-process twin of :func:`finding_visible`."""
+    wanted = set(codes)
+    return not (not wanted.isdisjoint(row.get("icd10_negative") or ()) and wanted.isdisjoint(
+        row.get("icd10_positive") or ()))
 
 
 def date_range(field: str, lo: int | None, hi: int | None) -> list[str]:
