@@ -352,9 +352,11 @@ class MilvusRepository:
         concatenating would rank, computed from unfiltered rankings instead: milvus-lite evaluates array filters
         row by row (~1.5 s per search at 10k reports, against ~30 ms unfiltered).
 
-        Exact: a partition's top ``want`` within a ranked list is known once the list holds ``want`` of its
-        members or is exhausted (fewer hits than asked for); until then the lists are deepened (x8). None when
-        even MAX_WINDOW-deep lists do not settle it (the caller then runs the filtered searches)."""
+        Exact with respect to the unfiltered ranking: a partition's top ``want`` within a ranked list is known
+        once the list holds ``want`` of its members or is exhausted (fewer hits than asked for); until then the
+        lists are deepened (x8). None when even MAX_WINDOW-deep lists do not settle it (the caller then runs the
+        filtered searches). Scores are the collection-wide ones (milvus-lite's filtered BM25 searches score
+        differently once a collection has several segments; on one sealed segment both agree)."""
         depth = min(max(4 * want, 64), MAX_WINDOW)
         while True:
             lists = self._candidates(query, mode, vector, expr, depth)

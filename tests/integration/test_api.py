@@ -303,7 +303,8 @@ def _same_ranking(fast: list[tuple[str, float]], slow: list[tuple[str, float]]) 
 @pytest.mark.parametrize("query", ["pneumothorax", "effusion edema", "nodule seen"])
 def test_finding_ranking_in_process_equals_the_filtered_searches(seeded: Seeded, milvus_uri: str, query: str) -> None:
     """The gateway ranks finding partitions from unfiltered rankings (array filters are slow in milvus-lite); the
-    result must be what one filtered search per partition gives, in every mode and depth."""
+    result must be what one filtered search per partition gives, in every mode and depth (the seeded collection
+    is one sealed segment, where milvus-lite scores filtered and unfiltered BM25 searches alike)."""
     from medsearch_api import filters as fx
     from medsearch_api.records import SearchMode
     from medsearch_api.repository import MilvusRepository
