@@ -129,6 +129,7 @@ class FakeAdmin:
 class FakeMilvus:
     def __init__(self) -> None:
         self.collections: dict[str, str] = {}
+        self.loaded: set[str] = set()
 
     def has_collection(self, name: str) -> bool:
         return name in self.collections
@@ -137,7 +138,14 @@ class FakeMilvus:
         self.collections[name] = "COSINE"
 
     def load_collection(self, name: str) -> None:
-        pass
+        self.loaded.add(name)
+
+    def get_load_state(self, name: str) -> dict[str, Any]:
+        from pymilvus.client.types import LoadState
+
+        if name not in self.collections:
+            return {"state": LoadState.NotExist}
+        return {"state": LoadState.Loaded if name in self.loaded else LoadState.NotLoad}
 
     def describe_collection(self, name: str) -> dict[str, Any]:
         return {"fields": []}
