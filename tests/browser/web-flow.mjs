@@ -232,6 +232,10 @@ try {
     step = "upload-png";
     await page.getByRole("link", { name: "Search by image" }).click();
     await page.waitForFunction(() => location.hash === "#/upload");
+    // The image page has an upload zone too: wait until the upload page has replaced it, or the file may go to
+    // the old zone just before it unmounts (its result is then lost and the new page shows "no file yet").
+    await page.getByRole("heading", { level: 1, name: "Search by image" }).waitFor();
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid="upload-search"]').length === 1);
     const zone = page.locator('[data-testid="upload-search"]');
     await zone.locator('[data-testid="upload-input"]').setInputFiles(args["upload-png"]);
     await zone.locator('[data-testid="similar-item"]').first().waitFor({ timeout: TIMEOUT * 2 });
