@@ -1,11 +1,13 @@
 """Helpers shared by the chart tests (render tier here, ``tests/k8s/test_helm*.py``): find helm, stage a chart
 with stand-ins for its undownloadable dependencies, render it, validate what it renders.
 
-helm refuses to render a chart whose ``dependencies`` are missing from ``charts/`` even when their
-``condition`` is false, and the Milvus / Kafka charts cannot be downloaded here. :func:`stage_chart` copies a
-chart into a temporary directory and puts an empty chart of the declared name and version in place of each
-missing dependency. With the dependency disabled (the default) the stand-in is never rendered, so what the
-tests see is exactly what a user with the real dependency and ``<dep>.enabled=false`` gets.
+``charts/medsearch`` and ``charts/medsearch-crds`` have no dependencies and are used as they are. The umbrella
+chart ``charts/medsearch-stack`` depends on the local medsearch chart (``file://``) and on the Milvus, Kafka and
+PostgreSQL charts, which cannot be downloaded here, and helm refuses to render a chart whose ``dependencies``
+are missing from ``charts/`` even when their ``condition`` is false. :func:`stage_chart` copies a chart into a
+temporary directory, copies each ``file://`` dependency in, and puts an empty chart of the declared name and
+version in place of each remote one: a stand-in renders nothing, so the tests see exactly the medsearch objects
+and values wiring a user gets (the bundled services themselves are the upstream charts' business).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHARTS = REPO / "charts"
 MAIN_CHART = CHARTS / "medsearch"
 CRDS_CHART = CHARTS / "medsearch-crds"
+STACK_CHART = CHARTS / "medsearch-stack"
 OPERATOR_CRD = REPO / "operator" / "config" / "crd" / "medicalsearchindexes.yaml"
 OPERATOR_RBAC = REPO / "operator" / "config" / "rbac" / "role.yaml"
 KUBE_VERSION = "1.33.0"          # kubernetes-validate schema version for core kinds
@@ -62,11 +65,16 @@ def _stub_version(constraint: str) -> str:
 
 
 def stage_chart(src: Path, dest_root: Path) -> Path:
-    """Copy chart ``src`` under ``dest_root`` with a stand-in for each dependency missing from ``charts/``."""
+    """Copy chart ``src`` under ``dest_root``: ``file://`` dependencies copied in, a stand-in for each remote one."""
     dest = dest_root / src.name
     shutil.copytree(src, dest, ignore=shutil.ignore_patterns("charts", "*.tgz"))
     meta = yaml.safe_load((src / "Chart.yaml").read_text())
     for dep in meta.get("dependencies") or []:
+        repo = str(dep.get("repository", ""))
+        if repo.startswith("file://"):
+            local = (src / repo.removeprefix("file://")).resolve()
+            stage_chart(local, dest / "charts")
+            continue
         stub = dest / "charts" / dep["name"]
         stub.mkdir(parents=True)
         (stub / "Chart.yaml").write_text(yaml.safe_dump({

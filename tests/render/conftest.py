@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from chartkit import CRDS_CHART, HELM_HINT, MAIN_CHART, find_helm, stage_chart
+from chartkit import CRDS_CHART, HELM_HINT, MAIN_CHART, STACK_CHART, find_helm, stage_chart
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +20,7 @@ def helm_bin() -> str:
 
 @pytest.fixture(scope="session")
 def staged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Both charts copied into a temp dir, dependency stand-ins in place (see chartkit.stage_chart)."""
+    """The charts copied into a temp dir, dependency stand-ins in place (see chartkit.stage_chart)."""
     root = tmp_path_factory.mktemp("charts")
-    return {"medsearch": stage_chart(MAIN_CHART, root), "medsearch-crds": stage_chart(CRDS_CHART, root)}
+    return {"medsearch": stage_chart(MAIN_CHART, root), "medsearch-crds": stage_chart(CRDS_CHART, root),
+            "medsearch-stack": stage_chart(STACK_CHART, root)}

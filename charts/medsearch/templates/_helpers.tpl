@@ -112,19 +112,11 @@ Resolved service settings.
 {{- end }}
 
 {{- define "medsearch.milvusUri" -}}
-{{- if .Values.milvus.enabled }}
-{{- printf "http://%s-milvus.%s.svc:19530" .Release.Name .Release.Namespace }}
-{{- else }}
-{{- required "externalMilvus.uri is required when milvus.enabled is false" .Values.externalMilvus.uri }}
-{{- end }}
+{{- required "externalMilvus.uri is required" .Values.externalMilvus.uri }}
 {{- end }}
 
 {{- define "medsearch.kafkaBootstrap" -}}
-{{- if .Values.kafka.enabled }}
-{{- printf "%s-kafka.%s.svc:9092" .Release.Name .Release.Namespace }}
-{{- else }}
-{{- required "externalKafka.brokerList is required when kafka.enabled is false" .Values.externalKafka.brokerList }}
-{{- end }}
+{{- required "externalKafka.brokerList is required" .Values.externalKafka.brokerList }}
 {{- end }}
 
 {{- define "medsearch.objectStoreUrl" -}}
