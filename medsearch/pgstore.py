@@ -23,7 +23,6 @@ from medsearch.contracts.collections import (
     IMAGE_VECTOR,
     REPORT_FIELDS,
     REPORT_PK,
-    REPORT_SPARSE,
     REPORT_VECTOR,
 )
 from medsearch.contracts.naming import names_for
@@ -35,7 +34,7 @@ TS_CONFIG = {"standard": "simple", "english": "english"}
 EXTENSIONS = ("vector",)
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
-REPORT_COLUMNS: tuple[str, ...] = tuple(f.name for f in REPORT_FIELDS if f.name != REPORT_SPARSE)
+REPORT_COLUMNS: tuple[str, ...] = tuple(f.name for f in REPORT_FIELDS)
 IMAGE_COLUMNS: tuple[str, ...] = tuple(f.name for f in IMAGE_FIELDS)
 _JSON_COLUMNS = frozenset(f.name for f in (*REPORT_FIELDS, *IMAGE_FIELDS) if f.dtype == "JSON")
 _VECTOR_COLUMNS = frozenset({REPORT_VECTOR, IMAGE_VECTOR})
@@ -283,3 +282,70 @@ def iter_rows(conn: Any, index: str, table: str, columns: Sequence[str], batch: 
             out.append(row)
         yield out
         last = str(rows[-1][list(columns).index(key)])
+
+
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57", "58")  # connection, rollback, resources, operator, system
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether retrying a failed statement may succeed (connection lost, deadlock, server shutting down...)."""
+    import psycopg
+
+    if isinstance(err, DatabaseError):
+        return err.transient
+    if isinstance(err, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return True
+    state = getattr(err, "sqlstate", None) or ""
+    if state == "3F000" or state == "42P01":  # schema / table missing: not provisioned yet (operator, `up`)
+        return True
+    return state[:2] in _TRANSIENT_SQLSTATE_CLASSES
+
+
+class PostgresWriter:
+    """Upserts rows of one index into PostgreSQL, one transaction per call; connects lazily and reconnects after
+    a failure. Raises :class:`DatabaseError` with ``transient`` set from :func:`is_transient`."""
+
+    def __init__(self, dsn: str, index: str, *, password: str | None = None, timeout: float = 30.0) -> None:
+        import threading
+
+        self.dsn = dsn
+        self.index = index
+        self._password = password
+        self.timeout = timeout
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.dsn, self._password, timeout=self.timeout)
+        return self._conn
+
+    def _reset(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+
+    def _write(self, fn: Any, rows: Sequence[dict[str, Any]]) -> None:
+        with self._lock:
+            try:
+                fn(self._connect(), self.index, rows)
+            except DatabaseError:
+                self._reset()
+                raise
+            except Exception as err:  # psycopg.Error and adaptation errors
+                self._reset()
+                raise DatabaseError(f"PostgreSQL refused {len(rows)} rows of index {self.index}: "
+                                    f"{type(err).__name__}: {err}", transient=is_transient(err)) from err
+
+    def upsert_reports(self, rows: Sequence[dict[str, Any]]) -> None:
+        self._write(upsert_reports, rows)
+
+    def upsert_images(self, rows: Sequence[dict[str, Any]]) -> None:
+        self._write(upsert_images, rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self._reset()

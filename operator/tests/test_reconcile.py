@@ -137,6 +137,9 @@ class FakeMilvus:
     def create_collection(self, name: str, schema: Any, index_params: Any) -> None:
         self.collections[name] = "COSINE"
 
+    def create_index(self, name: str, index_params: Any) -> None:
+        assert name in self.collections
+
     def load_collection(self, name: str) -> None:
         self.loaded.add(name)
 

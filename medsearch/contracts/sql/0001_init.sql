@@ -63,3 +63,10 @@ CREATE INDEX images_modality ON images (modality);
 CREATE INDEX images_view_position ON images (view_position);
 CREATE INDEX images_body_part ON images (body_part);
 CREATE INDEX images_study_date ON images (study_date);
+
+-- What readers of the schema need to know about how it was built.
+CREATE TABLE index_settings (
+    name  text PRIMARY KEY,
+    value text NOT NULL
+);
+INSERT INTO index_settings (name, value) VALUES ('ts_config', '{ts_config}');
