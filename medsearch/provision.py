@@ -244,9 +244,12 @@ def _create_scalar_indexes(client: Any, collection: str, kind: str) -> None:
     server does not support is left out with a warning (filters then work without it)."""
     from pymilvus import MilvusClient
 
+    rpc_log = logging.getLogger("pymilvus.decorators")  # logs every refused call at ERROR; we report it below
     for field_name, index_type in scalar_indexes(kind):
         params = MilvusClient.prepare_index_params()
         params.add_index(field_name=field_name, index_type=index_type)
+        level = rpc_log.level
+        rpc_log.setLevel(logging.CRITICAL)
         try:
             client.create_index(collection, params)
         except Exception as err:  # pymilvus MilvusException
@@ -255,6 +258,8 @@ def _create_scalar_indexes(client: Any, collection: str, kind: str) -> None:
                 raise
             log.warning("collection %s: Milvus has no %s index for %s (%s); filtering without it", collection,
                         index_type, field_name, err)
+        finally:
+            rpc_log.setLevel(level)
 
 
 def collection_fields(client: Any, collection: str) -> list[str]:

@@ -53,6 +53,10 @@ MAX_STUDY_IN_LIST = 2000
 # (the neighbours are approximate anyway; a filter that leaves fewer than a page in this many is a rare case).
 DENSE_MAX_DEPTH = 4096
 LOAD_CHECK_SECONDS = 10.0
+# Search breadth of the vector indexes: HNSW's ef (candidates explored; Milvus' default is k, which loses recall
+# under filters), IVF's nprobe. Each index type reads its own key.
+MIN_EF = 512
+NPROBE = 32
 
 
 class StoreTimer:
@@ -260,7 +264,9 @@ class SearchRepository:
         """Nearest neighbours: (key, distance), best first."""
         if limit <= 0:
             return []
-        kwargs: dict[str, Any] = {"anns_field": field, "limit": min(limit, MAX_WINDOW), "output_fields": [pk]}
+        limit = min(limit, MAX_WINDOW)
+        kwargs: dict[str, Any] = {"anns_field": field, "limit": limit, "output_fields": [pk],
+                                  "search_params": {"params": {"ef": max(MIN_EF, limit), "nprobe": NPROBE}}}
         if expr:
             kwargs["filter"] = expr
         res = self._call(self._client.search, collection, data=[list(vector)], **kwargs)

@@ -31,6 +31,7 @@ from medsearch.contracts.settings import ApiSettings
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 from medsearch.localstack import procs
 from medsearch.provision import (
+    count_rows,
     drop_collections,
     drop_schema,
     ensure_collections,
@@ -575,3 +576,38 @@ def test_gateway_process_entry_point(seeded: Seeded, tmp_path: Path, service_log
     out = subprocess.run([sys.executable, "-m", "medsearch_api", "--host", "0.0.0.0", "--port", str(port)],
                          capture_output=True, text=True, timeout=60, env=open_env)
     assert out.returncode == 2 and "loopback" in out.stderr
+
+
+# ------------------------------------------------------------------------------------------------ reindex
+
+
+def test_reindex_rebuilds_dropped_collections_from_postgres(seeded: Seeded, milvus_uri: str, postgres_dsn: str) -> None:
+    """Milvus is an index, not a store: drop both collections, `medsearch reindex`, and every search that needs
+    Milvus answers as before (the vectors come back from PostgreSQL, nothing is re-embedded)."""
+    from typer.testing import CliRunner
+
+    from medsearch.cli import app
+
+    target = seeded.reports[11]
+    src = seeded.images[0]
+    queries = [
+        (SEARCH, {"q": target["text"], "mode": "SEMANTIC", "first": 10}),
+        (SEARCH, {"q": "pneumothorax", "mode": "HYBRID", "first": 10}),
+        (SIMILAR, {"id": src["sop_instance_uid"], "k": 10}),
+        (SIMILAR, {"id": src["sop_instance_uid"], "k": 10, "f": {"positiveCodes": ["J93.9"]}}),
+    ]
+    before = [seeded.data(q, v) for q, v in queries]
+    client = milvus_client(milvus_uri)
+    try:
+        assert sorted(drop_collections(client, seeded.index)) == sorted(names_for(seeded.index).collections)
+        assert seeded.gql(*queries[0]).json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+        result = CliRunner().invoke(app, ["reindex", "--index", seeded.index, "--data-dir", "/nonexistent"],
+                                    env={"MEDSEARCH_POSTGRES_DSN": postgres_dsn, "MEDSEARCH_MILVUS_URI": milvus_uri})
+        assert result.exit_code == 0, result.output
+        assert f"{seeded.index} images: {len(seeded.images)} rows rebuilt" in result.output
+        assert f"{seeded.index} reports: {len(seeded.reports)} rows rebuilt" in result.output
+        assert count_rows(client, names_for(seeded.index).images_collection) == len(seeded.images)
+    finally:
+        client.close()
+    time.sleep(0.5)
+    assert [seeded.data(q, v) for q, v in queries] == before
