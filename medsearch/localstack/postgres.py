@@ -15,6 +15,7 @@ import logging
 import os
 import pwd
 import secrets
+import signal
 import stat
 import subprocess
 import tempfile
@@ -188,4 +189,6 @@ def running(data_dir: Path, log_dir: Path, port: int | None = None, timeout: flo
         ensure_database(port, secret)
         yield conninfo(dsn(port), secret)
     finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # fast shutdown: SIGTERM would wait for every client to disconnect
         procs.stop_process(proc, timeout=30)

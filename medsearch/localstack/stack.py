@@ -157,6 +157,7 @@ class Service:
     start_timeout: float = 60.0
     env: dict[str, str] = field(default_factory=dict)
     user: str | None = None  # run as this user (supervisord drops privileges; PostgreSQL refuses root)
+    stop_signal: str = "TERM"
 
 
 def module_available(module: str) -> bool:
@@ -206,7 +207,7 @@ def plan_services(
         Service("broker", procs.tansu_command(ports.kafka), "kafka", url=f"kafka://{kafka}", ports=(ports.kafka,),
                 start_timeout=30),
         Service("postgres", pg.server_command(paths.postgres, ports.postgres), "postgres", url=pg_dsn,
-                ports=(ports.postgres,), start_timeout=60, user=pg_user),
+                ports=(ports.postgres,), start_timeout=60, user=pg_user, stop_signal="INT"),  # INT: fast shutdown
         Service("milvus", procs.milvus_lite_command(paths.milvus, ports.milvus), "milvus", url=milvus,
                 ports=(ports.milvus,), start_timeout=120),
     ]
@@ -275,7 +276,7 @@ def supervisor_config(paths: StackPaths, services: list[Service]) -> str:
             "autorestart=unexpected",
             "startsecs=2",
             "startretries=3",
-            "stopsignal=TERM",
+            f"stopsignal={s.stop_signal}",
             "stopwaitsecs=20",
             "stopasgroup=true",
             "killasgroup=true",
