@@ -1,4 +1,4 @@
-"""Ensure the Kafka topics and Milvus collections of an index exist as its spec says.
+"""Ensure the Kafka topics, the PostgreSQL schema and the Milvus collections of an index exist as its spec says.
 
 Shared by the operator (reconcile) and ``medsearch up --index FILE``. Each function is idempotent, grows what
 may grow (partitions), and reports what it refuses (shrinking partitions, changing a collection's dimension or
@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from medsearch.contracts.collections import (
+    IMAGE_ANN_FIELDS,
     IMAGE_VECTOR,
+    REPORT_ANN_FIELDS,
     REPORT_VECTOR,
     images_index_params,
     images_schema,
     reports_index_params,
     reports_schema,
+    scalar_indexes,
 )
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import MedicalSearchIndexSpec
@@ -161,6 +164,45 @@ def delete_topics(admin: Any, index: str) -> list[str]:
         raise ProvisionError("BrokerUnreachable", f"Kafka topic deletion failed: {err}") from err
 
 
+# ------------------------------------------------------------------------------------------- PostgreSQL schema
+
+
+def ensure_schema(dsn: str, index: str, spec: MedicalSearchIndexSpec, *, password: str | None = None,
+                  timeout: float = 10.0) -> EnsureResult:
+    """Create the index's PostgreSQL schema and apply the migrations it lacks (:mod:`medsearch.pgstore`).
+    ``created`` names the migrations applied now; ``unchanged`` the schema when it was up to date."""
+    from medsearch import pgstore
+
+    names = names_for(index)
+    result = EnsureResult()
+    try:
+        with pgstore.connect(dsn, password, timeout=timeout) as conn:
+            applied = pgstore.apply_migrations(conn, index, spec)
+    except pgstore.DatabaseError as err:
+        raise ProvisionError("DatabaseUnreachable", str(err)) from err
+    except Exception as err:  # psycopg raises its Error subclasses (permissions, a missing extension...)
+        raise ProvisionError("MigrationFailed", f"PostgreSQL schema {names.pg_schema}: {err}") from err
+    if applied:
+        result.created.extend(f"{names.pg_schema} migration {v}" for v in applied)
+    else:
+        result.unchanged.append(names.pg_schema)
+    return result
+
+
+def drop_schema(dsn: str, index: str, *, password: str | None = None, timeout: float = 10.0) -> list[str]:
+    """Drop the index's PostgreSQL schema with every table in it (``deletionPolicy: Delete``)."""
+    from medsearch import pgstore
+
+    try:
+        with pgstore.connect(dsn, password, timeout=timeout) as conn:
+            dropped = pgstore.drop_schema(conn, index)
+    except pgstore.DatabaseError as err:
+        raise ProvisionError("DatabaseUnreachable", str(err)) from err
+    except Exception as err:  # psycopg errors
+        raise ProvisionError("DatabaseUnreachable", f"PostgreSQL schema deletion failed: {err}") from err
+    return [names_for(index).pg_schema] if dropped else []
+
+
 # ---------------------------------------------------------------------------------------- Milvus collections
 
 
@@ -197,24 +239,60 @@ def _vector_dim_and_metric(client: Any, collection: str, vector_field: str) -> t
     return dim, metric
 
 
+def _create_scalar_indexes(client: Any, collection: str, kind: str) -> None:
+    """The scalar indexes of :func:`~medsearch.contracts.collections.scalar_indexes`, each on its own; one the
+    server does not support is left out with a warning (filters then work without it)."""
+    from pymilvus import MilvusClient
+
+    rpc_log = logging.getLogger("pymilvus.decorators")  # logs every refused call at ERROR; we report it below
+    for field_name, index_type in scalar_indexes(kind):
+        params = MilvusClient.prepare_index_params()
+        params.add_index(field_name=field_name, index_type=index_type)
+        level = rpc_log.level
+        rpc_log.setLevel(logging.CRITICAL)
+        try:
+            client.create_index(collection, params)
+        except Exception as err:  # pymilvus MilvusException
+            text = str(err).lower()
+            if "not support" not in text and "not implemented" not in text:
+                raise
+            log.warning("collection %s: Milvus has no %s index for %s (%s); filtering without it", collection,
+                        index_type, field_name, err)
+        finally:
+            rpc_log.setLevel(level)
+
+
+def collection_fields(client: Any, collection: str) -> list[str]:
+    return [str(f.get("name")) for f in client.describe_collection(collection).get("fields", [])]
+
+
 def ensure_collections(client: Any, index: str, spec: MedicalSearchIndexSpec) -> EnsureResult:
     names = names_for(index)
     result = EnsureResult()
     plan = (
-        (names.images_collection, images_schema, images_index_params, IMAGE_VECTOR, spec.embedding.dimension,
-         spec.images.metric, "spec.images.metric", "spec.embedding.dimension"),
-        (names.reports_collection, reports_schema, reports_index_params, REPORT_VECTOR, spec.reports.dimension,
-         spec.reports.metric, "spec.reports.metric", "spec.reports.dimension"),
+        (names.images_collection, "images", images_schema, images_index_params, IMAGE_VECTOR,
+         spec.embedding.dimension, spec.images.metric, "spec.images.metric", "spec.embedding.dimension",
+         IMAGE_ANN_FIELDS),
+        (names.reports_collection, "reports", reports_schema, reports_index_params, REPORT_VECTOR,
+         spec.reports.dimension, spec.reports.metric, "spec.reports.metric", "spec.reports.dimension",
+         REPORT_ANN_FIELDS),
     )
     try:
-        for coll, schema_fn, index_fn, vfield, dim, metric, metric_field, dim_field in plan:
+        for coll, kind, schema_fn, index_fn, vfield, dim, metric, metric_field, dim_field, fields in plan:
             if not client.has_collection(coll):
                 client.create_collection(coll, schema=schema_fn(spec), index_params=index_fn(spec))
+                _create_scalar_indexes(client, coll, kind)
                 client.load_collection(coll)
                 result.created.append(coll)
                 continue
             have_dim, have_metric = _vector_dim_and_metric(client, coll, vfield)
             refused = False
+            have_fields = collection_fields(client, coll)
+            if have_fields and sorted(have_fields) != sorted(fields):
+                result.problems.append(Problem("spec", "CollectionSchemaChanged",
+                                               f"collection {coll} has the fields of another medsearch version; "
+                                               "rebuild it from PostgreSQL with `medsearch reindex`"))
+                refused = True
             if have_dim is not None and have_dim != dim:
                 result.problems.append(Problem(dim_field, "IncompatibleDimension",
                                                f"collection {coll} has dimension {have_dim}, spec asks {dim}"))

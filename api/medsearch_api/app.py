@@ -31,13 +31,21 @@ from medsearch_api.auth import AuthConfigError, Authenticator, AuthError, Princi
 from medsearch_api.compat import build_compat_schema
 from medsearch_api.context import Context, Ingest, Services
 from medsearch_api.filters import IDENT
-from medsearch_api.repository import MILVUS_TIMER, LazyClient, MilvusRepository, MilvusTimer, Repository
+from medsearch_api.repository import (
+    MILVUS_TIMER,
+    PG_TIMER,
+    LazyClient,
+    MilvusTimer,
+    PgPool,
+    Repository,
+    SearchRepository,
+    StoreTimer,
+)
 from medsearch_api.schema import build_schema
 
 log = logging.getLogger("medsearch_api")
 
 WEB_DIST = Path(__file__).resolve().parent / "web" / "dist"
-FACET_CACHE_SECONDS = 30.0  # facets over all reports (a full scan) are reused this long
 THUMBNAIL_URL_TTL = 3600  # seconds a signed thumbnail URL stays valid (rounded to the hour: cacheable)
 
 
@@ -52,6 +60,9 @@ class _Metrics:
         self.milvus = Histogram("medsearch_api_milvus_seconds", "Time spent in Milvus calls per request",
                                 ["route"], registry=self.registry,
                                 buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.postgres = Histogram("medsearch_api_postgres_seconds", "Time spent in PostgreSQL calls per request",
+                                  ["route"], registry=self.registry,
+                                  buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 
 
 def _route_label(path: str) -> str:
@@ -62,7 +73,7 @@ def _route_label(path: str) -> str:
 
 
 class RequestGuard:
-    """Pure ASGI middleware: request body ceiling (413), per-request Milvus timer, Server-Timing, metrics."""
+    """Pure ASGI middleware: request body ceiling (413), per-request store timers, Server-Timing, metrics."""
 
     def __init__(self, app: ASGIApp, *, max_body: int, metrics: _Metrics) -> None:
         self.app = app
@@ -95,6 +106,8 @@ class RequestGuard:
 
         timer = MilvusTimer()
         token = MILVUS_TIMER.set(timer)
+        pg_timer = StoreTimer()
+        pg_token = PG_TIMER.set(pg_timer)
         t0 = time.perf_counter()
         status = 500
         started = False
@@ -107,7 +120,8 @@ class RequestGuard:
                 total = (time.perf_counter() - t0) * 1000
                 hdrs = list(msg.get("headers") or [])
                 hdrs.append((b"server-timing",
-                             f"milvus;dur={timer.seconds * 1000:.2f}, total;dur={total:.2f}".encode()))
+                             f"postgres;dur={pg_timer.seconds * 1000:.2f}, milvus;dur={timer.seconds * 1000:.2f}, "
+                             f"total;dur={total:.2f}".encode()))
                 msg = {**msg, "headers": hdrs}
             await send(msg)
 
@@ -119,12 +133,15 @@ class RequestGuard:
             status = 413
         finally:
             MILVUS_TIMER.reset(token)
+            PG_TIMER.reset(pg_token)
             if too_big:
                 status = 413
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
             if timer.calls:
                 self.metrics.milvus.labels(route).observe(timer.seconds)
+            if pg_timer.calls:
+                self.metrics.postgres.labels(route).observe(pg_timer.seconds)
 
 
 class _BodyTooLarge(Exception):
@@ -193,9 +210,13 @@ def create_app(
     if not auth.enabled:
         log.warning("authentication is OFF (loopback only): every request is an anonymous admin")
     lazy_client: LazyClient | None = None
+    pg_pool: PgPool | None = None
     if repo is None:
+        from medsearch.pgstore import conninfo
+
         lazy_client = LazyClient(s.milvus_uri, s.milvus_token.get_secret_value() if s.milvus_token else None)
-        repo = MilvusRepository(lazy_client, s.index, facet_cache_seconds=FACET_CACHE_SECONDS)
+        pg_pool = PgPool(conninfo(s.postgres_dsn, s.postgres_secret()))
+        repo = SearchRepository(pg_pool, lazy_client, s.index)
     image_embedder: ImageEmbedder | None = None
     if embed_image is None:
         image_embedder = ImageEmbedder(s.model_server_url, s.model_name)
@@ -217,6 +238,8 @@ def create_app(
 
         await asyncio.to_thread(describe, "J91.8")  # load the ICD-10-CM tables before the first request
         yield
+        if pg_pool is not None:
+            await pg_pool.close()
         for closer in (lazy_client, image_embedder, publisher):
             if closer is not None:
                 try:

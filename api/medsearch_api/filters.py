@@ -1,4 +1,4 @@
-"""Milvus boolean expressions built from validated values only.
+"""Validation of filter values, and the Milvus boolean expressions of filtered k-NN built from validated values.
 
 milvus-lite does not implement filter templating (``filter_params``: "unexpected character '{'"), so user
 input is never spliced into an expression as text: every value is checked against a strict per-field
@@ -10,9 +10,8 @@ naming the argument, never "escaped". Field names come from this module's consta
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from medsearch_api.records import ImageFilterSpec, ReportFilterSpec
 
@@ -82,14 +81,6 @@ def query_tokens(query: str) -> list[str]:
     return seen[:MAX_QUERY_TOKENS]
 
 
-def text_match(field: str, query: str) -> str | None:
-    """``TEXT_MATCH(field, 'tok tok')`` (any token) from the query's word tokens; None when it has none."""
-    toks = query_tokens(query)
-    if not toks:
-        return None
-    return f"TEXT_MATCH({field}, '{' '.join(toks)}')"
-
-
 def eq_any(field: str, values: Sequence[str]) -> str:
     # ``in [...]`` even for one value: milvus-lite serves it from the primary-key path (10x faster than ==)
     return f"{field} in [{', '.join(literal(v) for v in values)}]"
@@ -97,40 +88,6 @@ def eq_any(field: str, values: Sequence[str]) -> str:
 
 def contains_all(field: str, values: Sequence[str]) -> str:
     return " and ".join(f"ARRAY_CONTAINS({field}, {literal(v)})" for v in values)
-
-
-def contains_any(field: str, values: Sequence[str]) -> str:
-    return "(" + " or ".join(f"ARRAY_CONTAINS({field}, {literal(v)})" for v in sorted(values)) + ")"
-
-
-def finding_partitions(codes: Sequence[str]) -> tuple[str, str]:
-    """For the codes of the findings a query names: (reports asserting one of them, reports that neither assert
-    nor negate them). Reports that only negate them are in neither (a search for a finding leaves them out)."""
-    asserted = contains_any("icd10_positive", codes)
-    return asserted, f"not {asserted} and not {contains_any('icd10_negative', codes)}"
-
-
-def finding_visible(codes: Sequence[str]) -> str:
-    """Reports a finding search returns: all but those that negate the finding without asserting it."""
-    return f"not ({contains_any('icd10_negative', codes)} and not {contains_any('icd10_positive', codes)})"
-
-
-def row_asserts(row: Mapping[str, Any], codes: Iterable[str]) -> bool:
-    """In-process twin of the first of :func:`finding_partitions` for a row with its code arrays."""
-    return not set(codes).isdisjoint(row.get("icd10_positive") or ())
-
-
-def row_neither(row: Mapping[str, Any], codes: Iterable[str]) -> bool:
-    """In-process twin of the second of :func:`finding_partitions`."""
-    wanted = set(codes)
-    return wanted.isdisjoint(row.get("icd10_positive") or ()) and wanted.isdisjoint(row.get("icd10_negative") or ())
-
-
-def row_visible(row: Mapping[str, Any], codes: Iterable[str]) -> bool:
-    """In-process twin of :func:`finding_visible`."""
-    wanted = set(codes)
-    return not (not wanted.isdisjoint(row.get("icd10_negative") or ()) and wanted.isdisjoint(
-        row.get("icd10_positive") or ()))
 
 
 def date_range(field: str, lo: int | None, hi: int | None) -> list[str]:

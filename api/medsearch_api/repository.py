@@ -1,9 +1,12 @@
-"""The repository: the one place that talks to Milvus.
+"""The repository: the one place that talks to the stores.
 
-Resolvers call the async methods of :class:`Repository`; :class:`MilvusRepository` implements them over
-pymilvus' synchronous ``MilvusClient`` in worker threads. Every expression comes from
-:mod:`medsearch_api.filters` (validated values only). Time spent inside Milvus calls is added to the
-per-request :data:`MILVUS_SECONDS` accumulator (reported in ``Server-Timing`` and ``/metrics``).
+Resolvers call the async methods of :class:`Repository`. :class:`SearchRepository` implements them over
+PostgreSQL, the system of record (an async psycopg pool: records, keyword search, every filter, exact counts,
+listing, facets; the statements come from :mod:`medsearch_api.sql`), and Milvus, the ANN engine (pymilvus'
+synchronous ``MilvusClient`` in worker threads; nearest neighbours only, expressions from
+:mod:`medsearch_api.filters`). Semantic and hybrid ranking fuse Milvus' neighbours with PostgreSQL's keyword
+ranking (RRF); the finding rule is applied in SQL to both. Time spent in each store is added to the per-request
+accumulators :data:`PG_TIMER` / :data:`MILVUS_TIMER` (``Server-Timing`` and ``/metrics``).
 """
 
 from __future__ import annotations
@@ -12,20 +15,18 @@ import asyncio
 import contextvars
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
-from medsearch.contracts.collections import IMAGE_VECTOR, REPORT_PK, REPORT_SPARSE, REPORT_TEXT, REPORT_VECTOR
+from medsearch.contracts.collections import IMAGE_VECTOR, REPORT_VECTOR
 from medsearch.contracts.naming import names_for
 from medsearch.findings import query_findings
 from medsearch.provision import ensure_loaded, with_loaded
 from medsearch_api import filters as fx
+from medsearch_api import sql as q
 from medsearch_api.records import (
     ICD10_FIELD,
-    IMAGE_READ_FIELDS,
-    REPORT_READ_FIELDS,
     FacetCount,
     ImageFilterSpec,
     ImageHit,
@@ -45,17 +46,21 @@ T = TypeVar("T")
 
 # Milvus caps offset + limit of a search at 16384.
 MAX_WINDOW = 16384
-# Most studies a modality/view/body-part filter may resolve to before it is refused as too broad for a
-# report query (it becomes an ``in [...]`` list).
-MAX_STUDY_FANOUT = 16384
-FACET_SCAN_BATCH = 2000
-# What ranking by finding partition needs of each hit.
-PARTITION_FIELDS = ("report_id", "icd10_positive", "icd10_negative")
+# Most studies a code filter of similarImages is sent to Milvus as (``study_uid in [...]``); beyond that the
+# neighbours are filtered in PostgreSQL while the search is deepened.
+MAX_STUDY_IN_LIST = 2000
+# Deepest a filtered report k-NN goes to fill a page once PostgreSQL has applied the filter and finding rule
+# (the neighbours are approximate anyway; a filter that leaves fewer than a page in this many is a rare case).
+DENSE_MAX_DEPTH = 4096
 LOAD_CHECK_SECONDS = 10.0
+# Search breadth of the vector indexes: HNSW's ef (candidates explored; Milvus' default is k, which loses recall
+# under filters), IVF's nprobe. Each index type reads its own key.
+MIN_EF = 512
+NPROBE = 32
 
 
-class MilvusTimer:
-    """Accumulates seconds spent in Milvus calls for the current request (thread-safe)."""
+class StoreTimer:
+    """Accumulates seconds spent in one store's calls for the current request (thread-safe)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
@@ -68,15 +73,17 @@ class MilvusTimer:
             self.calls += 1
 
 
-MILVUS_TIMER: contextvars.ContextVar[MilvusTimer | None] = contextvars.ContextVar("milvus_timer", default=None)
+MilvusTimer = StoreTimer  # the name the gateway's middleware has always used
+MILVUS_TIMER: contextvars.ContextVar[StoreTimer | None] = contextvars.ContextVar("milvus_timer", default=None)
+PG_TIMER: contextvars.ContextVar[StoreTimer | None] = contextvars.ContextVar("pg_timer", default=None)
 
 
 class RepositoryError(RuntimeError):
-    """Milvus failed or is unreachable (transient from the client's point of view)."""
+    """A store failed or is unreachable (transient from the client's point of view)."""
 
 
 class QueryTooBroad(ValueError):
-    """A filter would need an unbounded expansion (too many studies)."""
+    """A filter would need an unbounded expansion."""
 
 
 class Repository(Protocol):
@@ -112,11 +119,6 @@ def _hit_pk(hit: Any, pk: str) -> str:
     return str((hit.get("entity") or {})[pk])
 
 
-def _top(counter: Counter[str], size: int) -> list[FacetCount]:
-    items = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [FacetCount(k, n) for k, n in items[:size]]
-
-
 class LazyClient:
     """A ``MilvusClient`` created on first use (the gateway starts, and answers /healthz, before Milvus)."""
 
@@ -148,22 +150,85 @@ class LazyClient:
                 self._client = None
 
 
-class MilvusRepository:
-    """:class:`Repository` over a ``MilvusClient`` (thread-safe gRPC client, shared by requests)."""
+class PgPool:
+    """An async psycopg pool opened on first use (the gateway starts, and answers /healthz, before PostgreSQL)."""
 
-    def __init__(self, client: Any, index: str, *, facet_cache_seconds: float = 0.0) -> None:
-        """``facet_cache_seconds``: how long facets over ALL reports (no query) may be served from memory
-        (they scan every row; 0 = never cached)."""
-        self._client = client
-        self.facet_cache_seconds = facet_cache_seconds
-        self._facet_cache: dict[Any, tuple[float, list[FacetCount]]] = {}
-        self._cache_lock = threading.Lock()
+    def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 10.0) -> None:
+        self.conninfo = conninfo
+        self.min_size = min_size
+        self.max_size = max_size
+        self.timeout = timeout
+        self._pool: Any = None
+        self._lock: asyncio.Lock | None = None
+
+    async def get(self) -> Any:
+        if self._pool is not None:
+            return self._pool
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._pool is None:
+                from psycopg_pool import AsyncConnectionPool
+
+                pool = AsyncConnectionPool(self.conninfo, min_size=self.min_size, max_size=self.max_size,
+                                           timeout=self.timeout, open=False,
+                                           kwargs={"autocommit": True, "connect_timeout": int(self.timeout)})
+                await pool.open(wait=False)
+                self._pool = pool
+        return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+class SearchRepository:
+    """:class:`Repository` over PostgreSQL (records, keyword, filters, counts, facets) and Milvus (neighbours)."""
+
+    def __init__(self, pool: PgPool, milvus: Any, index: str) -> None:
+        self.pool = pool
+        self._client = milvus
+        self.tables = q.Tables(index)
         names = names_for(index)
         self.reports = names.reports_collection
         self.images = names.images_collection
+        self._ts_config: str | None = None
         self._load_checked: dict[str, float] = {}  # collection -> monotonic time of the last load-state check
 
-    # -- plumbing ---------------------------------------------------------------------------------------
+    # -- PostgreSQL ------------------------------------------------------------------------------------------
+    async def _rows(self, query: q.Query) -> list[dict[str, Any]]:
+        from psycopg import Error as PgError
+        from psycopg.rows import dict_row
+        from psycopg_pool import PoolTimeout
+
+        t0 = time.perf_counter()
+        try:
+            pool = await self.pool.get()
+            async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(query.text, query.params)
+                return list(await cur.fetchall())
+        except (PgError, PoolTimeout, OSError) as err:
+            raise RepositoryError(f"PostgreSQL request failed: {type(err).__name__}: {err}") from err
+        finally:
+            timer = PG_TIMER.get()
+            if timer is not None:
+                timer.add(time.perf_counter() - t0)
+
+    async def ts_config(self) -> str:
+        """The text-search configuration the index's keyword column was built with."""
+        if self._ts_config is None:
+            from psycopg import sql
+
+            rows = await self._rows(q.Query(sql.SQL("SELECT value FROM {} WHERE name = 'ts_config'").format(
+                sql.Identifier(self.tables.schema, "index_settings"))))
+            if not rows:
+                raise RepositoryError(f"schema {self.tables.schema} has no ts_config (run `medsearch up` or the "
+                                      "operator to migrate it)")
+            self._ts_config = str(rows[0]["value"])
+        return self._ts_config
+
+    # -- Milvus ----------------------------------------------------------------------------------------------
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         t0 = time.perf_counter()
         try:
@@ -183,7 +248,7 @@ class MilvusRepository:
 
     def _check_loaded(self, collection: str) -> None:
         """At most every LOAD_CHECK_SECONDS per collection: load it if Milvus lost its load state (a restarted
-        milvus-lite answers ``count(*)`` on a released collection with 0 rather than an error)."""
+        milvus-lite answers searches on a released collection with an error)."""
         now = time.monotonic()
         if now - self._load_checked.get(collection, float("-inf")) < LOAD_CHECK_SECONDS:
             return
@@ -194,120 +259,58 @@ class MilvusRepository:
         ctx = contextvars.copy_context()
         return await asyncio.to_thread(ctx.run, fn, *args)
 
-    def _query(self, collection: str, expr: str, fields: Sequence[str], limit: int | None = None,
-               offset: int | None = None) -> list[dict[str, Any]]:
-        kwargs: dict[str, Any] = {"filter": expr, "output_fields": list(fields)}
-        if limit is not None:
-            kwargs["limit"] = limit
-        if offset:
-            kwargs["offset"] = offset
-        rows = self._call(self._client.query, collection, **kwargs)
-        return [dict(r) for r in rows]
+    def _search(self, collection: str, field: str, vector: Sequence[float], expr: str, limit: int, pk: str
+                ) -> list[tuple[str, float]]:
+        """Nearest neighbours: (key, distance), best first."""
+        if limit <= 0:
+            return []
+        limit = min(limit, MAX_WINDOW)
+        kwargs: dict[str, Any] = {"anns_field": field, "limit": limit, "output_fields": [pk],
+                                  "search_params": {"params": {"ef": max(MIN_EF, limit), "nprobe": NPROBE}}}
+        if expr:
+            kwargs["filter"] = expr
+        res = self._call(self._client.search, collection, data=[list(vector)], **kwargs)
+        hits = res[0] if res else []
+        return [(_hit_pk(h, pk), float(h["distance"])) for h in hits]
 
-    def _scan(self, collection: str, expr: str, fields: Sequence[str]) -> list[dict[str, Any]]:
-        """Every row matching ``expr``: one query when it fits the query window, else the query iterator."""
-        first = self._query(collection, expr, fields, limit=MAX_WINDOW)
-        if len(first) < MAX_WINDOW:
-            return first
-        it = self._call(self._client.query_iterator, collection, batch_size=FACET_SCAN_BATCH, filter=expr,
-                        output_fields=list(fields))
-        out: list[dict[str, Any]] = []
-        try:
-            while True:
-                batch = self._call(it.next)
-                if not batch:
-                    break
-                out.extend(dict(r) for r in batch)
-        finally:
-            it.close()
-        return out
-
-    # -- lookups ----------------------------------------------------------------------------------------
-    def _reports_by_ids(self, ids: Sequence[str]) -> dict[str, ReportRecord]:
-        good = [i for i in ids if fx.IDENT.pattern.fullmatch(i) and len(i) <= fx.IDENT.max_len]
-        if not good:
-            return {}
-        rows = self._query(self.reports, fx.ids_expr("report_id", good), REPORT_READ_FIELDS, limit=len(good))
-        return {str(r["report_id"]): report_from_row(r) for r in rows}
+    # -- lookups ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _good(ids: Sequence[str]) -> list[str]:
+        return [i for i in ids if len(i) <= fx.IDENT.max_len and fx.IDENT.pattern.fullmatch(i)]
 
     async def reports_by_ids(self, ids: Sequence[str]) -> dict[str, ReportRecord]:
-        return await self._run(self._reports_by_ids, list(ids))
-
-    def _images_by_ids(self, ids: Sequence[str]) -> dict[str, ImageRecord]:
-        good = [i for i in ids if fx.IDENT.pattern.fullmatch(i) and len(i) <= fx.IDENT.max_len]
+        good = self._good(ids)
         if not good:
             return {}
-        rows = self._query(self.images, fx.ids_expr("sop_instance_uid", good), IMAGE_READ_FIELDS, limit=len(good))
-        return {str(r["sop_instance_uid"]): image_from_row(r) for r in rows}
+        rows = await self._rows(q.reports_by(self.tables, "report_id", good))
+        return {str(r["report_id"]): report_from_row(r) for r in rows}
 
     async def images_by_ids(self, ids: Sequence[str]) -> dict[str, ImageRecord]:
-        return await self._run(self._images_by_ids, list(ids))
-
-    def _images_by_studies(self, uids: Sequence[str]) -> dict[str, list[ImageRecord]]:
-        good = [u for u in uids if fx.IDENT.pattern.fullmatch(u)]
-        out: dict[str, list[ImageRecord]] = {u: [] for u in uids}
-        if good:
-            for r in self._scan(self.images, fx.ids_expr("study_uid", good), IMAGE_READ_FIELDS):
-                out.setdefault(str(r["study_uid"]), []).append(image_from_row(r))
-        for v in out.values():
-            v.sort(key=lambda i: (i.series_uid, i.sop_instance_uid))
-        return out
+        good = self._good(ids)
+        if not good:
+            return {}
+        rows = await self._rows(q.images_by(self.tables, "sop_instance_uid", good))
+        return {str(r["sop_instance_uid"]): image_from_row(r) for r in rows}
 
     async def images_by_studies(self, study_uids: Sequence[str]) -> dict[str, list[ImageRecord]]:
-        return await self._run(self._images_by_studies, list(study_uids))
-
-    def _reports_by_studies(self, uids: Sequence[str]) -> dict[str, list[ReportRecord]]:
-        good = [u for u in uids if fx.IDENT.pattern.fullmatch(u)]
-        out: dict[str, list[ReportRecord]] = {u: [] for u in uids}
+        out: dict[str, list[ImageRecord]] = {u: [] for u in study_uids}
+        good = self._good(study_uids)
         if good:
-            for r in self._scan(self.reports, fx.ids_expr("study_uid", good), REPORT_READ_FIELDS):
-                out.setdefault(str(r["study_uid"]), []).append(report_from_row(r))
-        for v in out.values():
-            v.sort(key=lambda r: r.report_id)
+            for r in await self._rows(q.images_by(self.tables, "study_uid", good)):
+                out.setdefault(str(r["study_uid"]), []).append(image_from_row(r))
         return out
 
     async def reports_by_studies(self, study_uids: Sequence[str]) -> dict[str, list[ReportRecord]]:
-        return await self._run(self._reports_by_studies, list(study_uids))
-
-    # -- report search ----------------------------------------------------------------------------------
-    def _report_filter_expr(self, f: ReportFilterSpec) -> str:
-        study_uids: list[str] | None = None
-        if f.needs_images:
-            rows = self._query(self.images, fx.images_for_report_filter(f), ["study_uid"], limit=MAX_WINDOW)
-            study_uids = sorted({str(r["study_uid"]) for r in rows if r.get("study_uid")})
-            if len(rows) >= MAX_WINDOW:
-                raise QueryTooBroad(
-                    "filter: the modality/viewPosition/bodyPart part matches too many images; narrow it down")
-            study_uids = [u for u in study_uids if fx.UID.pattern.fullmatch(u) or fx.IDENT.pattern.fullmatch(u)]
-            if len(study_uids) > MAX_STUDY_FANOUT:
-                raise QueryTooBroad("filter: matches too many studies; narrow it down")
-        return fx.report_expr(f, study_uids)
-
-    def _search_ids(self, field: str, data: Any, expr: str, limit: int, offset: int = 0,
-                    params: dict[str, Any] | None = None) -> list[tuple[str, float]]:
-        return [(pk, d) for pk, d, _ in self._search_hits(field, data, expr, limit, offset, params, ["report_id"])]
-
-    def _search_hits(self, field: str, data: Any, expr: str, limit: int, offset: int,
-                     params: dict[str, Any] | None, fields: Sequence[str]) -> list[tuple[str, float, dict[str, Any]]]:
-        if limit <= 0:
-            return []
-        kwargs: dict[str, Any] = {"anns_field": field, "limit": limit, "output_fields": list(fields)}
-        if offset:
-            kwargs["offset"] = offset
-        if expr:
-            kwargs["filter"] = expr
-        if params:
-            kwargs["search_params"] = params
-        res = self._call(self._client.search, self.reports, data=[data], **kwargs)
-        hits = res[0] if res else []
-        out = []
-        for h in hits:
-            pk = _hit_pk(h, "report_id")
-            out.append((pk, float(h["distance"]), {**dict(h.get("entity") or {}), "report_id": pk}))
+        out: dict[str, list[ReportRecord]] = {u: [] for u in study_uids}
+        good = self._good(study_uids)
+        if good:
+            for r in await self._rows(q.reports_by(self.tables, "study_uid", good)):
+                out.setdefault(str(r["study_uid"]), []).append(report_from_row(r))
         return out
 
+    # -- report search ---------------------------------------------------------------------------------------
     @staticmethod
-    def _finding_codes(query: str | None, f: ReportFilterSpec) -> tuple[str, ...]:
+    def finding_codes(query: str | None, f: ReportFilterSpec) -> tuple[str, ...]:
         """ICD-10-CM codes of the findings the query names (:func:`medsearch.findings.query_findings`), unless
         the filter itself asks about negated or uncertain codes of those findings (then every mention counts)."""
         if not query or not query.strip():
@@ -317,242 +320,142 @@ class MilvusRepository:
             return ()
         return tuple(sorted(codes))
 
-    def _ranked(self, query: str, mode: SearchMode, vector: Sequence[float] | None, expr: str,
-                want: int) -> list[tuple[str, float, dict[str, Any] | None]]:
-        """The top ``want`` reports for one expression: (id, score, row or None when only the id is known)."""
-        if mode is SearchMode.KEYWORD:
-            hits = self._search_hits(REPORT_SPARSE, query, expr, want, 0, {"metric_type": "BM25"},
-                                     REPORT_READ_FIELDS)
-            return [(i, abs(d), e) for i, d, e in hits]  # milvus-lite reports BM25 as a negative distance
-        if vector is None:
-            raise ValueError(f"{mode.name} search needs a query vector")
-        if mode is SearchMode.SEMANTIC:
-            return list(self._search_hits(REPORT_VECTOR, list(vector), expr, want, 0, None, REPORT_READ_FIELDS))
-        sparse = self._search_ids(REPORT_SPARSE, query, expr, want, 0, {"metric_type": "BM25"})
-        dense = self._search_ids(REPORT_VECTOR, list(vector), expr, want, 0)
-        return [(i, s, None) for i, s in rrf([[i for i, _ in sparse], [i for i, _ in dense]])[:want]]
+    async def _keyword(self, query: str, f: ReportFilterSpec, codes: Sequence[str], limit: int, offset: int
+                       ) -> list[dict[str, Any]]:
+        stmt = q.keyword_ranking(self.tables, query, f, codes, await self.ts_config(), limit, offset)
+        return await self._rows(stmt) if stmt is not None else []
 
-    def _candidates(self, query: str, mode: SearchMode, vector: Sequence[float] | None, expr: str,
-                    depth: int) -> list[list[tuple[str, float, dict[str, Any]]]]:
-        """The ranked lists a mode fuses (one for KEYWORD/SEMANTIC, sparse and dense for HYBRID), ``depth`` deep,
-        each hit carrying only its id and code arrays."""
-        lists = []
-        if mode in (SearchMode.KEYWORD, SearchMode.HYBRID):
-            hits = self._search_hits(REPORT_SPARSE, query, expr, depth, 0, {"metric_type": "BM25"}, PARTITION_FIELDS)
-            lists.append([(i, abs(d), e) for i, d, e in hits])  # milvus-lite reports BM25 as a negative distance
-        if mode in (SearchMode.SEMANTIC, SearchMode.HYBRID):
-            if vector is None:
-                raise ValueError(f"{mode.name} search needs a query vector")
-            lists.append(self._search_hits(REPORT_VECTOR, list(vector), expr, depth, 0, None, PARTITION_FIELDS))
-        return lists
-
-    def _partitioned(self, query: str, mode: SearchMode, vector: Sequence[float] | None, expr: str,
-                     codes: Sequence[str], want: int) -> list[tuple[str, float]] | None:
-        """What searching each finding partition (:func:`filters.finding_partitions`) with ``expr`` and
-        concatenating would rank, computed from unfiltered rankings instead: milvus-lite evaluates array filters
-        row by row (~1.5 s per search at 10k reports, against ~30 ms unfiltered).
-
-        Exact with respect to the unfiltered ranking: a partition's top ``want`` within a ranked list is known
-        once the list holds ``want`` of its members or is exhausted (fewer hits than asked for); until then the
-        lists are deepened (x8). None when even MAX_WINDOW-deep lists do not settle it (the caller then runs the
-        filtered searches). Scores are the collection-wide ones (milvus-lite's filtered BM25 searches score
-        differently once a collection has several segments; on one sealed segment both agree)."""
+    async def _dense(self, vector: Sequence[float], f: ReportFilterSpec, codes: Sequence[str], want: int
+                     ) -> list[tuple[str, float, int]]:
+        """The ``want`` nearest reports passing the filter and the finding rule: (id, distance, tier), finding
+        tier first, then nearest first. Milvus filters what its fields can express; PostgreSQL decides the rest
+        (image fields, the finding rule) while the search is deepened."""
+        expr = fx.report_expr(replace(f, modalities=(), view_positions=(), body_parts=()))
         depth = min(max(4 * want, 64), MAX_WINDOW)
         while True:
-            lists = self._candidates(query, mode, vector, expr, depth)
-            ranked: list[tuple[str, float]] = []
-            settled = True
-            for member in (fx.row_asserts, fx.row_neither):
-                # Only the first ``want`` of the concatenation matter. One ranked list: the second partition
-                # needs only what the first leaves. Fused lists (HYBRID): each partition is fused from its
-                # top ``want`` per list, as the filtered searches do, so the fusion needs them all.
-                need = want - len(ranked) if len(lists) == 1 else want
-                if need <= 0:
-                    break
-                per_list = [[(i, s) for i, s, row in hits if member(row, codes)] for hits in lists]
-                if any(len(p) < need and len(hits) >= depth for p, hits in zip(per_list, lists, strict=True)):
-                    settled = False
-                    break
-                if len(per_list) == 1:
-                    ranked += per_list[0][:need]
-                else:
-                    ranked += rrf([[i for i, _ in p[:want]] for p in per_list])[:want]
-            if settled:
-                return ranked[:want]
-            if depth >= MAX_WINDOW:
-                return None
-            depth = min(depth * 8, MAX_WINDOW)
-
-    def _list_reports(self, expr: str, offset: int, limit: int) -> ReportPage:
-        """Reports passing a filter without a query: newest first (report date, undated last), then by id.
-
-        Milvus queries return rows in storage order, which changes with inserts and compaction, so the order is
-        made here: the keys of every matching row are read (two scalar fields), sorted, and only the page's rows
-        are fetched. Pages are therefore stable under offset pagination."""
-        keys = self._scan(self.reports, expr, [REPORT_PK, "report_date"])
-        keys.sort(key=lambda r: (-int(r.get("report_date") or 0), str(r[REPORT_PK])))
-        ids = [str(r[REPORT_PK]) for r in keys[offset:offset + limit]]
-        found = self._reports_by_ids(ids) if ids else {}
-        return ReportPage([ReportHit(found[i], 0.0) for i in ids if i in found], len(keys) > offset + limit)
-
-    def _search_reports(self, query: str | None, mode: SearchMode, vector: Sequence[float] | None,
-                        f: ReportFilterSpec, offset: int, limit: int) -> ReportPage:
-        expr = self._report_filter_expr(f)
-        if not query or not query.strip():
-            return self._list_reports(expr, offset, limit)
-        want = min(offset + limit + 1, MAX_WINDOW)
-        if offset >= want:
-            return ReportPage([], False)
-        codes = self._finding_codes(query, f)
-        # A query naming a finding ranks the reports asserting it first, then those that mention its words without
-        # asserting or negating it; reports that only negate it are left out.
-        ranked: list[tuple[str, float, dict[str, Any] | None]] = []
-        fast = self._partitioned(query, mode, vector, expr, codes, want) if codes else None
-        if fast is not None:
-            ranked = [(i, s, None) for i, s in fast]
-        else:
-            for e in [fx.conj([expr, part]) for part in fx.finding_partitions(codes)] if codes else [expr]:
-                ranked += self._ranked(query, mode, vector, e, want)
-        page, more = ranked[offset:offset + limit], len(ranked) > offset + limit
-        missing = [i for i, _, row in page if row is None]
-        found = self._reports_by_ids(missing) if missing else {}
-        hits = [ReportHit(report_from_row(row) if row is not None else found[i], s) for i, s, row in page
-                if row is not None or i in found]
-        return ReportPage(hits, more)
+            hits = await self._run(self._search, self.reports, REPORT_VECTOR, vector, expr, depth, "report_id")
+            rows = await self._rows(q.tiers_of(self.tables, [i for i, _ in hits], f, codes)) if hits else []
+            tiers = {str(r["report_id"]): int(r["tier"]) for r in rows}
+            kept = [(i, d, tiers[i]) for i, d in hits if i in tiers]
+            exhausted = len(hits) < depth or depth >= DENSE_MAX_DEPTH
+            # the top ``want`` of tier 0 are settled once ``want`` of them are seen; tier 1 once the whole top is
+            if exhausted or sum(1 for x in kept if x[2] == 0) >= want or (not codes and len(kept) >= want):
+                kept.sort(key=lambda x: x[2])  # stable: nearest first within a tier
+                return kept[:want]
+            depth = min(depth * 4, DENSE_MAX_DEPTH)
 
     async def search_reports(
         self, *, query: str | None, mode: SearchMode, query_vector: Sequence[float] | None,
         filter: ReportFilterSpec, offset: int, limit: int,
     ) -> ReportPage:
-        return await self._run(self._search_reports, query, mode, query_vector, filter, offset, limit)
-
-    def _matching_rows(self, query: str | None, f: ReportFilterSpec, fields: Sequence[str]) -> list[dict[str, Any]]:
-        """Reports containing any query term (all reports without a query) that pass the filter.
-
-        With a query this is a BM25 search over the whole window: a report scores > 0 exactly when it shares a
-        token with the query under the collection's analyzer, and the search path is far cheaper than a
-        ``TEXT_MATCH`` scan. A saturated window falls back to the exact ``TEXT_MATCH`` scan."""
-        expr = self._report_filter_expr(f)
+        f = filter
         if not query or not query.strip():
-            return self._scan(self.reports, expr, fields)
-        if not fx.query_tokens(query):
-            return []
-        kwargs: dict[str, Any] = {"anns_field": REPORT_SPARSE, "limit": MAX_WINDOW,
-                                  "output_fields": list(fields), "search_params": {"metric_type": "BM25"}}
-        if expr:
-            kwargs["filter"] = expr
-        res = self._call(self._client.search, self.reports, data=[query], **kwargs)
-        hits = res[0] if res else []
-        if len(hits) < MAX_WINDOW:
-            return [{**dict(h.get("entity") or {}), "report_id": _hit_pk(h, "report_id")} for h in hits]
-        return self._scan(self.reports, self._matching_expr(query, f), fields)
-
-    def _matching_expr(self, query: str | None, f: ReportFilterSpec) -> str:
-        expr = self._report_filter_expr(f)
-        if query and query.strip():
-            tm = fx.text_match(REPORT_TEXT, query)
-            if tm is None:
-                return "report_id == \"\" and report_id != \"\""
-            expr = fx.conj([tm, expr])
-        return expr
-
-    def _count_reports(self, query: str | None, mode: SearchMode, f: ReportFilterSpec) -> int:
-        # A finding search leaves out reports that only negate the finding (filters.finding_visible); that is
-        # decided here from the code arrays rather than by an array filter (slow in milvus-lite, see _partitioned).
-        codes = self._finding_codes(query, f)
-        if mode is SearchMode.KEYWORD and query and query.strip():
-            if not codes:
-                return len(self._matching_rows(query, f, []))
-            return sum(fx.row_visible(r, codes) for r in self._matching_rows(query, f, PARTITION_FIELDS))
-        expr = self._report_filter_expr(f)
-        if codes:
-            return sum(fx.row_visible(r, codes) for r in self._scan(self.reports, expr, PARTITION_FIELDS))
-        rows = self._query(self.reports, expr, ["count(*)"])
-        return int(rows[0]["count(*)"]) if rows else 0
+            rows = await self._rows(q.listing(self.tables, f, limit + 1, offset))
+            return ReportPage([ReportHit(report_from_row(r), 0.0) for r in rows[:limit]], len(rows) > limit)
+        codes = self.finding_codes(query, f)
+        if mode is SearchMode.KEYWORD:
+            rows = await self._keyword(query, f, codes, limit + 1, offset)
+            hits = [ReportHit(report_from_row(r), float(r["score"])) for r in rows[:limit]]
+            return ReportPage(hits, len(rows) > limit)
+        if query_vector is None:
+            raise ValueError(f"{mode.name} search needs a query vector")
+        want = min(offset + limit + 1, MAX_WINDOW)
+        if offset >= want:
+            return ReportPage([], False)
+        dense = await self._dense(query_vector, f, codes, want)
+        if mode is SearchMode.SEMANTIC:
+            ranked = [(i, s) for i, s, _ in dense]
+        else:
+            keyword = await self._keyword(query, f, codes, want, 0)
+            tiers = {i: t for i, _, t in dense} | {str(r["report_id"]): int(r["tier"]) for r in keyword}
+            fused = rrf([[str(r["report_id"]) for r in keyword], [i for i, _, _ in dense]])
+            ranked = sorted(fused, key=lambda kv: tiers[kv[0]])[:want]  # stable: fused order within a tier
+        page, more = ranked[offset:offset + limit], len(ranked) > offset + limit
+        found = await self.reports_by_ids([i for i, _ in page])
+        return ReportPage([ReportHit(found[i], s) for i, s in page if i in found], more)
 
     async def count_reports(self, *, query: str | None, mode: SearchMode, filter: ReportFilterSpec) -> int:
-        return await self._run(self._count_reports, query, mode, filter)
+        codes = self.finding_codes(query, filter)
+        keyword = query if mode is SearchMode.KEYWORD else None
+        scope = q.report_scope(self.tables, keyword, filter, codes, await self.ts_config())
+        if scope is None:
+            return 0
+        rows = await self._rows(q.count(self.tables, scope))
+        return int(rows[0]["count"]) if rows else 0
 
-    # -- images -----------------------------------------------------------------------------------------
-    def _image_vector(self, image_id: str) -> list[float] | None:
+    # -- images ----------------------------------------------------------------------------------------------
+    async def image_vector(self, image_id: str) -> list[float] | None:
+        from medsearch.pgstore import parse_vector
+
         if not fx.IDENT.pattern.fullmatch(image_id):
             return None
-        rows = self._query(self.images, fx.ids_expr("sop_instance_uid", [image_id]), [IMAGE_VECTOR], limit=1)
+        rows = await self._rows(q.image_vector(self.tables, image_id))
         if not rows:
             return None
-        return [float(x) for x in rows[0][IMAGE_VECTOR]]
-
-    async def image_vector(self, image_id: str) -> list[float] | None:
-        return await self._run(self._image_vector, image_id)
-
-    def _similar_images(self, vector: Sequence[float], k: int, f: ImageFilterSpec,
-                        exclude: Sequence[str]) -> list[ImageHit]:
-        study_uids: list[str] | None = None
-        if f.needs_reports:
-            rows = self._query(self.reports, fx.reports_for_image_filter(f), ["study_uid"], limit=MAX_WINDOW)
-            if len(rows) >= MAX_WINDOW:
-                raise QueryTooBroad("filter: the code part matches too many reports; narrow it down")
-            study_uids = sorted({str(r["study_uid"]) for r in rows if r.get("study_uid")})
-            study_uids = [u for u in study_uids if fx.IDENT.pattern.fullmatch(u)]
-        expr = fx.image_expr(f, study_uids, exclude)
-        kwargs: dict[str, Any] = {"anns_field": IMAGE_VECTOR, "limit": k, "output_fields": list(IMAGE_READ_FIELDS)}
-        if expr:
-            kwargs["filter"] = expr
-        res = self._call(self._client.search, self.images, data=[list(vector)], **kwargs)
-        hits = res[0] if res else []
-        out = []
-        for h in hits:
-            ent = dict(h.get("entity") or {})
-            ent.setdefault("sop_instance_uid", _hit_pk(h, "sop_instance_uid"))
-            out.append(ImageHit(image_from_row(ent), float(h["distance"])))
-        return out
+        return parse_vector(rows[0]["embedding"])
 
     async def similar_images(
         self, *, vector: Sequence[float], k: int, filter: ImageFilterSpec, exclude_ids: Sequence[str],
     ) -> list[ImageHit]:
-        return await self._run(self._similar_images, list(vector), k, filter, list(exclude_ids))
+        f = filter
+        study_uids: list[str] | None = None
+        post_filter = False
+        if f.needs_reports:
+            rows = await self._rows(q.studies_with_codes(self.tables, f, MAX_STUDY_IN_LIST + 1))
+            if len(rows) <= MAX_STUDY_IN_LIST:
+                study_uids = sorted(u for u in (str(r["study_uid"]) for r in rows) if fx.IDENT.pattern.fullmatch(u))
+            else:
+                post_filter = True  # too many studies for an expression: filter the neighbours in PostgreSQL
+        expr = fx.image_expr(f, study_uids, exclude_ids)
+        depth = k if not post_filter else min(max(8 * k, 64), MAX_WINDOW)
+        while True:
+            hits = await self._run(self._search, self.images, IMAGE_VECTOR, vector, expr, depth, "sop_instance_uid")
+            if post_filter and hits:
+                rows = await self._rows(q.images_passing(self.tables, [i for i, _ in hits], f))
+                passing = {str(r["sop_instance_uid"]) for r in rows}
+                kept = [(i, d) for i, d in hits if i in passing]
+            else:
+                kept = hits
+            if not post_filter or len(kept) >= k or len(hits) < depth or depth >= MAX_WINDOW:
+                break
+            depth = min(depth * 4, MAX_WINDOW)
+        kept = kept[:k]
+        found = await self.images_by_ids([i for i, _ in kept])
+        return [ImageHit(found[i], d) for i, d in kept if i in found]
 
-    # -- facets -----------------------------------------------------------------------------------------
-    def _term_facets(self, field: str, report_ids: Sequence[str] | None, query: str | None,
-                     f: ReportFilterSpec, size: int) -> list[FacetCount]:
-        if report_ids is not None:
-            ids = [i for i in report_ids if fx.IDENT.pattern.fullmatch(i)]
-            if not ids:
-                return []
-            f = replace(f, report_ids=tuple(ids))
-        key = (field, query or "", f, size)
-        if not query and self.facet_cache_seconds > 0:
-            with self._cache_lock:
-                hit = self._facet_cache.get(key)
-                if hit is not None and time.monotonic() - hit[0] < self.facet_cache_seconds:
-                    return hit[1]
-        counter: Counter[str] = Counter()
-        for row in self._matching_rows(query, f, [field]):
-            # each report counts once per distinct value
-            counter.update(set(str(v) for v in (row.get(field) or [])))
-        out = _top(counter, size)
-        if not query and self.facet_cache_seconds > 0:
-            with self._cache_lock:
-                if len(self._facet_cache) > 1024:
-                    self._facet_cache.clear()
-                self._facet_cache[key] = (time.monotonic(), out)
-        return out
+    # -- facets ----------------------------------------------------------------------------------------------
+    async def _facets(self, column: str, query: str | None, f: ReportFilterSpec, size: int) -> list[FacetCount]:
+        scope = q.report_scope(self.tables, query, f, self.finding_codes(query, f), await self.ts_config())
+        if scope is None:
+            return []
+        rows = await self._rows(q.facets(self.tables, column, scope, size))
+        return [FacetCount(str(r["key"]), int(r["n"])) for r in rows]
 
     async def icd10_facets(
         self, *, query: str | None, filter: ReportFilterSpec, polarity: Polarity, size: int,
     ) -> list[FacetCount]:
-        return await self._run(self._term_facets, ICD10_FIELD[polarity], None, query, filter, size)
+        return await self._facets(ICD10_FIELD[polarity], query, filter, size)
 
     async def term_facets(
         self, *, field: str, report_ids: Sequence[str] | None, query: str | None, filter: ReportFilterSpec,
         size: int,
     ) -> list[FacetCount]:
-        return await self._run(self._term_facets, field, report_ids, query, filter, size)
+        if report_ids is not None:
+            ids = self._good(report_ids)
+            if not ids:
+                return []
+            filter = replace(filter, report_ids=tuple(ids))
+        return await self._facets(field, query, filter, size)
 
-    def _ping(self) -> None:
+    # -- health ----------------------------------------------------------------------------------------------
+    def _milvus_ping(self) -> None:
         for coll in (self.reports, self.images):
             if not self._call(self._client.has_collection, coll):
                 raise RepositoryError(f"collection {coll} does not exist (run `medsearch up` or the operator)")
 
     async def ping(self) -> None:
-        await self._run(self._ping)
+        await self.ts_config()  # the schema exists and is migrated
+        await self._run(self._milvus_ping)
+
+    async def close(self) -> None:
+        await self.pool.close()

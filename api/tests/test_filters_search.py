@@ -35,9 +35,9 @@ def test_expressions() -> None:
         fx.validate_report_filter(ReportFilterSpec(positive_codes=("J91.8",) * 300))
 
 
-def test_text_match_keeps_word_tokens_only() -> None:
-    assert fx.text_match("text", "Pleural  EFFUSION, pleural; ' or 1==1") == "TEXT_MATCH(text, 'pleural effusion or 1')"
-    assert fx.text_match("text", "'\"()") is None
+def test_query_tokens_keep_word_tokens_only() -> None:
+    assert fx.query_tokens("Pleural  EFFUSION, pleural; ' or 1==1") == ["pleural", "effusion", "or", "1"]
+    assert fx.query_tokens("'\"()") == []
 
 
 def test_rrf_and_cursor() -> None:

@@ -1,12 +1,14 @@
 """The DICOM worker: ``<index>.dicom`` → fetch, decode, metadata, thumbnail, embed (one request per batch) →
-upsert into ``<index>_images`` keyed by SOPInstanceUID.
+upsert into PostgreSQL (the ``images`` table of the index's schema, one transaction per batch, the vector
+included), then into the Milvus collection ``<index>_images``, both keyed by SOPInstanceUID; offsets are
+committed after both.
 
 Run it as ``python -m medsearch_workers.dicom_worker`` (or ``medsearch-dicom-worker``), configured by
 ``MEDSEARCH_*`` variables (:class:`~medsearch.contracts.settings.WorkerSettings`) and, when set,
 ``MEDSEARCH_INDEX_SPEC_FILE`` (a ``MedicalSearchIndex`` YAML).
 
-Error classes (see :mod:`medsearch_workers.consumer`): the object store, the model server or Milvus being
-unavailable is *transient* (``TransientError``: the batch is retried, nothing is committed); input that can
+Error classes (see :mod:`medsearch_workers.consumer`): the object store, the model server, PostgreSQL or
+Milvus being unavailable is *transient* (``TransientError``: the batch is retried, nothing is committed); input that can
 never succeed (bad message, missing object, not DICOM, no pixel data, undecodable, no SOPInstanceUID, an input
 the model server rejects) is *permanent* and returned as a :class:`~medsearch_workers.consumer.Failure`.
 """
@@ -330,6 +332,47 @@ class MilvusImageWriter:
             self._reset()
 
 
+class SystemOfRecordWriter:
+    """Writes a batch to PostgreSQL first (every field and the vector, one transaction), then the part the ANN
+    collection holds (``ann_fields``) to Milvus. Either store failing transiently retries the whole batch; both
+    writes are upserts, so a retry after PostgreSQL succeeded and Milvus failed writes the same rows again."""
+
+    def __init__(self, pg_upsert: Callable[[list[dict[str, Any]]], None], milvus: ImageWriter,
+                 ann_fields: Sequence[str], closers: Sequence[Callable[[], None]] = ()) -> None:
+        self.pg_upsert = pg_upsert
+        self.milvus = milvus
+        self.ann_fields = tuple(ann_fields)
+        self._closers = list(closers)
+
+    def upsert(self, rows: list[dict[str, Any]]) -> None:
+        from medsearch.pgstore import DatabaseError
+
+        try:
+            self.pg_upsert(rows)
+        except DatabaseError as err:
+            if err.transient:
+                raise TransientError(str(err)) from err
+            raise WriteError(str(err)) from err
+        self.milvus.upsert([{k: r[k] for k in self.ann_fields} for r in rows])
+
+    def close(self) -> None:
+        for close in self._closers:
+            close()
+
+
+def index_writer(settings: Any, kind: str, collection: str) -> SystemOfRecordWriter:
+    """The writer of a worker (``kind``: ``"images"`` / ``"reports"``) from its settings."""
+    from medsearch.contracts.collections import IMAGE_ANN_FIELDS, REPORT_ANN_FIELDS
+    from medsearch.pgstore import PostgresWriter
+
+    token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+    milvus = MilvusImageWriter(settings.milvus_uri, collection, token=token)
+    pg = PostgresWriter(settings.postgres_dsn, settings.index, password=settings.postgres_secret())
+    if kind == "images":
+        return SystemOfRecordWriter(pg.upsert_images, milvus, IMAGE_ANN_FIELDS, (pg.close, milvus.close))
+    return SystemOfRecordWriter(pg.upsert_reports, milvus, REPORT_ANN_FIELDS, (pg.close, milvus.close))
+
+
 # ------------------------------------------------------------------------------------------------- wiring
 
 
@@ -413,8 +456,7 @@ def run(
     input_size, version = model_input(meta, spec.embedding.input_size)
     version = version or spec.embedding.version
     log.info("model %s version %s, input %dx%d", settings.model_name, version, input_size, input_size)
-    token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
-    writer = MilvusImageWriter(settings.milvus_uri, names.images_collection, token=token)
+    writer = index_writer(settings, "images", names.images_collection)
     handler = DicomBatchHandler(
         index=settings.index,
         spec=spec,

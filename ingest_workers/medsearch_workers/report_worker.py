@@ -1,5 +1,7 @@
 """The report worker: ``<index>.reports`` → analyze (sections, NER, assertion, ICD-10-CM) → embed the text
-(all-MiniLM-L6-v2) → upsert into ``<index>_reports`` keyed by report id (BM25 on ``text`` is computed by Milvus).
+(all-MiniLM-L6-v2) → upsert into PostgreSQL (the ``reports`` table of the index's schema, one transaction per
+batch; full-text search is PostgreSQL's), then the vector and filter fields into the Milvus collection
+``<index>_reports``, both keyed by report id.
 
 Run it as ``python -m medsearch_workers.report_worker`` (or ``medsearch-report-worker``), configured by
 ``MEDSEARCH_*`` variables (:class:`~medsearch.contracts.settings.WorkerSettings`) and, when set,
@@ -8,7 +10,7 @@ Run it as ``python -m medsearch_workers.report_worker`` (or ``medsearch-report-w
 
 Permanent failures (dead-lettered, never retried): a message that is not a valid ``Report``; a report in the
 object store that does not exist; text that is empty, binary (not UTF-8, NUL or control bytes) or longer than
-``MAX_TEXT_CHARS``. Milvus or the object store being unavailable is transient (the batch is retried, nothing
+``MAX_TEXT_CHARS``. PostgreSQL, Milvus or the object store being unavailable is transient (the batch is retried, nothing
 is committed). Report text is never logged.
 """
 
@@ -31,7 +33,6 @@ from medsearch.contracts.collections import (
     MAX_TEXT_CHARS,
     REPORT_FIELDS,
     REPORT_PK,
-    REPORT_SPARSE,
     REPORT_TEXT,
     REPORT_VECTOR,
     TERM_LEN,
@@ -42,8 +43,8 @@ from medsearch_workers.consumer import Failure, Incoming, TransientError
 
 log = logging.getLogger("medsearch.workers.report")
 
-# Every REPORT_FIELDS name except the BM25 function output, which Milvus computes from ``text``.
-ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in REPORT_FIELDS if f.name != REPORT_SPARSE)
+# Every REPORT_FIELDS name (the columns of the reports table).
+ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in REPORT_FIELDS)
 _SECTION_MAX = next(f.max_length for f in REPORT_FIELDS if f.name == "findings") or 65535
 _ID_MAX = next(f.max_length for f in REPORT_FIELDS if f.name == REPORT_PK) or 256
 _UID_MAX = next(f.max_length for f in REPORT_FIELDS if f.name == "study_uid") or 128
@@ -237,21 +238,6 @@ class ReportBatchHandler:
         return failures
 
 
-class MilvusReportWriter:
-    """Upserts rows into ``<index>_reports`` (connection handling shared with the DICOM worker's writer)."""
-
-    def __init__(self, uri: str, collection: str, token: str | None = None, timeout: float = 30.0) -> None:
-        from medsearch_workers.dicom_worker import MilvusImageWriter
-
-        self._inner = MilvusImageWriter(uri, collection, token=token, timeout=timeout)
-
-    def upsert(self, rows: list[dict[str, Any]]) -> None:
-        self._inner.upsert(rows)
-
-    def close(self) -> None:
-        self._inner.close()
-
-
 def backend_choice(settings: Any, spec: MedicalSearchIndexSpec) -> tuple[str, str | None]:
     """``MEDSEARCH_NLP_BACKEND`` / ``MEDSEARCH_NLP_MODEL`` when set, else ``spec.nlp``."""
     if os.environ.get("MEDSEARCH_NLP_BACKEND"):
@@ -281,8 +267,9 @@ def run(
     analyzer.analyze_many(["Warm-up: no pleural effusion."])  # loads the lexicon, ConText, ICD tables, MiniLM
     embed_texts(["warm-up"])
     log.info("NLP backend %s ready in %.1fs", backend_name, time.perf_counter() - t0)
-    token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
-    writer = MilvusReportWriter(settings.milvus_uri, names.reports_collection, token=token)
+    from medsearch_workers.dicom_worker import index_writer
+
+    writer = index_writer(settings, "reports", names.reports_collection)
     handler = ReportBatchHandler(
         index=settings.index,
         analyzer=analyzer,

@@ -13,7 +13,7 @@ from medsearch_workers.nlp.linking import LexicalOnlyLinker
 from medsearch_workers.report_worker import InvalidReportText, ReportBatchHandler, check_text
 
 from medsearch import store
-from medsearch.contracts.collections import MAX_TEXT_CHARS, REPORT_FIELDS, REPORT_SPARSE
+from medsearch.contracts.collections import MAX_TEXT_CHARS, REPORT_FIELDS
 from medsearch.contracts.messages import Report
 
 INDEX = "unit-idx"
@@ -60,7 +60,7 @@ def test_rows_have_exactly_the_report_fields(analyzer: Analyzer) -> None:
     assert failures == []
     assert writer.rows["r1"]["report_date"] == 20240229 and writer.rows["undated"]["report_date"] == 0
     row = writer.rows["r1"]
-    assert tuple(row) == tuple(f.name for f in REPORT_FIELDS if f.name != REPORT_SPARSE)
+    assert tuple(row) == tuple(f.name for f in REPORT_FIELDS)
     assert row["icd10_positive"] == ["J90"] and row["icd10_negative"] == ["J93.9"]
     assert row["findings"] == "Small left pleural effusion. No pneumothorax."
     assert row["impression"] == "Effusion." and row["indication"] == "Cough."

@@ -22,6 +22,7 @@ _COMMAND_MODULES = [
     "medsearch.cli.stack",
     "medsearch.cli.ingest",
     "medsearch.cli.dlq",
+    "medsearch.cli.reindex",
     "medsearch.cli.embed",
     "medsearch.cli.nlp",
     "medsearch.cli.config",

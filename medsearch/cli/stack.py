@@ -26,7 +26,8 @@ console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 DATA_DIR_HELP = (
-    "Data directory (logs, Milvus data, objects, token). Default: $MEDSEARCH_DATA_DIR or ~/.local/share/medsearch."
+    "Data directory (logs, PostgreSQL and Milvus data, objects, token). "
+    "Default: $MEDSEARCH_DATA_DIR or ~/.local/share/medsearch."
 )
 
 
@@ -88,7 +89,8 @@ def resolve_weights(requested: str | None, index: MedicalSearchIndex, *, allow_r
     return "random"
 
 
-def _ports(offset: int, kafka: int | None, milvus: int | None, model: int | None, api: int | None) -> Any:
+def _ports(offset: int, kafka: int | None, milvus: int | None, model: int | None, api: int | None,
+           postgres: int | None = None) -> Any:
     from medsearch.localstack.stack import Ports
 
     d = Ports()
@@ -98,6 +100,7 @@ def _ports(offset: int, kafka: int | None, milvus: int | None, model: int | None
         model_http=model or d.model_http + offset,
         model_grpc=(model + 1) if model else d.model_grpc + offset,
         api=api or d.api + offset,
+        postgres=postgres or 0,
     )
 
 
@@ -185,10 +188,11 @@ def register(app: typer.Typer) -> None:
         milvus_port: int | None = typer.Option(None, help="Milvus port (default 19530)."),
         model_port: int | None = typer.Option(None, help="Model server HTTP port (default 8080; gRPC is +1)."),
         api_port: int | None = typer.Option(None, help="Gateway port (default 8000)."),
+        postgres_port: int | None = typer.Option(None, help="PostgreSQL port (default: a free port)."),
     ) -> None:
-        """Start the local stack (broker, Milvus, model server, workers, gateway) on loopback."""
+        """Start the local stack (broker, PostgreSQL, Milvus, model server, workers, gateway) on loopback."""
         index = _load_index(index_file)
-        ports = _ports(port_offset, kafka_port, milvus_port, model_port, api_port)
+        ports = _ports(port_offset, kafka_port, milvus_port, model_port, api_port, postgres_port)
         paths = _start(index=index, data_dir=data_dir, weights=weights, backend=backend, ports=ports, demo=False)
         _print_urls(paths)
         if not detach:
@@ -230,9 +234,10 @@ def register(app: typer.Typer) -> None:
                 table.add_row(s["name"], s["url"], s["state"],
                               "[green]healthy[/green]" if s["healthy"] else "[red]unhealthy[/red]")
             out.print(table)
-            counts = Table("index", "images", "reports", "dead letters")
+            counts = Table("index", "images", "reports", "Milvus images", "Milvus reports", "dead letters")
             for i in st["indexes"]:
-                counts.add_row(i["index"], str(i["images"]), str(i["reports"]), str(i["dead_letters"]))
+                counts.add_row(i["index"], str(i["images"]), str(i["reports"]), str(i.get("milvus_images")),
+                               str(i.get("milvus_reports")), str(i["dead_letters"]))
             out.print(counts)
         if not st["running"] or not all(s["healthy"] for s in st["services"]):
             raise typer.Exit(1)

@@ -1,9 +1,12 @@
-"""Milvus collection schemas for ``<index>_images`` and ``<index>_reports``.
+"""The records of an index, declared once: image and report fields, and which of them the Milvus collections hold.
 
-The field lists are plain data (names, types, lengths) so that the gateway, the workers and the operator
-agree on them; :func:`images_schema` / :func:`reports_schema` turn them into pymilvus schemas and
-:func:`index_params_for` into index parameters. Every attribute a query filters on is a typed scalar
-field (JSON-path filters cost seconds in milvus-lite).
+The field lists are plain data (names, types, lengths) so that the gateway, the workers and the operator agree on
+them. Every field is a column of the index's PostgreSQL tables (``medsearch/contracts/sql``; PostgreSQL is the
+system of record). The Milvus collections ``<index>_images`` / ``<index>_reports`` are the ANN engine: they hold
+the vectors and only the scalar fields their filtered k-NN needs (:data:`IMAGE_ANN_FIELDS`,
+:data:`REPORT_ANN_FIELDS`), each a typed scalar field with a scalar index; :func:`images_schema` /
+:func:`reports_schema` turn them into pymilvus schemas. The collections can be rebuilt from PostgreSQL
+(``medsearch reindex``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from medsearch.contracts.spec import (
 )
 
 UID_LEN = 128
-MAX_TEXT_CHARS = 60_000  # a report longer than this is dead-lettered as oversized (Milvus VARCHAR <= 65535)
+MAX_TEXT_CHARS = 60_000  # a report longer than this is dead-lettered as oversized
 MAX_CODES = 256
 MAX_TERMS = 256
 TERM_LEN = 256
@@ -29,9 +32,7 @@ IMAGE_VECTOR = "embedding"
 # Report collection
 REPORT_PK = "report_id"
 REPORT_TEXT = "text"
-REPORT_SPARSE = "text_sparse"
 REPORT_VECTOR = "text_vector"
-BM25_FUNCTION = "text_bm25"
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,6 @@ class FieldDef:
     max_capacity: int | None = None
     dim: int | None = None
     is_primary: bool = False
-    analyzer: bool = False
     nullable: bool = False
     description: str = ""
 
@@ -81,7 +81,7 @@ _CODES = dict(element_type="VARCHAR", max_length=16, max_capacity=MAX_CODES)
 REPORT_FIELDS: tuple[FieldDef, ...] = (
     FieldDef(REPORT_PK, "VARCHAR", max_length=256, is_primary=True),
     FieldDef("study_uid", "VARCHAR", max_length=UID_LEN),
-    FieldDef(REPORT_TEXT, "VARCHAR", max_length=65535, analyzer=True, description="full text, BM25"),
+    FieldDef(REPORT_TEXT, "VARCHAR", max_length=65535, description="full text (PostgreSQL full-text search)"),
     FieldDef("findings", "VARCHAR", max_length=65535),
     FieldDef("impression", "VARCHAR", max_length=65535),
     FieldDef("indication", "VARCHAR", max_length=65535),
@@ -99,20 +99,31 @@ REPORT_FIELDS: tuple[FieldDef, ...] = (
     FieldDef("entities", "JSON", description="entities for display: text, span, category, traits, codes"),
     FieldDef("nlp_backend", "VARCHAR", max_length=64),
     FieldDef("ingested_at", "INT64", description="epoch milliseconds"),
-    FieldDef(REPORT_SPARSE, "SPARSE_FLOAT_VECTOR", description="BM25 output of text"),
     FieldDef(REPORT_VECTOR, "FLOAT_VECTOR", dim=TEXT_EMBEDDING_DIMENSION),
 )
 
 IMAGE_SCALAR_FIELDS = tuple(f.name for f in IMAGE_FIELDS if f.dtype != "FLOAT_VECTOR")
-REPORT_OUTPUT_FIELDS = tuple(
-    f.name for f in REPORT_FIELDS if f.dtype not in ("FLOAT_VECTOR", "SPARSE_FLOAT_VECTOR")
+REPORT_OUTPUT_FIELDS = tuple(f.name for f in REPORT_FIELDS if f.dtype != "FLOAT_VECTOR")
+
+# What the Milvus collections hold: the key, the vector and the scalar fields a filtered k-NN needs.
+IMAGE_ANN_FIELDS: tuple[str, ...] = (
+    IMAGE_PK, "study_uid", "modality", "view_position", "body_part", "laterality", "study_date", IMAGE_VECTOR,
 )
+REPORT_ANN_FIELDS: tuple[str, ...] = (
+    REPORT_PK, "study_uid", "report_date", "icd10_positive", "icd10_negative", "icd10_uncertain", REPORT_VECTOR,
+)
+_SCALAR_INDEX = {"VARCHAR": "INVERTED", "INT32": "INVERTED", "INT64": "INVERTED", "ARRAY": "INVERTED"}
 
 
-def _add_fields(schema: Any, fields: tuple[FieldDef, ...], analyzer: str) -> None:
+def ann_row(row: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """The part of a record a Milvus collection holds."""
+    return {name: row[name] for name in fields}
+
+
+def _add_fields(schema: Any, fields: tuple[FieldDef, ...], names: tuple[str, ...]) -> None:
     from pymilvus import DataType
 
-    for f in fields:
+    for f in (f for f in fields if f.name in names):
         kwargs: dict[str, Any] = {}
         if f.max_length is not None:
             kwargs["max_length"] = f.max_length
@@ -124,10 +135,6 @@ def _add_fields(schema: Any, fields: tuple[FieldDef, ...], analyzer: str) -> Non
             kwargs["dim"] = f.dim
         if f.is_primary:
             kwargs["is_primary"] = True
-        if f.analyzer:
-            kwargs["enable_analyzer"] = True
-            kwargs["enable_match"] = True
-            kwargs["analyzer_params"] = {"type": analyzer}
         if f.nullable:
             kwargs["nullable"] = True
         schema.add_field(f.name, getattr(DataType, f.dtype), description=f.description, **kwargs)
@@ -138,29 +145,30 @@ def images_schema(spec: MedicalSearchIndexSpec) -> Any:
     from pymilvus import MilvusClient
 
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    _add_fields(schema, IMAGE_FIELDS, "standard")
+    _add_fields(schema, IMAGE_FIELDS, IMAGE_ANN_FIELDS)
     return schema
 
 
 def reports_schema(spec: MedicalSearchIndexSpec) -> Any:
-    """The pymilvus ``CollectionSchema`` of ``<index>_reports`` (text feeds a BM25 function)."""
-    from pymilvus import Function, FunctionType, MilvusClient
+    """The pymilvus ``CollectionSchema`` of ``<index>_reports`` (text vectors; keyword search is PostgreSQL's)."""
+    from pymilvus import MilvusClient
 
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    _add_fields(schema, REPORT_FIELDS, spec.reports.analyzer)
-    schema.add_function(
-        Function(
-            name=BM25_FUNCTION,
-            function_type=FunctionType.BM25,
-            input_field_names=[REPORT_TEXT],
-            output_field_names=[REPORT_SPARSE],
-        )
-    )
+    _add_fields(schema, REPORT_FIELDS, REPORT_ANN_FIELDS)
     return schema
 
 
 def _vector_index(index_params: Any, field: str, index_type: str, metric: str, params: dict[str, int]) -> None:
     index_params.add_index(field_name=field, index_type=index_type, metric_type=metric, params=dict(params))
+
+
+def scalar_indexes(collection: str) -> list[tuple[str, str]]:
+    """(field, index type) of the scalar indexes on a collection's filter fields (``"images"`` / ``"reports"``);
+    Milvus 2.5+ serves filtered k-NN from them. Created after the collection, each on its own: a Milvus that
+    does not support one (milvus-lite has none on ARRAY fields) filters without it."""
+    fields, names = (IMAGE_FIELDS, IMAGE_ANN_FIELDS) if collection == "images" else (REPORT_FIELDS, REPORT_ANN_FIELDS)
+    return [(f.name, _SCALAR_INDEX[f.dtype]) for f in fields
+            if f.name in names and not f.is_primary and f.dtype in _SCALAR_INDEX]
 
 
 def images_index_params(spec: MedicalSearchIndexSpec) -> Any:
@@ -178,10 +186,4 @@ def reports_index_params(spec: MedicalSearchIndexSpec) -> Any:
     ip = MilvusClient.prepare_index_params()
     rep = spec.reports
     _vector_index(ip, REPORT_VECTOR, rep.index_type, rep.metric, rep.params)
-    ip.add_index(
-        field_name=REPORT_SPARSE,
-        index_type="SPARSE_INVERTED_INDEX",
-        metric_type="BM25",
-        params={"inverted_index_algo": "DAAT_MAXSCORE"},
-    )
     return ip

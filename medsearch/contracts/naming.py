@@ -1,4 +1,4 @@
-"""Names derived from an index name: Kafka topics, Milvus collections, Kubernetes children."""
+"""Names derived from an index name: Kafka topics, Milvus collections, the PostgreSQL schema, Kubernetes children."""
 
 from __future__ import annotations
 
@@ -43,6 +43,11 @@ class IndexNames:
     @property
     def collections(self) -> tuple[str, str]:
         return (self.images_collection, self.reports_collection)
+
+    @property
+    def pg_schema(self) -> str:
+        """The PostgreSQL schema holding the index's tables (one schema per index; lowercase, '_' for '-')."""
+        return f"medsearch_{self._collection_base}"
 
     @property
     def dicom_consumer_group(self) -> str:

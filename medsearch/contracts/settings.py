@@ -27,12 +27,23 @@ def default_data_dir() -> Path:
 class ServiceSettings(BaseSettings):
     """Where the shared services are. Every component reads these."""
 
+    def postgres_secret(self) -> str | None:
+        """The PostgreSQL password, if set apart from the DSN."""
+        return self.postgres_password.get_secret_value() if self.postgres_password else None
+
     model_config = SettingsConfigDict(env_prefix="MEDSEARCH_", extra="ignore")
 
     index: str = Field(default="demo", description="Name of the MedicalSearchIndex this process serves.")
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="Kafka security protocol."
+    )
+    postgres_dsn: str = Field(
+        default="postgresql://medsearch@127.0.0.1:5432/medsearch",
+        description="PostgreSQL (the system of record) as a libpq URI or key=value DSN; one schema per index.",
+    )
+    postgres_password: SecretStr | None = Field(
+        default=None, description="PostgreSQL password, when the DSN does not carry one."
     )
     milvus_uri: str = Field(default="http://127.0.0.1:19530", description="Milvus URI (or a milvus-lite path).")
     milvus_token: SecretStr | None = Field(default=None, description="Milvus token (user:password), if any.")

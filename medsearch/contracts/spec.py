@@ -89,7 +89,9 @@ class ReportCollectionSpec(_Model):
     metric: Metric = "COSINE"
     params: dict[str, int] = Field(default_factory=lambda: {"M": 16, "efConstruction": 200})
     analyzer: Literal["standard", "english"] = Field(
-        default="standard", description="BM25 analyzer ('english' adds stemming; real Milvus only, not milvus-lite)."
+        default="standard",
+        description="Keyword search text analysis: 'standard' (words as written, PostgreSQL 'simple') or "
+        "'english' (stemming, stop words). Fixed when the index's PostgreSQL schema is created.",
     )
 
 

@@ -1,9 +1,10 @@
 """The local stack: every medsearch service as a child process of a private supervisord, on loopback.
 
 ``medsearch up`` writes a supervisord configuration under ``<data-dir>/run``, starts supervisord, then starts
-the services one by one in dependency order, waiting for each health check (broker → Milvus → provisioning of
-the index's topics and collections → model server → workers → gateway). ``medsearch down`` stops them and
-supervisord. State (ports, URLs, index) is kept in ``<data-dir>/run/stack.json`` for ``status``.
+the services one by one in dependency order, waiting for each health check (broker → PostgreSQL → Milvus →
+provisioning of the index's topics, PostgreSQL schema and collections → model server → workers → gateway).
+``medsearch down`` stops them and supervisord. State (ports, URLs, index) is kept in
+``<data-dir>/run/stack.json`` for ``status``.
 
 The pure parts (paths, the service plan, the supervisord configuration) are separate from the process control
 so they can be unit-tested.
@@ -23,12 +24,13 @@ import sys
 import time
 import xmlrpc.client
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import MedicalSearchIndex
+from medsearch.localstack import postgres as pg
 from medsearch.localstack import procs
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,11 @@ class StackPaths:
     @property
     def milvus(self) -> Path:
         return self.data_dir / "milvus"
+
+    @property
+    def postgres(self) -> Path:
+        """The PostgreSQL cluster (owned by the server's user)."""
+        return self.data_dir / "postgres"
 
     @property
     def objects(self) -> Path:
@@ -133,6 +140,7 @@ class Ports:
     model_http: int = 8080
     model_grpc: int = 8081
     api: int = 8000
+    postgres: int = 0  # 0: a free port, chosen when the stack starts
 
     def items(self) -> list[tuple[str, int]]:
         return list(asdict(self).items())
@@ -148,6 +156,8 @@ class Service:
     ports: tuple[int, ...] = ()
     start_timeout: float = 60.0
     env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None  # run as this user (supervisord drops privileges; PostgreSQL refuses root)
+    stop_signal: str = "TERM"
 
 
 def module_available(module: str) -> bool:
@@ -165,18 +175,25 @@ def plan_services(
     weights: str,
     backend: str = "auto",
     available: Callable[[str], bool] = module_available,
+    pg_password: str = "",
+    pg_user: str | None = None,
 ) -> list[Service]:
-    """The services of the local stack in start order. Components that are not installed are left out."""
+    """The services of the local stack in start order. Components that are not installed are left out.
+    ``pg_password`` / ``pg_user``: PostgreSQL's superuser password and the system user it runs as (None: this
+    one)."""
     py = sys.executable
     kafka = f"127.0.0.1:{ports.kafka}"
     milvus = f"http://127.0.0.1:{ports.milvus}"
     model_url = f"http://127.0.0.1:{ports.model_http}"
+    pg_dsn = pg.dsn(ports.postgres)
     spec = index.spec
     common = {
         "MEDSEARCH_INDEX": index.name,
         "MEDSEARCH_INDEX_SPEC_FILE": str(paths.index_spec),
         "MEDSEARCH_KAFKA_BOOTSTRAP": kafka,
         "MEDSEARCH_MILVUS_URI": milvus,
+        "MEDSEARCH_POSTGRES_DSN": pg_dsn,
+        "MEDSEARCH_POSTGRES_PASSWORD": pg_password,
         "MEDSEARCH_MODEL_SERVER_URL": model_url,
         "MEDSEARCH_MODEL_NAME": spec.embedding.name,
         "MEDSEARCH_OBJECT_STORE_URL": f"file://{paths.objects}",
@@ -189,6 +206,8 @@ def plan_services(
     services = [
         Service("broker", procs.tansu_command(ports.kafka), "kafka", url=f"kafka://{kafka}", ports=(ports.kafka,),
                 start_timeout=30),
+        Service("postgres", pg.server_command(paths.postgres, ports.postgres), "postgres", url=pg_dsn,
+                ports=(ports.postgres,), start_timeout=60, user=pg_user, stop_signal="INT"),  # INT: fast shutdown
         Service("milvus", procs.milvus_lite_command(paths.milvus, ports.milvus), "milvus", url=milvus,
                 ports=(ports.milvus,), start_timeout=120),
     ]
@@ -257,7 +276,7 @@ def supervisor_config(paths: StackPaths, services: list[Service]) -> str:
             "autorestart=unexpected",
             "startsecs=2",
             "startretries=3",
-            "stopsignal=TERM",
+            f"stopsignal={s.stop_signal}",
             "stopwaitsecs=20",
             "stopasgroup=true",
             "killasgroup=true",
@@ -266,6 +285,8 @@ def supervisor_config(paths: StackPaths, services: list[Service]) -> str:
             "stdout_logfile_maxbytes=20MB",
             "stdout_logfile_backups=2",
         ]
+        if s.user:
+            lines.append(f"user={s.user}")
         if env:
             lines.append(f"environment={env}")
         lines.append("")
@@ -322,7 +343,12 @@ def read_state(paths: StackPaths) -> dict[str, Any]:
         raise StackError(f"no local stack state in {paths.run} (is it running? try `medsearch up`)") from err
 
 
-def _healthy(s: Service) -> bool:
+def _healthy(s: Service, paths: StackPaths | None = None) -> bool:
+    if s.health == "postgres":
+        from medsearch import pgstore
+
+        secret = pg.password(paths.data_dir) if paths is not None else None
+        return pgstore.ready(s.url, secret)
     if s.health == "kafka":
         return procs.kafka_ready(s.url.removeprefix("kafka://"))
     if s.health == "milvus":
@@ -371,11 +397,28 @@ def start_stack(
     """Start supervisord and every service in order, waiting for health; raises :class:`StackError`."""
     import yaml
 
-    from medsearch.provision import ProvisionError, ensure_collections, ensure_topics, kafka_admin, milvus_client
+    from medsearch.provision import (
+        ProvisionError,
+        ensure_collections,
+        ensure_schema,
+        ensure_topics,
+        kafka_admin,
+        milvus_client,
+    )
 
     paths.create()
     if is_running(paths):
         raise StackError(f"a local stack is already running from {paths.data_dir} (stop it with `medsearch down`)")
+    if not ports.postgres:
+        ports = replace(ports, postgres=procs.free_port())
+    try:
+        pg_user = pg.run_user()
+        pg_password = pg.password(paths.data_dir)
+        progress("postgres", "starting")
+        if pg.init_cluster(paths.postgres, pg_password, pg_user):
+            progress("postgres", f"cluster created in {paths.postgres}")
+    except pg.PostgresError as err:
+        raise StackError(str(err)) from err
     token = ensure_token(paths)
     paths.api_tokens.write_text(f"{token} admin local\n", encoding="utf-8")
     os.chmod(paths.api_tokens, 0o600)
@@ -383,7 +426,8 @@ def start_stack(
         yaml.safe_dump(index.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=False),
         encoding="utf-8",
     )
-    services = plan_services(paths=paths, ports=ports, index=index, weights=weights, backend=backend)
+    services = plan_services(paths=paths, ports=ports, index=index, weights=weights, backend=backend,
+                             pg_password=pg_password, pg_user=pg_user)
     taken = busy_ports([(s.name, p) for s in services for p in s.ports])
     if taken:
         raise StackError(
@@ -407,7 +451,7 @@ def start_stack(
             except xmlrpc.client.Fault as err:
                 raise StackError(f"{s.name} failed to start: {err.faultString}\n{_log_tail(paths, s.name)}") from None
             deadline = time.monotonic() + s.start_timeout
-            while not _healthy(s):
+            while not _healthy(s, paths):
                 info = rpc.supervisor.getProcessInfo(s.name)
                 if info["statename"] in ("EXITED", "FATAL", "BACKOFF"):
                     raise StackError(f"{s.name} exited while starting (see {paths.logs / (s.name + '.log')}):\n"
@@ -425,6 +469,8 @@ def start_stack(
                         topics = ensure_topics(admin, index.name, index.spec)
                     finally:
                         admin.close()
+                    pg.ensure_database(ports.postgres, pg_password)
+                    schema = ensure_schema(pg.dsn(ports.postgres), index.name, index.spec, password=pg_password)
                     client = milvus_client(s.url)
                     try:
                         colls = ensure_collections(client, index.name, index.spec)
@@ -432,9 +478,11 @@ def start_stack(
                         client.close()
                 except ProvisionError as err:
                     raise StackError(f"provisioning index {index.name!r} failed: {err}") from err
-                for problem in topics.problems + colls.problems:
+                except Exception as err:  # psycopg errors from creating the database
+                    raise StackError(f"provisioning index {index.name!r} failed: {err}") from err
+                for problem in topics.problems + schema.problems + colls.problems:
                     log.warning("index %s: %s (%s): %s", index.name, problem.field, problem.reason, problem.message)
-                progress("provision", f"topics and collections of index {index.name!r} ready")
+                progress("provision", f"topics, PostgreSQL schema and collections of index {index.name!r} ready")
     except BaseException:
         stop_stack(paths)
         raise
@@ -491,30 +539,46 @@ def stack_status(paths: StackPaths) -> dict[str, Any]:
     for s in state["services"]:
         svc = Service(s["name"], [], s["health"], url=s["url"], health_url=s.get("health_url", ""))
         pstate = states.get(s["name"], "STOPPED")
-        healthy = pstate == "RUNNING" and _healthy(svc)
+        healthy = pstate == "RUNNING" and _healthy(svc, paths)
         services.append({"name": s["name"], "url": s["url"], "state": pstate, "healthy": healthy})
     out: dict[str, Any] = {"running": running, "data_dir": state["data_dir"], "services": services, "indexes": []}
     ports = state["ports"]
     if running:
+        pg_dsn = pg.dsn(ports["postgres"]) if ports.get("postgres") else None
         out["indexes"].append(index_counts(state["index"], f"127.0.0.1:{ports['kafka']}",
-                                           f"http://127.0.0.1:{ports['milvus']}"))
+                                           f"http://127.0.0.1:{ports['milvus']}", pg_dsn,
+                                           pg.password(paths.data_dir) if pg_dsn else None))
     return out
 
 
-def index_counts(index: str, bootstrap: str, milvus_uri: str) -> dict[str, Any]:
+def index_counts(index: str, bootstrap: str, milvus_uri: str, pg_dsn: str | None = None,
+                 pg_password: str | None = None) -> dict[str, Any]:
+    """Rows per index: ``images`` / ``reports`` in PostgreSQL (the system of record), ``milvus_images`` /
+    ``milvus_reports`` in the ANN collections (fewer while the workers catch up; run ``medsearch reindex`` when
+    they stay fewer), and the dead letters."""
+    from medsearch import pgstore
     from medsearch.provision import ProvisionError, count_rows, milvus_client
 
     names = names_for(index)
-    counts: dict[str, Any] = {"index": index, "images": None, "reports": None, "dead_letters": None}
+    counts: dict[str, Any] = {"index": index, "images": None, "reports": None, "milvus_images": None,
+                              "milvus_reports": None, "dead_letters": None}
+    if pg_dsn is not None:
+        try:
+            with pgstore.connect(pg_dsn, pg_password, timeout=5) as conn:
+                counts.update(pgstore.count_rows(conn, index))
+        except Exception as err:  # noqa: BLE001  # status reports, never raises
+            counts["error"] = f"postgres: {err}"
     try:
         client = milvus_client(milvus_uri, timeout=5)
         try:
-            counts["images"] = count_rows(client, names.images_collection)
-            counts["reports"] = count_rows(client, names.reports_collection)
+            counts["milvus_images"] = count_rows(client, names.images_collection)
+            counts["milvus_reports"] = count_rows(client, names.reports_collection)
         finally:
             client.close()
     except (ProvisionError, Exception) as err:  # noqa: BLE001  # status reports, never raises
         counts["error"] = f"milvus: {err}"
+    if pg_dsn is None:  # a stack started before PostgreSQL was part of it
+        counts["images"], counts["reports"] = counts["milvus_images"], counts["milvus_reports"]
     try:
         counts["dead_letters"] = topic_message_count(bootstrap, names.dlq_topic)
     except Exception as err:  # noqa: BLE001  # status reports, never raises

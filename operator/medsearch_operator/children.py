@@ -123,6 +123,7 @@ def build_configmap(owner: Owner, spec: MedicalSearchIndexSpec, settings: Operat
         "MEDSEARCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "MEDSEARCH_KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
         "MEDSEARCH_MILVUS_URI": settings.milvus_uri,
+        "MEDSEARCH_POSTGRES_DSN": settings.postgres_dsn,
         "MEDSEARCH_MODEL_SERVER_URL": model_server_url(owner.name, owner.namespace),
         "MEDSEARCH_MODEL_NAME": spec.embedding.name,
         "MEDSEARCH_OBJECT_STORE_URL": settings.object_store_url,

@@ -169,6 +169,7 @@ def status_schema() -> dict[str, Any]:
             "images": {"type": "integer", "format": "int64", "description": "Rows in the image collection."},
             "reports": {"type": "integer", "format": "int64", "description": "Rows in the report collection."},
             "topics": {"type": "array", "items": {"type": "string"}},
+            "databaseSchema": {"type": "string", "description": "PostgreSQL schema holding the index's tables."},
             "collections": {"type": "array", "items": {"type": "string"}},
             "predictor": {"type": "string", "description": "Name of the InferenceService."},
             "modelServerUrl": {"type": "string"},

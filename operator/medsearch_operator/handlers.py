@@ -134,9 +134,10 @@ def on_delete(body: kopf.Body, spec: kopf.Spec, memo: Any, retry: int, logger: L
         kopf.event(body, type="Warning", reason=err.reason, message=f"deletion waits: {err}"[:1024])
         raise kopf.TemporaryError(f"{err.reason}: {err}", delay=backoff_seconds(retry, settings)) from err
     if policy == "Delete":
-        message = f"deletionPolicy=Delete: dropped topics {done.topics} and collections {done.collections}"
+        message = (f"deletionPolicy=Delete: dropped topics {done.topics}, PostgreSQL schemas {done.schemas} and "
+                   f"collections {done.collections}")
         kopf.event(body, type="Normal", reason="ResourcesDeleted", message=message[:1024])
     else:
-        message = f"deletionPolicy=Retain: topics and collections of {name} are kept"
+        message = f"deletionPolicy=Retain: topics, PostgreSQL schema and collections of {name} are kept"
         kopf.event(body, type="Normal", reason="ResourcesRetained", message=message)
     logger.info("%s", message)

@@ -1,9 +1,9 @@
 """One reconcile pass of a ``MedicalSearchIndex``: level-based, idempotent, no kopf in here.
 
-Given the object as the API server has it, the pass server-side-applies the children, ensures topics and
-collections through ``medsearch.provision`` (the same code ``medsearch up --index`` runs), reads the children's
-status and returns the index status to write. External failures become ``False`` conditions with a CamelCase
-reason and ``retry=True``; the caller retries with backoff.
+Given the object as the API server has it, the pass server-side-applies the children, ensures topics, the
+PostgreSQL schema and the collections through ``medsearch.provision`` (the same code ``medsearch up --index``
+runs), reads the children's status and returns the index status to write. External failures become ``False``
+conditions with a CamelCase reason and ``retry=True``; the caller retries with backoff.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ class Services:
 
     kafka_admin: Callable[[], Any]
     milvus_client: Callable[[], Any]
+    # (index, spec) -> EnsureResult: the index's PostgreSQL schema (None: not managed by this operator)
+    ensure_schema: Callable[[str, Any], provision.EnsureResult] | None = None
+    drop_schema: Callable[[str], list[str]] | None = None
 
     @classmethod
     def from_settings(cls, settings: OperatorSettings) -> Services:
@@ -39,6 +42,10 @@ class Services:
             kafka_admin=lambda: provision.kafka_admin(settings.kafka_bootstrap, client_id="medsearch-operator",
                                                       timeout_ms=int(timeout * 1000)),
             milvus_client=lambda: provision.milvus_client(settings.milvus_uri, token, timeout=timeout),
+            ensure_schema=lambda index, spec: provision.ensure_schema(
+                settings.postgres_dsn, index, spec, password=settings.postgres_secret(), timeout=timeout),
+            drop_schema=lambda index: provision.drop_schema(
+                settings.postgres_dsn, index, password=settings.postgres_secret(), timeout=timeout),
         )
 
 
@@ -68,6 +75,15 @@ def _topics(services: Services, index: str, spec: Any) -> tuple[st.Cond, bool]:
         return st.Cond(st.TOPICS, "False", err.reason, str(err)), True
     finally:
         _close(admin)
+
+
+def _database(services: Services, index: str, spec: Any) -> tuple[st.Cond, bool]:
+    if services.ensure_schema is None:
+        return st.Cond(st.DATABASE, "True", "NotManaged", "no PostgreSQL configured for this operator"), False
+    try:
+        return st.from_ensure(st.DATABASE, services.ensure_schema(index, spec), "Database"), False
+    except provision.ProvisionError as err:
+        return st.Cond(st.DATABASE, "False", err.reason, str(err)), True
 
 
 def _collections(services: Services, index: str, spec: Any) -> tuple[st.Cond, bool, dict[str, int]]:
@@ -130,26 +146,28 @@ def reconcile(body: dict[str, Any], kube: Kube, services: Services, settings: Op
                 workers_cond = st.Cond(st.WORKERS, "False", "ApplyFailed", str(err))
 
     topics_cond, topics_retry = _topics(services, owner.name, spec)
+    db_cond, db_retry = _database(services, owner.name, spec)
     colls_cond, colls_retry, counts = _collections(services, owner.name, spec)
-    retry = retry or topics_retry or colls_retry
+    retry = retry or topics_retry or db_retry or colls_retry
     if predictor_cond is None:
         predictor_cond = st.predictor_condition(applied.get(ch.inference_service_name(owner.name)))
     if workers_cond is None:
         workers_cond = st.workers_condition([applied.get(ch.worker_name(owner.name, k)) for k in ch.WORKER_KINDS])
-    parts = [topics_cond, colls_cond, predictor_cond, workers_cond]
+    parts = [topics_cond, db_cond, colls_cond, predictor_cond, workers_cond]
     merged = st.merge_conditions(old_conditions, [*parts, st.ready_condition(parts)], generation, now)
     names = names_for(owner.name)
     status: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": merged,
         "topics": list(names.topics),
+        "databaseSchema": names.pg_schema,
         "collections": list(names.collections),
         "predictor": ch.inference_service_name(owner.name),
         "modelServerUrl": ch.model_server_url(owner.name, owner.namespace),
     }
     if counts:
         status.update(counts)
-    for cond in (topics_cond, colls_cond):
+    for cond in (topics_cond, db_cond, colls_cond):
         if cond.status == "False":
             failures.append(f"{cond.type}: {cond.reason}: {cond.message}")
     return Outcome(status, st.transitions(old_conditions, merged), retry=retry, failures=failures)
@@ -159,10 +177,12 @@ def reconcile(body: dict[str, Any], kube: Kube, services: Services, settings: Op
 class Teardown:
     topics: list[str]
     collections: list[str]
+    schemas: list[str] = field(default_factory=list)
 
 
 def teardown(index: str, deletion_policy: str, services: Services) -> Teardown:
-    """Drop topics and collections when the policy is ``Delete``; raises ProvisionError to be retried."""
+    """Drop topics, the PostgreSQL schema and collections when the policy is ``Delete``; raises ProvisionError to
+    be retried."""
     if deletion_policy != "Delete":
         return Teardown([], [])
     admin = services.kafka_admin()
@@ -175,7 +195,8 @@ def teardown(index: str, deletion_policy: str, services: Services) -> Teardown:
         collections = provision.drop_collections(client, index)
     finally:
         _close(client)
-    return Teardown(topics, collections)
+    schemas = services.drop_schema(index) if services.drop_schema is not None else []
+    return Teardown(topics, collections, schemas)
 
 
 def backoff_seconds(retry: int, settings: OperatorSettings) -> float:

@@ -14,10 +14,11 @@ from medsearch.provision import EnsureResult
 
 READY = "Ready"
 TOPICS = "TopicsReady"
+DATABASE = "DatabaseReady"
 COLLECTIONS = "CollectionsReady"
 PREDICTOR = "PredictorReady"
 WORKERS = "WorkersReady"
-PART_TYPES = (TOPICS, COLLECTIONS, PREDICTOR, WORKERS)
+PART_TYPES = (TOPICS, DATABASE, COLLECTIONS, PREDICTOR, WORKERS)
 ALL_TYPES = (READY, *PART_TYPES)
 _MAX_MESSAGE = 1024
 
@@ -151,4 +152,5 @@ def ready_condition(parts: list[Cond]) -> Cond:
                     "; ".join(f"{c.type}: {c.reason}" for c in false + unknown))
     if unknown:
         return Cond(READY, "Unknown", unknown[0].reason, "; ".join(f"{c.type}: {c.reason}" for c in unknown))
-    return Cond(READY, "True", "AllComponentsReady", "topics, collections, predictor and workers are ready")
+    return Cond(READY, "True", "AllComponentsReady",
+                "topics, database schema, collections, predictor and workers are ready")

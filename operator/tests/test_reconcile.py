@@ -137,6 +137,9 @@ class FakeMilvus:
     def create_collection(self, name: str, schema: Any, index_params: Any) -> None:
         self.collections[name] = "COSINE"
 
+    def create_index(self, name: str, index_params: Any) -> None:
+        assert name in self.collections
+
     def load_collection(self, name: str) -> None:
         self.loaded.add(name)
 
@@ -198,6 +201,31 @@ def test_broker_outage_is_a_false_condition_and_a_retry() -> None:
     assert conds["CollectionsReady"]["status"] == "True"
     assert conds["Ready"]["reason"] == "BrokerUnreachable"
     assert out.retry
+
+
+def test_database_is_provisioned_by_the_shared_code_and_an_outage_is_a_retry() -> None:
+    from medsearch.provision import EnsureResult, ProvisionError
+
+    calls: list[str] = []
+
+    def ensure(index: str, spec: Any) -> EnsureResult:
+        calls.append(index)
+        return EnsureResult(created=[f"medsearch_{index} migration 1"])
+
+    out = reconcile(body(), FakeKube(), Services(FakeAdmin, FakeMilvus, ensure), SETTINGS,  # type: ignore[arg-type]
+                    now=T0)
+    db = next(c for c in out.status["conditions"] if c["type"] == "DatabaseReady")
+    assert calls == ["idx"] and (db["status"], db["reason"]) == ("True", "DatabaseReady")
+    assert out.status["databaseSchema"] == "medsearch_idx"
+
+    def down(index: str, spec: Any) -> EnsureResult:
+        raise ProvisionError("DatabaseUnreachable", "PostgreSQL at postgresql://x is unreachable")
+
+    out = reconcile(body(), FakeKube(), Services(FakeAdmin, FakeMilvus, down), SETTINGS,  # type: ignore[arg-type]
+                    now=T0)
+    conds = {c["type"]: c for c in out.status["conditions"]}
+    assert (conds["DatabaseReady"]["status"], conds["DatabaseReady"]["reason"]) == ("False", "DatabaseUnreachable")
+    assert conds["Ready"]["status"] == "False" and out.retry
 
 
 def test_refused_shrink_names_the_field_without_retry_storm() -> None:

@@ -1,4 +1,5 @@
-"""The gateway over real services: a milvus-lite server seeded with rows built from the contract's field lists,
+"""The gateway over real services: a real PostgreSQL (the system of record) and a milvus-lite server (the ANN
+engine) seeded with rows built from the contract's field lists,
 the real model server process (random weights) for upload similarity, the real MiniLM for SEMANTIC search, a
 real Tansu broker for the ingest mutation. Every answer is checked against a brute-force computation over the
 seeded rows."""
@@ -23,13 +24,22 @@ from typing import Any
 import numpy as np
 import pytest
 
-from medsearch import store
-from medsearch.contracts.collections import IMAGE_FIELDS, REPORT_FIELDS
+from medsearch import pgstore, store
+from medsearch.contracts.collections import IMAGE_ANN_FIELDS, IMAGE_FIELDS, REPORT_ANN_FIELDS, REPORT_FIELDS, ann_row
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.settings import ApiSettings
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 from medsearch.localstack import procs
-from medsearch.provision import drop_collections, ensure_collections, ensure_topics, kafka_admin, milvus_client
+from medsearch.provision import (
+    count_rows,
+    drop_collections,
+    drop_schema,
+    ensure_collections,
+    ensure_schema,
+    ensure_topics,
+    kafka_admin,
+    milvus_client,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +87,7 @@ def build_rows(seed: int = 7) -> tuple[list[dict[str, Any]], list[dict[str, Any]
         if not sentences:
             sentences = ["No acute cardiopulmonary disease."]
         text = "FINDINGS: " + " ".join(sentences) + " IMPRESSION: " + (present[0] if present else "normal") + "."
-        row = {f.name: _default(f) for f in REPORT_FIELDS if f.dtype not in ("FLOAT_VECTOR", "SPARSE_FLOAT_VECTOR")}
+        row = {f.name: _default(f) for f in REPORT_FIELDS if f.dtype != "FLOAT_VECTOR"}
         row.update(
             report_id=f"rep-{s:03d}", study_uid=study, text=text, findings=" ".join(sentences),
             impression=present[0] if present else "normal", sections={"findings": " ".join(sentences)},
@@ -151,7 +161,7 @@ def _png(seed: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def seeded(milvus_uri: str, kafka_bootstrap: str, model_server: str,
+def seeded(milvus_uri: str, kafka_bootstrap: str, model_server: str, postgres_dsn: str,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     from fastapi.testclient import TestClient
     from medsearch_api.app import create_app
@@ -163,6 +173,7 @@ def seeded(milvus_uri: str, kafka_bootstrap: str, model_server: str,
     spec = MedicalSearchIndexSpec()
     client = milvus_client(milvus_uri)
     ensure_collections(client, index, spec)
+    ensure_schema(postgres_dsn, index, spec)
     admin = kafka_admin(kafka_bootstrap)
     ensure_topics(admin, index, spec)
     admin.close()
@@ -182,18 +193,23 @@ def seeded(milvus_uri: str, kafka_bootstrap: str, model_server: str,
     (root / "outside.png").write_bytes(b"not for you")
     images[6]["thumbnail_uri"] = f"{store_url}/{index}/../outside.png"
     names = names_for(index)
-    client.upsert(names.reports_collection, reports)
-    client.upsert(names.images_collection, images)
+    with pgstore.connect(postgres_dsn) as conn:  # the system of record first, as the workers write
+        pgstore.upsert_reports(conn, index, reports)
+        pgstore.upsert_images(conn, index, images)
+    client.upsert(names.reports_collection, [ann_row(r, REPORT_ANN_FIELDS) for r in reports])
+    client.upsert(names.images_collection, [ann_row(i, IMAGE_ANN_FIELDS) for i in images])
     for coll in names.collections:  # seal the segments, as Milvus does on its own after writes
         client.flush(coll)
     tokens = tmp_path_factory.mktemp("tok") / "tokens"
     tokens.write_text(f"{READER} reader it\n{INGESTER} ingester it\n")
     settings = ApiSettings(index=index, milvus_uri=milvus_uri, kafka_bootstrap=kafka_bootstrap,
-                           model_server_url=model_server, object_store_url=store_url, api_tokens_file=tokens)
+                           postgres_dsn=postgres_dsn, model_server_url=model_server, object_store_url=store_url,
+                           api_tokens_file=tokens)
     with TestClient(create_app(settings)) as tc:
         yield Seeded(index, reports, images, tc, store_url, kafka_bootstrap, model_server)
     drop_collections(client, index)
     client.close()
+    drop_schema(postgres_dsn, index)
 
 
 # ------------------------------------------------------------------------------------------------ lookups
@@ -292,45 +308,6 @@ def test_listing_without_a_query_pages_newest_first(seeded: Seeded) -> None:
     assert [e["node"]["id"] for e in edges] == [r["report_id"] for r in want]
 
 
-def _same_ranking(fast: list[tuple[str, float]], slow: list[tuple[str, float]]) -> bool:
-    """Equal up to the order of equal scores (Milvus breaks ties by storage order, which a filter changes)."""
-    if [round(s, 4) for _, s in fast] != [round(s, 4) for _, s in slow]:
-        return False
-    cut = round(slow[-1][1], 4) if slow else None  # ties at the cut may be truncated differently
-    return {i for i, s in fast if round(s, 4) != cut} == {i for i, s in slow if round(s, 4) != cut}
-
-
-@pytest.mark.parametrize("query", ["pneumothorax", "effusion edema", "nodule seen"])
-def test_finding_ranking_in_process_equals_the_filtered_searches(seeded: Seeded, milvus_uri: str, query: str) -> None:
-    """The gateway ranks finding partitions from unfiltered rankings (array filters are slow in milvus-lite); the
-    result must be what one filtered search per partition gives, in every mode and depth (the seeded collection
-    is one sealed segment, where milvus-lite scores filtered and unfiltered BM25 searches alike)."""
-    from medsearch_api import filters as fx
-    from medsearch_api.records import SearchMode
-    from medsearch_api.repository import MilvusRepository
-
-    from medsearch.findings import query_findings
-    from medsearch.text_embedding import embed_texts
-
-    codes = sorted({c for cs in query_findings(query).values() for c in cs})
-    assert codes
-    vector = [float(x) for x in embed_texts([query])[0]]
-    client = milvus_client(milvus_uri)
-    try:
-        repo = MilvusRepository(client, seeded.index)
-        for mode in SearchMode:
-            for want in (3, 11, 70):
-                fast = repo._partitioned(query, mode, vector, "", codes, want)
-                assert fast is not None
-                slow: list[tuple[str, float]] = []
-                for part in fx.finding_partitions(codes):
-                    slow += [(i, s) for i, s, _ in repo._ranked(query, mode, vector, part, want)]
-                slow = slow[:want]  # all a results page can show of the concatenation
-                assert _same_ranking(fast, slow), (mode, want, fast[:5], slow[:5])
-    finally:
-        client.close()
-
-
 def test_semantic_and_hybrid(seeded: Seeded) -> None:
     target = seeded.reports[11]
     for mode in ("SEMANTIC", "HYBRID"):
@@ -382,10 +359,21 @@ def test_similar_images_by_upload_uses_the_model_server(seeded: Seeded) -> None:
 # ------------------------------------------------------------------------------------------------ facets
 
 
+def shown(r: dict[str, Any], query: str) -> bool:
+    """Whether a keyword search for ``query`` lists report ``r``: it shares a token with the query and does not
+    only negate a finding the query names (the finding rule)."""
+    from medsearch.findings import query_findings
+
+    codes = {c for cs in query_findings(query).values() for c in cs}
+    negates_only = bool(codes & set(r["icd10_negative"])) and not codes & set(r["icd10_positive"])
+    return bool(toks(r["text"]) & toks(query)) and not negates_only
+
+
 def _brute_codes(seeded: Seeded, field: str, query: str | None = None, keep: Any = None) -> dict[str, int]:
+    """Facet counts over the reports the list shows (facets count what the list shows: the same finding rule)."""
     c: Counter[str] = Counter()
     for r in seeded.reports:
-        if query is not None and not toks(r["text"]) & toks(query):
+        if query is not None and not shown(r, query):
             continue
         if keep is not None and not keep(r):
             continue
@@ -416,7 +404,7 @@ def test_entity_facets_match_brute_force(seeded: Seeded) -> None:
     expected = Counter(w for r in seeded.reports[:20] for w in set(r["positive_diagnoses"]))
     assert {f["term"]: f["count"] for f in got} == dict(expected)
     got = seeded.data('{ entityFacets(kind: SIGN, polarity: NEGATIVE, query: "effusion", size: 50) { term count } }')
-    expected = Counter(w for r in seeded.reports if "effusion" in toks(r["text"]) for w in set(r["negative_signs"]))
+    expected = Counter(w for r in seeded.reports if shown(r, "effusion") for w in set(r["negative_signs"]))
     assert {f["term"]: f["count"] for f in got["entityFacets"]} == dict(expected)
 
 
@@ -571,6 +559,7 @@ def test_gateway_process_entry_point(seeded: Seeded, tmp_path: Path, service_log
     tokens.write_text(f"{READER} reader\n")
     env = {"MEDSEARCH_INDEX": seeded.index,
            "MEDSEARCH_MILVUS_URI": seeded.client.app.state.services.settings.milvus_uri,
+           "MEDSEARCH_POSTGRES_DSN": seeded.client.app.state.services.settings.postgres_dsn,
            "MEDSEARCH_API_PORT": str(port), "MEDSEARCH_API_TOKENS_FILE": str(tokens),
            "MEDSEARCH_KAFKA_BOOTSTRAP": seeded.kafka, "MEDSEARCH_MODEL_SERVER_URL": seeded.model_url}
     base = f"http://127.0.0.1:{port}"
@@ -587,3 +576,38 @@ def test_gateway_process_entry_point(seeded: Seeded, tmp_path: Path, service_log
     out = subprocess.run([sys.executable, "-m", "medsearch_api", "--host", "0.0.0.0", "--port", str(port)],
                          capture_output=True, text=True, timeout=60, env=open_env)
     assert out.returncode == 2 and "loopback" in out.stderr
+
+
+# ------------------------------------------------------------------------------------------------ reindex
+
+
+def test_reindex_rebuilds_dropped_collections_from_postgres(seeded: Seeded, milvus_uri: str, postgres_dsn: str) -> None:
+    """Milvus is an index, not a store: drop both collections, `medsearch reindex`, and every search that needs
+    Milvus answers as before (the vectors come back from PostgreSQL, nothing is re-embedded)."""
+    from typer.testing import CliRunner
+
+    from medsearch.cli import app
+
+    target = seeded.reports[11]
+    src = seeded.images[0]
+    queries = [
+        (SEARCH, {"q": target["text"], "mode": "SEMANTIC", "first": 10}),
+        (SEARCH, {"q": "pneumothorax", "mode": "HYBRID", "first": 10}),
+        (SIMILAR, {"id": src["sop_instance_uid"], "k": 10}),
+        (SIMILAR, {"id": src["sop_instance_uid"], "k": 10, "f": {"positiveCodes": ["J93.9"]}}),
+    ]
+    before = [seeded.data(q, v) for q, v in queries]
+    client = milvus_client(milvus_uri)
+    try:
+        assert sorted(drop_collections(client, seeded.index)) == sorted(names_for(seeded.index).collections)
+        assert seeded.gql(*queries[0]).json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+        result = CliRunner().invoke(app, ["reindex", "--index", seeded.index, "--data-dir", "/nonexistent"],
+                                    env={"MEDSEARCH_POSTGRES_DSN": postgres_dsn, "MEDSEARCH_MILVUS_URI": milvus_uri})
+        assert result.exit_code == 0, result.output
+        assert f"{seeded.index} images: {len(seeded.images)} rows rebuilt" in result.output
+        assert f"{seeded.index} reports: {len(seeded.reports)} rows rebuilt" in result.output
+        assert count_rows(client, names_for(seeded.index).images_collection) == len(seeded.images)
+    finally:
+        client.close()
+    time.sleep(0.5)
+    assert [seeded.data(q, v) for q, v in queries] == before

@@ -34,7 +34,15 @@ from medsearch.contracts.messages import DeadLetter, Report
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 from medsearch.localstack import procs
-from medsearch.provision import count_rows, ensure_collections, ensure_topics, kafka_admin, milvus_client
+from medsearch.provision import (
+    count_rows,
+    drop_schema,
+    ensure_collections,
+    ensure_schema,
+    ensure_topics,
+    kafka_admin,
+    milvus_client,
+)
 from medsearch.testing import read_dead_letters, wait_for
 
 pytestmark = pytest.mark.integration
@@ -123,6 +131,7 @@ class Env:
     model: ModelServer
     logs: Path
     workers: list[subprocess.Popen[bytes]]
+    dsn: str = ""
 
     def worker_env(self) -> dict[str, str]:
         return {
@@ -130,6 +139,7 @@ class Env:
             "MEDSEARCH_INDEX": self.index,
             "MEDSEARCH_KAFKA_BOOTSTRAP": self.bootstrap,
             "MEDSEARCH_MILVUS_URI": self.milvus_uri,
+            "MEDSEARCH_POSTGRES_DSN": self.dsn,
             "MEDSEARCH_MODEL_SERVER_URL": self.model.url,
             "MEDSEARCH_OBJECT_STORE_URL": self.store_url,
             "MEDSEARCH_WORKER_BATCH_SIZE": "4",
@@ -160,19 +170,13 @@ class Env:
             client.close()
 
     def rows(self) -> list[dict[str, Any]]:
-        client = milvus_client(self.milvus_uri)
-        try:
-            return list(
-                client.query(
-                    names_for(self.index).images_collection,
-                    filter="sop_instance_uid != ''",
-                    output_fields=["sop_instance_uid", "sha256", "thumbnail_uri", "modality", "photometric",
-                                   "transfer_syntax", "rows", "columns", "study_date", "patient_name"],
-                    limit=1000,
-                )
-            )  # fmt: skip
-        finally:
-            client.close()
+        """The images as the system of record (PostgreSQL) holds them."""
+        from medsearch import pgstore
+
+        cols = ["sop_instance_uid", "sha256", "thumbnail_uri", "modality", "photometric", "transfer_syntax", "rows",
+                "columns", "study_date", "patient_name"]
+        with pgstore.connect(self.dsn) as conn:
+            return [r for batch in pgstore.iter_rows(conn, self.index, "images", cols) for r in batch]
 
     def dead_letters(self, expect: int, timeout: float = 30.0) -> list[DeadLetter]:
         return read_dead_letters(self.bootstrap, self.index, expect, timeout)
@@ -213,18 +217,21 @@ def env(
     object_store_url: str,
     unique_index: str,
     service_logs: Path,
+    postgres_dsn: str,
 ) -> Iterator[Env]:
     spec = MedicalSearchIndexSpec()
+    ensure_schema(postgres_dsn, unique_index, spec)
     admin = kafka_admin(kafka_bootstrap)
     ensure_topics(admin, unique_index, spec)
     admin.close()
     client = milvus_client(milvus_uri)
     ensure_collections(client, unique_index, spec)
     client.close()
-    e = Env(unique_index, object_store_url, kafka_bootstrap, milvus_uri, model_server, service_logs, [])
+    e = Env(unique_index, object_store_url, kafka_bootstrap, milvus_uri, model_server, service_logs, [], postgres_dsn)
     yield e
     for proc in e.workers:
         procs.stop_process(proc, timeout=15)
+    drop_schema(postgres_dsn, unique_index)
 
 
 def _fresh_copies(src: str, n: int, dest: Path, *, seed: str) -> list[str]:
@@ -428,7 +435,7 @@ def test_dead_letter_replay_after_the_cause_is_fixed(env: Env, tmp_path: Path) -
 
 def test_milvus_outage_loses_nothing(
     kafka_bootstrap: str, model_server: ModelServer, object_store_url: str, unique_index: str, service_logs: Path,
-    tmp_path: Path,
+    tmp_path: Path, postgres_dsn: str,
 ) -> None:
     """Milvus stops mid-ingest (its own server here, so the session's is untouched): the worker retries without
     committing, nothing is dead-lettered, and once Milvus is back on the same data every image is there."""
@@ -442,8 +449,9 @@ def test_milvus_outage_loses_nothing(
     second.mkdir()
     before = set(_fresh_copies("CT_small.dcm", 6, first, seed="milvus-before"))
     uids = set(before)
+    ensure_schema(postgres_dsn, unique_index, spec)
     e = Env(unique_index, object_store_url, kafka_bootstrap, f"http://127.0.0.1:{port}", model_server, service_logs,
-            [])
+            [], postgres_dsn)
     try:
         with procs.milvus_lite(data_dir, service_logs, port=port):
             client = milvus_client(e.milvus_uri)
@@ -460,13 +468,25 @@ def test_milvus_outage_loses_nothing(
         with procs.milvus_lite(data_dir, service_logs, port=port):
             # The restarted milvus-lite has every collection released; the gateway's repository loads them again
             # (a released collection would answer searches with an error and count(*) with 0).
-            from medsearch_api.repository import MilvusRepository
+            from medsearch_api.records import ImageFilterSpec
+            from medsearch_api.repository import PgPool, SearchRepository
 
             client = milvus_client(e.milvus_uri)
             try:
-                repo = MilvusRepository(client, unique_index)
-                # indexed before the outage: still there, and found through the gateway's repository
-                assert asyncio.run(repo.image_vector(sorted(before)[0])) is not None
+                # indexed before the outage: still there, and found by the gateway's repository's k-NN
+                first = sorted(before)[0]
+
+                async def nearest() -> list[str]:
+                    repo = SearchRepository(PgPool(postgres_dsn), client, unique_index)
+                    try:
+                        vector = await repo.image_vector(first)
+                        assert vector is not None
+                        hits = await repo.similar_images(vector=vector, k=1, filter=ImageFilterSpec(), exclude_ids=[])
+                        return [h.image.sop_instance_uid for h in hits]
+                    finally:
+                        await repo.close()
+
+                assert asyncio.run(nearest()) == [first]
             finally:
                 client.close()
             wait_for(lambda: e.count() == len(uids) or e.count(), 120, "ingest to resume after the outage")

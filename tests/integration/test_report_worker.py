@@ -19,12 +19,21 @@ from typing import Any
 
 import pytest
 
-from medsearch.contracts.collections import MAX_TEXT_CHARS, REPORT_SPARSE, REPORT_VECTOR
+from medsearch import pgstore
+from medsearch.contracts.collections import MAX_TEXT_CHARS, REPORT_VECTOR
 from medsearch.contracts.messages import Report
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import parse_spec
 from medsearch.localstack import procs
-from medsearch.provision import count_rows, ensure_collections, ensure_topics, kafka_admin, milvus_client
+from medsearch.provision import (
+    count_rows,
+    drop_schema,
+    ensure_collections,
+    ensure_schema,
+    ensure_topics,
+    kafka_admin,
+    milvus_client,
+)
 from medsearch.testing import read_dead_letters, wait_for
 
 pytestmark = pytest.mark.integration
@@ -58,10 +67,11 @@ EXPECTED = {
 }
 
 
-def _worker_env(index: str, bootstrap: str, milvus_uri: str, store_url: str) -> dict[str, str]:
+def _worker_env(index: str, bootstrap: str, milvus_uri: str, store_url: str, dsn: str) -> dict[str, str]:
     return {
         **os.environ,
         "MEDSEARCH_INDEX": index,
+        "MEDSEARCH_POSTGRES_DSN": dsn,
         "MEDSEARCH_KAFKA_BOOTSTRAP": bootstrap,
         "MEDSEARCH_MILVUS_URI": milvus_uri,
         "MEDSEARCH_OBJECT_STORE_URL": store_url,
@@ -76,7 +86,8 @@ def _worker_env(index: str, bootstrap: str, milvus_uri: str, store_url: str) -> 
 
 @pytest.fixture()
 def worker(
-    kafka_bootstrap: str, milvus_uri: str, object_store_url: str, unique_index: str, service_logs: Path
+    kafka_bootstrap: str, milvus_uri: str, object_store_url: str, unique_index: str, service_logs: Path,
+    postgres_dsn: str,
 ) -> Iterator[str]:
     spec = parse_spec({"kafka": {"partitions": 2}})
     admin = kafka_admin(kafka_bootstrap)
@@ -85,10 +96,11 @@ def worker(
     client = milvus_client(milvus_uri)
     ensure_collections(client, unique_index, spec)
     client.close()
+    ensure_schema(postgres_dsn, unique_index, spec)
     with open(service_logs / f"report-worker-{unique_index}.log", "ab") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "medsearch_workers.report_worker"],
-            env=_worker_env(unique_index, kafka_bootstrap, milvus_uri, object_store_url),
+            env=_worker_env(unique_index, kafka_bootstrap, milvus_uri, object_store_url, postgres_dsn),
             stdout=fh,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -97,23 +109,15 @@ def worker(
     yield unique_index
     procs.stop_process(proc, timeout=20)
     assert proc.returncode in (0, -15), f"report worker exited with {proc.returncode}"
+    drop_schema(postgres_dsn, unique_index)
 
 
-def _rows(milvus_uri: str, index: str) -> list[dict[str, Any]]:
-    client = milvus_client(milvus_uri)
-    try:
-        return list(
-            client.query(
-                names_for(index).reports_collection,
-                filter="report_id != ''",
-                output_fields=["report_id", "study_uid", "icd10_positive", "icd10_negative", "icd10_uncertain",
-                               "entities", "findings", "impression", "indication", "positive_signs",
-                               "negative_diagnoses", "nlp_backend"],
-                limit=100,
-            )
-        )  # fmt: skip
-    finally:
-        client.close()
+def _rows(dsn: str, index: str) -> list[dict[str, Any]]:
+    """The reports as the system of record holds them."""
+    cols = ["report_id", "study_uid", "icd10_positive", "icd10_negative", "icd10_uncertain", "entities", "findings",
+            "impression", "indication", "positive_signs", "negative_diagnoses", "nlp_backend", "text_vector"]
+    with pgstore.connect(dsn) as conn:
+        return [r for batch in pgstore.iter_rows(conn, index, "reports", cols) for r in batch]
 
 
 def _count(milvus_uri: str, index: str) -> int:
@@ -135,7 +139,7 @@ def _send_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
 
 
 def test_reports_indexed_searchable_dead_lettered_and_idempotent(
-    worker: str, kafka_bootstrap: str, milvus_uri: str, object_store_url: str
+    worker: str, kafka_bootstrap: str, milvus_uri: str, object_store_url: str, postgres_dsn: str
 ) -> None:
     from medsearch.producer import Publisher
 
@@ -166,7 +170,7 @@ def test_reports_indexed_searchable_dead_lettered_and_idempotent(
     for dl in letters:  # the text is redacted in dead letters
         assert "pleural" not in json.dumps(dl.original)
 
-    rows = {r["report_id"]: r for r in _rows(milvus_uri, index)}
+    rows = {r["report_id"]: r for r in _rows(postgres_dsn, index)}
     assert sorted(rows) == sorted(REPORTS)
     for rid, want in EXPECTED.items():
         row = rows[rid]
@@ -174,20 +178,22 @@ def test_reports_indexed_searchable_dead_lettered_and_idempotent(
                "uncertain": sorted(row["icd10_uncertain"])}  # fmt: skip
         assert got == {k: (sorted(v) if k != "positive" else v) for k, v in want.items()}, rid
         assert row["study_uid"] == (REPORTS[rid][0] or "")
-        assert row["nlp_backend"] == "lexicon"
+        assert row["nlp_backend"] == "lexicon" and len(row["text_vector"]) == 384
         entities = row["entities"] if isinstance(row["entities"], list) else json.loads(row["entities"])
         assert all({"text", "start", "end", "category", "traits", "icd10", "section"} <= set(e) for e in entities)
     assert rows["rpt-effusion"]["indication"] == "Shortness of breath."
     assert rows["rpt-effusion"]["impression"].startswith("Cardiomegaly")
     assert "cardiomegaly" in rows["rpt-effusion"]["positive_signs"]
 
+    with pgstore.connect(postgres_dsn) as conn:  # the keyword index is PostgreSQL's
+        fts = conn.execute(f"SELECT report_id FROM {names.pg_schema}.reports "
+                           "WHERE tsv @@ websearch_to_tsquery('simple', 'pneumothorax')").fetchall()
+    fts_ids = {r[0] for r in fts}
+    assert "rpt-ptx" in fts_ids and "rpt-uncertain" not in fts_ids
     client = milvus_client(milvus_uri)
     try:
         coll = names.reports_collection
-        hits = client.search(coll, data=["pneumothorax"], anns_field=REPORT_SPARSE, limit=4,
-                             search_params={"metric_type": "BM25"}, output_fields=["report_id"])[0]  # fmt: skip
-        bm25_ids = [h["entity"]["report_id"] for h in hits]
-        assert "rpt-ptx" in bm25_ids and "rpt-uncertain" not in bm25_ids
+        assert count_rows(client, coll) == len(REPORTS)  # Milvus holds every report written to PostgreSQL
         pos = client.query(coll, filter='array_contains(icd10_positive, "J90")', output_fields=["report_id"])
         assert [r["report_id"] for r in pos] == ["rpt-effusion"]
         from medsearch.text_embedding import embed_texts
@@ -205,5 +211,5 @@ def test_reports_indexed_searchable_dead_lettered_and_idempotent(
     _send_raw(kafka_bootstrap, names.reports_topic, [marker])
     wait_for(lambda: _count(milvus_uri, index) == len(REPORTS) + 1 or _count(milvus_uri, index), 120, "marker row")
     time.sleep(1.0)
-    rows_after = {r["report_id"]: r for r in _rows(milvus_uri, index)}
+    rows_after = {r["report_id"]: r for r in _rows(postgres_dsn, index)}
     assert len(rows_after) == len(REPORTS) + 1 and rows_after["rpt-marker"]["icd10_positive"] == ["K44.9"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medsearch.contracts import names_for
-from medsearch.contracts.collections import IMAGE_VECTOR, REPORT_SPARSE
+from medsearch.contracts.collections import IMAGE_ANN_FIELDS, IMAGE_VECTOR, REPORT_ANN_FIELDS, REPORT_VECTOR, ann_row
 from medsearch.contracts.spec import MedicalSearchIndexSpec, parse_spec
 from medsearch.provision import (
     count_rows,
@@ -92,6 +92,7 @@ def test_collections_create_insert_search(milvus_uri: str, unique_index: str) ->
          IMAGE_VECTOR: vecs[i].tolist()}
         for i in range(5)
     ]
+    rows = [ann_row(r, IMAGE_ANN_FIELDS) for r in rows]  # Milvus holds the ANN part of a record
     client.upsert(names.images_collection, rows)
     client.upsert(names.images_collection, rows[:2])  # upsert: no duplicates
     assert count_rows(client, names.images_collection) == 5
@@ -107,9 +108,8 @@ def test_collections_create_insert_search(milvus_uri: str, unique_index: str) ->
         "positive_symptoms": [], "negative_symptoms": [], "entities": [], "nlp_backend": "test", "ingested_at": 0,
         "text_vector": [0.0] * 383 + [1.0],
     }
-    client.upsert(names.reports_collection, [report])
-    bm25 = client.search(names.reports_collection, data=["pleural effusion"], anns_field=REPORT_SPARSE, limit=3,
-                         search_params={"metric_type": "BM25"}, output_fields=["report_id"],
-                         filter='ARRAY_CONTAINS(icd10_positive, "J91.8")')
-    assert bm25[0][0]["entity"]["report_id"] == "r1"
+    client.upsert(names.reports_collection, [ann_row(report, REPORT_ANN_FIELDS)])
+    dense = client.search(names.reports_collection, data=[[0.0] * 383 + [1.0]], anns_field=REPORT_VECTOR, limit=3,
+                          output_fields=["report_id"], filter='ARRAY_CONTAINS(icd10_positive, "J91.8")')
+    assert dense[0][0]["entity"]["report_id"] == "r1"
     assert sorted(drop_collections(client, unique_index)) == sorted(names.collections)

@@ -318,13 +318,15 @@ class FakeIdP:
 
 
 def test_radiologist_flow_in_chromium(chromium_path: str, web_client: Path, milvus_uri: str, model_server: str,
-                                      service_logs: Path, tmp_path: Path) -> None:
+                                      service_logs: Path, tmp_path: Path, postgres_dsn: str) -> None:
     pytest.importorskip("medsearch_api.app", reason="the gateway app (medsearch_api.app) is not there yet")
     from pydicom.data import get_testdata_file
 
+    from medsearch import pgstore
     from medsearch.contracts import names_for
+    from medsearch.contracts.collections import IMAGE_ANN_FIELDS, REPORT_ANN_FIELDS, ann_row
     from medsearch.contracts.spec import MedicalSearchIndexSpec
-    from medsearch.provision import ensure_collections, milvus_client
+    from medsearch.provision import ensure_collections, ensure_schema, milvus_client
 
     index = "webtest"
     names = names_for(index)
@@ -337,10 +339,14 @@ def test_radiologist_flow_in_chromium(chromium_path: str, web_client: Path, milv
                if line.strip()]
     client = milvus_client(milvus_uri)
     ensure_collections(client, index, MedicalSearchIndexSpec())
+    ensure_schema(postgres_dsn, index, MedicalSearchIndexSpec())
     image_rows_written = image_rows(files, store_url=store_url, index=index, model_url=model_server)
-    client.upsert(names.images_collection, image_rows_written)
     rows = report_rows(reports)
-    client.upsert(names.reports_collection, rows)
+    with pgstore.connect(postgres_dsn) as conn:  # the system of record, then the ANN engine, as the workers write
+        pgstore.upsert_images(conn, index, image_rows_written)
+        pgstore.upsert_reports(conn, index, rows)
+    client.upsert(names.images_collection, [ann_row(r, IMAGE_ANN_FIELDS) for r in image_rows_written])
+    client.upsert(names.reports_collection, [ann_row(r, REPORT_ANN_FIELDS) for r in rows])
     client.close()
 
     # what the UI should show for the facet click: reports where "pleural effusion" is negated
@@ -364,7 +370,8 @@ def test_radiologist_flow_in_chromium(chromium_path: str, web_client: Path, milv
     tokens.write_text(f"{TOKEN} reader browser-test\n")
     port = procs.free_port()
     base = f"http://127.0.0.1:{port}/"
-    env = {"MEDSEARCH_INDEX": index, "MEDSEARCH_MILVUS_URI": milvus_uri, "MEDSEARCH_MODEL_SERVER_URL": model_server,
+    env = {"MEDSEARCH_INDEX": index, "MEDSEARCH_MILVUS_URI": milvus_uri, "MEDSEARCH_POSTGRES_DSN": postgres_dsn,
+           "MEDSEARCH_MODEL_SERVER_URL": model_server,
            "MEDSEARCH_OBJECT_STORE_URL": store_url, "MEDSEARCH_API_TOKENS_FILE": str(tokens),
            "MEDSEARCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{procs.free_port()}", "MEDSEARCH_LOG_LEVEL": "INFO"}
     out = output_dir()

@@ -129,10 +129,11 @@ def env_vars(values: dict[str, str]) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def run_operator(operator_kubeconfig: Path, kafka_bootstrap: str, milvus_uri: str) -> Callable[..., Any]:
+def run_operator(operator_kubeconfig: Path, kafka_bootstrap: str, milvus_uri: str,
+                 postgres_dsn: str) -> Callable[..., Any]:
     """``with run_operator(namespace, bootstrap=...) as runner:`` runs the operator in-process."""
     base = {**OPERATOR_ENV, "KUBECONFIG": str(operator_kubeconfig), "MEDSEARCH_KAFKA_BOOTSTRAP": kafka_bootstrap,
-            "MEDSEARCH_MILVUS_URI": milvus_uri}
+            "MEDSEARCH_MILVUS_URI": milvus_uri, "MEDSEARCH_POSTGRES_DSN": postgres_dsn}
     with env_vars(base):
         import medsearch_operator.handlers as handlers  # reads the resync interval from the env set above
 
@@ -511,7 +512,7 @@ def test_operator_restart_mid_reconcile_converges_without_duplicates(
     assert obj["metadata"]["finalizers"] == ["medsearch.io/finalizer"]
     types = [c["type"] for c in obj["status"]["conditions"]]
     assert sorted(types) == sorted(set(types)) == sorted(
-        ["Ready", "TopicsReady", "CollectionsReady", "PredictorReady", "WorkersReady"])
+        ["Ready", "TopicsReady", "DatabaseReady", "CollectionsReady", "PredictorReady", "WorkersReady"])
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
     sel = f"medsearch.io/index={name}"
     assert len(api.list(("v1", "ConfigMap"), ns, sel)) == 1

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from medsearch.contracts import DeadLetter, DicomObject, MessageError, Report, names_for, parse_index, parse_spec
-from medsearch.contracts.collections import IMAGE_FIELDS, REPORT_FIELDS, images_schema, reports_schema
+from medsearch.contracts.collections import (
+    IMAGE_ANN_FIELDS,
+    IMAGE_FIELDS,
+    REPORT_ANN_FIELDS,
+    REPORT_FIELDS,
+    images_schema,
+    reports_schema,
+    scalar_indexes,
+)
 from medsearch.contracts.spec import MedicalSearchIndexSpec, SpecError, load_index_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,9 +96,11 @@ def test_collection_schemas_build() -> None:
     spec = MedicalSearchIndexSpec()
     img = images_schema(spec)
     rep = reports_schema(spec)
-    assert [f.name for f in img.fields] == [f.name for f in IMAGE_FIELDS]
-    assert [f.name for f in rep.fields] == [f.name for f in REPORT_FIELDS]
-    assert [f.name for f in rep.functions] == ["text_bm25"]
+    assert [f.name for f in img.fields] == list(IMAGE_ANN_FIELDS)  # Milvus: the ANN part of the records only
+    assert [f.name for f in rep.fields] == list(REPORT_ANN_FIELDS)
+    assert set(IMAGE_ANN_FIELDS) <= {f.name for f in IMAGE_FIELDS}
+    assert set(REPORT_ANN_FIELDS) <= {f.name for f in REPORT_FIELDS}
+    assert ("icd10_positive", "INVERTED") in scalar_indexes("reports")
     pks = [f.name for f in IMAGE_FIELDS if f.is_primary] + [f.name for f in REPORT_FIELDS if f.is_primary]
     assert pks == ["sop_instance_uid", "report_id"]
 

@@ -22,14 +22,31 @@ def test_plan_orders_services_and_skips_missing_components(tmp_path: Path) -> No
     paths = StackPaths(tmp_path)
     everything = plan_services(paths=paths, ports=Ports(), index=default_index(), weights="random",
                                available=lambda m: True)
-    assert [s.name for s in everything] == ["broker", "milvus", "model-server", "dicom-worker", "report-worker", "api"]
-    model = everything[2]
+    assert [s.name for s in everything] == ["broker", "postgres", "milvus", "model-server", "dicom-worker",
+                                            "report-worker", "api"]
+    model = everything[3]
     assert "--weights" in model.command and model.command[model.command.index("--weights") + 1] == "random"
     assert model.env["MEDSEARCH_KAFKA_BOOTSTRAP"] == "127.0.0.1:9092"
     assert everything[-1].env["MEDSEARCH_API_TOKENS_FILE"] == str(paths.api_tokens)
     core = plan_services(paths=paths, ports=Ports(), index=default_index(), weights="random",
                          available=lambda m: False)
-    assert [s.name for s in core] == ["broker", "milvus"]
+    assert [s.name for s in core] == ["broker", "postgres", "milvus"]
+
+
+def test_postgres_runs_as_the_given_user_on_loopback(tmp_path: Path) -> None:
+    paths = StackPaths(tmp_path)
+    services = plan_services(paths=paths, ports=Ports(postgres=15432), index=default_index(), weights="random",
+                             available=lambda m: True, pg_password="pw", pg_user="medsearch-pg")
+    pg = next(s for s in services if s.name == "postgres")
+    assert pg.user == "medsearch-pg" and pg.ports == (15432,)
+    assert "listen_addresses=127.0.0.1" in pg.command and str(paths.postgres) in pg.command
+    api = next(s for s in services if s.name == "api")
+    assert api.env["MEDSEARCH_POSTGRES_DSN"] == "postgresql://postgres@127.0.0.1:15432/medsearch"
+    assert api.env["MEDSEARCH_POSTGRES_PASSWORD"] == "pw"
+    cp = configparser.RawConfigParser()
+    cp.read_string(supervisor_config(paths, services))
+    assert cp.get("program:postgres", "user") == "medsearch-pg"
+    assert not cp.has_option("program:api", "user")
 
 
 def test_supervisor_config_parses_and_escapes(tmp_path: Path) -> None:

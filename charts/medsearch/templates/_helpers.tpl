@@ -173,6 +173,13 @@ Secrets.
 {{- end }}
 
 {{- define "medsearch.secretEnv" -}}
+{{- if .Values.externalPostgres.existingSecret }}
+- name: MEDSEARCH_POSTGRES_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.externalPostgres.existingSecret }}
+      key: {{ .Values.externalPostgres.existingSecretKey }}
+{{- end }}
 {{- if .Values.externalMilvus.existingSecret }}
 - name: MEDSEARCH_MILVUS_TOKEN
   valueFrom:
