@@ -98,14 +98,16 @@ def test_profiles_exist_and_patch_valid_paths() -> None:
     kind = profile_config("kind")
     assert kind["build"]["local"]["push"] is False
     assert not [k for k in kind["deploy"]["helm"]["releases"][1]["setValueTemplates"] if k.endswith(".digest")]
+    assert kind["deploy"]["helm"]["releases"][1]["chartPath"] == "charts/medsearch-stack"
 
 
 def test_template_variables_name_existing_artifacts() -> None:
     images = {a["image"].replace("-", "_") for a in SKAFFOLD["build"]["artifacts"]}
-    release = SKAFFOLD["deploy"]["helm"]["releases"][1]
-    used = {m for v in release["setValueTemplates"].values()
-            for m in re.findall(r"\.IMAGE_(?:REPO|TAG|DIGEST)_(\w+)", v)}
-    assert used == images
+    for profiles in ((), ("kind",)):
+        release = profile_config(*profiles)["deploy"]["helm"]["releases"][1]
+        used = {m for v in release["setValueTemplates"].values()
+                for m in re.findall(r"\.IMAGE_(?:REPO|TAG|DIGEST)_(\w+)", v)}
+        assert used == images
 
 
 @pytest.mark.parametrize("profiles", [(), ("cpu",), ("gpu",), ("kind",)], ids=lambda p: "+".join(p) or "base")
@@ -114,8 +116,9 @@ def test_every_image_is_injected(helm_bin: str, staged: dict[str, Path], profile
     releases = {r["name"]: r for r in config["deploy"]["helm"]["releases"]}
     assert releases["medsearch-crds"]["chartPath"] == "charts/medsearch-crds"
     release = releases["medsearch"]
-    assert release["chartPath"] == "charts/medsearch"
-    objs = render(helm_bin, staged["medsearch"], release="medsearch", namespace=release["namespace"],
+    chart = "medsearch-stack" if "kind" in profiles else "medsearch"
+    assert release["chartPath"] == f"charts/{chart}"
+    objs = render(helm_bin, staged[chart], release="medsearch", namespace=release["namespace"],
                   values_files=[REPO / f for f in release.get("valuesFiles", [])],
                   sets=fill_templates(release["setValueTemplates"]))
     refs = []
@@ -138,8 +141,9 @@ def test_every_image_is_injected(helm_bin: str, staged: dict[str, Path], profile
         assert msi["spec"]["predictor"]["gpu"] == 1
     if "kind" in profiles:
         cm = one(objs, "ConfigMap", "-config")["data"]
-        assert cm["MEDSEARCH_MILVUS_URI"] == "http://medsearch-milvus.medsearch.svc:19530"
-        assert cm["MEDSEARCH_KAFKA_BOOTSTRAP"] == "medsearch-kafka.medsearch.svc:9092"
+        assert cm["MEDSEARCH_MILVUS_URI"] == "http://medsearch-milvus:19530"
+        assert cm["MEDSEARCH_KAFKA_BOOTSTRAP"] == "medsearch-kafka:9092"
+        assert cm["MEDSEARCH_POSTGRES_DSN"].startswith("postgresql://medsearch@medsearch-postgresql:5432/")
 
 
 # ------------------------------------------------------------------------------------------- Dockerfiles
