@@ -9,7 +9,6 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -225,7 +224,11 @@ def create_app(
     if ingest is None:
         publisher = PublisherIngest(s)
         ingest = publisher
-    secret = os.environ.get("MEDSEARCH_API_URL_SECRET", "").encode() or secrets.token_bytes(32)
+    secret = s.api_url_secret.get_secret_value().encode() if s.api_url_secret else b""
+    if not secret:
+        log.warning("MEDSEARCH_API_URL_SECRET is not set: thumbnail URLs are signed with a random per-process key "
+                    "(they fail on any other gateway replica)")
+        secret = secrets.token_bytes(32)
     signer = ThumbnailSigner(secret)
     services = Services(settings=s, repo=repo, embed_text=embed_text or embed_query_text, embed_image=embed_image,
                         ingest=ingest, thumbnail_url=signer.url)

@@ -77,6 +77,11 @@ class ApiSettings(ServiceSettings):
     max_first: int = Field(default=100, ge=1, le=10000, description="Ceiling for page sizes.")
     max_query_depth: int = Field(default=10, ge=2, le=50, description="GraphQL query depth limit.")
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="Upload size limit.")
+    api_url_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs thumbnail URLs; every gateway replica must share it (random per process "
+        "when unset, so that URLs signed by one replica fail on another).",
+    )
 
 
 class WorkerSettings(ServiceSettings):

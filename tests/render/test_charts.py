@@ -369,3 +369,20 @@ def test_crd_chart_copy_equals_the_operators_crd() -> None:
     assert copy.read_bytes() == OPERATOR_CRD.read_bytes(), (
         f"{copy.relative_to(CRDS_CHART.parents[1])} differs from operator/config/crd/medicalsearchindexes.yaml: "
         "run `python tests/render/chartkit.py sync`")
+
+
+def test_one_url_signing_secret_for_every_gateway_replica(helm_bin: str, staged: dict[str, Path]) -> None:
+    """Thumbnail URLs signed by one replica must verify on every other: all replicas read one Secret."""
+    objs = render(helm_bin, staged["medsearch"], sets={"gateway.replicaCount": 3})
+    gateway = one(objs, "Deployment", "-gateway")
+    assert gateway["spec"]["replicas"] == 3
+    env = {e["name"]: e for e in pod_spec(gateway)["containers"][0]["env"]}
+    ref = env["MEDSEARCH_API_URL_SECRET"]["valueFrom"]["secretKeyRef"]
+    secret = one(objs, "Secret", "-url-signing")
+    assert ref["name"] == secret["metadata"]["name"]
+    assert len(secret["data"][ref["key"]]) >= 48  # base64 of a 48-character random key
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    own = render(helm_bin, staged["medsearch"], sets={"gateway.urlSigning.existingSecret": "site-url-key"})
+    assert not [s for s in by_kind(own, "Secret") if s["metadata"]["name"].endswith("-url-signing")]
+    env = {e["name"]: e for e in pod_spec(one(own, "Deployment", "-gateway"))["containers"][0]["env"]}
+    assert env["MEDSEARCH_API_URL_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "site-url-key"

@@ -149,6 +149,10 @@ operator names the InferenceService <index>-embedder.
 {{- include "medsearch.componentName" (dict "ctx" . "component" "secrets") }}
 {{- end }}
 
+{{- define "medsearch.urlSecretName" -}}
+{{- .Values.gateway.urlSigning.existingSecret | default (include "medsearch.componentName" (dict "ctx" . "component" "url-signing")) }}
+{{- end }}
+
 {{- define "medsearch.tokensSecretName" -}}
 {{- .Values.gateway.auth.staticTokens.existingSecret | default (include "medsearch.componentName" (dict "ctx" . "component" "tokens")) }}
 {{- end }}
