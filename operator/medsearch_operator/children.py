@@ -296,6 +296,59 @@ def build_inference_service(owner: Owner, spec: MedicalSearchIndexSpec, settings
     }
 
 
+# -------------------------------------------------------------------------------------- NetworkPolicies
+
+# KServe labels every predictor pod with the name of its InferenceService.
+ISVC_POD_LABEL = "serving.kserve.io/inferenceservice"
+# The chart labels gateway pods with these (app.kubernetes.io/name is the chart name).
+GATEWAY_POD_LABELS = {"app.kubernetes.io/name": "medsearch", "app.kubernetes.io/component": "gateway"}
+WORKER_METRICS_PORT = 9102
+
+
+def network_policy_name(index: str, component: str) -> str:
+    return f"{index}-{component}"
+
+
+def build_network_policies(owner: Owner) -> list[dict[str, Any]]:
+    """Default-deny ingress for the index's workers (metrics scrapes only) and its predictor (only from this
+    index's workers and from medsearch gateways in any namespace). Egress stays open: workers reach Kafka,
+    PostgreSQL, Milvus and the object store wherever the site runs them."""
+    workers = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(owner, network_policy_name(owner.name, "workers"), "workers"),
+        "spec": {
+            "podSelector": {
+                "matchLabels": {"app.kubernetes.io/instance": owner.name},
+                "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In",
+                                      "values": [f"{k}-worker" for k in WORKER_KINDS]}],
+            },
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"port": WORKER_METRICS_PORT, "protocol": "TCP"}]}],
+        },
+    }
+    predictor = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(owner, network_policy_name(owner.name, "predictor"), "predictor"),
+        "spec": {
+            "podSelector": {"matchLabels": {ISVC_POD_LABEL: inference_service_name(owner.name)}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{
+                "from": [
+                    {"podSelector": {
+                        "matchLabels": {"app.kubernetes.io/instance": owner.name},
+                        "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In",
+                                              "values": [f"{k}-worker" for k in WORKER_KINDS]}],
+                    }},
+                    {"namespaceSelector": {}, "podSelector": {"matchLabels": dict(GATEWAY_POD_LABELS)}},
+                ],
+            }],
+        },
+    }
+    return [workers, predictor]
+
+
 def build_children(owner: Owner, spec: MedicalSearchIndexSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
     """Every child, in apply order (ConfigMap first: the Deployments' checksum is computed from it)."""
     cm = build_configmap(owner, spec, settings)
@@ -304,6 +357,7 @@ def build_children(owner: Owner, spec: MedicalSearchIndexSpec, settings: Operato
         cm,
         *(build_worker_deployment(owner, spec, settings, k, checksum) for k in WORKER_KINDS),
         build_inference_service(owner, spec, settings),
+        *(build_network_policies(owner) if settings.operator_network_policies else []),
     ]
 
 

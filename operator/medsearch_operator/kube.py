@@ -16,6 +16,7 @@ PLURALS = {
     "ConfigMap": "configmaps",
     "Deployment": "deployments",
     "InferenceService": "inferenceservices",
+    "NetworkPolicy": "networkpolicies",
     KIND: PLURAL,
 }
 

@@ -43,3 +43,8 @@ class OperatorSettings(ServiceSettings):
     operator_health_port: int = Field(
         default=8080, ge=0, le=65535, description="Port of the liveness endpoint /healthz (0: off)."
     )
+    operator_network_policies: bool = Field(
+        default=True,
+        description="Create NetworkPolicies for each index's workers and predictor (predictor reachable only "
+        "from the index's workers and medsearch gateways; workers accept nothing but metrics scrapes).",
+    )

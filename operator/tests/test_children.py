@@ -36,7 +36,8 @@ def test_every_child_is_owned_labelled_and_fixed_named() -> None:
     kids = ch.build_children(OWNER, gpu_spec(), SETTINGS)
     assert [(k["kind"], k["metadata"]["name"]) for k in kids] == [
         ("ConfigMap", "chest-config"), ("Deployment", "chest-dicom-worker"), ("Deployment", "chest-report-worker"),
-        ("InferenceService", "chest-embedder")]
+        ("InferenceService", "chest-embedder"), ("NetworkPolicy", "chest-workers"),
+        ("NetworkPolicy", "chest-predictor")]
     for kid in kids:
         meta = kid["metadata"]
         assert "generateName" not in meta
@@ -126,3 +127,46 @@ def test_configmap_holds_services_and_the_spec_and_checksum_follows_config() -> 
 
 def test_builders_are_deterministic() -> None:
     assert ch.build_children(OWNER, gpu_spec(), SETTINGS) == ch.build_children(OWNER, gpu_spec(), SETTINGS)
+
+
+def _selects(selector: dict[str, Any], pod_labels: dict[str, str]) -> bool:
+    """Kubernetes label-selector semantics for matchLabels + In/NotIn/Exists expressions."""
+    if any(pod_labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        value, op = pod_labels.get(expr["key"]), expr["operator"]
+        if (op == "In" and value not in expr["values"]) or (op == "NotIn" and value in expr["values"]) \
+                or (op == "Exists" and value is None):
+            return False
+    return True
+
+
+def test_network_policies_isolate_the_predictor_and_the_workers() -> None:
+    kids = ch.build_children(OWNER, gpu_spec(), SETTINGS)
+    pods = {k["metadata"]["name"]: k["spec"]["template"]["metadata"]["labels"] for k in kids
+            if k["kind"] == "Deployment"}
+    policies = {k["metadata"]["name"]: k["spec"] for k in kids if k["kind"] == "NetworkPolicy"}
+    workers, predictor = policies["chest-workers"], policies["chest-predictor"]
+    # The worker policy selects exactly the two worker Deployments' pods and admits metrics scrapes only.
+    assert all(_selects(workers["podSelector"], labels) for labels in pods.values())
+    assert workers["ingress"] == [{"ports": [{"port": 9102, "protocol": "TCP"}]}]
+    # The predictor policy selects KServe's predictor pods and admits this index's workers and gateways only.
+    isvc = next(k for k in kids if k["kind"] == "InferenceService")["metadata"]["name"]
+    assert _selects(predictor["podSelector"], {"serving.kserve.io/inferenceservice": isvc})
+    assert not _selects(predictor["podSelector"], {"serving.kserve.io/inferenceservice": "other-embedder"})
+    (rule,) = predictor["ingress"]
+    peers = rule["from"]
+    assert all(any(_selects(p["podSelector"], labels) and "namespaceSelector" not in p for p in peers)
+               for labels in pods.values())
+    other_index_worker = {**next(iter(pods.values())), "app.kubernetes.io/instance": "other"}
+    assert not any(_selects(p["podSelector"], other_index_worker) for p in peers if "namespaceSelector" not in p)
+    gateway = {"app.kubernetes.io/name": "medsearch", "app.kubernetes.io/instance": "rel",
+               "app.kubernetes.io/component": "gateway"}
+    assert any(_selects(p["podSelector"], gateway) and p.get("namespaceSelector") == {} for p in peers)
+    assert not any(_selects(p["podSelector"], {**gateway, "app.kubernetes.io/component": "operator"})
+                   for p in peers)
+
+
+def test_network_policies_can_be_switched_off() -> None:
+    off = SETTINGS.model_copy(update={"operator_network_policies": False})
+    assert not [k for k in ch.build_children(OWNER, gpu_spec(), off) if k["kind"] == "NetworkPolicy"]

@@ -180,7 +180,7 @@ def test_reconcile_creates_everything_and_reports_counts() -> None:
     out = reconcile(body(), kube, Services(lambda: admin, lambda: milvus), SETTINGS, now=T0)  # type: ignore[arg-type]
     assert admin.topics == {"idx.dicom": 2, "idx.reports": 2, "idx.dlq": 2} and admin.closed
     assert set(milvus.collections) == {"idx_images", "idx_reports"}
-    assert kube.applies == 4
+    assert kube.applies == 6  # ConfigMap, two worker Deployments, InferenceService, two NetworkPolicies
     conds = {c["type"]: c for c in out.status["conditions"]}
     assert conds["TopicsReady"]["status"] == "True" and conds["CollectionsReady"]["status"] == "True"
     assert conds["PredictorReady"]["reason"] == "InferenceServicePending"

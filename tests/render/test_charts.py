@@ -386,3 +386,18 @@ def test_one_url_signing_secret_for_every_gateway_replica(helm_bin: str, staged:
     assert not [s for s in by_kind(own, "Secret") if s["metadata"]["name"].endswith("-url-signing")]
     env = {e["name"]: e for e in pod_spec(one(own, "Deployment", "-gateway"))["containers"][0]["env"]}
     assert env["MEDSEARCH_API_URL_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "site-url-key"
+
+
+def test_network_policies_are_on_by_default(helm_bin: str, staged: dict[str, Path]) -> None:
+    objs = render(helm_bin, staged["medsearch"])
+    names = {o["metadata"]["name"] for o in by_kind(objs, "NetworkPolicy")}
+    assert names == {"medsearch-gateway", "medsearch-operator"}
+    container = pod_spec(one(objs, "Deployment", "-operator"))["containers"][0]
+    operator_env = {e["name"]: e.get("value") for e in container["env"]}
+    # The operator creates the per-index worker and predictor policies (operator/medsearch_operator/children.py).
+    assert operator_env["MEDSEARCH_OPERATOR_NETWORK_POLICIES"] == "true"
+    off = render(helm_bin, staged["medsearch"], sets={"networkPolicy.enabled": False})
+    assert not by_kind(off, "NetworkPolicy")
+    container = pod_spec(one(off, "Deployment", "-operator"))["containers"][0]
+    off_env = {e["name"]: e.get("value") for e in container["env"]}
+    assert off_env["MEDSEARCH_OPERATOR_NETWORK_POLICIES"] == "false"
