@@ -25,6 +25,7 @@ from strawberry.fastapi import GraphQLRouter
 
 from medsearch import store
 from medsearch.contracts.settings import ApiSettings
+from medsearch.imaging import preload as preload_imaging
 from medsearch_api import errors
 from medsearch_api.adapters import ImageEmbedder, PublisherIngest, embed_query_text
 from medsearch_api.auth import AuthConfigError, Authenticator, AuthError, Principal, is_loopback
@@ -216,6 +217,7 @@ def create_app(
         from medsearch_api.icd10 import describe
 
         await asyncio.to_thread(describe, "J91.8")  # load the ICD-10-CM tables before the first request
+        await asyncio.to_thread(preload_imaging)  # the upload size check's decoders, likewise
         yield
         for closer in (lazy_client, image_embedder, publisher):
             if closer is not None:

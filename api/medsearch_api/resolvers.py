@@ -4,6 +4,7 @@ the repository (or a per-request DataLoader). Returns records; the schemas wrap 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -87,6 +88,17 @@ async def read_upload(ctx: Context, upload: Any, b64: str | None, argument: str)
     return data
 
 
+async def check_image(data: bytes, argument: str) -> None:
+    """The size rule of ``medsearch.imaging`` (pixels, frames, inflated size) before the bytes go anywhere:
+    a decompression bomb is answered BAD_USER_INPUT naming the limit, without decoding it."""
+    from medsearch.imaging import ImageDecodeError, check_image_limits
+
+    try:
+        await asyncio.to_thread(check_image_limits, data, source=argument)
+    except ImageDecodeError as err:
+        raise errors.bad_input(str(err), argument) from None
+
+
 async def get_report(ctx: Context, report_id: str) -> rec.ReportRecord | None:
     try:
         return await ctx.loaders.report.load(ident(report_id, "id"))
@@ -158,6 +170,7 @@ async def similar_images(ctx: Context, *, image_id: str | None, data: bytes | No
                 raise errors.unavailable("similarImages by upload needs the model server "
                                          "(MEDSEARCH_MODEL_SERVER_URL)")
             assert data is not None
+            await check_image(data, "upload")
             vector = await ctx.services.embed_image(data)
         hits = await ctx.repo.similar_images(vector=vector, k=k, filter=spec, exclude_ids=exclude)
     except _REPO_ERRORS as err:
@@ -206,6 +219,7 @@ async def ingest_dicom(ctx: Context, data: bytes, filename: str) -> Any:
     if ctx.services.ingest is None:
         raise errors.unavailable("ingest is not configured (Kafka broker / object store)")
     name = filename.replace("\\", "/").rsplit("/", 1)[-1][:255] or "upload.dcm"
+    await check_image(data, "file")
     return await ctx.services.ingest.dicom(data, name)
 
 

@@ -1,0 +1,116 @@
+"""Hostile input and failing dependencies against the real processes: the gateway (``python -m medsearch_api``
+under uvicorn) and the real model server, each in its own process so that their memory can be read from /proc."""
+
+from __future__ import annotations
+
+import base64
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from medsearch.embedding_client import EmbeddingClient, EmbeddingRejected
+from medsearch.localstack import procs
+
+pytestmark = pytest.mark.integration
+
+READER = "hostile-reader-token-0000000001"
+INGESTER = "hostile-ingester-token-000000002"
+INPUT_SIZE = 64
+
+
+@dataclass
+class Gateway:
+    url: str
+    pid: int
+    log: Path
+    model_url: str
+    model_pid: int
+
+    def post(self, query: str, variables: dict[str, object] | None = None, token: str = READER,
+             timeout: float = 30) -> httpx.Response:
+        return httpx.post(self.url + "/graphql", json={"query": query, "variables": variables or {}},
+                          headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The process's peak resident set size (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for pid {pid}")
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, service_logs: Path) -> Iterator[Gateway]:
+    http_port, grpc_port, api_port = procs.free_port(), procs.free_port(), procs.free_port()
+    model_url = f"http://127.0.0.1:{http_port}"
+    ms_cmd = [sys.executable, "-m", "medsearch_model_server", "--weights", "random", "--input-size", str(INPUT_SIZE),
+              "--host", "127.0.0.1", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+              "--cache-dir", str(tmp_path_factory.mktemp("model-cache"))]
+    tokens = tmp_path_factory.mktemp("tok") / "tokens"
+    tokens.write_text(f"{READER} reader hostile\n{INGESTER} ingester hostile\n")
+    closed = procs.free_port()  # nothing listens there: Milvus and Kafka are "down" for these tests
+    env = {"MEDSEARCH_INDEX": "hostile", "MEDSEARCH_MILVUS_URI": f"http://127.0.0.1:{closed}",
+           "MEDSEARCH_API_PORT": str(api_port), "MEDSEARCH_API_TOKENS_FILE": str(tokens),
+           "MEDSEARCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{closed}", "MEDSEARCH_MODEL_SERVER_URL": model_url,
+           "MEDSEARCH_OBJECT_STORE_URL": f"file://{tmp_path_factory.mktemp('objects')}"}
+    base = f"http://127.0.0.1:{api_port}"
+    log = service_logs / "hostile-gateway.log"
+    with procs.running(ms_cmd, ready=lambda: procs.http_ready(model_url + "/v2/health/ready"), what="model server",
+                       log_path=service_logs / "hostile-model-server.log", timeout=300) as ms, \
+            procs.running([sys.executable, "-m", "medsearch_api"], ready=lambda: procs.http_ready(base + "/healthz"),
+                          what="gateway", log_path=log, env=env, timeout=60) as gw:
+        yield Gateway(base, gw.pid, log, model_url, ms.pid)
+
+
+UPLOAD = "query($b: String!) { similarImages(uploadBase64: $b, k: 3) { score } }"
+
+
+def test_a_deflated_bomb_upload_is_refused_fast_and_costs_no_memory(gateway: Gateway) -> None:
+    from medsearch.testing_hostile import deflated_dicom_bomb
+
+    bomb = deflated_dicom_bomb()  # 3 GiB of zeros behind a 128 x 128 header
+    payload = base64.b64encode(bomb).decode()
+    with EmbeddingClient(gateway.model_url, timeout=60) as warm:  # a first request loads lazy parts
+        warm.embed_image_bytes(base64.b64decode(_PNG_1x1))
+    gateway.post("{ __typename }")
+    gw_before, ms_before = peak_rss_bytes(gateway.pid), peak_rss_bytes(gateway.model_pid)
+
+    t0 = time.perf_counter()
+    r = gateway.post(UPLOAD, {"b": payload})
+    elapsed = time.perf_counter() - t0
+    body = r.json()
+    assert r.status_code == 200 and body["data"] is None, body
+    err = body["errors"][0]
+    assert err["extensions"]["code"] == "BAD_USER_INPUT", err
+    assert "too large" in err["message"] and "inflates to more than" in err["message"], err
+    assert elapsed < 1.0, elapsed
+
+    # the model server refuses it too, when called directly
+    t0 = time.perf_counter()
+    with EmbeddingClient(gateway.model_url, timeout=60) as ec, pytest.raises(EmbeddingRejected, match="too large"):
+        ec.embed_image_bytes(bomb)
+    assert time.perf_counter() - t0 < 1.0
+
+    grew_gw = peak_rss_bytes(gateway.pid) - gw_before
+    grew_ms = peak_rss_bytes(gateway.model_pid) - ms_before
+    assert grew_gw < 512 * 1024 * 1024 and grew_ms < 512 * 1024 * 1024, (grew_gw, grew_ms)
+
+
+def test_an_oversized_png_upload_is_bad_input_not_a_500(gateway: Gateway) -> None:
+    from medsearch.testing_hostile import png_header_only
+
+    for w, h in ((20000, 10000), (8000, 8000)):  # over Pillow's own bomb limit; over ours only
+        r = gateway.post(UPLOAD, {"b": base64.b64encode(png_header_only(w, h)).decode()})
+        err = r.json()["errors"][0]
+        assert err["extensions"]["code"] == "BAD_USER_INPUT" and "too large" in err["message"], err
+        with EmbeddingClient(gateway.model_url) as ec, pytest.raises(EmbeddingRejected, match="too large"):
+            ec.embed_image_bytes(png_header_only(w, h))
+
+
+_PNG_1x1 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==")
