@@ -95,7 +95,13 @@ class ModelServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDSEARCH_MODEL_", extra="ignore")
 
     name: str = Field(default="densenet121", description="Model name served.")
-    weights: str = Field(default="imagenet", description="imagenet | random | PATH | URI.")
+    weights: str = Field(default="imagenet", description="imagenet | random | PATH | URI (https or object store).")
+    weights_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="Expected sha256 of the model file (mismatch: refused)."
+    )
+    allow_pickle: bool = Field(
+        default=False, description="Allow whole pickled models (unpickling runs code; only for trusted files)."
+    )
     backend: Literal["auto", "torch", "onnx"] = Field(default="auto", description="Inference backend.")
     input_size: int = Field(default=224, ge=64, le=1024, description="Square input size.")
     max_batch_size: int = Field(default=32, ge=1, le=1024, description="Dynamic batching: largest batch.")

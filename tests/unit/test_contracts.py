@@ -32,6 +32,9 @@ def test_spec_defaults_and_camel_case_round_trip() -> None:
         ({"deletionPolicy": "Destroy"}, "spec.deletionPolicy"),
         ({"predictor": {"minReplicas": 3, "maxReplicas": 2}}, "spec.predictor.maxReplicas"),
         ({"kafka": {"partitons": 3}}, "spec.kafka.partitons"),
+        ({"embedding": {"weights": "http://models.example.org/m.pth"}}, "spec.embedding.weights"),
+        ({"embedding": {"sha256": "not-a-digest"}}, "spec.embedding.sha256"),
+        ({"predictor": {"storageUri": "http://models.example.org/m.onnx"}}, "spec.predictor.storageUri"),
     ],
 )
 def test_bad_spec_names_the_field(data: dict[str, object], field: str) -> None:
