@@ -32,6 +32,7 @@ from medsearch_api.auth import AuthConfigError, Authenticator, AuthError, Princi
 from medsearch_api.compat import build_compat_schema
 from medsearch_api.context import Context, Ingest, Services
 from medsearch_api.filters import IDENT
+from medsearch_api.logs import install_access_log_filter
 from medsearch_api.repository import MILVUS_TIMER, LazyClient, MilvusRepository, MilvusTimer, Repository
 from medsearch_api.schema import build_schema
 
@@ -76,6 +77,10 @@ class RequestGuard:
             return
         route = _route_label(scope.get("path", ""))
         headers = dict(scope.get("headers") or [])
+        if route in ("/graphql", "/compat/graphql") and not _graphql_method_allowed(scope, headers):
+            await _method_not_allowed(send)
+            self.metrics.requests.labels(route, scope["method"], "405").inc()
+            return
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             await _too_large(send, self.max_body)
@@ -130,6 +135,28 @@ class RequestGuard:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+def _graphql_method_allowed(scope: Scope, headers: dict[bytes, bytes]) -> bool:
+    """GraphQL is POST only (a GET puts the query text in URLs, logs and caches); a CORS preflight is fine, and
+    so is the GET of the GraphiQL page itself (HTML, no ``query`` parameter), which executes nothing."""
+    method = scope["method"]
+    if method in ("POST", "OPTIONS"):
+        return True
+    if method != "GET":
+        return False
+    query_string = scope.get("query_string", b"")
+    params = {p.split(b"=", 1)[0] for p in query_string.split(b"&") if p}
+    return b"text/html" in headers.get(b"accept", b"") and b"query" not in params
+
+
+async def _method_not_allowed(send: Send) -> None:
+    body = (b'{"errors":[{"message":"GraphQL is served over POST only","extensions":'
+            b'{"code":"METHOD_NOT_ALLOWED"}}]}')
+    await send({"type": "http.response.start", "status": 405,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"allow", b"POST")]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _too_large(send: Send, limit: int) -> None:
@@ -226,6 +253,7 @@ def create_app(
                 except Exception as err:  # shutdown must go on whatever a client raises  # noqa: BLE001
                     log.warning("closing %s failed: %s", type(closer).__name__, err)
 
+    install_access_log_filter()  # uvicorn's access log: paths only, never query strings
     app = FastAPI(title="medsearch API", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
     app.state.metrics = metrics

@@ -23,6 +23,7 @@ from medsearch_api import resolvers as R
 from medsearch_api.context import Context
 from medsearch_api.icd10 import describe
 from medsearch_api.limits import CostLimiter
+from medsearch_api.logs import Schema as LoggingSchema
 from medsearch_api.permissions import IsReader
 
 SEARCH_SIZE = 100  # hits returned by searchReports (the seed had no paging argument)
@@ -235,7 +236,7 @@ def build_compat_schema(settings: ApiSettings | None = None) -> strawberry.Schem
         lambda: CostLimiter(max_cost=50_000, max_first=s.max_first, max_k=s.max_k),
         lambda: MaskErrors(should_mask_error=mask_unexpected, error_message="internal error"),
     ]
-    return strawberry.Schema(query=CompatQuery, config=StrawberryConfig(auto_camel_case=False),
+    return LoggingSchema(query=CompatQuery, config=StrawberryConfig(auto_camel_case=False),
                              extensions=extensions)
 
 

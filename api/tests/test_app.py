@@ -192,3 +192,36 @@ def test_body_size_limit_without_content_length() -> None:
         r = c.post("/graphql", content=chunks(), headers={"Authorization": f"Bearer {READER}",
                                                         "content-type": "application/json"})
         assert r.status_code == 413
+
+
+def test_graphql_is_post_only() -> None:
+    app, _ = make_app()
+    h = {"Authorization": f"Bearer {READER}"}
+    with TestClient(app) as c:
+        for path in ("/graphql", "/compat/graphql"):
+            r = c.get(path, params={"query": "{ __typename }"}, headers=h)
+            assert r.status_code == 405 and r.headers["allow"] == "POST", (path, r.text)
+            assert r.json()["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
+            assert c.get(path, params={"query": "{ __typename }"},
+                         headers={**h, "accept": "text/html"}).status_code == 405
+            assert c.put(path, json={"query": "{ __typename }"}, headers=h).status_code == 405
+        assert gql(c, "{ __typename }").json() == {"data": {"__typename": "Query"}}
+        assert c.get("/graphql", headers={"accept": "text/html"}).status_code == 200  # the GraphiQL page
+
+
+def test_logs_never_carry_query_strings_or_query_text(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from medsearch_api.logs import StripQueryStrings
+
+    record = logging.LogRecord("uvicorn.access", logging.INFO, "h.py", 1, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", "/thumbnails/1.2.3?exp=9&sig=abcdef", "1.1", 200), None)
+    assert StripQueryStrings().filter(record)
+    assert record.getMessage() == '127.0.0.1:5 - "GET /thumbnails/1.2.3?… HTTP/1.1" 200'
+    app, _ = make_app()
+    caplog.set_level(logging.DEBUG)
+    with TestClient(app) as c:
+        gql(c, '{ searchReports(query: "Jane Roe 19650412" ')  # a syntax error: strawberry printed the source
+        gql(c, '{ searchReports(query: "Jane Roe 19650412") { nope } }')  # a validation error
+    assert caplog.records and "Jane Roe" not in caplog.text and "19650412" not in caplog.text
+    assert any(isinstance(f, StripQueryStrings) for f in logging.getLogger("uvicorn.access").filters)

@@ -114,3 +114,16 @@ def test_an_oversized_png_upload_is_bad_input_not_a_500(gateway: Gateway) -> Non
 
 
 _PNG_1x1 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==")
+
+
+def test_graphql_over_get_is_405_and_the_access_log_has_no_query_strings(gateway: Gateway) -> None:
+    h = {"Authorization": f"Bearer {READER}"}
+    r = httpx.get(gateway.url + "/graphql", params={"query": '{ searchReports(query: "Jane Roe") { totalCount } }'},
+                  headers=h, timeout=10)
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    httpx.get(gateway.url + "/thumbnails/1.2.3.4", params={"exp": "99999999999", "sig": "SIGNATURE0123456"},
+              timeout=10)
+    time.sleep(0.5)
+    text = gateway.log.read_text(errors="replace")
+    assert '"GET /graphql?… HTTP/1.1" 405' in text and '"GET /thumbnails/1.2.3.4?… HTTP/1.1"' in text, text[-2000:]
+    assert "Jane" not in text and "SIGNATURE0123456" not in text and "sig=" not in text
