@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import os
 import secrets
 import time
@@ -33,6 +34,7 @@ from medsearch_api.compat import build_compat_schema
 from medsearch_api.context import Context, Ingest, Services
 from medsearch_api.filters import IDENT
 from medsearch_api.logs import install_access_log_filter
+from medsearch_api.ratelimit import TokenBuckets
 from medsearch_api.repository import MILVUS_TIMER, LazyClient, MilvusRepository, MilvusTimer, Repository
 from medsearch_api.schema import build_schema
 
@@ -194,6 +196,12 @@ def _auth_failure(message: str) -> JSONResponse:
                         status_code=401, headers={"WWW-Authenticate": 'Bearer realm="medsearch"'})
 
 
+class _RateLimited(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"retry after {retry_after:.3f} s")
+        self.retry_after = retry_after
+
+
 class _Unauthenticated(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -262,6 +270,16 @@ def create_app(
     async def _unauth(_request: Request, exc: _Unauthenticated) -> JSONResponse:
         return _auth_failure(exc.message)
 
+    buckets = TokenBuckets(s.rate_limit_per_second, s.rate_limit_burst) if s.rate_limit_per_second > 0 else None
+
+    @app.exception_handler(_RateLimited)
+    async def _rate_limited(_request: Request, exc: _RateLimited) -> JSONResponse:
+        seconds = max(1, math.ceil(exc.retry_after))
+        return JSONResponse({"errors": [{"message": f"rate limit exceeded ({s.rate_limit_per_second:g} requests/s, "
+                                                    f"bursts of {s.rate_limit_burst}); retry after {seconds} s",
+                                         "extensions": {"code": "RATE_LIMITED", "retryAfter": seconds}}]},
+                            status_code=429, headers={"Retry-After": str(seconds)})
+
     def principal_of(request: Request) -> Principal:
         try:
             return auth.authenticate(request.headers.get("authorization"))
@@ -275,6 +293,10 @@ def create_app(
             ctx = Context(services, None)
         else:
             principal = await asyncio.to_thread(principal_of, request) if auth.issuer else principal_of(request)
+            if buckets is not None:
+                wait = buckets.acquire(f"{principal.method}:{principal.name}")
+                if wait > 0:
+                    raise _RateLimited(wait)
             ctx = Context(services, principal)
         ctx.request = request
         ctx.response = response

@@ -585,7 +585,7 @@ def build_schema(settings: ApiSettings | None = None) -> strawberry.Schema:
         lambda: QueryDepthLimiter(max_depth=s.max_query_depth),
         lambda: MaxAliasesLimiter(max_alias_count=20),
         lambda: MaxTokensLimiter(max_token_count=2000),
-        lambda: CostLimiter(max_cost=50_000, max_first=s.max_first, max_k=s.max_k),
+        lambda: CostLimiter(max_cost=s.max_query_cost, max_first=s.max_first, max_k=s.max_k),
         lambda: MaskErrors(should_mask_error=mask_unexpected, error_message="internal error"),
     ]
     return LoggingSchema(query=Query, mutation=Mutation, extensions=extensions)

@@ -225,3 +225,35 @@ def test_logs_never_carry_query_strings_or_query_text(caplog: pytest.LogCaptureF
         gql(c, '{ searchReports(query: "Jane Roe 19650412") { nope } }')  # a validation error
     assert caplog.records and "Jane Roe" not in caplog.text and "19650412" not in caplog.text
     assert any(isinstance(f, StripQueryStrings) for f in logging.getLogger("uvicorn.access").filters)
+
+
+def test_rate_limit_per_principal_answers_429_with_retry_after() -> None:
+    app, _ = make_app(rate_limit_per_second=0.5, rate_limit_burst=3)
+    with TestClient(app) as c:
+        assert [gql(c, "{ __typename }").status_code for _ in range(3)] == [200, 200, 200]
+        r = gql(c, "{ __typename }")
+        assert r.status_code == 429 and r.headers["retry-after"] == "2"
+        assert r.json()["errors"][0]["extensions"] == {"code": "RATE_LIMITED", "retryAfter": 2}
+        assert gql(c, "{ __typename }", token=INGESTER).status_code == 200  # another principal has its own bucket
+        assert gql(c, "{ __typename }", token=None).status_code == 401  # authentication comes first
+    app, _ = make_app(rate_limit_per_second=0)  # off
+    with TestClient(app) as c:
+        assert all(gql(c, "{ __typename }").status_code == 200 for _ in range(600))
+
+
+def test_token_buckets_refill_at_the_rate() -> None:
+    from medsearch_api.ratelimit import TokenBuckets
+
+    now = [0.0]
+    b = TokenBuckets(rate=2.0, burst=2, clock=lambda: now[0], max_keys=3)
+    assert [b.acquire("a"), b.acquire("a")] == [0.0, 0.0]
+    assert b.acquire("a") == pytest.approx(0.5)
+    now[0] += 0.5
+    assert b.acquire("a") == 0.0 and b.acquire("a") > 0
+    for k in "bcde":  # idle full buckets are forgotten past max_keys
+        b.acquire(k)
+    now[0] += 10
+    b.acquire("f")
+    assert len(b._buckets) <= 3
+    with pytest.raises(ValueError):
+        TokenBuckets(rate=0, burst=1)

@@ -66,6 +66,13 @@ class ApiSettings(ServiceSettings):
     max_first: int = Field(default=100, ge=1, le=10000, description="Ceiling for page sizes.")
     max_query_depth: int = Field(default=10, ge=2, le=50, description="GraphQL query depth limit.")
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="Upload size limit.")
+    max_query_cost: int = Field(
+        default=50_000, ge=100, description="Estimated GraphQL cost ceiling per operation (docs/security.md)."
+    )
+    rate_limit_per_second: float = Field(
+        default=50.0, ge=0, description="GraphQL requests per second per principal (token bucket refill; 0: off)."
+    )
+    rate_limit_burst: int = Field(default=500, ge=1, description="Token bucket size: requests allowed in a burst.")
 
 
 class WorkerSettings(ServiceSettings):
