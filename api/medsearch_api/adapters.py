@@ -21,11 +21,11 @@ async def embed_query_text(text: str) -> list[float]:
         try:
             from medsearch.text_embedding import embed_texts
         except ImportError as err:
-            raise errors.unavailable(f"text embedding unavailable: {err}") from err
+            raise errors.dependency_unavailable("the text embedding model", err, "; use mode: KEYWORD") from err
         try:
             return [float(x) for x in embed_texts([text])[0]]
         except (ImportError, RuntimeError, OSError) as err:
-            raise errors.unavailable(f"text embedding model unavailable: {err}; use mode: KEYWORD") from err
+            raise errors.dependency_unavailable("the text embedding model", err, "; use mode: KEYWORD") from err
 
     return await asyncio.to_thread(run)
 
@@ -57,7 +57,8 @@ class ImageEmbedder:
             except EmbeddingRejected as err:
                 raise errors.bad_input(f"the model server rejected the upload: {err}", "upload") from err
             except EmbeddingUnavailable as err:
-                raise errors.unavailable(f"the model server is unavailable: {err}") from err
+                raise errors.dependency_unavailable("the model server", err,
+                                                    "; similarImages by imageId still works") from err
 
         return await asyncio.to_thread(run)
 
@@ -89,8 +90,10 @@ class PublisherIngest(Ingest):
                 result = fn(self._publisher)
                 self._publisher.flush(timeout=30)
                 return result
-            except (PublishError, StoreError) as err:
-                raise errors.unavailable(str(err)) from err
+            except PublishError as err:
+                raise errors.dependency_unavailable("the ingest broker", err, "; search is not affected") from err
+            except StoreError as err:
+                raise errors.dependency_unavailable("the object store", err) from err
 
     async def dicom(self, data: bytes, filename: str) -> Any:
         return await asyncio.to_thread(self._with_publisher, lambda p: p.publish_dicom(data, filename=filename))

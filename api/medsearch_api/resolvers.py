@@ -49,7 +49,7 @@ def repo_error(err: Exception) -> GraphQLError:
         return errors.bad_input(str(err), "filter")
     if isinstance(err, FilterInputError):
         return errors.bad_input(str(err), err.argument)
-    return errors.unavailable(str(err))
+    return errors.dependency_unavailable("the search index", err)
 
 
 _REPO_ERRORS = (RepositoryError, QueryTooBroad, FilterInputError)

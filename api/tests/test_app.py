@@ -127,9 +127,11 @@ def test_health_ready_metrics() -> None:
     app, _ = make_app()
     with TestClient(app) as c:
         assert c.get("/healthz").json() == {"status": "ok"}
-        r = c.get("/readyz")
-        assert r.status_code == 503 and r.json()["checks"] == {"milvus": "ok", "broker": "unavailable",
-                                                               "collections": "ok"}
+        r = c.get("/readyz")  # only an ingest dependency is down: search stays ready
+        assert r.status_code == 200 and r.json() == {
+            "status": "degraded", "search": "ok", "ingest": "unavailable",
+            "checks": {"milvus": "ok", "broker": "unavailable", "collections": "ok"}}
+        assert c.get("/readyz", params={"scope": "all"}).status_code == 503
         gql(c, '{ report(id: "r1") { id } }')
         m = c.get("/metrics").text
         assert 'medsearch_api_requests_total{method="POST",route="/graphql",status="200"}' in m
@@ -257,3 +259,58 @@ def test_token_buckets_refill_at_the_rate() -> None:
     assert len(b._buckets) <= 3
     with pytest.raises(ValueError):
         TokenBuckets(rate=0, burst=1)
+
+
+def test_readiness_is_split_between_search_and_ingest() -> None:
+    reports, images, rv, iv = sample_data()
+    auth = Authenticator(tokens=[StaticToken(READER, "reader", "r")])
+    for up, code, status in (({"milvus", "broker", "modelServer"}, 200, "ready"),
+                             ({"milvus"}, 200, "degraded"),
+                             ({"broker", "modelServer"}, 503, "not ready")):
+        checks = {n: (lambda n=n, up=up: n in up) for n in ("milvus", "broker", "modelServer")}
+        app = create_app(ApiSettings(), repo=FakeRepository(reports, images, rv, iv), authenticator=auth,
+                         embed_text=fake_embed_text, embed_image=fake_embed_image, ingest=FakeIngest(),
+                         readiness=checks, web_dist=Path("/nonexistent"))
+        with TestClient(app) as c:
+            r = c.get("/readyz")
+            assert (r.status_code, r.json()["status"]) == (code, status), r.json()
+
+
+def test_dependency_errors_reach_clients_as_a_reference_not_their_text(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from medsearch_api.repository import RepositoryError
+
+    class Down(FakeRepository):
+        async def search_reports(self, *_a: Any, **_k: Any) -> Any:
+            raise RepositoryError("Milvus request failed: MilvusException: <connect to 10.20.30.40:19530 failed>")
+
+    reports, images, rv, iv = sample_data()
+    auth = Authenticator(tokens=[StaticToken(READER, "reader", "r")])
+    app = create_app(ApiSettings(), repo=Down(reports, images, rv, iv), authenticator=auth,
+                     embed_text=fake_embed_text, embed_image=fake_embed_image, ingest=FakeIngest(),
+                     readiness={}, web_dist=Path("/nonexistent"))
+    caplog.set_level(logging.WARNING, logger="medsearch_api.errors")
+    with TestClient(app) as c:
+        body = gql(c, '{ searchReports(query: "effusion") { edges { cursor } } }').json()
+    err = body["errors"][0]
+    assert err["extensions"]["code"] == "SERVICE_UNAVAILABLE" and "10.20.30.40" not in str(body)
+    ref = err["extensions"]["reference"]
+    assert err["message"] == f"the search index is unavailable (reference {ref})"
+    assert any(ref in r.getMessage() and "10.20.30.40:19530" in r.getMessage() for r in caplog.records)
+
+
+def test_a_hung_dependency_does_not_hang_readiness() -> None:
+    import time
+
+    reports, images, rv, iv = sample_data()
+    auth = Authenticator(tokens=[StaticToken(READER, "reader", "r")])
+    app = create_app(ApiSettings(), repo=FakeRepository(reports, images, rv, iv), authenticator=auth,
+                     embed_text=fake_embed_text, embed_image=fake_embed_image, ingest=FakeIngest(),
+                     readiness={"milvus": lambda: True, "broker": lambda: time.sleep(5.5) or True},
+                     web_dist=Path("/nonexistent"))
+    with TestClient(app) as c:
+        t0 = time.perf_counter()
+        r = c.get("/readyz")
+        assert time.perf_counter() - t0 < 5.0
+        assert r.status_code == 200 and r.json()["checks"]["broker"] == "unavailable"

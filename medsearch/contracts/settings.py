@@ -61,6 +61,10 @@ class ApiSettings(ServiceSettings):
     oidc_audience: str | None = Field(default=None, description="Expected JWT audience.")
     oidc_jwks_url: str | None = Field(default=None, description="JWKS URL (default: from the issuer's discovery).")
     oidc_roles_claim: str = Field(default="roles", description="JWT claim holding the medsearch roles.")
+    oidc_jwks_refresh_seconds: float = Field(
+        default=300, ge=1, le=86400,
+        description="JWKS cache lifetime: a key removed from the JWKS stops being trusted within this time.",
+    )
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (off when empty).")
     max_k: int = Field(default=100, ge=1, le=10000, description="Ceiling for similarImages k.")
     max_first: int = Field(default=100, ge=1, le=10000, description="Ceiling for page sizes.")

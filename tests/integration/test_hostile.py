@@ -127,3 +127,54 @@ def test_graphql_over_get_is_405_and_the_access_log_has_no_query_strings(gateway
     text = gateway.log.read_text(errors="replace")
     assert '"GET /graphql?… HTTP/1.1" 405' in text and '"GET /thumbnails/1.2.3.4?… HTTP/1.1"' in text, text[-2000:]
     assert "Jane" not in text and "SIGNATURE0123456" not in text and "sig=" not in text
+
+
+def test_search_stays_ready_while_ingest_dependencies_are_down_and_uploads_fail_clearly(
+        milvus_uri: str, tmp_path: Path, service_logs: Path) -> None:
+    from pydicom.data import get_testdata_file
+
+    from medsearch.contracts.spec import MedicalSearchIndexSpec
+    from medsearch.provision import drop_collections, ensure_collections, milvus_client
+
+    index = "hostileready"
+    client = milvus_client(milvus_uri)
+    ensure_collections(client, index, MedicalSearchIndexSpec())
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{READER} reader r\n{INGESTER} ingester i\n")
+    api_port, closed = procs.free_port(), procs.free_port()
+    env = {"MEDSEARCH_INDEX": index, "MEDSEARCH_MILVUS_URI": milvus_uri, "MEDSEARCH_API_PORT": str(api_port),
+           "MEDSEARCH_API_TOKENS_FILE": str(tokens), "MEDSEARCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{closed}",
+           "MEDSEARCH_MODEL_SERVER_URL": f"http://127.0.0.1:{closed}",
+           "MEDSEARCH_OBJECT_STORE_URL": f"file://{tmp_path / 'objects'}"}
+    base = f"http://127.0.0.1:{api_port}"
+    gw = Gateway(base, 0, service_logs / "hostile-ready-gateway.log", "", 0)
+    try:
+        with procs.running([sys.executable, "-m", "medsearch_api"], ready=lambda: procs.http_ready(base + "/healthz"),
+                           what="gateway", log_path=gw.log, env=env, timeout=60):
+            r = httpx.get(base + "/readyz", timeout=30)
+            assert r.status_code == 200, r.text
+            assert r.json()["status"] == "degraded" and r.json()["ingest"] == "unavailable"
+            assert httpx.get(base + "/readyz", params={"scope": "all"}, timeout=30).status_code == 503
+
+            body = gw.post('{ searchReports(query: "effusion") { totalCount edges { cursor } } }').json()
+            assert body == {"data": {"searchReports": {"totalCount": 0, "edges": []}}}, body
+
+            ct = Path(str(get_testdata_file("CT_small.dcm", download=False))).read_bytes()
+            t0 = time.perf_counter()
+            r = gw.post("mutation($f: String!) { ingestDicom(fileBase64: $f) { status } }",
+                        {"f": base64.b64encode(ct).decode()}, token=INGESTER, timeout=60)
+            err = r.json()["errors"][0]
+            assert time.perf_counter() - t0 < 30
+            assert err["extensions"]["code"] == "SERVICE_UNAVAILABLE", err
+            assert err["message"].startswith("the ingest broker is unavailable; search is not affected (reference ")
+            assert str(closed) not in err["message"] and "127.0.0.1" not in err["message"]
+
+            r = gw.post(UPLOAD, {"b": _PNG_1x1})
+            err = r.json()["errors"][0]
+            assert err["extensions"]["code"] == "SERVICE_UNAVAILABLE", err
+            assert err["message"].startswith("the model server is unavailable") and str(closed) not in err["message"]
+        log_text = gw.log.read_text(errors="replace")
+        assert err["extensions"]["reference"] in log_text  # the verbatim cause is in the gateway's log
+    finally:
+        drop_collections(client, index)
+        client.close()
