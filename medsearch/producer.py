@@ -193,6 +193,12 @@ def classify(path: Path) -> Iterator[WorkItem]:
     except OSError as err:
         yield Rejected(path, f"cannot read: {err.strerror or err}")
         return
+    if looks_like_dicom(data):
+        try:
+            check_image_limits(data, source=str(path))
+        except ImageDecodeError as err:
+            yield Rejected(path, str(err))
+            return
     ds = dicom_header(data)
     if ds is not None:
         yield DicomFile(path, data, _study_uid(ds))
