@@ -4,13 +4,12 @@ errors onto GraphQL error codes."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import threading
 from typing import Any
 
 from medsearch.contracts.settings import ApiSettings
-from medsearch_api import errors
+from medsearch_api import blocking, errors
 from medsearch_api.context import Ingest
 
 
@@ -27,7 +26,7 @@ async def embed_query_text(text: str) -> list[float]:
         except (ImportError, RuntimeError, OSError) as err:
             raise errors.dependency_unavailable("the text embedding model", err, "; use mode: KEYWORD") from err
 
-    return await asyncio.to_thread(run)
+    return await blocking.run("text-model", run)
 
 
 class ImageEmbedder:
@@ -60,7 +59,7 @@ class ImageEmbedder:
                 raise errors.dependency_unavailable("the model server", err,
                                                     "; similarImages by imageId still works") from err
 
-        return await asyncio.to_thread(run)
+        return await blocking.run("model-server", run)
 
     def close(self) -> None:
         with self._lock:
@@ -96,11 +95,11 @@ class PublisherIngest(Ingest):
                 raise errors.dependency_unavailable("the object store", err) from err
 
     async def dicom(self, data: bytes, filename: str) -> Any:
-        return await asyncio.to_thread(self._with_publisher, lambda p: p.publish_dicom(data, filename=filename))
+        return await blocking.run("ingest", self._with_publisher, lambda p: p.publish_dicom(data, filename=filename))
 
     async def report(self, report_id: str, text: str, study_uid: str | None, report_date: dt.date | None) -> Any:
-        return await asyncio.to_thread(
-            self._with_publisher,
+        return await blocking.run(
+            "ingest", self._with_publisher,
             lambda p: p.publish_report(report_id=report_id, text=text, study_uid=study_uid, report_date=report_date),
         )
 

@@ -27,7 +27,7 @@ from strawberry.fastapi import GraphQLRouter
 from medsearch import store
 from medsearch.contracts.settings import ApiSettings
 from medsearch.imaging import preload as preload_imaging
-from medsearch_api import errors
+from medsearch_api import blocking, errors
 from medsearch_api.adapters import ImageEmbedder, PublisherIngest, embed_query_text
 from medsearch_api.auth import AuthConfigError, Authenticator, AuthError, Principal, is_loopback
 from medsearch_api.compat import build_compat_schema
@@ -294,7 +294,7 @@ def create_app(
         if ide_page:  # the GraphiQL page itself executes nothing; its requests carry the token
             ctx = Context(services, None)
         else:
-            principal = await asyncio.to_thread(principal_of, request) if auth.issuer else principal_of(request)
+            principal = await blocking.run("auth", principal_of, request) if auth.issuer else principal_of(request)
             if buckets is not None:
                 wait = buckets.acquire(f"{principal.method}:{principal.name}")
                 if wait > 0:
@@ -320,7 +320,7 @@ def create_app(
         server) are reported but do not take search down; ``?scope=all`` requires them too (``helm test``)."""
         names = list(checks)
         tasks: dict[str, asyncio.Future[Any]] = {
-            n: asyncio.ensure_future(asyncio.to_thread(_safe_check, checks[n])) for n in names}
+            n: asyncio.ensure_future(blocking.run("readiness", _safe_check, checks[n])) for n in names}
         tasks["collections"] = asyncio.ensure_future(repo.ping())
         # a hung dependency must not hang the probe: whatever has not answered in time is unavailable
         await asyncio.wait(tasks.values(), timeout=READINESS_TIMEOUT_SECONDS)
@@ -354,7 +354,7 @@ def create_app(
         q = request.query_params
         if not signer.valid(image_id, q.get("exp"), q.get("sig")):
             # JWT validation may fetch the JWKS (network): never on the event loop
-            principal = await asyncio.to_thread(principal_of, request) if auth.issuer else principal_of(request)
+            principal = await blocking.run("auth", principal_of, request) if auth.issuer else principal_of(request)
             if not principal.has("reader"):
                 return JSONResponse({"errors": [{"message": "this operation needs the reader role",
                                                  "extensions": {"code": errors.FORBIDDEN}}]}, status_code=403)
@@ -367,7 +367,7 @@ def create_app(
             log.warning("refusing a thumbnail URI outside the object store for image %s", image_id)
             return PlainTextResponse("thumbnail outside the object store", status_code=404)
         try:
-            data = await asyncio.to_thread(store.get_bytes, uri)
+            data = await blocking.run("object-store", store.get_bytes, uri)
         except store.ObjectNotFound:
             return PlainTextResponse("thumbnail object missing", status_code=404)
         except store.StoreError:

@@ -4,7 +4,6 @@ the repository (or a per-request DataLoader). Returns records; the schemas wrap 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -13,7 +12,7 @@ from typing import Any
 
 from graphql import GraphQLError
 
-from medsearch_api import errors
+from medsearch_api import blocking, errors
 from medsearch_api import records as rec
 from medsearch_api.context import Context
 from medsearch_api.filters import IDENT, FilterInputError, check
@@ -94,7 +93,7 @@ async def check_image(data: bytes, argument: str) -> None:
     from medsearch.imaging import ImageDecodeError, check_image_limits
 
     try:
-        await asyncio.to_thread(check_image_limits, data, source=argument)
+        await blocking.run("imaging", check_image_limits, data, source=argument)
     except ImageDecodeError as err:
         raise errors.bad_input(str(err), argument) from None
 

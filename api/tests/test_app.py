@@ -314,3 +314,54 @@ def test_a_hung_dependency_does_not_hang_readiness() -> None:
         r = c.get("/readyz")
         assert time.perf_counter() - t0 < 5.0
         assert r.status_code == 200 and r.json()["checks"]["broker"] == "unavailable"
+
+
+def test_a_hung_store_does_not_stall_requests_that_do_not_need_it(thumbs: str) -> None:
+    """Searches stuck in a hung store fill asyncio's default pool; uploads, readiness and thumbnails-by-token
+    run on their own bounded pools and are still answered."""
+    import asyncio
+    import base64
+    import threading
+
+    from pydicom.data import get_testdata_file
+
+    release = threading.Event()
+
+    class Hung(FakeRepository):
+        async def search_reports(self, *_a: Any, **_k: Any) -> Any:
+            await asyncio.to_thread(release.wait, 30)  # how the repository runs its blocking store calls
+            raise AssertionError("released")
+
+    reports, images, rv, iv = sample_data()
+    images = [i.__class__(**{**i.__dict__, "thumbnail_uri": i.thumbnail_uri.replace("file:///nonexistent", thumbs)})
+              for i in images]
+    auth = Authenticator(tokens=[StaticToken(READER, "reader", "r"), StaticToken(INGESTER, "ingester", "i")])
+    app = create_app(ApiSettings(object_store_url=thumbs), repo=Hung(reports, images, rv, iv), authenticator=auth,
+                     embed_text=fake_embed_text, embed_image=fake_embed_image, ingest=FakeIngest(),
+                     readiness={"milvus": lambda: True}, web_dist=Path("/nonexistent"))
+    ct = Path(str(get_testdata_file("CT_small.dcm", download=False))).read_bytes()
+    with TestClient(app) as c:
+        stuck = [threading.Thread(target=gql, args=(c, '{ searchReports(query: "x") { edges { cursor } } }'))
+                 for _ in range(40)]
+        for t in stuck:
+            t.start()
+        try:
+            answers: list[Any] = []
+            upload = threading.Thread(target=lambda: answers.append(gql(
+                c, "mutation($f: String!) { ingestDicom(fileBase64: $f) { status } }", token=INGESTER,
+                variables={"f": base64.b64encode(ct).decode()})))
+            thumb = threading.Thread(target=lambda: answers.append(
+                c.get("/thumbnails/1.2.1.1", headers={"Authorization": f"Bearer {READER}"})))
+            upload.start()
+            thumb.start()
+            upload.join(10)
+            thumb.join(10)
+            assert len(answers) == 2, answers
+            by_kind = {type(a.json()).__name__ if a.headers["content-type"].startswith("application/json")
+                       else "png": a for a in answers}
+            assert by_kind["dict"].json() == {"data": {"ingestDicom": {"status": "published"}}}
+            assert by_kind["png"].status_code == 200
+        finally:
+            release.set()
+            for t in stuck:
+                t.join(60)
