@@ -365,3 +365,37 @@ def test_a_hung_store_does_not_stall_requests_that_do_not_need_it(thumbs: str) -
             release.set()
             for t in stuck:
                 t.join(60)
+
+
+def test_jwt_validation_never_runs_on_the_event_loop(thumbs: str) -> None:
+    import json
+    import threading
+    import time
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())), "kid": "k1", "alg": "RS256"}
+    threads: list[str] = []
+
+    class RecordingJwks:
+        def get_signing_key_from_jwt(self, _token: str) -> jwt.PyJWK:
+            threads.append(threading.current_thread().name)
+            return jwt.PyJWK.from_dict(jwk)
+
+    iss, aud = "https://idp.example", "medsearch"
+    auth = Authenticator(oidc_issuer=iss, oidc_audience=aud, jwks_client=RecordingJwks())
+    now = int(time.time())
+    token = jwt.encode({"iss": iss, "aud": aud, "sub": "u", "exp": now + 60, "roles": ["reader"]}, key,
+                       algorithm="RS256", headers={"kid": "k1"})
+    reports, images, rv, iv = sample_data()
+    images = [i.__class__(**{**i.__dict__, "thumbnail_uri": i.thumbnail_uri.replace("file:///nonexistent", thumbs)})
+              for i in images]
+    app = create_app(ApiSettings(object_store_url=thumbs), repo=FakeRepository(reports, images, rv, iv),
+                     authenticator=auth, embed_text=fake_embed_text, embed_image=fake_embed_image,
+                     ingest=FakeIngest(), readiness={}, web_dist=Path("/nonexistent"))
+    with TestClient(app) as c:
+        assert c.get("/thumbnails/1.2.1.1", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert gql(c, "{ __typename }", token=token).status_code == 200
+    assert len(threads) == 2 and all(t.startswith("medsearch-auth") for t in threads), threads
