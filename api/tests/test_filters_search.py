@@ -83,7 +83,10 @@ def test_snippet_window_is_the_densest_and_building_it_is_linear() -> None:
 
     report = "There is a small left pleural effusion. " * 1500  # 60,000 characters, 1,500 matches per word
     assert len(report) == 60_000
-    t0 = time.perf_counter()
-    snip = make_snippet(report, "effusion the small", width=200)
-    assert time.perf_counter() - t0 < 0.05  # quadratic in the matches before: seconds
+    best = float("inf")
+    for _ in range(3):  # the best of three: a busy machine should not fail a linear-time check
+        t0 = time.perf_counter()
+        snip = make_snippet(report, "effusion the small", width=200)
+        best = min(best, time.perf_counter() - t0)
+    assert best < 0.05  # about 10 ms; quadratic in the matches before (0.36 s)
     assert snip.text.count("effusion") == sum(1 for a, b in snip.highlights if snip.text[a:b] == "effusion")
