@@ -195,6 +195,66 @@ def _check_deflated(body: bytes, source: str, limits: ImageLimits) -> None:
             return
 
 
+_JPEG_SOF = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7}  # SOFn and JPEG-LS SOF55
+
+
+def codestream_size(frame: bytes) -> tuple[int, int] | None:
+    """(rows, columns) a compressed frame declares in its own header (JPEG, JPEG-LS, JPEG 2000 / HTJ2K), or None.
+
+    Decoders allocate what the codestream says, not what the dataset's Rows/Columns say."""
+    if frame[:2] == b"\xff\xd8":  # JPEG / JPEG-LS: walk the marker segments to the start of frame
+        pos = 2
+        while pos + 4 <= len(frame):
+            if frame[pos] != 0xFF:
+                return None
+            marker = frame[pos + 1]
+            if marker == 0xFF:  # fill byte
+                pos += 1
+                continue
+            if marker in (0x01, *range(0xD0, 0xD8)):  # standalone markers
+                pos += 2
+                continue
+            (length,) = struct.unpack_from(">H", frame, pos + 2)
+            if marker in _JPEG_SOF and pos + 9 <= len(frame):
+                rows, cols = struct.unpack_from(">HH", frame, pos + 5)
+                return int(rows), int(cols)
+            if marker == 0xDA:  # start of scan without a frame header
+                return None
+            pos += 2 + length
+        return None
+    at = frame.find(b"\xff\x4f\xff\x51", 0, 4096)  # JPEG 2000: SOC then SIZ (possibly inside JP2 boxes)
+    if at >= 0 and at + 24 <= len(frame):
+        xsiz, ysiz, xosiz, yosiz = struct.unpack_from(">IIII", frame, at + 8)
+        return max(0, ysiz - yosiz), max(0, xsiz - xosiz)
+    return None
+
+
+def _check_frames(ds: Any, indices: list[int] | None, source: str, limits: ImageLimits) -> None:
+    """Compressed frames: the size their codestreams declare must pass the rule and fit the dataset's."""
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is None or not ts.is_encapsulated or "PixelData" not in ds:
+        return
+    from pydicom.encaps import generate_frames, get_frame
+
+    rows, cols, frames, _, _ = _dataset_counts(ds)
+    try:
+        if indices is None:
+            chosen = list(generate_frames(ds.PixelData, number_of_frames=frames))
+        else:
+            chosen = [get_frame(ds.PixelData, i, number_of_frames=frames) for i in indices]
+    except Exception:  # noqa: BLE001  # malformed encapsulation: the decoder reports it (undecodable)
+        return
+    for frame in chosen:
+        size = codestream_size(frame)
+        if size is None:
+            continue
+        h, w = size
+        check_pixel_counts(h, w, 1, source=source, limits=limits)
+        if h * w > max(rows * cols, 1):
+            raise _too_large(source, f"a compressed frame declares {h} x {w} pixels but the dataset "
+                                     f"{rows} x {cols}; refusing to decode more than the dataset declares")
+
+
 def check_image_limits(data: bytes, *, source: str = "<bytes>", limits: ImageLimits = DEFAULT_LIMITS) -> None:
     """Refuse input over :class:`ImageLimits` (``ImageDecodeError`` reason ``too_large``) without decoding pixels.
 
@@ -215,6 +275,13 @@ def check_image_limits(data: bytes, *, source: str = "<bytes>", limits: ImageLim
             return
         rows, cols, frames, _, _ = _dataset_counts(ds)
         check_pixel_counts(rows, cols, frames, source=source, limits=limits)
+        ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+        if ts is not None and ts.is_encapsulated:
+            try:
+                full = pydicom.dcmread(io.BytesIO(data), force=not data[128:132] == b"DICM")
+            except Exception:  # noqa: BLE001  # unreadable: the decoder's business
+                return
+            _check_frames(full, None, source, limits)
     elif data[:8] == _PNG_MAGIC or data[:3] == _JPEG_MAGIC:
         _check_raster_size(data, source, limits)
 
@@ -292,9 +359,11 @@ def decode_dicom(data: bytes, *, source: str = "<bytes>", frame_policy: FramePol
         raise ImageDecodeError(source, "no_pixel_data", "the dataset has no pixel data")
     rows, cols, frames, _, _ = _dataset_counts(ds)
     check_pixel_counts(rows, cols, frames, source=source, limits=limits)
+    index = (frames // 2 if frame_policy == "middle" else 0) if frames > 1 else 0
+    _check_frames(ds, [index], source, limits)
     try:
         if frames > 1:
-            ds.pixel_array_options(index=frames // 2 if frame_policy == "middle" else 0)
+            ds.pixel_array_options(index=index)
         arr = np.asarray(ds.pixel_array)
     except Exception as err:  # noqa: BLE001  # pydicom raises many types (missing decoder, truncated data)
         raise ImageDecodeError(source, "undecodable", f"cannot decode pixel data: {err}") from None

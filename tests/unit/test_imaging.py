@@ -210,3 +210,38 @@ def test_only_the_frame_used_is_decoded() -> None:
     assert np.array_equal(middle, reference)
     with pytest.raises(ImageDecodeError, match="undecodable"):
         decode_dicom(buf.getvalue(), frame_policy="first")
+
+
+def _j2k_declaring(rows: int, columns: int) -> bytes:
+    """JPEG2000.dcm (1024 x 256) with its codestream's SIZ patched to declare ``rows`` x ``columns``."""
+    import struct
+
+    import pydicom
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom.dcmread(io.BytesIO(_read("JPEG2000.dcm")))
+    frame = bytearray(next(generate_frames(ds.PixelData, number_of_frames=1)))
+    at = frame.find(b"\xff\x4f\xff\x51")
+    struct.pack_into(">II", frame, at + 8, columns, rows)  # Xsiz, Ysiz (offsets are 0)
+    ds.PixelData = encapsulate([bytes(frame)])
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_a_compressed_frame_declaring_more_pixels_than_the_dataset_is_refused_before_decoding() -> None:
+    import time
+
+    from medsearch.imaging import check_image_limits, codestream_size
+
+    assert codestream_size(b"\xff\x4f\xff\x51" + bytes(4) + bytes.fromhex("0000010000000400") + bytes(8)) == (1024, 256)
+    t0 = time.perf_counter()
+    bomb = _j2k_declaring(60000, 60000)  # a decoder would allocate 3.6 G pixels
+    for call in (lambda: decode_dicom(bomb), lambda: check_image_limits(bomb)):
+        with pytest.raises(ImageDecodeError, match="60000 x 60000 = 3600000000 pixels per frame exceeds the limit"):
+            call()
+    bigger = _j2k_declaring(2048, 512)
+    with pytest.raises(ImageDecodeError, match="declares 2048 x 512 pixels but the dataset 1024 x 256"):
+        decode_dicom(bigger)
+    assert time.perf_counter() - t0 < 5.0
+    assert decode_dicom(_j2k_declaring(1024, 256)).image.shape == (1024, 256)  # the honest header still decodes
