@@ -35,15 +35,17 @@ def install_access_log_filter() -> None:
 
 
 class Schema(strawberry.Schema):
-    """strawberry's schema, logging errors without the GraphQL source excerpt strawberry's logger prints."""
+    """strawberry's schema, logging errors without their text: strawberry's logger prints the GraphQL source
+    excerpt, and messages echo input (a syntax error quotes the unexpected token, a filter error the value)."""
 
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         for error in errors:
-            code = (error.extensions or {}).get("code", "")
+            ext = error.extensions or {}
+            code = ext.get("code") or ("GRAPHQL_VALIDATION_FAILED" if not error.path else "-")
             path = ".".join(str(p) for p in error.path or ())
             original = error.original_error
             if original is None or isinstance(original, GraphQLError):
-                log.info("graphql error %s at %s: %s", code or "-", path or "-", error.message)
+                log.info("graphql error %s at %s (argument %s)", code, path or "-", ext.get("argument", "-"))
             else:  # unexpected: the client gets a masked message; the cause is logged, never the query
                 log.error("graphql internal error at %s: %s", path or "-", type(original).__name__,
                           exc_info=original)

@@ -225,6 +225,8 @@ def test_logs_never_carry_query_strings_or_query_text(caplog: pytest.LogCaptureF
     with TestClient(app) as c:
         gql(c, '{ searchReports(query: "Jane Roe 19650412" ')  # a syntax error: strawberry printed the source
         gql(c, '{ searchReports(query: "Jane Roe 19650412") { nope } }')  # a validation error
+        gql(c, "{ JaneRoe19650412 }")  # the message names the unknown field
+        gql(c, '{ searchReports(query: "x", filter: {positiveCodes: ["Jane Roe 19650412"]}) { edges { cursor } } }')
     assert caplog.records and "Jane Roe" not in caplog.text and "19650412" not in caplog.text
     assert any(isinstance(f, StripQueryStrings) for f in logging.getLogger("uvicorn.access").filters)
 
