@@ -25,7 +25,7 @@ from typing import Any, Literal
 from medsearch import store
 from medsearch.contracts.messages import MAX_MESSAGE_BYTES, DicomObject, Report, parse_report_date
 from medsearch.contracts.naming import names_for
-from medsearch.imaging import looks_like_dicom
+from medsearch.imaging import ImageDecodeError, check_image_limits, looks_like_dicom
 
 log = logging.getLogger("medsearch.producer")
 
@@ -92,9 +92,10 @@ def dicom_header(data: bytes) -> Any | None:
 
     has_preamble = data[128:132] == b"DICM"
     try:
+        check_image_limits(data)  # a Deflated bomb would otherwise be inflated whole just to read its header
         ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=not has_preamble)
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, TypeError, AttributeError):
-        return None
+        return None  # ImageDecodeError (over the size limits) is a ValueError
     if not has_preamble:
         # A forced read of arbitrary bytes "succeeds" with garbage: demand a real identifying element.
         try:
@@ -192,6 +193,12 @@ def classify(path: Path) -> Iterator[WorkItem]:
     except OSError as err:
         yield Rejected(path, f"cannot read: {err.strerror or err}")
         return
+    if looks_like_dicom(data):
+        try:
+            check_image_limits(data, source=str(path))
+        except ImageDecodeError as err:
+            yield Rejected(path, str(err))
+            return
     ds = dicom_header(data)
     if ds is not None:
         yield DicomFile(path, data, _study_uid(ds))
@@ -282,6 +289,10 @@ class Publisher:
 
     def publish_dicom(self, data: bytes, *, filename: str) -> PublishResult:
         sha = store.sha256_hex(data)
+        try:
+            check_image_limits(data, source=filename)
+        except ImageDecodeError as err:
+            return PublishResult("dicom", filename, None, sha, "rejected", str(err))
         ds = dicom_header(data)
         if ds is None:
             return PublishResult("dicom", filename, None, sha, "rejected", "not a readable DICOM file")

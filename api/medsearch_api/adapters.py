@@ -4,13 +4,12 @@ errors onto GraphQL error codes."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import threading
 from typing import Any
 
 from medsearch.contracts.settings import ApiSettings
-from medsearch_api import errors
+from medsearch_api import blocking, errors
 from medsearch_api.context import Ingest
 
 
@@ -21,13 +20,13 @@ async def embed_query_text(text: str) -> list[float]:
         try:
             from medsearch.text_embedding import embed_texts
         except ImportError as err:
-            raise errors.unavailable(f"text embedding unavailable: {err}") from err
+            raise errors.dependency_unavailable("the text embedding model", err, "; use mode: KEYWORD") from err
         try:
             return [float(x) for x in embed_texts([text])[0]]
         except (ImportError, RuntimeError, OSError) as err:
-            raise errors.unavailable(f"text embedding model unavailable: {err}; use mode: KEYWORD") from err
+            raise errors.dependency_unavailable("the text embedding model", err, "; use mode: KEYWORD") from err
 
-    return await asyncio.to_thread(run)
+    return await blocking.run("text-model", run)
 
 
 class ImageEmbedder:
@@ -57,9 +56,10 @@ class ImageEmbedder:
             except EmbeddingRejected as err:
                 raise errors.bad_input(f"the model server rejected the upload: {err}", "upload") from err
             except EmbeddingUnavailable as err:
-                raise errors.unavailable(f"the model server is unavailable: {err}") from err
+                raise errors.dependency_unavailable("the model server", err,
+                                                    "; similarImages by imageId still works") from err
 
-        return await asyncio.to_thread(run)
+        return await blocking.run("model-server", run)
 
     def close(self) -> None:
         with self._lock:
@@ -89,15 +89,17 @@ class PublisherIngest(Ingest):
                 result = fn(self._publisher)
                 self._publisher.flush(timeout=30)
                 return result
-            except (PublishError, StoreError) as err:
-                raise errors.unavailable(str(err)) from err
+            except PublishError as err:
+                raise errors.dependency_unavailable("the ingest broker", err, "; search is not affected") from err
+            except StoreError as err:
+                raise errors.dependency_unavailable("the object store", err) from err
 
     async def dicom(self, data: bytes, filename: str) -> Any:
-        return await asyncio.to_thread(self._with_publisher, lambda p: p.publish_dicom(data, filename=filename))
+        return await blocking.run("ingest", self._with_publisher, lambda p: p.publish_dicom(data, filename=filename))
 
     async def report(self, report_id: str, text: str, study_uid: str | None, report_date: dt.date | None) -> Any:
-        return await asyncio.to_thread(
-            self._with_publisher,
+        return await blocking.run(
+            "ingest", self._with_publisher,
             lambda p: p.publish_report(report_id=report_id, text=text, study_uid=study_uid, report_date=report_date),
         )
 

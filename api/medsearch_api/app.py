@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -24,12 +25,15 @@ from strawberry.fastapi import GraphQLRouter
 
 from medsearch import store
 from medsearch.contracts.settings import ApiSettings
-from medsearch_api import errors
+from medsearch.imaging import preload as preload_imaging
+from medsearch_api import blocking, errors
 from medsearch_api.adapters import ImageEmbedder, PublisherIngest, embed_query_text
 from medsearch_api.auth import AuthConfigError, Authenticator, AuthError, Principal, is_loopback
 from medsearch_api.compat import build_compat_schema
 from medsearch_api.context import Context, Ingest, Services
 from medsearch_api.filters import IDENT
+from medsearch_api.logs import install_access_log_filter
+from medsearch_api.ratelimit import TokenBuckets
 from medsearch_api.repository import (
     MILVUS_TIMER,
     PG_TIMER,
@@ -45,6 +49,8 @@ from medsearch_api.schema import build_schema
 log = logging.getLogger("medsearch_api")
 
 WEB_DIST = Path(__file__).resolve().parent / "web" / "dist"
+INGEST_CHECKS = frozenset({"broker", "modelServer"})  # down: uploads fail, search stays ready
+READINESS_TIMEOUT_SECONDS = 4.0  # /readyz answers within this, whatever hangs
 THUMBNAIL_URL_TTL = 3600  # seconds a signed thumbnail URL stays valid (rounded to the hour: cacheable)
 
 
@@ -85,6 +91,10 @@ class RequestGuard:
             return
         route = _route_label(scope.get("path", ""))
         headers = dict(scope.get("headers") or [])
+        if route in ("/graphql", "/compat/graphql") and not _graphql_method_allowed(scope, headers):
+            await _method_not_allowed(send)
+            self.metrics.requests.labels(route, scope["method"], "405").inc()
+            return
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             await _too_large(send, self.max_body)
@@ -147,6 +157,28 @@ class _BodyTooLarge(Exception):
     pass
 
 
+def _graphql_method_allowed(scope: Scope, headers: dict[bytes, bytes]) -> bool:
+    """GraphQL is POST only (a GET puts the query text in URLs, logs and caches); a CORS preflight is fine, and
+    so is the GET of the GraphiQL page itself (HTML, no ``query`` parameter), which executes nothing."""
+    method = scope["method"]
+    if method in ("POST", "OPTIONS"):
+        return True
+    if method != "GET":
+        return False
+    query_string = scope.get("query_string", b"")
+    params = {p.split(b"=", 1)[0] for p in query_string.split(b"&") if p}
+    return b"text/html" in headers.get(b"accept", b"") and b"query" not in params
+
+
+async def _method_not_allowed(send: Send) -> None:
+    body = (b'{"errors":[{"message":"GraphQL is served over POST only","extensions":'
+            b'{"code":"METHOD_NOT_ALLOWED"}}]}')
+    await send({"type": "http.response.start", "status": 405,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"allow", b"POST")]})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def _too_large(send: Send, limit: int) -> None:
     body = (b'{"errors":[{"message":"request body exceeds %d bytes","extensions":{"code":"PAYLOAD_TOO_LARGE"}}]}'
             % limit)
@@ -180,6 +212,12 @@ class ThumbnailSigner:
 def _auth_failure(message: str) -> JSONResponse:
     return JSONResponse({"errors": [{"message": message, "extensions": {"code": errors.UNAUTHENTICATED}}]},
                         status_code=401, headers={"WWW-Authenticate": 'Bearer realm="medsearch"'})
+
+
+class _RateLimited(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"retry after {retry_after:.3f} s")
+        self.retry_after = retry_after
 
 
 class _Unauthenticated(Exception):
@@ -240,6 +278,7 @@ def create_app(
         from medsearch_api.icd10 import describe
 
         await asyncio.to_thread(describe, "J91.8")  # load the ICD-10-CM tables before the first request
+        await asyncio.to_thread(preload_imaging)  # the upload size check's decoders, likewise
         yield
         if pg_pool is not None:
             await pg_pool.close()
@@ -250,6 +289,7 @@ def create_app(
                 except Exception as err:  # shutdown must go on whatever a client raises  # noqa: BLE001
                     log.warning("closing %s failed: %s", type(closer).__name__, err)
 
+    install_access_log_filter()  # uvicorn's access log: paths only, never query strings
     app = FastAPI(title="medsearch API", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
     app.state.metrics = metrics
@@ -257,6 +297,16 @@ def create_app(
     @app.exception_handler(_Unauthenticated)
     async def _unauth(_request: Request, exc: _Unauthenticated) -> JSONResponse:
         return _auth_failure(exc.message)
+
+    buckets = TokenBuckets(s.rate_limit_per_second, s.rate_limit_burst) if s.rate_limit_per_second > 0 else None
+
+    @app.exception_handler(_RateLimited)
+    async def _rate_limited(_request: Request, exc: _RateLimited) -> JSONResponse:
+        seconds = max(1, math.ceil(exc.retry_after))
+        return JSONResponse({"errors": [{"message": f"rate limit exceeded ({s.rate_limit_per_second:g} requests/s, "
+                                                    f"bursts of {s.rate_limit_burst}); retry after {seconds} s",
+                                         "extensions": {"code": "RATE_LIMITED", "retryAfter": seconds}}]},
+                            status_code=429, headers={"Retry-After": str(seconds)})
 
     def principal_of(request: Request) -> Principal:
         try:
@@ -270,7 +320,11 @@ def create_app(
         if ide_page:  # the GraphiQL page itself executes nothing; its requests carry the token
             ctx = Context(services, None)
         else:
-            principal = await asyncio.to_thread(principal_of, request) if auth.issuer else principal_of(request)
+            principal = await blocking.run("auth", principal_of, request) if auth.issuer else principal_of(request)
+            if buckets is not None:
+                wait = buckets.acquire(f"{principal.method}:{principal.name}")
+                if wait > 0:
+                    raise _RateLimited(wait)
             ctx = Context(services, principal)
         ctx.request = request
         ctx.response = response
@@ -287,17 +341,30 @@ def create_app(
         return {"status": "ok"}
 
     @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> JSONResponse:
+    async def readyz(scope: str = "search") -> JSONResponse:
+        """Ready to serve search (the probe): the index stores answer. Ingest dependencies (Kafka, the model
+        server) are reported but do not take search down; ``?scope=all`` requires them too (``helm test``)."""
         names = list(checks)
-        results = await asyncio.gather(*(asyncio.to_thread(_safe_check, checks[n]) for n in names))
-        detail = {n: ("ok" if ok else "unavailable") for n, ok in zip(names, results, strict=True)}
-        try:
-            await repo.ping()
-            detail["collections"] = "ok"
-        except Exception as err:  # readiness reports any failure as "not ready"  # noqa: BLE001
-            detail["collections"] = f"unavailable: {str(err)[:200]}"
-        ready = all(v == "ok" for v in detail.values())
-        return JSONResponse({"status": "ready" if ready else "not ready", "checks": detail},
+        tasks: dict[str, asyncio.Future[Any]] = {
+            n: asyncio.ensure_future(blocking.run("readiness", _safe_check, checks[n])) for n in names}
+        tasks["collections"] = asyncio.ensure_future(repo.ping())
+        # a hung dependency must not hang the probe: whatever has not answered in time is unavailable
+        await asyncio.wait(tasks.values(), timeout=READINESS_TIMEOUT_SECONDS)
+        detail: dict[str, str] = {}
+        for n, task in tasks.items():
+            ok = task.done() and not task.cancelled() and task.exception() is None and task.result() is not False
+            if not ok and n == "collections" and task.done() and not task.cancelled() and task.exception():
+                err = task.exception()
+                log.warning("readiness: collections unavailable: %s: %s", type(err).__name__, err)
+            if not task.done():
+                task.cancel()
+            detail[n] = "ok" if ok else "unavailable"  # unauthenticated endpoint: no hosts or internals
+        search_ok = all(v == "ok" for n, v in detail.items() if n not in INGEST_CHECKS)
+        ingest_ok = all(v == "ok" for n, v in detail.items() if n in INGEST_CHECKS)
+        ready = search_ok and (ingest_ok or scope != "all")
+        status = "ready" if search_ok and ingest_ok else "degraded" if search_ok else "not ready"
+        return JSONResponse({"status": status, "search": "ok" if search_ok else "unavailable",
+                             "ingest": "ok" if ingest_ok else "unavailable", "checks": detail},
                             status_code=200 if ready else 503)
 
     @app.get("/metrics", include_in_schema=False)
@@ -312,7 +379,8 @@ def create_app(
             return PlainTextResponse("not a valid image id", status_code=400)
         q = request.query_params
         if not signer.valid(image_id, q.get("exp"), q.get("sig")):
-            principal = principal_of(request)
+            # JWT validation may fetch the JWKS (network): never on the event loop
+            principal = await blocking.run("auth", principal_of, request) if auth.issuer else principal_of(request)
             if not principal.has("reader"):
                 return JSONResponse({"errors": [{"message": "this operation needs the reader role",
                                                  "extensions": {"code": errors.FORBIDDEN}}]}, status_code=403)
@@ -325,7 +393,7 @@ def create_app(
             log.warning("refusing a thumbnail URI outside the object store for image %s", image_id)
             return PlainTextResponse("thumbnail outside the object store", status_code=404)
         try:
-            data = await asyncio.to_thread(store.get_bytes, uri)
+            data = await blocking.run("object-store", store.get_bytes, uri)
         except store.ObjectNotFound:
             return PlainTextResponse("thumbnail object missing", status_code=404)
         except store.StoreError:
@@ -366,12 +434,31 @@ def _safe_check(check: Callable[[], bool]) -> bool:
         return False
 
 
+def _kafka_reachable(bootstrap: str, timeout_ms: int = 3000) -> bool:
+    """The broker answers metadata within ``timeout_ms`` (kafka-python's own bootstrap wait is 30 s)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=[b.strip() for b in bootstrap.split(",") if b.strip()],
+                                 request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms)
+    except (KafkaError, OSError, ValueError):
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except (KafkaError, OSError):
+        return False
+    finally:
+        admin.close()
+
+
 def _default_readiness(s: ApiSettings) -> dict[str, Callable[[], bool]]:
-    from medsearch.localstack.procs import http_ready, kafka_ready, milvus_ready
+    from medsearch.localstack.procs import http_ready, milvus_ready
 
     uri = s.milvus_uri
     return {
         "milvus": lambda: milvus_ready(uri),
-        "broker": lambda: kafka_ready(s.kafka_bootstrap),
+        "broker": lambda: _kafka_reachable(s.kafka_bootstrap),
         "modelServer": lambda: http_ready(s.model_server_url.rstrip("/") + "/v2/health/ready"),
     }

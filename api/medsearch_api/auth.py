@@ -90,8 +90,9 @@ class Authenticator:
 
     def __init__(self, *, tokens: Iterable[StaticToken] = (), oidc_issuer: str | None = None,
                  oidc_audience: str | None = None, oidc_jwks_url: str | None = None,
-                 roles_claim: str = "roles", jwks_client: Any = None) -> None:
+                 roles_claim: str = "roles", jwks_client: Any = None, jwks_refresh_seconds: float = 300) -> None:
         self._tokens = list(tokens)
+        self.jwks_refresh_seconds = jwks_refresh_seconds
         self.issuer = oidc_issuer
         self.audience = oidc_audience
         self.roles_claim = roles_claim
@@ -104,7 +105,8 @@ class Authenticator:
     def from_settings(cls, settings: ApiSettings) -> Authenticator:
         tokens = load_tokens(settings.api_tokens_file) if settings.api_tokens_file else []
         return cls(tokens=tokens, oidc_issuer=settings.oidc_issuer, oidc_audience=settings.oidc_audience,
-                   oidc_jwks_url=settings.oidc_jwks_url, roles_claim=settings.oidc_roles_claim)
+                   oidc_jwks_url=settings.oidc_jwks_url, roles_claim=settings.oidc_roles_claim,
+                   jwks_refresh_seconds=settings.oidc_jwks_refresh_seconds)
 
     @property
     def enabled(self) -> bool:
@@ -117,7 +119,10 @@ class Authenticator:
             url = self._jwks_url
             if not url:
                 url = self._discover_jwks_url()
-            self._jwks = jwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=10)
+            # The key set is re-read at least every refresh interval, so a key removed from the JWKS (rotated out,
+            # revoked) stops being trusted within it. No per-kid cache: PyJWKClient's never expires.
+            self._jwks = jwt.PyJWKClient(url, cache_keys=False, cache_jwk_set=True,
+                                         lifespan=max(1.0, self.jwks_refresh_seconds), timeout=10)
         return self._jwks
 
     def _discover_jwks_url(self) -> str:
@@ -152,8 +157,9 @@ class Authenticator:
 
         try:
             key = self._jwks_client().get_signing_key_from_jwt(token)
+            # The PyJWK itself, not its raw key: PyJWT then refuses a token whose alg does not fit the key.
             claims = jwt.decode(
-                token, key.key, algorithms=["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"],
+                token, key, algorithms=["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"],
                 audience=self.audience, issuer=self.issuer, options={"require": ["exp", "iss", "aud", "sub"]},
                 leeway=30,
             )
@@ -164,6 +170,9 @@ class Authenticator:
             raise AuthError("bearer token expired") from err
         except jwt.InvalidTokenError as err:
             raise AuthError(f"invalid bearer token ({type(err).__name__})") from err
+        except (TypeError, ValueError) as err:  # a key/algorithm combination PyJWT did not foresee: still a 401
+            log.warning("JWT verification failed: %s", type(err).__name__)
+            raise AuthError("invalid bearer token") from err
         raw = claims.get(self.roles_claim, [])
         if isinstance(raw, str):
             raw = raw.split()

@@ -23,10 +23,17 @@ from medsearch_api import resolvers as R
 from medsearch_api.context import Context
 from medsearch_api.icd10 import describe
 from medsearch_api.limits import CostLimiter
+from medsearch_api.logs import Schema as LoggingSchema
 from medsearch_api.permissions import IsReader
 
 SEARCH_SIZE = 100  # hits returned by searchReports (the seed had no paging argument)
 FACET_SIZE = 25
+# Every compat facet is an aggregation over many reports: charged like the main schema's facets.
+COMPAT_FIELD_WORK = dict.fromkeys(
+    [f"get{p}ICD10CMs" for p in ("Positive", "Negative", "AllPositive", "AllNegative")]
+    + [f"get{p}{k}byReports" for p in ("Positive", "Negative") for k in ("ICD10CMs", "Signs", "Diagnoses", "Symptoms")],
+    2500,
+)
 
 
 def _split_uri(uri: str) -> tuple[str | None, str | None]:
@@ -232,10 +239,13 @@ def build_compat_schema(settings: ApiSettings | None = None) -> strawberry.Schem
         lambda: QueryDepthLimiter(max_depth=s.max_query_depth),
         lambda: MaxAliasesLimiter(max_alias_count=20),
         lambda: MaxTokensLimiter(max_token_count=2000),
-        lambda: CostLimiter(max_cost=50_000, max_first=s.max_first, max_k=s.max_k),
+        lambda: CostLimiter(max_cost=s.max_query_cost, max_first=s.max_first, max_k=s.max_k,
+                            field_work=COMPAT_FIELD_WORK, listing_work={"listReports": 500},
+                            default_pages={"searchReports": SEARCH_SIZE, "listReports": 10, "getSimilarImages": 10,
+                                           **dict.fromkeys(COMPAT_FIELD_WORK, FACET_SIZE)}),
         lambda: MaskErrors(should_mask_error=mask_unexpected, error_message="internal error"),
     ]
-    return strawberry.Schema(query=CompatQuery, config=StrawberryConfig(auto_camel_case=False),
+    return LoggingSchema(query=CompatQuery, config=StrawberryConfig(auto_camel_case=False),
                              extensions=extensions)
 
 

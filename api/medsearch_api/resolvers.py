@@ -12,7 +12,7 @@ from typing import Any
 
 from graphql import GraphQLError
 
-from medsearch_api import errors
+from medsearch_api import blocking, errors
 from medsearch_api import records as rec
 from medsearch_api.context import Context
 from medsearch_api.filters import IDENT, FilterInputError, check
@@ -48,7 +48,7 @@ def repo_error(err: Exception) -> GraphQLError:
         return errors.bad_input(str(err), "filter")
     if isinstance(err, FilterInputError):
         return errors.bad_input(str(err), err.argument)
-    return errors.unavailable(str(err))
+    return errors.dependency_unavailable("the search index", err)
 
 
 _REPO_ERRORS = (RepositoryError, QueryTooBroad, FilterInputError)
@@ -85,6 +85,17 @@ async def read_upload(ctx: Context, upload: Any, b64: str | None, argument: str)
     if not data:
         raise errors.bad_input("upload is empty", argument)
     return data
+
+
+async def check_image(data: bytes, argument: str) -> None:
+    """The size rule of ``medsearch.imaging`` (pixels, frames, inflated size) before the bytes go anywhere:
+    a decompression bomb is answered BAD_USER_INPUT naming the limit, without decoding it."""
+    from medsearch.imaging import ImageDecodeError, check_image_limits
+
+    try:
+        await blocking.run("imaging", check_image_limits, data, source=argument)
+    except ImageDecodeError as err:
+        raise errors.bad_input(str(err), argument) from None
 
 
 async def get_report(ctx: Context, report_id: str) -> rec.ReportRecord | None:
@@ -158,6 +169,7 @@ async def similar_images(ctx: Context, *, image_id: str | None, data: bytes | No
                 raise errors.unavailable("similarImages by upload needs the model server "
                                          "(MEDSEARCH_MODEL_SERVER_URL)")
             assert data is not None
+            await check_image(data, "upload")
             vector = await ctx.services.embed_image(data)
         hits = await ctx.repo.similar_images(vector=vector, k=k, filter=spec, exclude_ids=exclude)
     except _REPO_ERRORS as err:
@@ -206,6 +218,7 @@ async def ingest_dicom(ctx: Context, data: bytes, filename: str) -> Any:
     if ctx.services.ingest is None:
         raise errors.unavailable("ingest is not configured (Kafka broker / object store)")
     name = filename.replace("\\", "/").rsplit("/", 1)[-1][:255] or "upload.dcm"
+    await check_image(data, "file")
     return await ctx.services.ingest.dicom(data, name)
 
 

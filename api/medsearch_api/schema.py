@@ -24,6 +24,7 @@ from medsearch_api.context import Context
 from medsearch_api.filters import FilterInputError, validate_image_filter, validate_report_filter
 from medsearch_api.icd10 import describe
 from medsearch_api.limits import CostLimiter
+from medsearch_api.logs import Schema as LoggingSchema
 from medsearch_api.permissions import IsIngester, IsReader
 from medsearch_api.search import encode_cursor, make_snippet
 
@@ -584,10 +585,10 @@ def build_schema(settings: ApiSettings | None = None) -> strawberry.Schema:
         lambda: QueryDepthLimiter(max_depth=s.max_query_depth),
         lambda: MaxAliasesLimiter(max_alias_count=20),
         lambda: MaxTokensLimiter(max_token_count=2000),
-        lambda: CostLimiter(max_cost=50_000, max_first=s.max_first, max_k=s.max_k),
+        lambda: CostLimiter(max_cost=s.max_query_cost, max_first=s.max_first, max_k=s.max_k),
         lambda: MaskErrors(should_mask_error=mask_unexpected, error_message="internal error"),
     ]
-    return strawberry.Schema(query=Query, mutation=Mutation, extensions=extensions)
+    return LoggingSchema(query=Query, mutation=Mutation, extensions=extensions)
 
 
 schema = build_schema()

@@ -70,6 +70,19 @@ class Snippet:
 _WS = re.compile(r"\s+")
 
 
+def densest_start(starts: list[int], width: int) -> int:
+    """The first of the sorted match ``starts`` whose window ``[start, start + width)`` holds the most matches,
+    in one sliding pass (linear in the matches; a long report with a common word has thousands)."""
+    best, best_n, j = starts[0], 0, 0
+    for i, s in enumerate(starts):
+        j = max(j, i)
+        while j < len(starts) and starts[j] < s + width:
+            j += 1
+        if j - i > best_n:
+            best, best_n = s, j - i
+    return best
+
+
 def make_snippet(text: str, query: str | None, *, width: int = 200) -> Snippet:
     """A window of about ``width`` characters of ``text`` around the densest cluster of query-token matches,
     with the match offsets. Without matches: the start of the text."""
@@ -84,11 +97,7 @@ def make_snippet(text: str, query: str | None, *, width: int = 200) -> Snippet:
     elif not matches:
         start, end = 0, width
     else:
-        best, best_n = matches[0][0], 0
-        for s, _ in matches:
-            n = sum(1 for s2, _e in matches if s <= s2 < s + width)
-            if n > best_n:
-                best, best_n = s, n
+        best = densest_start([s for s, _ in matches], width)
         start = max(0, best - width // 4)
         end = min(len(flat), start + width)
         start = max(0, end - width)

@@ -127,9 +127,11 @@ def test_health_ready_metrics() -> None:
     app, _ = make_app()
     with TestClient(app) as c:
         assert c.get("/healthz").json() == {"status": "ok"}
-        r = c.get("/readyz")
-        assert r.status_code == 503 and r.json()["checks"] == {"milvus": "ok", "broker": "unavailable",
-                                                               "collections": "ok"}
+        r = c.get("/readyz")  # only an ingest dependency is down: search stays ready
+        assert r.status_code == 200 and r.json() == {
+            "status": "degraded", "search": "ok", "ingest": "unavailable",
+            "checks": {"milvus": "ok", "broker": "unavailable", "collections": "ok"}}
+        assert c.get("/readyz", params={"scope": "all"}).status_code == 503
         gql(c, '{ report(id: "r1") { id } }')
         m = c.get("/metrics").text
         assert 'medsearch_api_requests_total{method="POST",route="/graphql",status="200"}' in m
@@ -192,3 +194,210 @@ def test_body_size_limit_without_content_length() -> None:
         r = c.post("/graphql", content=chunks(), headers={"Authorization": f"Bearer {READER}",
                                                         "content-type": "application/json"})
         assert r.status_code == 413
+
+
+def test_graphql_is_post_only() -> None:
+    app, _ = make_app()
+    h = {"Authorization": f"Bearer {READER}"}
+    with TestClient(app) as c:
+        for path in ("/graphql", "/compat/graphql"):
+            r = c.get(path, params={"query": "{ __typename }"}, headers=h)
+            assert r.status_code == 405 and r.headers["allow"] == "POST", (path, r.text)
+            assert r.json()["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"
+            assert c.get(path, params={"query": "{ __typename }"},
+                         headers={**h, "accept": "text/html"}).status_code == 405
+            assert c.put(path, json={"query": "{ __typename }"}, headers=h).status_code == 405
+        assert gql(c, "{ __typename }").json() == {"data": {"__typename": "Query"}}
+        assert c.get("/graphql", headers={"accept": "text/html"}).status_code == 200  # the GraphiQL page
+
+
+def test_logs_never_carry_query_strings_or_query_text(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from medsearch_api.logs import StripQueryStrings
+
+    record = logging.LogRecord("uvicorn.access", logging.INFO, "h.py", 1, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", "/thumbnails/1.2.3?exp=9&sig=abcdef", "1.1", 200), None)
+    assert StripQueryStrings().filter(record)
+    assert record.getMessage() == '127.0.0.1:5 - "GET /thumbnails/1.2.3?… HTTP/1.1" 200'
+    app, _ = make_app()
+    caplog.set_level(logging.DEBUG)
+    with TestClient(app) as c:
+        gql(c, '{ searchReports(query: "Jane Roe 19650412" ')  # a syntax error: strawberry printed the source
+        gql(c, '{ searchReports(query: "Jane Roe 19650412") { nope } }')  # a validation error
+        gql(c, "{ JaneRoe19650412 }")  # the message names the unknown field
+        gql(c, '{ searchReports(query: "x", filter: {positiveCodes: ["Jane Roe 19650412"]}) { edges { cursor } } }')
+    assert caplog.records and "Jane Roe" not in caplog.text and "19650412" not in caplog.text
+    assert any(isinstance(f, StripQueryStrings) for f in logging.getLogger("uvicorn.access").filters)
+
+
+def test_rate_limit_per_principal_answers_429_with_retry_after() -> None:
+    app, _ = make_app(rate_limit_per_second=0.5, rate_limit_burst=3)
+    with TestClient(app) as c:
+        assert [gql(c, "{ __typename }").status_code for _ in range(3)] == [200, 200, 200]
+        r = gql(c, "{ __typename }")
+        assert r.status_code == 429 and r.headers["retry-after"] == "2"
+        assert r.json()["errors"][0]["extensions"] == {"code": "RATE_LIMITED", "retryAfter": 2}
+        assert gql(c, "{ __typename }", token=INGESTER).status_code == 200  # another principal has its own bucket
+        assert gql(c, "{ __typename }", token=None).status_code == 401  # authentication comes first
+    app, _ = make_app(rate_limit_per_second=0)  # off
+    with TestClient(app) as c:
+        assert all(gql(c, "{ __typename }").status_code == 200 for _ in range(600))
+
+
+def test_token_buckets_refill_at_the_rate() -> None:
+    from medsearch_api.ratelimit import TokenBuckets
+
+    now = [0.0]
+    b = TokenBuckets(rate=2.0, burst=2, clock=lambda: now[0], max_keys=3)
+    assert [b.acquire("a"), b.acquire("a")] == [0.0, 0.0]
+    assert b.acquire("a") == pytest.approx(0.5)
+    now[0] += 0.5
+    assert b.acquire("a") == 0.0 and b.acquire("a") > 0
+    for k in "bcde":  # idle full buckets are forgotten past max_keys
+        b.acquire(k)
+    now[0] += 10
+    b.acquire("f")
+    assert len(b._buckets) <= 3
+    with pytest.raises(ValueError):
+        TokenBuckets(rate=0, burst=1)
+
+
+def test_readiness_is_split_between_search_and_ingest() -> None:
+    reports, images, rv, iv = sample_data()
+    auth = Authenticator(tokens=[StaticToken(READER, "reader", "r")])
+    for up, code, status in (({"milvus", "broker", "modelServer"}, 200, "ready"),
+                             ({"milvus"}, 200, "degraded"),
+                             ({"broker", "modelServer"}, 503, "not ready")):
+        checks = {n: (lambda n=n, up=up: n in up) for n in ("milvus", "broker", "modelServer")}
+        app = create_app(ApiSettings(), repo=FakeRepository(reports, images, rv, iv), authenticator=auth,
+                         embed_text=fake_embed_text, embed_image=fake_embed_image, ingest=FakeIngest(),
+                         readiness=checks, web_dist=Path("/nonexistent"))
+        with TestClient(app) as c:
+            r = c.get("/readyz")
+            assert (r.status_code, r.json()["status"]) == (code, status), r.json()
+
+
+def test_dependency_errors_reach_clients_as_a_reference_not_their_text(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from medsearch_api.repository import RepositoryError
+
+    class Down(FakeRepository):
+        async def search_reports(self, *_a: Any, **_k: Any) -> Any:
+            raise RepositoryError("Milvus request failed: MilvusException: <connect to 10.20.30.40:19530 failed>")
+
+    reports, images, rv, iv = sample_data()
+    auth = Authenticator(tokens=[StaticToken(READER, "reader", "r")])
+    app = create_app(ApiSettings(), repo=Down(reports, images, rv, iv), authenticator=auth,
+                     embed_text=fake_embed_text, embed_image=fake_embed_image, ingest=FakeIngest(),
+                     readiness={}, web_dist=Path("/nonexistent"))
+    caplog.set_level(logging.WARNING, logger="medsearch_api.errors")
+    with TestClient(app) as c:
+        body = gql(c, '{ searchReports(query: "effusion") { edges { cursor } } }').json()
+    err = body["errors"][0]
+    assert err["extensions"]["code"] == "SERVICE_UNAVAILABLE" and "10.20.30.40" not in str(body)
+    ref = err["extensions"]["reference"]
+    assert err["message"] == f"the search index is unavailable (reference {ref})"
+    assert any(ref in r.getMessage() and "10.20.30.40:19530" in r.getMessage() for r in caplog.records)
+
+
+def test_a_hung_dependency_does_not_hang_readiness() -> None:
+    import time
+
+    reports, images, rv, iv = sample_data()
+    auth = Authenticator(tokens=[StaticToken(READER, "reader", "r")])
+    app = create_app(ApiSettings(), repo=FakeRepository(reports, images, rv, iv), authenticator=auth,
+                     embed_text=fake_embed_text, embed_image=fake_embed_image, ingest=FakeIngest(),
+                     readiness={"milvus": lambda: True, "broker": lambda: time.sleep(5.5) or True},
+                     web_dist=Path("/nonexistent"))
+    with TestClient(app) as c:
+        t0 = time.perf_counter()
+        r = c.get("/readyz")
+        assert time.perf_counter() - t0 < 5.0
+        assert r.status_code == 200 and r.json()["checks"]["broker"] == "unavailable"
+
+
+def test_a_hung_store_does_not_stall_requests_that_do_not_need_it(thumbs: str) -> None:
+    """Searches stuck in a hung store fill asyncio's default pool; uploads, readiness and thumbnails-by-token
+    run on their own bounded pools and are still answered."""
+    import asyncio
+    import base64
+    import threading
+
+    from pydicom.data import get_testdata_file
+
+    release = threading.Event()
+
+    class Hung(FakeRepository):
+        async def search_reports(self, *_a: Any, **_k: Any) -> Any:
+            await asyncio.to_thread(release.wait, 30)  # how the repository runs its blocking store calls
+            raise AssertionError("released")
+
+    reports, images, rv, iv = sample_data()
+    images = [i.__class__(**{**i.__dict__, "thumbnail_uri": i.thumbnail_uri.replace("file:///nonexistent", thumbs)})
+              for i in images]
+    auth = Authenticator(tokens=[StaticToken(READER, "reader", "r"), StaticToken(INGESTER, "ingester", "i")])
+    app = create_app(ApiSettings(object_store_url=thumbs), repo=Hung(reports, images, rv, iv), authenticator=auth,
+                     embed_text=fake_embed_text, embed_image=fake_embed_image, ingest=FakeIngest(),
+                     readiness={"milvus": lambda: True}, web_dist=Path("/nonexistent"))
+    ct = Path(str(get_testdata_file("CT_small.dcm", download=False))).read_bytes()
+    with TestClient(app) as c:
+        stuck = [threading.Thread(target=gql, args=(c, '{ searchReports(query: "x") { edges { cursor } } }'))
+                 for _ in range(40)]
+        for t in stuck:
+            t.start()
+        try:
+            answers: list[Any] = []
+            upload = threading.Thread(target=lambda: answers.append(gql(
+                c, "mutation($f: String!) { ingestDicom(fileBase64: $f) { status } }", token=INGESTER,
+                variables={"f": base64.b64encode(ct).decode()})))
+            thumb = threading.Thread(target=lambda: answers.append(
+                c.get("/thumbnails/1.2.1.1", headers={"Authorization": f"Bearer {READER}"})))
+            upload.start()
+            thumb.start()
+            upload.join(10)
+            thumb.join(10)
+            assert len(answers) == 2, answers
+            by_kind = {type(a.json()).__name__ if a.headers["content-type"].startswith("application/json")
+                       else "png": a for a in answers}
+            assert by_kind["dict"].json() == {"data": {"ingestDicom": {"status": "published"}}}
+            assert by_kind["png"].status_code == 200
+        finally:
+            release.set()
+            for t in stuck:
+                t.join(60)
+
+
+def test_jwt_validation_never_runs_on_the_event_loop(thumbs: str) -> None:
+    import json
+    import threading
+    import time
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())), "kid": "k1", "alg": "RS256"}
+    threads: list[str] = []
+
+    class RecordingJwks:
+        def get_signing_key_from_jwt(self, _token: str) -> jwt.PyJWK:
+            threads.append(threading.current_thread().name)
+            return jwt.PyJWK.from_dict(jwk)
+
+    iss, aud = "https://idp.example", "medsearch"
+    auth = Authenticator(oidc_issuer=iss, oidc_audience=aud, jwks_client=RecordingJwks())
+    now = int(time.time())
+    token = jwt.encode({"iss": iss, "aud": aud, "sub": "u", "exp": now + 60, "roles": ["reader"]}, key,
+                       algorithm="RS256", headers={"kid": "k1"})
+    reports, images, rv, iv = sample_data()
+    images = [i.__class__(**{**i.__dict__, "thumbnail_uri": i.thumbnail_uri.replace("file:///nonexistent", thumbs)})
+              for i in images]
+    app = create_app(ApiSettings(object_store_url=thumbs), repo=FakeRepository(reports, images, rv, iv),
+                     authenticator=auth, embed_text=fake_embed_text, embed_image=fake_embed_image,
+                     ingest=FakeIngest(), readiness={}, web_dist=Path("/nonexistent"))
+    with TestClient(app) as c:
+        assert c.get("/thumbnails/1.2.1.1", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert gql(c, "{ __typename }", token=token).status_code == 200
+    assert len(threads) == 2 and all(t.startswith("medsearch-auth") for t in threads), threads

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -39,11 +41,6 @@ def test_static_tokens_and_roles() -> None:
             auth.authenticate(bad)
 
 
-class _Key:
-    def __init__(self, key: Any) -> None:
-        self.key = key
-
-
 class FakeJwks:
     """Stands in for PyJWKClient: returns the public key for our kid, raises like PyJWKClient otherwise."""
 
@@ -51,10 +48,14 @@ class FakeJwks:
         self.public = public
         self.kid = kid
 
-    def get_signing_key_from_jwt(self, token: str) -> _Key:
+    def get_signing_key_from_jwt(self, token: str) -> jwt.PyJWK:
         if jwt.get_unverified_header(token).get("kid") != self.kid:
             raise jwt.PyJWKClientError("Unable to find a signing key that matches")
-        return _Key(self.public)
+        return jwt.PyJWK.from_dict(_jwk(self.public, self.kid))
+
+
+def _jwk(public: Any, kid: str) -> dict[str, Any]:
+    return {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(public)), "kid": kid, "alg": "RS256", "use": "sig"}
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +96,70 @@ def test_oidc_jwt(keys: tuple[Any, Any]) -> None:
 def test_oidc_needs_an_audience() -> None:
     with pytest.raises(AuthConfigError, match="AUDIENCE"):
         Authenticator(oidc_issuer=ISS)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_a_token_whose_alg_does_not_fit_the_key_is_401_not_a_crash(keys: tuple[Any, Any]) -> None:
+    _private, public = keys
+    auth = Authenticator(oidc_issuer=ISS, oidc_audience=AUD, jwks_client=FakeJwks(public, "k1"))
+    now = int(time.time())
+    for alg in ("ES256", "ES384", "PS256", "HS256", "none"):
+        header = _b64(json.dumps({"alg": alg, "kid": "k1", "typ": "JWT"}).encode())
+        body = _b64(json.dumps({"iss": ISS, "aud": AUD, "sub": "x", "exp": now + 60}).encode())
+        with pytest.raises(AuthError):
+            auth.authenticate(f"Bearer {header}.{body}.{_b64(bytes(64))}")
+
+
+class _JwksServer:
+    """A real JWKS endpoint on loopback whose key set the test changes (key rotation)."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.keys: list[dict[str, Any]] = []
+        self.fetches = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # http.server's naming
+                outer.fetches += 1
+                body = json.dumps({"keys": outer.keys}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_key_removed_from_the_jwks_stops_working_within_the_refresh_interval(keys: tuple[Any, Any]) -> None:
+    private, public = keys
+    new = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwks = _JwksServer()
+    try:
+        jwks.keys = [_jwk(public, "old"), _jwk(new.public_key(), "new")]
+        auth = Authenticator(oidc_issuer=ISS, oidc_audience=AUD, oidc_jwks_url=jwks.url, jwks_refresh_seconds=1)
+        old_token, new_token = _token(private, kid="old"), _token(new, kid="new")
+        assert auth.authenticate("Bearer " + old_token).name == "user-1"
+        assert auth.authenticate("Bearer " + new_token).name == "user-1"
+        jwks.keys = [_jwk(new.public_key(), "new")]  # "old" rotated out
+        time.sleep(1.5)
+        with pytest.raises(AuthError, match="unknown signing key"):
+            auth.authenticate("Bearer " + old_token)
+        assert auth.authenticate("Bearer " + new_token).name == "user-1"
+    finally:
+        jwks.close()

@@ -259,3 +259,33 @@ def test_unexpected_errors_are_masked() -> None:
     ctx = make_context(Boom(*sample_data()))
     res = run('{ report(id: "r1") { id } }', ctx=ctx)
     assert res.errors and res.errors[0].message == "internal error"
+
+
+def _estimated_cost(schema_: Any, query: str) -> int:
+    res = asyncio.run(schema_.execute(query, context_value=make_context()))
+    assert res.errors and res.errors[0].extensions["code"] == "QUERY_TOO_COMPLEX", res.errors
+    return int(res.errors[0].extensions["cost"])
+
+
+def test_cost_counts_total_count_facets_listing_and_the_compat_search() -> None:
+    from medsearch_api.compat import build_compat_schema
+    from medsearch_api.schema import build_schema
+
+    from medsearch.contracts.settings import ApiSettings
+
+    tiny = ApiSettings(max_query_cost=100)
+    main, compat = build_schema(tiny), build_compat_schema(tiny)
+    page = _estimated_cost(main, '{ searchReports(query: "effusion", first: 50) { edges { cursor } } }')
+    counted = _estimated_cost(main, '{ searchReports(query: "effusion", first: 50) { edges { cursor } totalCount } }')
+    assert counted - page >= 1000  # an exact count, not one more scalar
+    listing = _estimated_cost(main, "{ searchReports(first: 50) { edges { cursor } } }")
+    assert listing - page >= 500
+    assert _estimated_cost(main, "{ icd10Facets(size: 1) { code } }") >= 2500
+    assert _estimated_cost(main, "{ entityFacets(kind: SIGNS, size: 1) { term } }") >= 2500
+    assert _estimated_cost(compat, '{ searchReports(input: "effusion") { ReportId } }') == 1 + 100  # 100 hits, not 1
+    assert _estimated_cost(compat, '{ getAllPositiveICD10CMs { key } }') >= 2500
+    assert _estimated_cost(compat, "{ listReports { ReportId } }") >= 500
+    # with the default ceiling, twenty aggregations in one request are refused; the web client's search is not
+    facets = "{ " + " ".join(f"f{i}: icd10Facets(size: 1) {{ code }}" for i in range(20)) + " }"
+    res = run(facets)
+    assert res.errors and res.errors[0].extensions["code"] == "QUERY_TOO_COMPLEX"

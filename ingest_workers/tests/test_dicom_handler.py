@@ -249,3 +249,14 @@ def test_a_redeployed_model_with_another_input_size_is_adopted_not_dead_lettered
     assert h.input_size == 96 and h.model_version == "2" and writer.rows == {}
     assert h(batch) == [] and len(writer.rows) == 1
     assert emb.calls[-1] == (1, 3, 96, 96)
+
+
+def test_a_decompression_bomb_is_dead_lettered_with_the_limit(root: str) -> None:
+    from medsearch.testing_hostile import deflated_dicom_bomb
+
+    emb, writer = FakeEmbedder(), FakeWriter()
+    batch = [_publish(root, deflated_dicom_bomb(), 0), _publish(root, _data("CT_small.dcm"), 1)]
+    failures = _handler(root, emb, writer)(batch)
+    assert len(failures) == 1 and failures[0].stage == "decode"
+    assert failures[0].error.startswith("too_large: ") and "inflates to more than" in failures[0].error
+    assert len(writer.rows) == 1

@@ -94,6 +94,22 @@ def date_to_yyyymmdd(day: dt.date | None) -> int:
     return 0 if day is None else day.year * 10000 + day.month * 100 + day.day
 
 
+# Identifiers and claim checks of the ingest messages: kept in dead letters so they can be found and replayed.
+# Every other string, at any depth (report text, or text under any other key a producer added), is redacted.
+_KEPT_FIELDS = (set(DicomObject.model_fields) | set(Report.model_fields)) - {"text"}
+_KEPT_MAX_CHARS = 2048
+
+
+def _redact(value: Any, *, keep: bool = False) -> Any:
+    if isinstance(value, str):
+        return value if keep and len(value) <= _KEPT_MAX_CHARS else f"<{len(value)} characters redacted>"
+    if isinstance(value, dict):
+        return {str(k): _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value  # numbers, booleans, null
+
+
 class DeadLetter(_Message):
     """A message that failed permanently, with the stage and the reason (never the report text)."""
 
@@ -118,8 +134,7 @@ class DeadLetter(_Message):
                 original = {"raw_json_type": type(original).__name__}
         except (UnicodeDecodeError, json.JSONDecodeError):
             original = {"raw_bytes": len(raw)}
-        if isinstance(original.get("text"), str):
-            original["text"] = f"<{len(original['text'])} characters redacted>"
+        original = {k: _redact(v, keep=k in _KEPT_FIELDS) for k, v in original.items()}
         return cls.model_validate(
             {
                 "original": original,

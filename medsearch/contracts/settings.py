@@ -72,6 +72,10 @@ class ApiSettings(ServiceSettings):
     oidc_audience: str | None = Field(default=None, description="Expected JWT audience.")
     oidc_jwks_url: str | None = Field(default=None, description="JWKS URL (default: from the issuer's discovery).")
     oidc_roles_claim: str = Field(default="roles", description="JWT claim holding the medsearch roles.")
+    oidc_jwks_refresh_seconds: float = Field(
+        default=300, ge=1, le=86400,
+        description="JWKS cache lifetime: a key removed from the JWKS stops being trusted within this time.",
+    )
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (off when empty).")
     max_k: int = Field(default=100, ge=1, le=10000, description="Ceiling for similarImages k.")
     max_first: int = Field(default=100, ge=1, le=10000, description="Ceiling for page sizes.")
@@ -82,6 +86,13 @@ class ApiSettings(ServiceSettings):
         description="Key that signs thumbnail URLs; every gateway replica must share it (random per process "
         "when unset, so that URLs signed by one replica fail on another).",
     )
+    max_query_cost: int = Field(
+        default=50_000, ge=100, description="Estimated GraphQL cost ceiling per operation (docs/security.md)."
+    )
+    rate_limit_per_second: float = Field(
+        default=50.0, ge=0, description="GraphQL requests per second per principal (token bucket refill; 0: off)."
+    )
+    rate_limit_burst: int = Field(default=500, ge=1, description="Token bucket size: requests allowed in a burst.")
 
 
 class WorkerSettings(ServiceSettings):
@@ -111,7 +122,13 @@ class ModelServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDSEARCH_MODEL_", extra="ignore")
 
     name: str = Field(default="densenet121", description="Model name served.")
-    weights: str = Field(default="imagenet", description="imagenet | random | PATH | URI.")
+    weights: str = Field(default="imagenet", description="imagenet | random | PATH | URI (https or object store).")
+    weights_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="Expected sha256 of the model file (mismatch: refused)."
+    )
+    allow_pickle: bool = Field(
+        default=False, description="Allow whole pickled models (unpickling runs code; only for trusted files)."
+    )
     backend: Literal["auto", "torch", "onnx"] = Field(default="auto", description="Inference backend.")
     input_size: int = Field(default=224, ge=64, le=1024, description="Square input size.")
     max_batch_size: int = Field(default=32, ge=1, le=1024, description="Dynamic batching: largest batch.")

@@ -64,13 +64,35 @@ class EmbeddingModelSpec(_Model):
     name: str = Field(default="densenet121", pattern=r"^[a-z0-9][-a-z0-9_.]{0,62}$")
     weights: str = Field(
         default="imagenet",
-        description="imagenet | random | a local path | a URI (s3://, gs://, https://, pvc://) to a "
-        "state dict, full model, TorchScript or ONNX file. 'random' is for tests and offline demos only.",
+        description="imagenet | random | a local path | a URI (https://, s3://, gs://, az://, pvc://; never "
+        "http://) to a state dict, TorchScript or ONNX file. 'random' is for tests and offline demos only.",
+    )
+    sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$",
+        description="Expected sha256 of the model file; the model server refuses a file that does not match.",
     )
     format: Literal["auto", "pytorch", "torchscript", "onnx"] = "auto"
     dimension: Literal[1024] = 1024
     input_size: int = Field(default=224, ge=64, le=1024)
     version: str = Field(default="1", pattern=r"^[A-Za-z0-9._-]{1,32}$")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_scheme(cls, v: str) -> str:
+        return check_model_uri(v)
+
+
+# Model weights come over TLS or from an object store; plain http:// (or any other scheme) is refused.
+MODEL_URI_SCHEMES = ("https", "s3", "gs", "gcs", "az", "abfs", "abfss", "pvc", "file")
+
+
+def check_model_uri(value: str) -> str:
+    if "://" in value:
+        scheme = value.split("://", 1)[0].lower()
+        if scheme not in MODEL_URI_SCHEMES:
+            raise ValueError(f"{scheme}:// is not allowed for model weights; use one of "
+                             + ", ".join(f"{s}://" for s in MODEL_URI_SCHEMES))
+    return value
 
 
 class ImageCollectionSpec(_Model):
@@ -130,6 +152,11 @@ class PredictorSpec(_Model):
     tolerations: list[Toleration] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
     batcher: BatcherSpec = Field(default_factory=BatcherSpec)
+
+    @field_validator("storage_uri")
+    @classmethod
+    def _storage_scheme(cls, v: str | None) -> str | None:
+        return None if v is None else check_model_uri(v)
 
     @field_validator("max_replicas")
     @classmethod

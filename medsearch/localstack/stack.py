@@ -219,7 +219,9 @@ def plan_services(
                  "--backend", backend, "--input-size", str(spec.embedding.input_size),
                  "--max-batch-size", str(spec.predictor.batcher.max_batch_size),
                  "--max-latency-ms", str(spec.predictor.batcher.max_latency_ms),
-                 "--http-port", str(ports.model_http), "--grpc-port", str(ports.model_grpc)],
+                 "--http-port", str(ports.model_http), "--grpc-port", str(ports.model_grpc)]
+                + (["--weights-sha256", spec.embedding.sha256]
+                   if spec.embedding.sha256 and weights == spec.embedding.weights else []),
                 "http", url=model_url, health_url=f"{model_url}/v2/health/ready",
                 ports=(ports.model_http, ports.model_grpc), start_timeout=600, env=common,
             )

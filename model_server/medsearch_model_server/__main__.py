@@ -27,7 +27,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=env.weights,
         help="imagenet (torchvision cache/download) | random (seeded, for tests/demos only) | PATH "
         "(.pth state dict or full model, TorchScript, .onnx, or a directory such as /mnt/models) | URI "
-        "(s3://, gs://, https://, file://)",
+        "(https://, s3://, gs://, az://, file://; never http://)",
+    )
+    p.add_argument(
+        "--weights-sha256",
+        default=env.weights_sha256,
+        help="expected sha256 of the model file; loading is refused on a mismatch",
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        default=env.allow_pickle,
+        help="allow a whole pickled model (unpickling runs code from the file: only for files you trust); "
+        "without it only state dicts, TorchScript and ONNX load",
     )
     p.add_argument(
         "--backend",
@@ -94,6 +106,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         channels_last=args.channels_last,
         threads=args.threads,
         exit_on_load_failure=args.exit_on_load_failure,
+        weights_sha256=args.weights_sha256,
+        allow_pickle=args.allow_pickle,
     )
 
 

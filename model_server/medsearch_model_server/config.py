@@ -37,6 +37,8 @@ class ServerConfig:
     channels_last: bool = True
     threads: int = 0  # intra-op threads (0: library default)
     exit_on_load_failure: bool = False
+    weights_sha256: str | None = None  # expected sha256 of the model file; a mismatch is refused
+    allow_pickle: bool = False  # opt-in to unpickle a whole pickled model (runs code from the file)
 
     def __post_init__(self) -> None:
         if not 32 <= self.input_size <= 1024:
@@ -58,4 +60,6 @@ class ServerConfig:
             max_latency_ms=s.max_latency_ms,
             http_port=s.http_port,
             grpc_port=s.grpc_port,
+            weights_sha256=s.weights_sha256,
+            allow_pickle=s.allow_pickle,
         )

@@ -98,7 +98,8 @@ class Embedder:
 def load_embedder(cfg: ServerConfig) -> Embedder:
     """Resolve the weights, build the backend, run one warm-up batch and check the output. Raises WeightsError."""
     t0 = time.monotonic()
-    weights = resolve_weights(cfg.weights, seed=cfg.seed, cache_dir=cfg.cache_dir)
+    weights = resolve_weights(cfg.weights, seed=cfg.seed, cache_dir=cfg.cache_dir, sha256=cfg.weights_sha256,
+                              allow_pickle=cfg.allow_pickle)
     backend = build_backend(weights, cfg)
     info = ModelInfo(
         model_name=cfg.model_name,

@@ -329,7 +329,7 @@ class EmbeddingModel(Model):  # type: ignore[misc]  # kserve ships no type infor
 
 def _reason(err: InvalidInput) -> str:
     text = str(err)
-    for reason in ("not an image", "undecodable", "no pixel data", "unsupported", "expected shape"):
+    for reason in ("not an image", "undecodable", "no pixel data", "unsupported", "too large", "expected shape"):
         if reason in text:
             return reason.replace(" ", "_")
     return "invalid"

@@ -78,14 +78,21 @@ def imagenet_densenet() -> tuple[nn.Module, Path]:
     return DenseNetEmbedding(model.features).eval(), cached
 
 
-def torch_load(path: Path) -> Any:
-    """A state dict safely (``weights_only``); a whole pickled model only when that is what the file is."""
+def torch_load(path: Path, *, allow_pickle: bool = False) -> Any:
+    """A state dict safely (``weights_only``). A whole pickled model is unpickled only with ``allow_pickle``:
+    unpickling runs whatever code the file names, so without the opt-in such a file is refused unopened."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        pass  # not plain tensors: a whole pickled model, loaded below
+        pass  # not plain tensors: a whole pickled model
     except Exception as err:  # corrupt/truncated archives raise RuntimeError, EOFError, ...
         raise WeightsError(f"{path}: not a readable PyTorch file: {type(err).__name__}: {err}") from err
+    if not allow_pickle:
+        raise WeightsError(
+            f"{path}: not plain tensors but a pickled Python object (a whole model); unpickling runs code from the "
+            "file, so it is refused. Save a state dict, TorchScript or ONNX instead, or, for a file you trust, "
+            "pass --allow-pickle (MEDSEARCH_MODEL_ALLOW_PICKLE=true)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # unpickling a model may fail in many ways (missing classes...)

@@ -4,14 +4,16 @@ Resolution happens once, in ``load()``; nothing is downloaded at request time. S
 
 * ``*.pth`` / ``*.pt`` / ``*.bin``: a state dict (plain, under ``state_dict`` / ``model_state_dict`` / ``model``,
   with or without a ``module.`` prefix, a full torchvision DenseNet121 or only its ``features``; CheXNet-style
-  ``densenet121.features.*`` keys work too) or a whole pickled model (allowed, as the seed allowed it, and
-  logged as a risk: unpickling runs code, so only load files you trust);
+  ``densenet121.features.*`` keys work too), loaded with ``weights_only``; a whole pickled model only with the
+  explicit ``allow_pickle`` opt-in (unpickling runs code from the file);
 * TorchScript archives (``torch.jit.save``);
 * ONNX files (``*.onnx``) mapping ``[N, 3, S, S]`` to ``[N, 1024]`` (or a ``[N, 1024, h, w]`` feature map).
 
 A directory (e.g. KServe's ``/mnt/models``) is searched for the first of ``model.onnx``, ``model.pt``,
-``model.pth``, ``model.ts``, then any single ``*.onnx|*.pt|*.pth`` file. URIs (``s3://``, ``gs://``,
-``https://``, ``file://``...) are copied with fsspec into the cache directory first.
+``model.pth``, ``model.ts``, then any single ``*.onnx|*.pt|*.pth`` file. URIs are copied with fsspec into the
+cache directory first; only ``https://`` and object stores (``s3://``, ``gs://``, ``gcs://``, ``az://``,
+``abfs://``, ``abfss://``) are accepted, plus ``file://`` for local files (never plain ``http://``). An expected
+``sha256`` of the model file, when given, must match or nothing is loaded.
 """
 
 from __future__ import annotations
@@ -56,8 +58,34 @@ class ResolvedWeights:
     onnx_path: Path | None  # a user ONNX file to run as is
 
 
+ALLOWED_SCHEMES = ("https", "s3", "gs", "gcs", "az", "abfs", "abfss", "file")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
 def is_uri(spec: str) -> bool:
     return "://" in spec
+
+
+def check_uri_scheme(uri: str) -> None:
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme not in ALLOWED_SCHEMES:
+        hint = " (use https://)" if scheme == "http" else ""
+        raise WeightsError(
+            f"{uri}: {scheme}:// is not allowed for model weights{hint}; use one of "
+            f"{', '.join(s + '://' for s in ALLOWED_SCHEMES)}"
+        )
+
+
+def check_sha256(path: Path, digest: str, expected: str | None) -> None:
+    """Refuse a model file whose sha256 is not the one the configuration pins."""
+    if expected is None:
+        return
+    if _SHA256.fullmatch(expected) is None:
+        raise WeightsError(f"expected sha256 {expected!r} is not 64 lowercase hexadecimal digits")
+    if digest != expected:
+        raise WeightsError(
+            f"{path}: sha256 mismatch: the file is {digest}, the configuration expects {expected}; refusing to load it"
+        )
 
 
 def sha256_file(path: Path) -> str:
@@ -72,6 +100,7 @@ def fetch_uri(uri: str, cache_dir: Path) -> Path:
     """Copy a model URI (any fsspec protocol) into ``cache_dir`` once; return the local file or directory."""
     import fsspec
 
+    check_uri_scheme(uri)
     if uri.startswith("file://"):
         return Path(uri[len("file://") :])
     if uri.startswith("pvc://"):
@@ -160,11 +189,17 @@ def _tensor_state_dict(obj: Any) -> bool:
     )
 
 
-def resolve_weights(spec: str, *, seed: int, cache_dir: Path) -> ResolvedWeights:
-    """Turn ``--weights`` into a ready torch module (or an ONNX file). Raises :class:`WeightsError`."""
+def resolve_weights(spec: str, *, seed: int, cache_dir: Path, sha256: str | None = None,
+                    allow_pickle: bool = False) -> ResolvedWeights:
+    """Turn ``--weights`` into a ready torch module (or an ONNX file). Raises :class:`WeightsError`.
+
+    ``sha256``: the expected digest of the model file (refused on mismatch); ``allow_pickle``: the explicit
+    opt-in to unpickle a whole pickled model (never done otherwise)."""
     from . import network
 
     spec = spec.strip()
+    if sha256 is not None and spec == "random":
+        raise WeightsError("a weights sha256 was given but the weights are 'random' (there is no file to check)")
     if spec == "random":
         module = network.random_densenet(seed)
         import torch
@@ -179,6 +214,8 @@ def resolve_weights(spec: str, *, seed: int, cache_dir: Path) -> ResolvedWeights
         return ResolvedWeights(info, module, None)
     if spec == "imagenet":
         module, path = network.imagenet_densenet()
+        if sha256 is not None:
+            check_sha256(path, sha256_file(path), sha256)
         digest = IMAGENET_FILE.split("-")[1].split(".")[0]
         info = WeightsInfo("imagenet", spec, f"imagenet1k_v1-{digest}", path, f"imagenet1k_v1-{digest}")
         return ResolvedWeights(info, module, None)
@@ -186,6 +223,7 @@ def resolve_weights(spec: str, *, seed: int, cache_dir: Path) -> ResolvedWeights
     local = fetch_uri(spec, cache_dir) if is_uri(spec) else Path(spec).expanduser()
     path = find_model_file(local)
     digest = sha256_file(path)
+    check_sha256(path, digest, sha256)
     version = f"sha256:{digest[:12]}"
     key = f"file-{digest[:16]}"
     if path.suffix == ".onnx":
@@ -194,10 +232,10 @@ def resolve_weights(spec: str, *, seed: int, cache_dir: Path) -> ResolvedWeights
     if is_torchscript(path):
         module = network.load_torchscript(path)
         return ResolvedWeights(WeightsInfo("torchscript", spec, version, path, key), module, None)
-    obj = network.torch_load(path)
+    obj = network.torch_load(path, allow_pickle=allow_pickle)
     if _tensor_state_dict(obj):
         module = network.densenet_from_state_dict(normalise_state_dict(obj, str(path)), str(path))
         return ResolvedWeights(WeightsInfo("state_dict", spec, version, path, key), module, None)
-    log.warning("%s: loading a whole pickled model; only load model files you trust", path)
+    log.warning("%s: loaded a whole pickled model (allowed by --allow-pickle)", path)
     module = network.from_full_model(obj, str(path))
     return ResolvedWeights(WeightsInfo("full_model", spec, version, path, key), module, None)

@@ -135,7 +135,8 @@ def test_full_model_torchscript_and_onnx_files(
         (scripted, "torchscript", "torch"),
         (f"file://{onnx_dir}", "onnx", "auto"),
     ]:
-        emb = load_embedder(config(tmp_path / "cache", weights=str(weights), backend=backend, device="cpu"))
+        emb = load_embedder(config(tmp_path / "cache", weights=str(weights), backend=backend, device="cpu",
+                                   allow_pickle=kind == "full_model"))
         assert emb.info.weights.kind == kind
         assert np.abs(emb.embed_pixels(px) - expected).max() < 1e-4, weights
 
@@ -155,6 +156,52 @@ def test_unloadable_weights_say_why(tmp_path: Path, no_network: None) -> None:
     classifier = tmp_path / "classifier.pt"
     torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * SIZE * SIZE, 10)), classifier)
     with pytest.raises(WeightsError, match=r"expected \[1, 1024\]"):
-        load_embedder(config(cache, weights=str(classifier), backend="torch", device="cpu"))
+        load_embedder(config(cache, weights=str(classifier), backend="torch", device="cpu", allow_pickle=True))
     with pytest.raises(WeightsError, match=r"imagenet.*could not be downloaded"):
         load_embedder(config(cache, weights="imagenet", backend="torch", device="cpu"))
+
+
+class _Payload:
+    """Unpickling this object runs ``os.mkdir(marker)``: proof of code execution if it ever happens."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return os.mkdir, (str(self.marker),)
+
+
+def test_a_pickle_payload_is_never_run_without_the_opt_in(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "model.pth"
+    torch.save({"model": _Payload(marker)}, evil)
+    with pytest.raises(WeightsError, match=r"pickled Python object .* refused.*--allow-pickle"):
+        load_embedder(config(tmp_path / "cache", weights=str(evil), backend="torch", device="cpu"))
+    assert not marker.exists()
+    # the opt-in really is what unpickles (so the check above can fail): the payload then runs
+    with pytest.raises(WeightsError):
+        load_embedder(config(tmp_path / "cache", weights=str(evil), backend="torch", device="cpu",
+                             allow_pickle=True))
+    assert marker.exists()
+
+
+def test_weights_digest_is_checked_and_plain_http_refused(tmp_path: Path) -> None:
+    from medsearch_model_server.weights import sha256_file
+
+    path = tmp_path / "model.pth"
+    torch.save({f"features.{k}": v for k, v in random_densenet(0).features.state_dict().items()}, path)
+    digest = sha256_file(path)
+    emb = load_embedder(config(tmp_path / "cache", weights=str(path), backend="torch", device="cpu",
+                               weights_sha256=digest))
+    assert emb.info.weights.version == f"sha256:{digest[:12]}"
+    wrong = "0" * 64
+    with pytest.raises(WeightsError, match=f"sha256 mismatch: the file is {digest}, the configuration expects {wrong}"):
+        load_embedder(config(tmp_path / "cache", weights=str(path), backend="torch", device="cpu",
+                             weights_sha256=wrong))
+    for uri in ("http://models.example.org/model.pth", "ftp://models.example.org/model.pth"):
+        with pytest.raises(WeightsError, match=r"is not allowed for model weights"):
+            load_embedder(config(tmp_path / "cache", weights=uri))
+    with pytest.raises(WeightsError, match="random"):
+        load_embedder(config(tmp_path / "cache", weights="random", weights_sha256=digest))

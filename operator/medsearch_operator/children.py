@@ -255,6 +255,8 @@ def build_inference_service(owner: Owner, spec: MedicalSearchIndexSpec, settings
         "--http-port", "8080",
         "--grpc-port", "8081",
     ]
+    if spec.embedding.sha256:
+        args += ["--weights-sha256", spec.embedding.sha256]
     requests = dict(pred.resources.requests)
     limits = dict(pred.resources.limits)
     if pred.gpu:

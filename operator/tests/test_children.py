@@ -77,6 +77,14 @@ def test_predictor_storage_uri_overrides_weights_and_plain_weights_pass_through(
     (c,) = cpu["spec"]["predictor"]["containers"]
     assert "resources" not in c and "env" not in c
     assert "nodeSelector" not in cpu["spec"]["predictor"] and "tolerations" not in cpu["spec"]["predictor"]
+    assert "--weights-sha256" not in c["args"]
+
+
+def test_a_pinned_weights_digest_reaches_the_model_server() -> None:
+    digest = "ab" * 32
+    isvc = ch.build_inference_service(OWNER, gpu_spec(embedding={"sha256": digest}), SETTINGS)
+    args = isvc["spec"]["predictor"]["containers"][0]["args"]
+    assert args[args.index("--weights-sha256") + 1] == digest
 
 
 def test_worker_deployments_carry_replicas_resources_env_and_checksum() -> None:

@@ -335,7 +335,7 @@ def test_helm_test_hook_queries_readyz(helm_bin: str, staged: dict[str, Path]) -
     objs = render(helm_bin, staged["medsearch"], release="r1", sets={"gateway.service.port": 8080})
     pod = one(objs, "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    assert pod["spec"]["containers"][0]["command"][-1] == "http://r1-medsearch-gateway:8080/readyz"
+    assert pod["spec"]["containers"][0]["command"][-1] == "http://r1-medsearch-gateway:8080/readyz?scope=all"
 
 
 def test_default_index_is_a_valid_medical_search_index(helm_bin: str, staged: dict[str, Path]) -> None:

@@ -40,6 +40,9 @@ def test_spec_defaults_and_camel_case_round_trip() -> None:
         ({"deletionPolicy": "Destroy"}, "spec.deletionPolicy"),
         ({"predictor": {"minReplicas": 3, "maxReplicas": 2}}, "spec.predictor.maxReplicas"),
         ({"kafka": {"partitons": 3}}, "spec.kafka.partitons"),
+        ({"embedding": {"weights": "http://models.example.org/m.pth"}}, "spec.embedding.weights"),
+        ({"embedding": {"sha256": "not-a-digest"}}, "spec.embedding.sha256"),
+        ({"predictor": {"storageUri": "http://models.example.org/m.onnx"}}, "spec.predictor.storageUri"),
     ],
 )
 def test_bad_spec_names_the_field(data: dict[str, object], field: str) -> None:
@@ -90,6 +93,29 @@ def test_dead_letter_redacts_text() -> None:
     assert dl.original["report_id"] == "r1"
     assert DeadLetter.for_message(b"\x00\x01", topic="t", stage="decode_message", error="e",
                                   attempts=1).original == {"raw_bytes": 2}
+
+
+def test_dead_letter_redacts_every_text_bearing_field() -> None:
+    import json
+
+    raw = json.dumps({
+        "schema_version": 1, "index": "demo", "report_id": "r1", "uri": "file:///o/r1.txt", "study_uid": "1.2.3",
+        "text": "Patient John Doe has effusion",
+        "impression": "John Doe: effusion",  # a field a newer producer added
+        "sections": {"findings": "John Doe lungs", "extra": ["John Doe", {"note": "Doe"}, 7]},
+        "report_id_typo": "Doe", "count": 3, "flag": True, "none": None,
+    }).encode()
+    dl = DeadLetter.for_message(raw, topic="demo.reports", stage="analyze", error="boom", attempts=1)
+    assert "Doe" not in dl.to_bytes().decode()
+    o = dl.original
+    assert (o["index"], o["report_id"], o["uri"], o["study_uid"]) == ("demo", "r1", "file:///o/r1.txt", "1.2.3")
+    assert o["text"] == "<29 characters redacted>" and o["impression"] == "<18 characters redacted>"
+    assert o["sections"] == {"findings": "<14 characters redacted>",
+                             "extra": ["<8 characters redacted>", {"note": "<3 characters redacted>"}, 7]}
+    assert (o["count"], o["flag"], o["none"]) == (3, True, None)
+    long_id = DeadLetter.for_message(json.dumps({"report_id": "x" * 5000}).encode(), topic="t", stage="analyze",
+                                     error="e", attempts=1)
+    assert long_id.original["report_id"] == "<5000 characters redacted>"
 
 
 def test_collection_schemas_build() -> None:

@@ -123,3 +123,125 @@ def test_errors_are_typed_and_name_the_source() -> None:
     with pytest.raises(ImageDecodeError) as err:
         decode_image_bytes(_read("rtplan.dcm"), source="rtplan.dcm")
     assert err.value.reason == "no_pixel_data"
+
+
+# ---- hostile input: one size rule before any pixel is decoded ---------------------------------------------------
+
+
+def test_deflated_bomb_is_refused_quickly_without_inflating_it() -> None:
+    import time
+    import tracemalloc
+
+    from medsearch.imaging import check_image_limits
+    from medsearch.testing_hostile import deflated_dicom_bomb
+
+    bomb = deflated_dicom_bomb()  # 3 GiB of zeros behind a 128 x 128 header, ~3 MB on the wire
+    assert len(bomb) < 8 * 1024 * 1024
+    tracemalloc.start()
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(ImageDecodeError, match="inflates to more than") as err:
+            decode_image_bytes(bomb, source="bomb.dcm")
+        elapsed = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert err.value.reason == "too_large" and "bomb.dcm" in str(err.value)
+    assert elapsed < 1.0  # pydicom alone inflates all 3 GiB first (about 20 s)
+    assert peak < 64 * 1024 * 1024
+    with pytest.raises(ImageDecodeError, match="too large"):
+        check_image_limits(bomb)
+
+
+def test_deflated_header_declaring_too_many_pixels_is_refused_by_the_pixel_rule() -> None:
+    from medsearch.testing_hostile import deflated_dicom_bomb
+
+    with pytest.raises(ImageDecodeError, match="50000 x 50000 = 2500000000 pixels per frame exceeds the limit"):
+        decode_dicom(deflated_dicom_bomb(rows=50000, columns=50000, zeros=1 << 20))
+
+
+def test_a_real_deflated_file_still_decodes() -> None:
+    img = decode_image_bytes(_read("image_dfl.dcm"), source="image_dfl.dcm")
+    assert img.shape == (512, 512) and img.max() > img.min()
+
+
+def test_limits_are_configurable_and_cover_frames() -> None:
+    from medsearch.imaging import ImageLimits, check_image_limits
+
+    data = _read("emri_small.dcm")  # 10 frames of 64 x 64
+    check_image_limits(data)
+    with pytest.raises(ImageDecodeError, match=r"64 x 64 x 10 frames = 40960 pixels exceeds the limit of 40000"):
+        decode_dicom(data, limits=ImageLimits(max_total_pixels=40_000))
+    with pytest.raises(ImageDecodeError, match="4096 pixels per frame exceeds the limit of 4000"):
+        check_image_limits(data, limits=ImageLimits(max_frame_pixels=4000))
+
+
+def test_png_beyond_pillows_bomb_limit_is_a_typed_refusal_not_a_crash() -> None:
+    from medsearch.testing_hostile import png_header_only
+
+    with pytest.raises(ImageDecodeError, match="the limit is 40000000 pixels") as err:
+        decode_image_bytes(png_header_only(20000, 10000), source="big.png")  # 200 MP > Pillow's 179 MP
+    assert err.value.reason == "too_large"
+
+
+def test_png_below_pillows_limit_but_over_ours_is_refused_before_decoding() -> None:
+    from medsearch.imaging import check_image_limits
+    from medsearch.testing_hostile import png_header_only
+
+    png = png_header_only(8000, 8000)  # 64 MP: Pillow would only warn and decode it
+    for call in (lambda: decode_image_bytes(png), lambda: check_image_limits(png)):
+        with pytest.raises(ImageDecodeError, match="8000 x 8000 = 64000000 pixels exceeds the limit of 40000000"):
+            call()
+
+
+def test_only_the_frame_used_is_decoded() -> None:
+    """A multi-frame RLE object whose first frame is corrupt: the middle frame (the one used) still decodes."""
+    import pydicom
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom.dcmread(io.BytesIO(_read("emri_small_RLE.dcm")))
+    frames = list(generate_frames(ds.PixelData, number_of_frames=10))
+    frames[0] = b"\x00" * 8
+    ds.PixelData = encapsulate(frames)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    middle = decode_dicom(buf.getvalue(), frame_policy="middle").image
+    reference = decode_dicom(_read("emri_small_RLE.dcm"), frame_policy="middle").image
+    assert np.array_equal(middle, reference)
+    with pytest.raises(ImageDecodeError, match="undecodable"):
+        decode_dicom(buf.getvalue(), frame_policy="first")
+
+
+def _j2k_declaring(rows: int, columns: int) -> bytes:
+    """JPEG2000.dcm (1024 x 256) with its codestream's SIZ patched to declare ``rows`` x ``columns``."""
+    import struct
+
+    import pydicom
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom.dcmread(io.BytesIO(_read("JPEG2000.dcm")))
+    frame = bytearray(next(generate_frames(ds.PixelData, number_of_frames=1)))
+    at = frame.find(b"\xff\x4f\xff\x51")
+    struct.pack_into(">II", frame, at + 8, columns, rows)  # Xsiz, Ysiz (offsets are 0)
+    ds.PixelData = encapsulate([bytes(frame)])
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_a_compressed_frame_declaring_more_pixels_than_the_dataset_is_refused_before_decoding() -> None:
+    import time
+
+    from medsearch.imaging import check_image_limits, codestream_size
+
+    assert codestream_size(b"\xff\x4f\xff\x51" + bytes(4) + bytes.fromhex("0000010000000400") + bytes(8)) == (1024, 256)
+    t0 = time.perf_counter()
+    bomb = _j2k_declaring(60000, 60000)  # a decoder would allocate 3.6 G pixels
+    for call in (lambda: decode_dicom(bomb), lambda: check_image_limits(bomb)):
+        with pytest.raises(ImageDecodeError, match="60000 x 60000 = 3600000000 pixels per frame exceeds the limit"):
+            call()
+    bigger = _j2k_declaring(2048, 512)
+    with pytest.raises(ImageDecodeError, match="declares 2048 x 512 pixels but the dataset 1024 x 256"):
+        decode_dicom(bigger)
+    assert time.perf_counter() - t0 < 5.0
+    assert decode_dicom(_j2k_declaring(1024, 256)).image.shape == (1024, 256)  # the honest header still decodes

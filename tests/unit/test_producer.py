@@ -177,3 +177,22 @@ def test_failed_acknowledgement_is_not_a_duplicate(tmp_path: Path) -> None:
     assert pub.publish_dicom(data, filename="a.dcm").status == "published"
     pub.flush()
     assert pub.publish_dicom(data, filename="a.dcm").status == "duplicate"
+
+
+def test_a_decompression_bomb_is_rejected_naming_the_limit_not_inflated(tmp_path: Path) -> None:
+    import time
+
+    from medsearch.producer import classify
+    from medsearch.testing_hostile import deflated_dicom_bomb
+
+    bomb = deflated_dicom_bomb()
+    path = tmp_path / "bomb.dcm"
+    path.write_bytes(bomb)
+    t0 = time.perf_counter()
+    (item,) = list(classify(path))
+    assert isinstance(item, Rejected) and "too large" in item.reason and "inflates to more than" in item.reason
+    fake = FakeProducer()
+    pub = Publisher(bootstrap="unused:1", object_store_url=f"file://{tmp_path / 'o'}", index="demo", producer=fake)
+    result = pub.publish_dicom(bomb, filename="bomb.dcm")
+    assert result.status == "rejected" and "inflates to more than" in (result.reason or "")
+    assert fake.sent == [] and time.perf_counter() - t0 < 2.0
