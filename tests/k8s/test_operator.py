@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from medsearch import provision
+from medsearch.contracts.collections import IMAGE_VECTOR, REPORT_VECTOR
 from medsearch.contracts.naming import names_for
 from medsearch.localstack import procs
 
@@ -261,7 +262,7 @@ def collections(milvus_uri: str, index: str) -> dict[str, str | None]:
     try:
         out: dict[str, str | None] = {}
         n = names_for(index)
-        for coll, vfield in ((n.images_collection, "vector"), (n.reports_collection, "text_vector")):
+        for coll, vfield in ((n.images_collection, IMAGE_VECTOR), (n.reports_collection, REPORT_VECTOR)):
             if client.has_collection(coll):
                 out[coll] = provision._vector_dim_and_metric(client, coll, vfield)[1]
         return out
@@ -525,7 +526,7 @@ def test_operator_restart_mid_reconcile_converges_without_duplicates(
 
 
 def test_operator_entry_point_runs_as_a_process(
-        api: Api, ns: str, operator_kubeconfig: Path, kafka_bootstrap: str, milvus_uri: str,
+        api: Api, ns: str, operator_kubeconfig: Path, kafka_bootstrap: str, milvus_uri: str, postgres_dsn: str,
         service_logs: Path) -> None:
     """``python -m medsearch_operator``: the real process, its liveness endpoint, a clean SIGTERM."""
     import sys
@@ -535,7 +536,7 @@ def test_operator_entry_point_runs_as_a_process(
     health = procs.free_port()
     env = {**os.environ, **OPERATOR_ENV, "KUBECONFIG": str(operator_kubeconfig),
            "MEDSEARCH_KAFKA_BOOTSTRAP": kafka_bootstrap, "MEDSEARCH_MILVUS_URI": milvus_uri,
-           "MEDSEARCH_OPERATOR_NAMESPACE": ns, "MEDSEARCH_OPERATOR_HEALTH_PORT": str(health),
+           "MEDSEARCH_POSTGRES_DSN": postgres_dsn, "MEDSEARCH_OPERATOR_NAMESPACE": ns, "MEDSEARCH_OPERATOR_HEALTH_PORT": str(health),
            "MEDSEARCH_OPERATOR_HEALTH_HOST": "127.0.0.1"}
     log_path = service_logs / f"operator-{ns}.log"
     with open(log_path, "wb") as log:
