@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.fastapi import GraphQLRouter
 
@@ -68,6 +68,10 @@ class _Metrics:
         self.postgres = Histogram("medsearch_api_postgres_seconds", "Time spent in PostgreSQL calls per request",
                                   ["route"], registry=self.registry,
                                   buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        # Set by every /readyz (the kubelet probes it every few seconds): what the alerts on unavailable
+        # dependencies read (charts/medsearch/templates/prometheusrule.yaml).
+        self.dependency_up = Gauge("medsearch_api_dependency_up", "1 when the last readiness check of a dependency "
+                                   "succeeded, else 0", ["dependency"], registry=self.registry)
 
 
 def _route_label(path: str) -> str:
@@ -359,6 +363,7 @@ def create_app(
             if not task.done():
                 task.cancel()
             detail[n] = "ok" if ok else "unavailable"  # unauthenticated endpoint: no hosts or internals
+            metrics.dependency_up.labels(n).set(1 if ok else 0)
         search_ok = all(v == "ok" for n, v in detail.items() if n not in INGEST_CHECKS)
         ingest_ok = all(v == "ok" for n, v in detail.items() if n in INGEST_CHECKS)
         ready = search_ok and (ingest_ok or scope != "all")
@@ -456,8 +461,11 @@ def _kafka_reachable(bootstrap: str, timeout_ms: int = 3000) -> bool:
 def _default_readiness(s: ApiSettings) -> dict[str, Callable[[], bool]]:
     from medsearch.localstack.procs import http_ready, milvus_ready
 
+    from medsearch import pgstore
+
     uri = s.milvus_uri
     return {
+        "postgres": lambda: pgstore.ready(s.postgres_dsn, s.postgres_secret()),
         "milvus": lambda: milvus_ready(uri),
         "broker": lambda: _kafka_reachable(s.kafka_bootstrap),
         "modelServer": lambda: http_ready(s.model_server_url.rstrip("/") + "/v2/health/ready"),
