@@ -459,9 +459,8 @@ def _kafka_reachable(bootstrap: str, timeout_ms: int = 3000) -> bool:
 
 
 def _default_readiness(s: ApiSettings) -> dict[str, Callable[[], bool]]:
-    from medsearch.localstack.procs import http_ready, milvus_ready
-
     from medsearch import pgstore
+    from medsearch.localstack.procs import http_ready, milvus_ready
 
     uri = s.milvus_uri
     return {
