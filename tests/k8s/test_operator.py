@@ -536,8 +536,8 @@ def test_operator_entry_point_runs_as_a_process(
     health = procs.free_port()
     env = {**os.environ, **OPERATOR_ENV, "KUBECONFIG": str(operator_kubeconfig),
            "MEDSEARCH_KAFKA_BOOTSTRAP": kafka_bootstrap, "MEDSEARCH_MILVUS_URI": milvus_uri,
-           "MEDSEARCH_POSTGRES_DSN": postgres_dsn, "MEDSEARCH_OPERATOR_NAMESPACE": ns, "MEDSEARCH_OPERATOR_HEALTH_PORT": str(health),
-           "MEDSEARCH_OPERATOR_HEALTH_HOST": "127.0.0.1"}
+           "MEDSEARCH_POSTGRES_DSN": postgres_dsn, "MEDSEARCH_OPERATOR_NAMESPACE": ns,
+           "MEDSEARCH_OPERATOR_HEALTH_PORT": str(health), "MEDSEARCH_OPERATOR_HEALTH_HOST": "127.0.0.1"}
     log_path = service_logs / f"operator-{ns}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "medsearch_operator"], env=env, stdout=log,
