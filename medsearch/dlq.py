@@ -136,7 +136,8 @@ def entry_dict(e: DlqEntry) -> dict[str, Any]:
     return d
 
 
-def read(bootstrap: str, index: str, *, timeout: float = 30.0) -> list[DlqEntry]:
+def read(bootstrap: str, index: str, *, timeout: float = 30.0,
+         security: dict[str, Any] | None = None) -> list[DlqEntry]:
     """Every record of ``<index>.dlq`` from the beginning to the end offsets seen at the start (no consumer
     group: reading changes nothing)."""
     from kafka import KafkaConsumer, TopicPartition
@@ -147,7 +148,7 @@ def read(bootstrap: str, index: str, *, timeout: float = 30.0) -> list[DlqEntry]
         consumer = KafkaConsumer(
             bootstrap_servers=[s.strip() for s in bootstrap.split(",") if s.strip()],
             group_id=None, enable_auto_commit=False, request_timeout_ms=10000,
-            bootstrap_timeout_ms=int(min(timeout, 8.0) * 1000),
+            bootstrap_timeout_ms=int(min(timeout, 8.0) * 1000), **(security or {}),
         )  # fmt: skip
     except (KafkaError, OSError) as err:
         raise DlqError(

@@ -17,7 +17,7 @@ import datetime as dt
 import io
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -234,8 +234,11 @@ class Publisher:
         index: str,
         source: str = "cli",
         producer: Any | None = None,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
+        """``security``: kafka-python TLS/SASL options (:func:`medsearch.kafka_security.kafka_security_options`)."""
         self.names = names_for(index)
+        self.security = dict(security or {})
         self.index = index
         self.bootstrap = bootstrap
         self.object_store_url = object_store_url.rstrip("/")
@@ -256,6 +259,7 @@ class Publisher:
                 linger_ms=20,
                 bootstrap_timeout_ms=8000,
                 client_id=f"medsearch-{self.source}",
+                **self.security,
             )
         except (KafkaError, OSError) as err:
             raise PublishError(

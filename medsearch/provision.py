@@ -62,7 +62,9 @@ class ProvisionError(RuntimeError):
 # --------------------------------------------------------------------------------------------- Kafka topics
 
 
-def kafka_admin(bootstrap: str, *, client_id: str = "medsearch-provision", timeout_ms: int = 10000) -> Any:
+def kafka_admin(bootstrap: str, *, client_id: str = "medsearch-provision", timeout_ms: int = 10000,
+                security: dict[str, Any] | None = None) -> Any:
+    """An admin client; ``security``: TLS/SASL options (:func:`medsearch.kafka_security.kafka_security_options`)."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
@@ -72,6 +74,7 @@ def kafka_admin(bootstrap: str, *, client_id: str = "medsearch-provision", timeo
             client_id=client_id,
             request_timeout_ms=timeout_ms,
             bootstrap_timeout_ms=timeout_ms,  # kafka-python 3 waits 30 s by default for an unreachable broker
+            **(security or {}),
         )
     except (KafkaError, OSError) as err:
         raise ProvisionError("BrokerUnreachable", f"Kafka at {bootstrap} is unreachable: {err}") from err

@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from medsearch.contracts.settings import ApiSettings
+from medsearch.kafka_security import kafka_security_options
 from medsearch_api import blocking, errors
 from medsearch_api.context import Ingest
 
@@ -85,7 +86,8 @@ class PublisherIngest(Ingest):
                 if self._publisher is None:
                     self._publisher = Publisher(bootstrap=self.settings.kafka_bootstrap,
                                                 object_store_url=self.settings.object_store_url,
-                                                index=self.settings.index, source="api")
+                                                index=self.settings.index, source="api",
+                                                security=kafka_security_options(self.settings))
                 result = fn(self._publisher)
                 self._publisher.flush(timeout=30)
                 return result

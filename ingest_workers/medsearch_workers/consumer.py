@@ -35,6 +35,7 @@ from medsearch.contracts.messages import DeadLetter
 from medsearch.contracts.naming import IndexNames, names_for
 from medsearch.contracts.settings import WorkerSettings
 from medsearch.contracts.spec import MedicalSearchIndexSpec, WorkerSpec
+from medsearch.kafka_security import kafka_security_options
 
 log = logging.getLogger("medsearch.workers.consumer")
 
@@ -250,7 +251,7 @@ def kafka_timeouts(settings: WorkerSettings) -> dict[str, Any]:
 def _kafka_common(settings: WorkerSettings) -> dict[str, Any]:
     return {
         "bootstrap_servers": [s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()],
-        "security_protocol": settings.kafka_security_protocol,
+        **kafka_security_options(settings),
     }
 
 

@@ -28,3 +28,14 @@ def resolve_index(index: str | None) -> tuple[str, Any]:
         console.print(f"[red]error:[/red] --index: {err}")
         raise typer.Exit(2) from None
     return name, settings
+
+
+def kafka_security(settings: Any) -> dict[str, Any]:
+    """The TLS/SASL options of ``settings`` for kafka-python; exits 2 naming the setting when they contradict."""
+    from medsearch.kafka_security import KafkaSecurityError, kafka_security_options
+
+    try:
+        return kafka_security_options(settings)
+    except KafkaSecurityError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None

@@ -20,19 +20,20 @@ _OFFSET = typer.Option(None, "--offset", help="Only this record, as PARTITION:OF
 _TIMEOUT = typer.Option(30.0, "--timeout", help="Seconds to wait for the broker while reading.")
 
 
-def _resolve(index: str | None, bootstrap: str | None) -> tuple[str, str, str]:
-    """Index name, bootstrap servers and object store URL (flags, else the environment's settings)."""
-    from medsearch.cli.common import resolve_index
+def _resolve(index: str | None, bootstrap: str | None) -> tuple[str, str, str, dict[str, Any]]:
+    """Index name, bootstrap servers, object store URL (flags, else the environment's settings) and the Kafka
+    TLS/SASL options."""
+    from medsearch.cli.common import kafka_security, resolve_index
 
     name, settings = resolve_index(index)
-    return name, bootstrap or settings.kafka_bootstrap, settings.object_store_url
+    return name, bootstrap or settings.kafka_bootstrap, settings.object_store_url, kafka_security(settings)
 
 
-def _read(index: str, bootstrap: str, timeout: float) -> list[Any]:
+def _read(index: str, bootstrap: str, timeout: float, security: dict[str, Any]) -> list[Any]:
     from medsearch.dlq import DlqError, read
 
     try:
-        return read(bootstrap, index, timeout=timeout)
+        return read(bootstrap, index, timeout=timeout, security=security)
     except DlqError as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(1) from None
@@ -59,8 +60,8 @@ def register(app: typer.Typer) -> None:
         counts, and how many can be replayed."""
         from medsearch.dlq import entry_dict, plan, select, summarize
 
-        name, servers, _ = _resolve(index, bootstrap)
-        entries = select(_read(name, servers, timeout), stages=stage or (), match=match, refs=offset or ())
+        name, servers, _, security = _resolve(index, bootstrap)
+        entries = select(_read(name, servers, timeout, security), stages=stage or (), match=match, refs=offset or ())
         summary = summarize(entries, name)
         if as_json:
             shown = [{**entry_dict(e), "replayable": plan(e, name).message is not None} for e in entries[:limit]]
@@ -109,15 +110,16 @@ def register(app: typer.Typer) -> None:
         if not (all_ or stage or match or offset):
             console.print("[red]error:[/red] choose what to replay: --stage, --match, --offset or --all")
             raise typer.Exit(2)
-        name, servers, store_url = _resolve(index, bootstrap)
-        entries = select(_read(name, servers, timeout), stages=stage or (), match=match, refs=offset or ())
+        name, servers, store_url, security = _resolve(index, bootstrap)
+        entries = select(_read(name, servers, timeout, security), stages=stage or (), match=match, refs=offset or ())
         plans = [plan(e, name) for e in entries]
         ready = [p for p in plans if p.message is not None]
         skipped = [p for p in plans if p.message is None]
         sent = 0
         if ready and not dry_run:
             try:
-                publisher = Publisher(bootstrap=servers, object_store_url=store_url, index=name, source="dlq-replay")
+                publisher = Publisher(bootstrap=servers, object_store_url=store_url, index=name, source="dlq-replay",
+                                      security=security)
                 try:
                     sent = replay(ready, publisher)
                 finally:

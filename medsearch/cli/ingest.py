@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         <index>.reports. Content already published (same sha256) is skipped."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from medsearch.cli.common import resolve_index
+        from medsearch.cli.common import kafka_security, resolve_index
         from medsearch.producer import DicomFile, Publisher, PublishError, Rejected, ReportItem, classify, iter_files
         from medsearch.store import StoreError
 
@@ -81,6 +81,7 @@ def register(app: typer.Typer) -> None:
                     bootstrap=bootstrap or settings.kafka_bootstrap,
                     object_store_url=store_url or settings.object_store_url,
                     index=index_name,
+                    security=kafka_security(settings),
                 )
             except PublishError as err:
                 console.print(f"[red]error:[/red] {err}")

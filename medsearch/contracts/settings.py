@@ -36,7 +36,20 @@ class ServiceSettings(BaseSettings):
     index: str = Field(default="demo", description="Name of the MedicalSearchIndex this process serves.")
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        default="PLAINTEXT", description="Kafka security protocol."
+        default="PLAINTEXT", description="Kafka security protocol (honoured by every Kafka client medsearch creates)."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism (required with SASL_PLAINTEXT / SASL_SSL)."
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="PEM file of the CA(s) that signed the brokers' certificates (SSL / SASL_SSL)."
+    )
+    kafka_ssl_certfile: Path | None = Field(default=None, description="Client certificate (PEM) for mutual TLS.")
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="Private key (PEM) of the client certificate.")
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Verify that the brokers' certificates match their host names."
     )
     postgres_dsn: str = Field(
         default="postgresql://medsearch@127.0.0.1:5432/medsearch",

@@ -134,6 +134,14 @@ def build_configmap(owner: Owner, spec: MedicalSearchIndexSpec, settings: Operat
     }
     if spec.nlp.model:
         data["MEDSEARCH_NLP_MODEL"] = spec.nlp.model
+    # Kafka TLS/SASL: everything but the password (the credentials Secret carries MEDSEARCH_KAFKA_SASL_PASSWORD).
+    if settings.kafka_sasl_mechanism:
+        data["MEDSEARCH_KAFKA_SASL_MECHANISM"] = settings.kafka_sasl_mechanism
+    if settings.kafka_sasl_username:
+        data["MEDSEARCH_KAFKA_SASL_USERNAME"] = settings.kafka_sasl_username
+    if settings.kafka_ssl_cafile:
+        data["MEDSEARCH_KAFKA_SSL_CAFILE"] = str(settings.kafka_ssl_cafile)
+    data["MEDSEARCH_KAFKA_SSL_CHECK_HOSTNAME"] = "true" if settings.kafka_ssl_check_hostname else "false"
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -210,6 +218,12 @@ def build_worker_deployment(owner: Owner, spec: MedicalSearchIndexSpec, settings
             {"name": "tmp", "emptyDir": {}},
         ],
     }
+    if settings.operator_kafka_ca_secret and settings.kafka_ssl_cafile:
+        # The same path as in the operator's own pod (the chart mounts the CA there too).
+        container["volumeMounts"].append({"name": "kafka-ca", "mountPath": str(settings.kafka_ssl_cafile.parent),
+                                          "readOnly": True})
+        pod_spec["volumes"].append({"name": "kafka-ca", "secret": {"secretName": settings.operator_kafka_ca_secret,
+                                                                   "defaultMode": 0o444}})
     if settings.operator_service_account:
         pod_spec["serviceAccountName"] = settings.operator_service_account
     return {

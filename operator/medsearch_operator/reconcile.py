@@ -16,6 +16,7 @@ from typing import Any
 from medsearch import provision
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import SpecError, parse_spec
+from medsearch.kafka_security import KafkaSecurityError, kafka_security_options
 from medsearch_operator import children as ch
 from medsearch_operator import status as st
 from medsearch_operator.kube import Kube, KubeError
@@ -40,6 +41,7 @@ class Services:
         token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
         return cls(
             kafka_admin=lambda: provision.kafka_admin(settings.kafka_bootstrap, client_id="medsearch-operator",
+                                                      security=_kafka_security(settings),
                                                       timeout_ms=int(timeout * 1000)),
             milvus_client=lambda: provision.milvus_client(settings.milvus_uri, token, timeout=timeout),
             ensure_schema=lambda index, spec: provision.ensure_schema(
@@ -55,6 +57,14 @@ class Outcome:
     transitions: list[dict[str, Any]] = field(default_factory=list)
     retry: bool = False
     failures: list[str] = field(default_factory=list)
+
+
+def _kafka_security(settings: OperatorSettings) -> dict[str, Any]:
+    """TLS/SASL options; contradictory settings become TopicsReady=False with the setting to fix."""
+    try:
+        return kafka_security_options(settings)
+    except KafkaSecurityError as err:
+        raise provision.ProvisionError("KafkaSecurityMisconfigured", str(err)) from err
 
 
 def _close(client: Any) -> None:

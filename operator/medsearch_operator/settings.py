@@ -43,6 +43,11 @@ class OperatorSettings(ServiceSettings):
     operator_health_port: int = Field(
         default=8080, ge=0, le=65535, description="Port of the liveness endpoint /healthz (0: off)."
     )
+    operator_kafka_ca_secret: str = Field(
+        default="",
+        description="Secret (in each index's namespace) with the Kafka CA, mounted into the workers where "
+        "MEDSEARCH_KAFKA_SSL_CAFILE points (the chart sets both from externalKafka.tls).",
+    )
     operator_network_policies: bool = Field(
         default=True,
         description="Create NetworkPolicies for each index's workers and predictor (predictor reachable only "

@@ -178,3 +178,22 @@ def test_network_policies_isolate_the_predictor_and_the_workers() -> None:
 def test_network_policies_can_be_switched_off() -> None:
     off = SETTINGS.model_copy(update={"operator_network_policies": False})
     assert not [k for k in ch.build_children(OWNER, gpu_spec(), off) if k["kind"] == "NetworkPolicy"]
+
+
+def test_kafka_security_reaches_the_workers(tmp_path: Any) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_text("pem")
+    secure = SETTINGS.model_copy(update={
+        "kafka_security_protocol": "SASL_SSL", "kafka_sasl_mechanism": "PLAIN", "kafka_sasl_username": "ms",
+        "kafka_ssl_cafile": ca, "operator_kafka_ca_secret": "kafka-ca"})
+    kids = ch.build_children(OWNER, gpu_spec(), secure)
+    data = kids[0]["data"]
+    assert data["MEDSEARCH_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert data["MEDSEARCH_KAFKA_SASL_MECHANISM"] == "PLAIN" and data["MEDSEARCH_KAFKA_SASL_USERNAME"] == "ms"
+    assert data["MEDSEARCH_KAFKA_SSL_CAFILE"] == str(ca)
+    assert not [k for k in data if "PASSWORD" in k]  # the password comes from the credentials Secret only
+    for dep in (k for k in kids if k["kind"] == "Deployment"):
+        pod = dep["spec"]["template"]["spec"]
+        (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "kafka-ca"]
+        assert mount["mountPath"] == str(ca.parent)
+        assert {"name": "kafka-ca", "secret": {"secretName": "kafka-ca", "defaultMode": 0o444}} in pod["volumes"]

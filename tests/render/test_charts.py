@@ -486,3 +486,31 @@ def test_prometheus_rules_fire_on_the_series_they_watch(helm_bin: str, staged: d
     test_file.write_text(yaml.safe_dump(tests))
     proc = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_kafka_sasl_and_tls_reach_the_gateway_and_operator(helm_bin: str, staged: dict[str, Path]) -> None:
+    objs = render(helm_bin, staged["medsearch"], sets={
+        "externalKafka.securityProtocol": "SASL_SSL", "externalKafka.sasl.mechanism": "SCRAM-SHA-512",
+        "externalKafka.sasl.username": "medsearch", "externalKafka.sasl.existingSecret": "kafka-user",
+        "externalKafka.tls.caSecret": "kafka-ca"})
+    data = one(objs, "ConfigMap", "-config")["data"]
+    assert data["MEDSEARCH_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert data["MEDSEARCH_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert data["MEDSEARCH_KAFKA_SASL_USERNAME"] == "medsearch"
+    cafile = data["MEDSEARCH_KAFKA_SSL_CAFILE"]
+    for suffix in ("-gateway", "-operator"):
+        spec = pod_spec(one(objs, "Deployment", suffix))
+        container = spec["containers"][0]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["MEDSEARCH_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "kafka-user", "key": "kafka-password"}
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "kafka-ca"]
+        assert cafile == f"{mount['mountPath']}/ca.crt"
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "kafka-ca"]
+        assert volume["secret"]["secretName"] == "kafka-ca"
+    operator_env = {e["name"]: e.get("value") for e in pod_spec(one(objs, "Deployment", "-operator"))[
+        "containers"][0]["env"]}
+    assert operator_env["MEDSEARCH_OPERATOR_KAFKA_CA_SECRET"] == "kafka-ca"
+    # A password given in values lands in the chart's Secret (which the operator hands to the workers).
+    inline = render(helm_bin, staged["medsearch"], sets={"externalKafka.sasl.password": "pw"})
+    assert one(inline, "Secret", "-secrets")["stringData"]["MEDSEARCH_KAFKA_SASL_PASSWORD"] == "pw"

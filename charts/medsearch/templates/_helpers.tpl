@@ -184,6 +184,13 @@ Secrets.
       name: {{ .Values.externalPostgres.existingSecret }}
       key: {{ .Values.externalPostgres.existingSecretKey }}
 {{- end }}
+{{- if .Values.externalKafka.sasl.existingSecret }}
+- name: MEDSEARCH_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.externalKafka.sasl.existingSecret }}
+      key: {{ .Values.externalKafka.sasl.existingSecretKey }}
+{{- end }}
 {{- if .Values.externalMilvus.existingSecret }}
 - name: MEDSEARCH_MILVUS_TOKEN
   valueFrom:
@@ -202,6 +209,26 @@ Secrets.
     secretKeyRef:
       name: {{ .Values.externalS3.existingSecret }}
       key: AWS_SECRET_ACCESS_KEY
+{{- end }}
+{{- end }}
+
+{{/*
+The Kafka CA (externalKafka.tls.caSecret), mounted where MEDSEARCH_KAFKA_SSL_CAFILE points.
+*/}}
+{{- define "medsearch.kafkaCaMount" -}}
+{{- if .Values.externalKafka.tls.caSecret }}
+- name: kafka-ca
+  mountPath: /etc/medsearch-kafka-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "medsearch.kafkaCaVolume" -}}
+{{- if .Values.externalKafka.tls.caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ .Values.externalKafka.tls.caSecret }}
+    defaultMode: 0444
 {{- end }}
 {{- end }}
 
