@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 API_GROUP = "medsearch.io"
@@ -123,11 +123,28 @@ class KafkaSpec(_Model):
     retention_hours: int = Field(default=168, ge=1, le=87600)
 
 
+class AutoscalingSpec(_Model):
+    """Scale a worker Deployment on its consumer lag (a KEDA ScaledObject; replicas never above partitions)."""
+
+    min_replicas: int = Field(default=1, ge=0, le=100)
+    max_replicas: int = Field(default=4, ge=1, le=256, description="Capped at spec.kafka.partitions.")
+    lag_threshold: int = Field(default=100, ge=1, le=1_000_000, description="Target messages behind per replica.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"minReplicas ({self.min_replicas}) is above maxReplicas ({self.max_replicas})")
+        return self
+
+
 class WorkerSpec(_Model):
-    replicas: int = Field(default=1, ge=0, le=100)
+    replicas: int = Field(default=1, ge=0, le=100, description="Fixed replicas (without autoscaling, or no KEDA).")
     batch_size: int = Field(default=16, ge=1, le=512)
     max_poll_interval_seconds: int = Field(default=300, ge=10, le=3600)
     resources: Resources = Field(default_factory=Resources)
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None, description="Lag-based autoscaling with KEDA (falls back to `replicas` without KEDA)."
+    )
 
 
 class WorkersSpec(_Model):
@@ -152,6 +169,15 @@ class PredictorSpec(_Model):
     tolerations: list[Toleration] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
     batcher: BatcherSpec = Field(default_factory=BatcherSpec)
+    deployment_mode: Literal["Serverless", "Standard"] | None = Field(
+        default=None, description="KServe deployment mode; Standard (raw Deployment + HPA) needs no Knative. "
+        "Unset: the cluster's default.",
+    )
+    scale_metric: Literal["cpu", "memory", "concurrency", "rps"] | None = Field(
+        default=None, description="Autoscaling metric between minReplicas and maxReplicas (cpu/memory in "
+        "Standard mode, concurrency/rps with Knative).",
+    )
+    scale_target: int | None = Field(default=None, ge=1, le=100000, description="Target value of scaleMetric.")
 
     @field_validator("storage_uri")
     @classmethod
@@ -165,6 +191,12 @@ class PredictorSpec(_Model):
         if v < lo:
             raise ValueError(f"maxReplicas ({v}) must be >= minReplicas ({lo})")
         return v
+
+    @model_validator(mode="after")
+    def _scale_target(self) -> PredictorSpec:
+        if self.scale_target is not None and self.scale_metric is None:
+            raise ValueError("scaleTarget needs scaleMetric")
+        return self
 
 
 class NlpSpec(_Model):

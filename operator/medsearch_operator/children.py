@@ -178,7 +178,9 @@ _RESTRICTED_CONTAINER = {
 
 
 def build_worker_deployment(owner: Owner, spec: MedicalSearchIndexSpec, settings: OperatorSettings,
-                            kind: WorkerKind, checksum: str) -> dict[str, Any]:
+                            kind: WorkerKind, checksum: str, autoscaled: bool = False) -> dict[str, Any]:
+    """``autoscaled``: a KEDA ScaledObject owns the replica count, so the manifest leaves ``replicas`` out
+    (server-side apply then never fights the HPA KEDA drives)."""
     wspec = spec.workers.dicom if kind == "dicom" else spec.workers.report
     component = f"{kind}-worker"
     env = [
@@ -231,7 +233,7 @@ def build_worker_deployment(owner: Owner, spec: MedicalSearchIndexSpec, settings
         "kind": "Deployment",
         "metadata": _metadata(owner, worker_name(owner.name, kind), component),
         "spec": {
-            "replicas": wspec.replicas,
+            **({} if autoscaled else {"replicas": wspec.replicas}),
             "selector": {"matchLabels": selector_labels(owner, component)},
             "template": {
                 "metadata": {
@@ -302,8 +304,16 @@ def build_inference_service(owner: Owner, spec: MedicalSearchIndexSpec, settings
         predictor["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in pred.tolerations]
     if settings.operator_service_account:
         predictor["serviceAccountName"] = settings.operator_service_account
+    if pred.scale_metric:
+        predictor["scaleMetric"] = pred.scale_metric
+        if pred.scale_target is not None:
+            predictor["scaleTarget"] = pred.scale_target
     meta = _metadata(owner, inference_service_name(owner.name), "predictor")
     meta["annotations"] = {f"{API_GROUP}/model": f"{spec.embedding.name}:{spec.embedding.version}"}
+    if pred.deployment_mode:
+        # KServe's raw mode ("Standard" since 0.15) is spelled RawDeployment by every release that has it.
+        meta["annotations"]["serving.kserve.io/deploymentMode"] = (
+            "RawDeployment" if pred.deployment_mode == "Standard" else "Serverless")
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
@@ -365,13 +375,69 @@ def build_network_policies(owner: Owner) -> list[dict[str, Any]]:
     return [workers, predictor]
 
 
-def build_children(owner: Owner, spec: MedicalSearchIndexSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
-    """Every child, in apply order (ConfigMap first: the Deployments' checksum is computed from it)."""
+# ------------------------------------------------------------------------------------ KEDA autoscaling
+
+
+def scaled_object_name(index: str, kind: WorkerKind) -> str:
+    return f"{worker_name(index, kind)}-lag"
+
+
+def worker_spec(spec: MedicalSearchIndexSpec, kind: WorkerKind) -> Any:
+    return spec.workers.dicom if kind == "dicom" else spec.workers.report
+
+
+def autoscaled_kinds(spec: MedicalSearchIndexSpec) -> list[WorkerKind]:
+    return [k for k in WORKER_KINDS if worker_spec(spec, k).autoscaling is not None]
+
+
+def build_scaled_object(owner: Owner, spec: MedicalSearchIndexSpec, settings: OperatorSettings,
+                        kind: WorkerKind) -> dict[str, Any]:
+    """A KEDA ScaledObject scaling the worker on its consumer group's lag; never more replicas than
+    partitions (more consumers than partitions sit idle)."""
+    auto = worker_spec(spec, kind).autoscaling
+    assert auto is not None  # only called for autoscaled kinds
+    names = names_for(owner.name)
+    topic = names.dicom_topic if kind == "dicom" else names.reports_topic
+    group = names.dicom_consumer_group if kind == "dicom" else names.report_consumer_group
+    metadata: dict[str, str] = {
+        "bootstrapServers": settings.kafka_bootstrap,
+        "consumerGroup": group,
+        "topic": topic,
+        "lagThreshold": str(auto.lag_threshold),
+        "offsetResetPolicy": "earliest",
+        "allowIdleConsumers": "false",
+    }
+    trigger: dict[str, Any] = {"type": "kafka", "metadata": metadata}
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        # KEDA reads credentials through a TriggerAuthentication the site provides (same name as the object).
+        trigger["authenticationRef"] = {"name": scaled_object_name(owner.name, kind)}
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": _metadata(owner, scaled_object_name(owner.name, kind), f"{kind}-worker"),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": worker_name(owner.name, kind)},
+            "minReplicaCount": min(auto.min_replicas, spec.kafka.partitions),
+            "maxReplicaCount": min(auto.max_replicas, spec.kafka.partitions),
+            "pollingInterval": 15,
+            "cooldownPeriod": 300,
+            "triggers": [trigger],
+        },
+    }
+
+
+def build_children(owner: Owner, spec: MedicalSearchIndexSpec, settings: OperatorSettings,
+                   keda: bool = False) -> list[dict[str, Any]]:
+    """Every child, in apply order (ConfigMap first: the Deployments' checksum is computed from it).
+    ``keda``: KEDA is installed, so autoscaled workers get a ScaledObject and no fixed replica count."""
     cm = build_configmap(owner, spec, settings)
     checksum = config_checksum(cm)
+    scaled = set(autoscaled_kinds(spec)) if keda else set()
     return [
         cm,
-        *(build_worker_deployment(owner, spec, settings, k, checksum) for k in WORKER_KINDS),
+        *(build_worker_deployment(owner, spec, settings, k, checksum, autoscaled=k in scaled)
+          for k in WORKER_KINDS),
+        *(build_scaled_object(owner, spec, settings, k) for k in WORKER_KINDS if k in scaled),
         build_inference_service(owner, spec, settings),
         *(build_network_policies(owner) if settings.operator_network_policies else []),
     ]

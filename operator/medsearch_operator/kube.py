@@ -17,6 +17,7 @@ PLURALS = {
     "Deployment": "deployments",
     "InferenceService": "inferenceservices",
     "NetworkPolicy": "networkpolicies",
+    "ScaledObject": "scaledobjects",
     KIND: PLURAL,
 }
 
@@ -113,6 +114,10 @@ class Kube:
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.request("GET", resource_path(api_version, kind, namespace, name))
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete one object; False when it (or its kind) does not exist."""
+        return self.request("DELETE", resource_path(api_version, kind, namespace, name)) is not None
 
     def patch_index_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
         path = resource_path(f"{API_GROUP}/{API_VERSION}", KIND, namespace, name, "status")

@@ -8,6 +8,7 @@ conditions with a CamelCase reason and ``retry=True``; the caller retries with b
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -140,7 +141,11 @@ def reconcile(body: dict[str, Any], kube: Kube, services: Services, settings: Op
     applied: dict[str, dict[str, Any] | None] = {}
     predictor_cond: st.Cond | None = None
     workers_cond: st.Cond | None = None
-    for manifest in ch.build_children(owner, spec, settings):
+    keda, auto_cond = _autoscaling(kube, owner, spec, settings, old_conditions)
+    if auto_cond is not None and auto_cond.reason == "ApplyFailed":
+        retry = True
+        failures.append(auto_cond.message)
+    for manifest in ch.build_children(owner, spec, settings, keda=keda):
         kind, name = manifest["kind"], manifest["metadata"]["name"]
         try:
             applied[name] = kube.apply(manifest)
@@ -164,7 +169,8 @@ def reconcile(body: dict[str, Any], kube: Kube, services: Services, settings: Op
     if workers_cond is None:
         workers_cond = st.workers_condition([applied.get(ch.worker_name(owner.name, k)) for k in ch.WORKER_KINDS])
     parts = [topics_cond, db_cond, colls_cond, predictor_cond, workers_cond]
-    merged = st.merge_conditions(old_conditions, [*parts, st.ready_condition(parts)], generation, now)
+    extra = [auto_cond] if auto_cond is not None else []
+    merged = st.merge_conditions(old_conditions, [*parts, st.ready_condition(parts), *extra], generation, now)
     names = names_for(owner.name)
     status: dict[str, Any] = {
         "observedGeneration": generation,
@@ -181,6 +187,39 @@ def reconcile(body: dict[str, Any], kube: Kube, services: Services, settings: Op
         if cond.status == "False":
             failures.append(f"{cond.type}: {cond.reason}: {cond.message}")
     return Outcome(status, st.transitions(old_conditions, merged), retry=retry, failures=failures)
+
+
+def _autoscaling(kube: Kube, owner: ch.Owner, spec: Any, settings: OperatorSettings,
+                 old_conditions: list[dict[str, Any]]) -> tuple[bool, st.Cond | None]:
+    """Whether KEDA drives the autoscaled workers, and the AutoscalingReady condition (None when autoscaling was
+    never asked for). KEDA's presence is learnt by applying the first ScaledObject: a kind the API server does
+    not serve answers 404, and the workers then keep their fixed ``replicas``. ScaledObjects of workers that no
+    longer ask for autoscaling are deleted (they would fight the operator over the replica count)."""
+    kinds = ch.autoscaled_kinds(spec)
+    had = any(c.get("type") == st.AUTOSCALING for c in old_conditions)
+    if had:
+        for k in ch.WORKER_KINDS:
+            if k not in kinds:
+                with contextlib.suppress(KubeError):
+                    kube.delete("keda.sh/v1alpha1", "ScaledObject", owner.namespace,
+                                ch.scaled_object_name(owner.name, k))
+    if not kinds:
+        if had:
+            return False, st.Cond(st.AUTOSCALING, "False", "NotRequested",
+                                  "no worker sets spec.workers.*.autoscaling: fixed replicas")
+        return False, None
+    try:
+        kube.apply(ch.build_scaled_object(owner, spec, settings, kinds[0]))
+    except KubeError as err:
+        if err.status == 404:
+            return False, st.Cond(st.AUTOSCALING, "False", "KedaNotInstalled",
+                                  "KEDA's ScaledObject kind is not served by this cluster: the workers run with "
+                                  "their fixed spec.workers.*.replicas (install KEDA to scale on consumer lag)")
+        return False, st.Cond(st.AUTOSCALING, "False", "ApplyFailed", str(err))
+    scaled = ", ".join(ch.scaled_object_name(owner.name, k) for k in kinds)
+    return True, st.Cond(st.AUTOSCALING, "True", "ScaledObjectsApplied",
+                         f"KEDA scales {', '.join(f'{k} workers' for k in kinds)} on consumer lag ({scaled}); "
+                         f"replicas capped at {spec.kafka.partitions} partitions")
 
 
 @dataclass

@@ -19,6 +19,8 @@ COLLECTIONS = "CollectionsReady"
 PREDICTOR = "PredictorReady"
 WORKERS = "WorkersReady"
 PART_TYPES = (TOPICS, DATABASE, COLLECTIONS, PREDICTOR, WORKERS)
+# Present only once some worker asked for autoscaling; not part of Ready (fixed replicas still work).
+AUTOSCALING = "AutoscalingReady"
 ALL_TYPES = (READY, *PART_TYPES)
 _MAX_MESSAGE = 1024
 

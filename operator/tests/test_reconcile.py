@@ -100,6 +100,9 @@ class FakeKube:
         self.objects[key] = obj
         return obj
 
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        return self.objects.pop((kind, name), None) is not None
+
 
 class FakeAdmin:
     """Enough of kafka-python's KafkaAdminClient for provision.ensure_topics."""
@@ -333,3 +336,69 @@ def test_kube_apply_is_a_forced_server_side_apply_and_errors_are_typed() -> None
     with pytest.raises(KubeError) as err:
         Kube(_FakeApiClient(MaxRetryError(None, "/x", "refused")), "m").apply(cm)  # type: ignore[arg-type]
     assert err.value.status == 0
+
+
+AUTOSCALED = {"kafka": {"partitions": 3},
+              "workers": {"dicom": {"replicas": 2, "autoscaling": {"minReplicas": 1, "maxReplicas": 8,
+                                                                   "lagThreshold": 50}}}}
+
+
+def _conds(out: Any) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in out.status["conditions"]}
+
+
+def test_autoscaling_with_keda_scaled_object_owns_the_replicas() -> None:
+    kube, admin, milvus = FakeKube(), FakeAdmin(), FakeMilvus()
+    services = Services(lambda: admin, lambda: milvus)
+    out = reconcile(body(AUTOSCALED), kube, services, SETTINGS, now=T0)  # type: ignore[arg-type]
+    scaled = kube.objects[("ScaledObject", "idx-dicom-worker-lag")]["spec"]
+    assert scaled["scaleTargetRef"]["name"] == "idx-dicom-worker"
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (1, 3)  # capped at the 3 partitions
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["topic"] == "idx.dicom" and trigger["metadata"]["lagThreshold"] == "50"
+    assert "replicas" not in kube.objects[("Deployment", "idx-dicom-worker")]["spec"]  # KEDA's HPA owns it
+    assert kube.objects[("Deployment", "idx-report-worker")]["spec"]["replicas"] == 1  # not autoscaled
+    assert ("ScaledObject", "idx-report-worker-lag") not in kube.objects
+    cond = _conds(out)["AutoscalingReady"]
+    assert (cond["status"], cond["reason"]) == ("True", "ScaledObjectsApplied")
+    # Autoscaling switched off again: the ScaledObject goes, fixed replicas come back, the condition says so.
+    off = reconcile({**body({"kafka": {"partitions": 3}}), "status": out.status}, kube, services, SETTINGS,
+                    now=T0)  # type: ignore[arg-type]
+    assert ("ScaledObject", "idx-dicom-worker-lag") not in kube.objects
+    assert kube.objects[("Deployment", "idx-dicom-worker")]["spec"]["replicas"] == 1
+    assert _conds(off)["AutoscalingReady"]["reason"] == "NotRequested"
+
+
+def test_autoscaling_without_keda_falls_back_to_fixed_replicas_and_says_why() -> None:
+    kube, admin, milvus = FakeKube(missing_kinds=("ScaledObject",)), FakeAdmin(), FakeMilvus()
+    out = reconcile(body(AUTOSCALED), kube, Services(lambda: admin, lambda: milvus), SETTINGS,
+                    now=T0)  # type: ignore[arg-type]
+    assert kube.objects[("Deployment", "idx-dicom-worker")]["spec"]["replicas"] == 2
+    cond = _conds(out)["AutoscalingReady"]
+    assert (cond["status"], cond["reason"]) == ("False", "KedaNotInstalled")
+    assert "replicas" in cond["message"]
+    assert not out.retry or "KEDA" not in " ".join(out.failures)  # a missing KEDA is no failure to retry
+
+
+def test_no_autoscaling_condition_unless_asked_for() -> None:
+    out = reconcile(body(), FakeKube(), Services(lambda: FakeAdmin(), FakeMilvus), SETTINGS,
+                    now=T0)  # type: ignore[arg-type]
+    assert "AutoscalingReady" not in _conds(out)
+
+
+def test_predictor_standard_mode_and_scale_metric() -> None:
+    from medsearch_operator import children as ch
+
+    from medsearch.contracts.spec import parse_spec
+
+    spec = parse_spec({"predictor": {"minReplicas": 1, "maxReplicas": 4, "deploymentMode": "Standard",
+                                     "scaleMetric": "cpu", "scaleTarget": 70}})
+    isvc = ch.build_inference_service(ch.Owner("idx", "ns", "u1"), spec, SETTINGS)
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    pred = isvc["spec"]["predictor"]
+    assert (pred["minReplicas"], pred["maxReplicas"], pred["scaleMetric"], pred["scaleTarget"]) == (1, 4, "cpu", 70)
+    with pytest.raises(Exception, match="scaleMetric"):
+        parse_spec({"predictor": {"scaleTarget": 70}})
+    with pytest.raises(Exception, match="above maxReplicas"):
+        parse_spec({"workers": {"dicom": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}})

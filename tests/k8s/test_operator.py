@@ -579,3 +579,42 @@ def test_periodic_resync_repairs_drift(api: Api, ns: str, run_operator: Any, kaf
                     and f"{name}.dlq" in topic_partitions(kafka_bootstrap, name))
 
         wait_for(repaired, timeout=30, what="resync to restore the Deployment, the replicas and the topic")
+
+
+SCALED_OBJECT_CRD_FILE = Path(__file__).parent / "manifests" / "scaledobject-crd.yaml"
+
+
+def test_autoscaling_falls_back_without_keda_and_creates_scaled_objects_with_it(
+        api: Api, ns: str, run_operator: Any, cluster: Any) -> None:
+    from kubernetes import client
+
+    ext = client.ApiextensionsV1Api(cluster.api_client())
+    crd = load_docs(SCALED_OBJECT_CRD_FILE)[0]
+    name = unique_name("auto")
+    spec = {"kafka": {"partitions": 2, "replicationFactor": 1},
+            "workers": {"dicom": {"replicas": 1, "autoscaling": {"minReplicas": 1, "maxReplicas": 5,
+                                                                 "lagThreshold": 20}}}}
+    dep_name = f"{name}-dicom-worker"
+    try:
+        with run_operator(ns):
+            api.create(sample(name, ns, **spec))
+            cond = api.wait_condition(ns, name, "AutoscalingReady", "False", "KedaNotInstalled")
+            assert "replicas" in cond["message"]
+            dep = api.get(("apps/v1", "Deployment"), ns, dep_name)
+            assert dep is not None and dep["spec"]["replicas"] == 1
+            # KEDA arrives: the next resync applies the ScaledObject under the shipped ClusterRole.
+            cluster.apply_manifest(crd)
+            wait_for(lambda: any(c.type == "Established" and c.status == "True" for c in
+                                 (ext.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions
+                                  or [])), timeout=30, what="ScaledObject CRD established")
+            api.wait_condition(ns, name, "AutoscalingReady", "True", "ScaledObjectsApplied", timeout=60)
+            api.dyn.resources.invalidate_cache()
+            scaled = api.get(("keda.sh/v1alpha1", "ScaledObject"), ns, f"{dep_name}-lag")
+            assert scaled is not None
+            assert scaled["spec"]["scaleTargetRef"]["name"] == dep_name
+            assert scaled["spec"]["maxReplicaCount"] == 2  # capped at the partitions
+            assert scaled["metadata"]["ownerReferences"][0]["name"] == name
+            assert api.get(("keda.sh/v1alpha1", "ScaledObject"), ns, f"{name}-report-worker-lag") is None
+    finally:
+        with contextlib.suppress(Exception):
+            ext.delete_custom_resource_definition(crd["metadata"]["name"])
