@@ -237,6 +237,7 @@ class Publisher:
         self._pending: list[tuple[Any, str | None, tuple[str, str] | None]] = []
         self._seen: set[tuple[str, str]] = set()
         self._producer = producer if producer is not None else self._connect()
+        self._shared = False
 
     def _connect(self) -> Any:
         from kafka import KafkaProducer
@@ -255,6 +256,16 @@ class Publisher:
                 f"Kafka broker at {self.bootstrap} is unreachable ({type(err).__name__}): start the local stack "
                 "(medsearch up) or pass --bootstrap / set MEDSEARCH_KAFKA_BOOTSTRAP"
             ) from err
+
+    def sibling(self, source: str | None = None) -> Publisher:
+        """A publisher sharing this one's broker connection (the Kafka producer is thread-safe) with its own pending
+        acknowledgements: one per thread, e.g. per DICOM association. Closing it only flushes."""
+        other = Publisher(
+            bootstrap=self.bootstrap, object_store_url=self.object_store_url, index=self.index,
+            source=source or self.source, producer=self._producer,
+        )
+        other._shared = True
+        return other
 
     def _marker(self, kind: str, sha: str) -> str:
         return store.join(self.object_store_url, self.index, "published", kind, sha)
@@ -356,4 +367,5 @@ class Publisher:
         try:
             self.flush()
         finally:
-            self._producer.close(timeout=10)
+            if not self._shared:
+                self._producer.close(timeout=10)

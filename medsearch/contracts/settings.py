@@ -89,6 +89,32 @@ class WorkerSettings(ServiceSettings):
     nlp_model: str | None = Field(default=None, description="HF token-classification model (transformers backend).")
 
 
+class ReceiverSettings(ServiceSettings):
+    """The DICOM receiver (``medsearch receive``: C-ECHO and C-STORE SCP)."""
+
+    receiver_ae_title: str = Field(
+        default="MEDSEARCH", min_length=1, max_length=16,
+        description="Application entity title the receiver answers to.",
+    )
+    receiver_host: str = Field(default="127.0.0.1", description="Address the receiver listens on (0.0.0.0: all).")
+    receiver_port: int = Field(default=11112, ge=1, le=65535, description="DICOM port the receiver listens on.")
+    receiver_allowed_aets: list[str] = Field(
+        default_factory=list,
+        description="Calling AE titles allowed to connect (JSON list; empty: any). Others are rejected.",
+    )
+    receiver_require_called_aet: bool = Field(
+        default=True, description="Reject associations whose called AE title is not receiver_ae_title."
+    )
+    receiver_max_associations: int = Field(
+        default=16, ge=1, le=512, description="Simultaneous associations; more are rejected (local limit exceeded)."
+    )
+    receiver_min_free_mb: int = Field(
+        default=1024, ge=0,
+        description="Refuse new associations and instances when the object store's disk has less free space (MB; "
+        "file:// stores only).",
+    )
+
+
 class ModelServerSettings(BaseSettings):
     """The embedding model server (flags override these)."""
 

@@ -1,0 +1,79 @@
+"""Pure parts of the DICOM receiver: admission decisions, accepted syntaxes, the file written, the dcmtk profile."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pydicom
+from pydicom.data import get_testdata_file
+
+from medsearch.dicomnet.dcmtk import storescu_profile
+from medsearch.dicomnet.receiver import (
+    REJECT_CALLED_AET,
+    REJECT_CALLING_AET,
+    REJECT_CONGESTION,
+    admission,
+    free_bytes,
+    local_path,
+    part10,
+    readable_transfer_syntaxes,
+    storage_sop_classes,
+)
+
+ADMIT = {"calling_aet": "CT1", "called_aet": "MEDSEARCH", "ae_title": "MEDSEARCH", "allowed_aets": [],
+         "require_called_aet": True, "free": 10 * 2**30, "min_free": 2**30}
+
+
+def test_admission_accepts_by_default_and_refuses_with_the_standard_triples() -> None:
+    assert admission(**ADMIT) is None
+    assert admission(**{**ADMIT, "calling_aet": "CT1  ", "allowed_aets": ["CT1", "MR2"]}) is None
+    r = admission(**{**ADMIT, "allowed_aets": ["MR2"]})
+    assert r is not None and (r.result, r.source, r.diagnostic) == REJECT_CALLING_AET and "CT1" in r.reason
+    r = admission(**{**ADMIT, "called_aet": "PACS"})
+    assert r is not None and (r.result, r.source, r.diagnostic) == REJECT_CALLED_AET
+    assert admission(**{**ADMIT, "called_aet": "PACS", "require_called_aet": False}) is None
+    r = admission(**{**ADMIT, "free": 2**29})
+    assert r is not None and (r.result, r.source, r.diagnostic) == REJECT_CONGESTION
+    assert "512 MB free" in r.reason and "1024 MB" in r.reason
+    assert admission(**{**ADMIT, "free": None}) is None  # remote store: no disk to check
+    r = admission(**{**ADMIT, "draining": True})
+    assert r is not None and r.result == 0x02 and "shutting down" in r.reason
+
+
+def test_accepted_syntaxes_are_exactly_the_decodable_ones() -> None:
+    ts = readable_transfer_syntaxes()
+    assert ts[0] == "1.2.840.10008.1.2"
+    for uid in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+                "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.5"):
+        assert uid in ts
+    assert "1.2.840.10008.1.2.4.100" not in ts  # MPEG2: no decoder, the worker could not read it
+    classes = storage_sop_classes()
+    assert "1.2.840.10008.5.1.4.1.1.1" in classes and "1.2.840.10008.5.1.4.1.1.2" in classes and len(classes) > 100
+
+
+def test_part10_keeps_the_data_set_bytes_as_received() -> None:
+    src = Path(get_testdata_file("RG1_J2KR.dcm"))  # type: ignore[arg-type]
+    ds = pydicom.dcmread(src)
+    raw = src.read_bytes()
+    # The data set starts after the preamble, "DICM", the group length element (12 bytes) and the meta group.
+    body_start = 132 + 12 + int(ds.file_meta.FileMetaInformationGroupLength)
+    data = part10(ds.file_meta, raw[body_start:])
+    assert data[128:132] == b"DICM" and data.endswith(raw[body_start:])
+    back = pydicom.dcmread(io.BytesIO(data))
+    assert back.SOPInstanceUID == ds.SOPInstanceUID
+    assert back.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID
+
+
+def test_free_bytes_local_and_remote(tmp_path: Path) -> None:
+    assert local_path(f"file://{tmp_path}") == tmp_path
+    assert local_path("s3://bucket/x") is None and free_bytes("s3://bucket/x") is None
+    n = free_bytes(f"file://{tmp_path}/not/yet/created")
+    assert isinstance(n, int) and n > 0
+
+
+def test_storescu_profile_proposes_each_files_own_syntax() -> None:
+    files = [get_testdata_file(n) for n in ("RG1_J2KR.dcm", "CT_small.dcm", "MR_small_RLE.dcm")]
+    text = storescu_profile([f for f in files if f])
+    assert "TransferSyntax1 = 1.2.840.10008.1.2.4.90" in text and "TransferSyntax1 = 1.2.840.10008.1.2.5" in text
+    assert "1.2.840.10008.5.1.4.1.1.1\\" in text and "[Medsearch]" in text
