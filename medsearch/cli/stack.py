@@ -88,7 +88,8 @@ def resolve_weights(requested: str | None, index: MedicalSearchIndex, *, allow_r
     return "random"
 
 
-def _ports(offset: int, kafka: int | None, milvus: int | None, model: int | None, api: int | None) -> Any:
+def _ports(offset: int, kafka: int | None, milvus: int | None, model: int | None, api: int | None,
+           dicom: int | None = None) -> Any:
     from medsearch.localstack.stack import Ports
 
     d = Ports()
@@ -98,6 +99,7 @@ def _ports(offset: int, kafka: int | None, milvus: int | None, model: int | None
         model_http=model or d.model_http + offset,
         model_grpc=(model + 1) if model else d.model_grpc + offset,
         api=api or d.api + offset,
+        dicom=dicom or d.dicom + offset,
     )
 
 
@@ -185,10 +187,11 @@ def register(app: typer.Typer) -> None:
         milvus_port: int | None = typer.Option(None, help="Milvus port (default 19530)."),
         model_port: int | None = typer.Option(None, help="Model server HTTP port (default 8080; gRPC is +1)."),
         api_port: int | None = typer.Option(None, help="Gateway port (default 8000)."),
+        dicom_port: int | None = typer.Option(None, help="DICOM receiver port, AE MEDSEARCH (default 11112)."),
     ) -> None:
-        """Start the local stack (broker, Milvus, model server, workers, gateway) on loopback."""
+        """Start the local stack (broker, Milvus, model server, workers, gateway, DICOM receiver) on loopback."""
         index = _load_index(index_file)
-        ports = _ports(port_offset, kafka_port, milvus_port, model_port, api_port)
+        ports = _ports(port_offset, kafka_port, milvus_port, model_port, api_port, dicom_port)
         paths = _start(index=index, data_dir=data_dir, weights=weights, backend=backend, ports=ports, demo=False)
         _print_urls(paths)
         if not detach:

@@ -133,6 +133,7 @@ class Ports:
     model_http: int = 8080
     model_grpc: int = 8081
     api: int = 8000
+    dicom: int = 11112
 
     def items(self) -> list[tuple[str, int]]:
         return list(asdict(self).items())
@@ -142,7 +143,7 @@ class Ports:
 class Service:
     name: str
     command: list[str]
-    health: str  # "kafka" | "milvus" | "http" | "process"
+    health: str  # "kafka" | "milvus" | "http" | "tcp" | "process"
     url: str = ""
     health_url: str = ""
     ports: tuple[int, ...] = ()
@@ -218,6 +219,17 @@ def plan_services(
                 ports=(ports.api,), start_timeout=180,
                 env={**common, "MEDSEARCH_API_HOST": "127.0.0.1", "MEDSEARCH_API_PORT": str(ports.api),
                      "MEDSEARCH_API_TOKENS_FILE": str(paths.api_tokens)},
+            )
+        )
+    if available("pynetdicom"):
+        # The DICOM receiver (C-STORE SCP): modalities and PACS send to AE MEDSEARCH on this port.
+        dicom_url = f"tcp://127.0.0.1:{ports.dicom}"
+        services.append(
+            Service(
+                "dicom-receiver", [py, "-m", "medsearch.cli", "receive"], "tcp",
+                url=f"dicom://MEDSEARCH@127.0.0.1:{ports.dicom}", health_url=dicom_url, ports=(ports.dicom,),
+                start_timeout=60,
+                env={**common, "MEDSEARCH_RECEIVER_HOST": "127.0.0.1", "MEDSEARCH_RECEIVER_PORT": str(ports.dicom)},
             )
         )
     return services
@@ -329,6 +341,9 @@ def _healthy(s: Service) -> bool:
         return procs.milvus_ready(s.url)
     if s.health == "http":
         return procs.http_ready(s.health_url)
+    if s.health == "tcp":
+        host, _, port = s.health_url.removeprefix("tcp://").rpartition(":")
+        return procs.tcp_ready(int(port), host)
     return True
 
 
