@@ -51,7 +51,7 @@ def test_stow_rs_with_dicomweb_client_stores_good_instances_and_fails_a_bad_one(
     bad.file_meta.MediaStorageSOPInstanceUID = bad.SOPInstanceUID
     bad.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2: no decoder can read its pixels
     bad.PixelData = encapsulate([b"\x00" * 64])
-    result = client.store_instances(good + [bad])
+    result = client.store_instances([*good, bad])
     stored = [str(item.ReferencedSOPInstanceUID) for item in result.ReferencedSOPSequence]
     assert sorted(stored) == sorted(str(ds.SOPInstanceUID) for ds in good)
     (failed,) = result.FailedSOPSequence
