@@ -155,6 +155,7 @@ class AssociationStats:
     started: float = field(default_factory=time.monotonic)
     stored: int = 0
     duplicates: int = 0
+    quarantined: int = 0
     failed: int = 0
 
 
@@ -176,7 +177,7 @@ class Receiver:
         self._lock = threading.Lock()
         self._assocs: dict[int, tuple[Publisher, AssociationStats]] = {}
         self._draining = False
-        self.totals = {"associations": 0, "refused": 0, "stored": 0, "duplicates": 0, "failed": 0}
+        self.totals = {"associations": 0, "refused": 0, "stored": 0, "duplicates": 0, "quarantined": 0, "failed": 0}
 
     # -------------------------------------------------------------------------------------------- set-up
 
@@ -317,6 +318,9 @@ class Receiver:
             return STATUS_CANNOT_UNDERSTAND
         if result.status == "duplicate":
             stats.duplicates += 1
+        elif result.status == "quarantined":
+            stats.quarantined += 1
+            log.warning("quarantined an instance from %s: %s", stats.calling_aet, result.reason)
         else:
             stats.stored += 1
         return STATUS_SUCCESS
@@ -334,10 +338,11 @@ class Receiver:
         with self._lock:
             self.totals["stored"] += stats.stored
             self.totals["duplicates"] += stats.duplicates
+            self.totals["quarantined"] += stats.quarantined
             self.totals["failed"] += stats.failed
         how = {"EVT_RELEASED": "released", "EVT_ABORTED": "aborted"}.get(event.event.name, "closed")
         log.info(
-            "association from %s (%s) %s after %.1fs: %d stored, %d duplicates, %d failed",
+            "association from %s (%s) %s after %.1fs: %d stored, %d duplicates, %d quarantined, %d failed",
             stats.calling_aet, stats.address, how, time.monotonic() - stats.started, stats.stored,
-            stats.duplicates, stats.failed,
+            stats.duplicates, stats.quarantined, stats.failed,
         )

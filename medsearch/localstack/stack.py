@@ -392,6 +392,10 @@ def start_stack(
     if is_running(paths):
         raise StackError(f"a local stack is already running from {paths.data_dir} (stop it with `medsearch down`)")
     token = ensure_token(paths)
+    if index.spec.privacy.deidentify != "none":
+        from medsearch.dicomnet.deid import ensure_secret_file
+
+        ensure_secret_file(paths.data_dir)  # <data-dir>/deid-secret: the UID remapping seed of every service
     paths.api_tokens.write_text(f"{token} admin local\n", encoding="utf-8")
     os.chmod(paths.api_tokens, 0o600)
     paths.index_spec.write_text(

@@ -1,0 +1,180 @@
+"""De-identification before anything is stored (``spec.privacy.deidentify: basic``).
+
+The DICOM PS3.15 Basic Application Level Confidentiality Profile through dicognito (a maintained library): names,
+IDs, dates of birth, addresses, institution and physician names are replaced or removed, dates shifted, and every
+UID remapped. dicognito is seeded with the index's secret (``MEDSEARCH_DEID_SECRET``), so the same input UID always
+maps to the same output UID within an index: studies, series and report links (by StudyInstanceUID) stay intact,
+and a re-sent instance de-identifies to the same bytes (the duplicate ledger still works). Private attributes are
+removed. ``PatientIdentityRemoved`` = YES and ``DeidentificationMethod`` / ``DeidentificationMethodCodeSequence``
+(DCM 113100) are set.
+
+Instances flagged ``BurnedInAnnotation`` = YES may show identifiers in their pixels, which no metadata profile
+removes: they are quarantined (de-identified metadata, stored apart, dead-lettered with the reason) unless
+``spec.privacy.quarantineBurnedInAnnotation`` is false.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("medsearch.deid")
+
+METHOD = "medsearch basic: PS3.15 Basic Application Level Confidentiality Profile (dicognito)"
+SECRET_ENV = "MEDSEARCH_DEID_SECRET"
+
+
+class DeidentificationError(ValueError):
+    """The object cannot be de-identified (unreadable); it is not stored."""
+
+
+class Quarantined(Exception):
+    """The object was de-identified but must not be indexed without review; ``data`` is the de-identified file."""
+
+    def __init__(self, reason: str, data: bytes, study_uid: str | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.data = data
+        self.study_uid = study_uid
+
+
+@dataclass(frozen=True)
+class Policy:
+    mode: str = "none"  # "none" | "basic"
+    quarantine_burned_in_annotation: bool = True
+
+
+class Deidentifier:
+    """Applies the basic profile with a per-index secret seed (thread-safe)."""
+
+    def __init__(self, secret: str, *, quarantine_burned_in_annotation: bool = True) -> None:
+        if len(secret) < 16:
+            raise ValueError(f"the de-identification secret ({SECRET_ENV}) must be at least 16 characters")
+        self._secret = secret
+        self.quarantine_burned_in_annotation = quarantine_burned_in_annotation
+        self._lock = threading.Lock()
+
+    def _anonymizer(self) -> Any:
+        from dicognito.anonymizer import Anonymizer
+
+        return Anonymizer(seed=self._secret)
+
+    def map_uid(self, uid: str) -> str:
+        """The de-identified form of a UID (e.g. a report's StudyInstanceUID), as in the images."""
+        from pydicom.dataset import Dataset, FileMetaDataset
+
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.StudyInstanceUID = uid
+        with self._lock:
+            self._anonymizer().anonymize(ds)
+        return str(ds.StudyInstanceUID)
+
+    def apply(self, data: bytes) -> bytes:
+        """The de-identified DICOM file; raises :class:`Quarantined` for burned-in annotations (when configured)
+        and :class:`DeidentificationError` when the file cannot be read."""
+        import pydicom
+        from pydicom.dataset import Dataset
+        from pydicom.errors import InvalidDicomError
+        from pydicom.sequence import Sequence
+
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), force=data[128:132] != b"DICM")
+            burned = str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES"
+        except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, TypeError, AttributeError) as err:
+            raise DeidentificationError(f"cannot read the DICOM data set to de-identify it: {type(err).__name__}") \
+                from err
+        try:
+            ds.remove_private_tags()
+            with self._lock:
+                self._anonymizer().anonymize(ds)
+            ds.PatientIdentityRemoved = "YES"
+            ds.DeidentificationMethod = METHOD
+            code = Dataset()
+            code.CodeValue = "113100"
+            code.CodingSchemeDesignator = "DCM"
+            code.CodeMeaning = "Basic Application Confidentiality Profile"
+            ds.DeidentificationMethodCodeSequence = Sequence([code])
+            buf = io.BytesIO()
+            ds.save_as(buf, enforce_file_format=True)
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as err:
+            raise DeidentificationError(f"de-identification failed: {type(err).__name__}") from err
+        out = buf.getvalue()
+        if burned and self.quarantine_burned_in_annotation:
+            study = ds.get("StudyInstanceUID")
+            raise Quarantined(
+                "burned_in_annotation: BurnedInAnnotation=YES, the pixels may show identifiers "
+                "(review, then replay; or set spec.privacy.quarantineBurnedInAnnotation: false)",
+                out, str(study) if study else None,
+            )
+        return out
+
+
+def secret_from_env(data_dir: Path | None = None) -> str | None:
+    """``$MEDSEARCH_DEID_SECRET``, else the local stack's ``<data-dir>/deid-secret`` file, else None."""
+    value = os.environ.get(SECRET_ENV, "").strip()
+    if value:
+        return value
+    if data_dir is not None:
+        path = data_dir / "deid-secret"
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return text or None
+    return None
+
+
+def ensure_secret_file(data_dir: Path) -> str:
+    """The local stack's de-identification secret (``<data-dir>/deid-secret``, mode 600), created on first use."""
+    import secrets
+
+    path = data_dir / "deid-secret"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        text = path.read_text(encoding="utf-8").strip()
+        if text:
+            return text
+    value = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+def deidentifier_for(index: str, *, data_dir: Path | None = None) -> Deidentifier | None:
+    """The de-identifier the index's spec asks for (``MEDSEARCH_INDEX_SPEC_FILE``, else the local stack's
+    ``<data-dir>/run/index.yaml`` when it describes ``index``), or None when ``deidentify: none``.
+
+    Raises ValueError when the spec asks for de-identification but no secret is configured: nothing may be stored
+    identifiable by mistake."""
+    from medsearch.contracts.spec import load_index_file
+
+    candidates: list[Path] = []
+    env = os.environ.get("MEDSEARCH_INDEX_SPEC_FILE")
+    if env:
+        candidates.append(Path(env))
+    if data_dir is not None:
+        candidates.append(data_dir / "run" / "index.yaml")
+    for path in candidates:
+        if not path.is_file():
+            continue
+        idx = load_index_file(path)
+        if idx.name != index:
+            continue
+        privacy = idx.spec.privacy
+        if privacy.deidentify == "none":
+            return None
+        secret = secret_from_env(data_dir)
+        if not secret:
+            raise ValueError(
+                f"index {index!r} has spec.privacy.deidentify: {privacy.deidentify} but no secret is configured: "
+                f"set {SECRET_ENV} (at least 16 characters, the same for every component of the index)"
+            )
+        return Deidentifier(secret, quarantine_burned_in_annotation=privacy.quarantine_burned_in_annotation)
+    return None
