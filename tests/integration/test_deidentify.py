@@ -15,7 +15,6 @@ from kafka import KafkaConsumer
 from pydicom.data import get_testdata_file
 from test_dicom_ingest import Env, env, model_server  # noqa: F401  # the shared real-process fixtures
 from test_dicom_receiver import dcmtk, sample_folder, start_receiver, storescu  # noqa: F401  # dcmtk: fixture
-from typer.testing import CliRunner
 
 from medsearch.contracts.messages import Report
 from medsearch.contracts.naming import names_for
