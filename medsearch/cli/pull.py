@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 
 import typer
 from rich.console import Console
@@ -37,8 +36,8 @@ def pull_dicomweb(url: str, *, since: str | None, index: str | None, bootstrap: 
             raise typer.Exit(2) from None
     index_name, settings = resolve_index(index)
     headers = {}
-    if os.environ.get("MEDSEARCH_DICOMWEB_AUTHORIZATION"):
-        headers["Authorization"] = os.environ["MEDSEARCH_DICOMWEB_AUTHORIZATION"]
+    if settings.dicomweb_authorization is not None:
+        headers["Authorization"] = settings.dicomweb_authorization.get_secret_value()
     try:
         publisher = Publisher(bootstrap=bootstrap or settings.kafka_bootstrap,
                               object_store_url=store_url or settings.object_store_url, index=index_name,

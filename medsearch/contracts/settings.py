@@ -44,6 +44,15 @@ class ServiceSettings(BaseSettings):
         default="file://" + str(default_data_dir() / "objects"),
         description="fsspec URL under which uploaded objects and thumbnails are stored (file://, s3://).",
     )
+    deid_secret: SecretStr | None = Field(
+        default=None,
+        description="Seed of the de-identification UID remapping (spec.privacy.deidentify: basic); at least 16 "
+        "characters, the same for every component of an index. The local stack keeps one in <data-dir>/deid-secret.",
+    )
+    dicomweb_authorization: SecretStr | None = Field(
+        default=None,
+        description="Authorization header value sent to the DICOMweb server of `medsearch ingest --from-dicomweb`.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     log_format: Literal["text", "json"] = Field(default="text", description="Log line format.")
 

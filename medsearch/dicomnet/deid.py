@@ -117,7 +117,10 @@ class Deidentifier:
 
 def secret_from_env(data_dir: Path | None = None) -> str | None:
     """``$MEDSEARCH_DEID_SECRET``, else the local stack's ``<data-dir>/deid-secret`` file, else None."""
-    value = os.environ.get(SECRET_ENV, "").strip()
+    from medsearch.contracts.settings import ServiceSettings
+
+    configured = ServiceSettings().deid_secret
+    value = configured.get_secret_value().strip() if configured is not None else ""
     if value:
         return value
     if data_dir is not None:
