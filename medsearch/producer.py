@@ -236,7 +236,7 @@ class Publisher:
             from medsearch.dicomnet.deid import deidentifier_for
 
             try:
-                deidentifier = deidentifier_for(index, data_dir=default_data_dir())
+                deidentifier = deidentifier_for(index, data_dir=default_data_dir(), store_url=object_store_url)
             except ValueError as err:
                 raise PublishError(str(err)) from err
         self.deidentifier = deidentifier

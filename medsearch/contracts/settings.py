@@ -30,6 +30,11 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDSEARCH_", extra="ignore")
 
     index: str = Field(default="demo", description="Name of the MedicalSearchIndex this process serves.")
+    index_spec_file: Path | None = Field(
+        default=None,
+        description="The index's MedicalSearchIndex YAML (set by the local stack and the operator): workers read "
+        "their options from it, publishers spec.privacy.",
+    )
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="Kafka security protocol."

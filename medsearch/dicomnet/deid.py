@@ -16,6 +16,7 @@ removes: they are quarantined (de-identified metadata, stored apart, dead-letter
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import threading
@@ -150,34 +151,79 @@ def ensure_secret_file(data_dir: Path) -> str:
     return value
 
 
-def deidentifier_for(index: str, *, data_dir: Path | None = None) -> Deidentifier | None:
-    """The de-identifier the index's spec asks for (``MEDSEARCH_INDEX_SPEC_FILE``, else the local stack's
-    ``<data-dir>/run/index.yaml`` when it describes ``index``), or None when ``deidentify: none``.
+def policy_url(store_url: str, index: str) -> str:
+    """Where an index's privacy policy is recorded in the object store (read by publishers without the spec)."""
+    from medsearch import store
 
-    Raises ValueError when the spec asks for de-identification but no secret is configured: nothing may be stored
-    identifiable by mistake."""
+    return store.join(store_url, index, "policy", "privacy.json")
+
+
+def _privacy_from_spec_files(index: str, data_dir: Path | None) -> Any | None:
+    from medsearch.contracts.settings import ServiceSettings
     from medsearch.contracts.spec import load_index_file
 
     candidates: list[Path] = []
-    env = os.environ.get("MEDSEARCH_INDEX_SPEC_FILE")
-    if env:
-        candidates.append(Path(env))
+    configured = ServiceSettings().index_spec_file
+    if configured is not None:
+        candidates.append(configured)
     if data_dir is not None:
         candidates.append(data_dir / "run" / "index.yaml")
     for path in candidates:
-        if not path.is_file():
-            continue
-        idx = load_index_file(path)
-        if idx.name != index:
-            continue
-        privacy = idx.spec.privacy
-        if privacy.deidentify == "none":
-            return None
-        secret = secret_from_env(data_dir)
-        if not secret:
-            raise ValueError(
-                f"index {index!r} has spec.privacy.deidentify: {privacy.deidentify} but no secret is configured: "
-                f"set {SECRET_ENV} (at least 16 characters, the same for every component of the index)"
-            )
-        return Deidentifier(secret, quarantine_burned_in_annotation=privacy.quarantine_burned_in_annotation)
+        if path.is_file():
+            idx = load_index_file(path)
+            if idx.name == index:
+                return idx.spec.privacy
     return None
+
+
+def _recorded_policy(store_url: str, index: str, privacy: Any | None) -> Any | None:
+    """Record ``privacy`` in the object store when known (and changed); else return the recorded one, if any."""
+    from medsearch import store
+    from medsearch.contracts.spec import PrivacySpec
+
+    url = policy_url(store_url, index)
+    try:
+        current = store.get_bytes(url)
+    except store.ObjectNotFound:
+        current = None
+    except store.StoreError as err:
+        raise ValueError(f"cannot read the privacy policy of index {index!r} ({err})") from err
+    if privacy is not None:
+        blob = json.dumps(privacy.model_dump(mode="json", by_alias=True), sort_keys=True).encode("utf-8")
+        if blob != current:
+            try:
+                store.put_bytes(url, blob)
+            except store.StoreError as err:
+                raise ValueError(f"cannot record the privacy policy of index {index!r} ({err})") from err
+        return privacy
+    if current is None:
+        return None
+    try:
+        return PrivacySpec.model_validate(json.loads(current))
+    except ValueError as err:
+        raise ValueError(f"the privacy policy {url} is unreadable ({err})") from err
+
+
+def deidentifier_for(index: str, *, data_dir: Path | None = None, store_url: str | None = None) -> Deidentifier | None:
+    """The de-identifier the index's ``spec.privacy`` asks for, or None for ``deidentify: none``.
+
+    The spec comes from ``MEDSEARCH_INDEX_SPEC_FILE``, else the local stack's ``<data-dir>/run/index.yaml`` when it
+    describes ``index``. With ``store_url``, a publisher that knows the spec records its privacy policy in the
+    object store (``<store>/<index>/policy/privacy.json``) and one that does not (a gateway without the spec, a
+    hand-run CLI) applies the recorded policy: an index that asked for de-identification is never fed identifiable
+    data by a component that was not told.
+
+    Raises ValueError when de-identification is asked for but no secret is configured: nothing may be stored
+    identifiable by mistake."""
+    privacy = _privacy_from_spec_files(index, data_dir)
+    if store_url:
+        privacy = _recorded_policy(store_url, index, privacy)
+    if privacy is None or privacy.deidentify == "none":
+        return None
+    secret = secret_from_env(data_dir)
+    if not secret:
+        raise ValueError(
+            f"index {index!r} has spec.privacy.deidentify: {privacy.deidentify} but no secret is configured: "
+            f"set {SECRET_ENV} (at least 16 characters, the same for every component of the index)"
+        )
+    return Deidentifier(secret, quarantine_burned_in_annotation=privacy.quarantine_burned_in_annotation)

@@ -103,3 +103,9 @@ def test_publisher_deidentifies_before_storing_and_quarantines(tmp_path: Path,
     assert json.dumps(letter.original).find(str(burned.SOPInstanceUID)) == -1
     # Another index name in the spec file: no de-identification for this one.
     assert deidentifier_for("other", data_dir=None) is None
+    # A publisher that was not given the spec (a gateway, a hand-run CLI) applies the policy recorded in the store.
+    monkeypatch.delenv("MEDSEARCH_INDEX_SPEC_FILE")
+    blind = Publisher(bootstrap="x", object_store_url=f"file://{tmp_path}/o", index="priv", producer=kafka)
+    assert blind.deidentifier is not None
+    assert Publisher(bootstrap="x", object_store_url=f"file://{tmp_path}/other", index="priv",
+                     producer=kafka).deidentifier is None
