@@ -77,3 +77,30 @@ def test_storescu_profile_proposes_each_files_own_syntax() -> None:
     text = storescu_profile([f for f in files if f])
     assert "TransferSyntax1 = 1.2.840.10008.1.2.4.90" in text and "TransferSyntax1 = 1.2.840.10008.1.2.5" in text
     assert "1.2.840.10008.5.1.4.1.1.1\\" in text and "[Medsearch]" in text
+
+
+def test_concurrent_writers_of_one_object_all_succeed(tmp_path: Path) -> None:
+    """Two associations may store the same instance at the same moment: neither write may fail."""
+    import os
+    import threading
+
+    from medsearch import store
+
+    url = f"file://{tmp_path}/idx/dicom/x.dcm"
+    data = os.urandom(1_000_000)
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for _ in range(15):
+                store.put_bytes(url, data)
+        except BaseException as err:  # noqa: BLE001 - collected and asserted below
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and store.get_bytes(url) == data
+    assert os.listdir(tmp_path / "idx" / "dicom") == ["x.dcm"]
