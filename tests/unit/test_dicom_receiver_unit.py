@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pydicom.data import get_testdata_file
@@ -104,3 +105,79 @@ def test_concurrent_writers_of_one_object_all_succeed(tmp_path: Path) -> None:
         t.join()
     assert not errors and store.get_bytes(url) == data
     assert os.listdir(tmp_path / "idx" / "dicom") == ["x.dcm"]
+
+
+# ------------------------------------------------------------------------------------- C-STORE handler statuses
+
+
+class _Assoc:
+    def __init__(self) -> None:
+        class _Rq:
+            ae_title = "CT1"
+            address = "127.0.0.1"
+            port = 40000
+
+        self.requestor = _Rq()
+
+
+class _Event:
+    def __init__(self, assoc: _Assoc, data: bytes, name: str = "EVT_C_STORE") -> None:
+        import io as _io
+
+        ds = pydicom.dcmread(io.BytesIO(data))
+        meta = ds.file_meta
+        body_start = 132 + 12 + int(meta.FileMetaInformationGroupLength)
+
+        class _Req:
+            DataSet = _io.BytesIO(data[body_start:])
+
+        class _Evt:
+            pass
+
+        self.assoc = assoc
+        self.file_meta = meta
+        self.request = _Req()
+        self.event = _Evt()
+        self.event.name = name  # type: ignore[attr-defined]
+
+
+def _receiver(tmp_path: Path, producer: object, free: int | None = 10 * 2**30) -> object:
+    from medsearch.contracts.settings import ReceiverSettings
+    from medsearch.dicomnet.receiver import Receiver
+    from medsearch.producer import Publisher
+
+    pub = Publisher(bootstrap="x", object_store_url=f"file://{tmp_path}/o", index="rx", producer=producer,
+                    deidentifier=None)
+    return Receiver(ReceiverSettings(index="rx"), pub, free_space=lambda url: free)
+
+
+def test_store_statuses_success_duplicate_disk_full_and_broker_failure(tmp_path: Path) -> None:
+    from kafka.errors import KafkaTimeoutError
+
+    from medsearch.dicomnet.receiver import STATUS_OUT_OF_RESOURCES, STATUS_PROCESSING_FAILURE, STATUS_SUCCESS
+    from medsearch.testing import FakeKafkaProducer
+
+    raw = Path(get_testdata_file("CT_small.dcm")).read_bytes()  # type: ignore[arg-type]
+    kafka = FakeKafkaProducer()
+    rx: Any = _receiver(tmp_path, kafka)
+    assoc = _Assoc()
+    rx._on_accepted(_Event(assoc, raw, "EVT_ACCEPTED"))
+    assert rx._on_store(_Event(assoc, raw)) == STATUS_SUCCESS
+    assert rx._on_store(_Event(assoc, raw)) == STATUS_SUCCESS  # a duplicate is still a success
+    assert [t for t, _, _ in kafka.sent] == ["rx.dicom"]
+    rx._on_closed(_Event(assoc, raw, "EVT_RELEASED"))
+    assert (rx.totals["stored"], rx.totals["duplicates"]) == (1, 1)
+    # The disk fills up during an association: the instance is refused with "out of resources".
+    full: Any = _receiver(tmp_path / "full", FakeKafkaProducer(), free=1)
+    full._on_accepted(_Event(assoc, raw, "EVT_ACCEPTED"))
+    assert full._on_store(_Event(assoc, raw)) == STATUS_OUT_OF_RESOURCES
+
+    # The broker does not acknowledge: processing failure (the sender retries), nothing counted as published.
+    class NoAck(FakeKafkaProducer):
+        def flush(self, timeout: float | None = None) -> None:
+            raise KafkaTimeoutError("no ack")
+
+    broken: Any = _receiver(tmp_path / "broken", NoAck())
+    broken._on_accepted(_Event(assoc, raw, "EVT_ACCEPTED"))
+    assert broken._on_store(_Event(assoc, raw)) == STATUS_PROCESSING_FAILURE
+    assert not list((tmp_path / "broken").rglob("published/dicom/*"))
