@@ -68,6 +68,10 @@ def register(app: typer.Typer) -> None:
         since: str | None = typer.Option(
             None, "--since", metavar="DATE", help="With --from-dicomweb: only studies from DATE (YYYY-MM-DD) on."
         ),
+        follow: float | None = typer.Option(
+            None, "--follow", metavar="SECONDS", min=1.0,
+            help="With --from-dicomweb: keep following the server, a pass every SECONDS, until SIGINT/SIGTERM.",
+        ),
     ) -> None:
         """Walk PATHs: DICOM files (recognised by content) are uploaded to the object store and published on
         <index>.dicom; reports (.txt: id = file name, .json/.jsonl: {report_id, text, study_uid, report_date}) on
@@ -80,10 +84,10 @@ def register(app: typer.Typer) -> None:
                 console.print("[red]error:[/red] give either PATHs or --from-dicomweb, not both")
                 raise typer.Exit(2)
             pull_dicomweb(from_dicomweb, since=since, index=index, bootstrap=bootstrap, store_url=store_url,
-                          as_json=as_json, dry_run=dry_run)
+                          as_json=as_json, dry_run=dry_run, follow=follow)
             return
-        if since is not None:
-            console.print("[red]error:[/red] --since only applies to --from-dicomweb")
+        if since is not None or follow is not None:
+            console.print("[red]error:[/red] --since and --follow only apply to --from-dicomweb")
             raise typer.Exit(2)
         if not paths:
             console.print("[red]error:[/red] give PATHs to ingest, or --from-dicomweb URL")

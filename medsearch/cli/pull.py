@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
+import threading
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -13,7 +16,7 @@ out = Console(soft_wrap=True)
 
 
 def pull_dicomweb(url: str, *, since: str | None, index: str | None, bootstrap: str | None, store_url: str | None,
-                  as_json: bool, dry_run: bool) -> None:
+                  as_json: bool, dry_run: bool, follow: float | None = None) -> None:
     import httpx
 
     from medsearch.cli.common import resolve_index
@@ -45,27 +48,51 @@ def pull_dicomweb(url: str, *, since: str | None, index: str | None, bootstrap: 
     except PublishError as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(1) from None
+    stop = threading.Event()
+    if follow is not None:
+        def _handler(signum: int, frame: Any) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _handler)
+        signal.signal(signal.SIGINT, _handler)
+    failed = False
+    with httpx.Client(headers=headers, timeout=httpx.Timeout(60.0, connect=10.0)) as http:
+        puller = DicomwebPuller(url, publisher, http, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+        while True:
+            try:
+                summary = puller.run(day)
+            except (PullError, PublishError) as err:
+                console.print(f"[red]error:[/red] {err} (the pull can be run again: it resumes where it stopped)")
+                if follow is None:
+                    raise typer.Exit(1) from None
+                failed = True
+            except StoreError as err:
+                console.print(f"[red]error:[/red] object store: {err}")
+                if follow is None:
+                    raise typer.Exit(1) from None
+                failed = True
+            else:
+                _report(url, summary, as_json)
+                failed = bool(summary.failures)
+            if follow is None or stop.wait(follow):
+                break
     try:
-        with httpx.Client(headers=headers, timeout=httpx.Timeout(60.0, connect=10.0)) as http:
-            puller = DicomwebPuller(url, publisher, http, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
-            summary = puller.run(day)
         publisher.close()
-    except (PullError, PublishError) as err:
-        console.print(f"[red]error:[/red] {err} (the pull can be run again: it resumes where it stopped)")
+    except PublishError as err:
+        console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(1) from None
-    except StoreError as err:
-        console.print(f"[red]error:[/red] object store: {err}")
-        raise typer.Exit(1) from None
-    result = summary.as_dict()
-    if as_json:
-        out.print_json(json.dumps(result))
-    else:
-        console.print(
-            f"pulled from {url}: {summary.studies_seen} studies ({summary.studies_skipped} already complete), "
-            f"{summary.instances_published} instances published, {summary.instances_duplicate} duplicates, "
-            f"{summary.instances_skipped} already imported"
-        )
-        for failure in summary.failures:
-            console.print(f"[yellow]failed[/yellow] {failure}")
-    if summary.failures:
+    if failed:
         raise typer.Exit(1)
+
+
+def _report(url: str, summary: Any, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(summary.as_dict()))
+        return
+    console.print(
+        f"pulled from {url}: {summary.studies_seen} studies ({summary.studies_skipped} already complete), "
+        f"{summary.instances_published} instances published, {summary.instances_duplicate} duplicates, "
+        f"{summary.instances_skipped} already imported"
+    )
+    for failure in summary.failures:
+        console.print(f"[yellow]failed[/yellow] {failure}")

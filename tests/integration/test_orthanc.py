@@ -155,3 +155,39 @@ def test_pull_imports_studies_stored_only_in_orthanc_resumably_and_once(
     assert any(r["transfer_syntax"] == "1.2.840.10008.1.2.4.90" for r in rows)
     final = _pull(env, url)
     assert final["instances_published"] == 0 and final["studies_skipped"] == 2, final
+
+
+def test_follow_mode_imports_new_studies_as_they_arrive_and_stops_cleanly(
+    env: Env, orthanc_factory: Any, tmp_path: Path  # noqa: F811  # imported fixture
+) -> None:
+    import signal
+    import sys
+
+    pacs = orthanc_factory()
+    first = _study(tmp_path, "CT_small.dcm", 1, env.index + "f1")
+    later = _study(tmp_path, "MR_small_RLE.dcm", 2, env.index + "f2")
+    pacs.upload(first[0])
+    markers = Path(env.store_url.removeprefix("file://")) / env.index / "pull" / "instances"
+
+    def imported() -> int:
+        return len(list(markers.glob("*"))) if markers.exists() else 0
+
+    log = tmp_path / "follow.log"
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "medsearch.cli", "ingest", "--from-dicomweb", f"{pacs.http}/dicom-web", "--index",
+             env.index, "--bootstrap", env.bootstrap, "--store", env.store_url, "--json", "--follow", "1"],
+            stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: imported() == 1 or imported(), 60, "the first study imported")
+        for data in later:
+            pacs.upload(data)
+        wait_for(lambda: imported() == 3 or imported(), 60, "the study that arrived later imported")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    env.start_worker()
+    wait_for(lambda: env.count() == 3 or env.count(), 180, "followed instances indexed")
