@@ -68,6 +68,11 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
         receiver = Receiver(settings, publisher)
         try:
+            if settings.receiver_metrics_port:
+                from prometheus_client import start_http_server
+
+                start_http_server(settings.receiver_metrics_port, addr=settings.receiver_metrics_host,
+                                  registry=receiver.metrics.registry)
             receiver.start()
         except OSError as err:
             publisher.close()

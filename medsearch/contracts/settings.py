@@ -127,6 +127,8 @@ class ReceiverSettings(ServiceSettings):
         description="Refuse new associations and instances when the object store's disk has less free space (MB; "
         "file:// stores only).",
     )
+    receiver_metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port (0: off).")
+    receiver_metrics_host: str = Field(default="0.0.0.0", description="Address the metrics endpoint binds.")
 
 
 class ModelServerSettings(BaseSettings):

@@ -102,6 +102,7 @@ class Refusal:
     source: int
     diagnostic: int
     reason: str
+    code: str = "refused"  # metrics label: calling_aet | called_aet | shutting_down | disk_full
 
 
 def admission(
@@ -118,16 +119,17 @@ def admission(
     """Whether a new association is admitted (None) or refused, and how."""
     calling, called = calling_aet.strip(), called_aet.strip()
     if allowed_aets and calling not in {a.strip() for a in allowed_aets}:
-        return Refusal(*REJECT_CALLING_AET, f"calling AE title {calling!r} is not in the allowed list")
+        return Refusal(*REJECT_CALLING_AET, f"calling AE title {calling!r} is not in the allowed list", "calling_aet")
     if require_called_aet and called != ae_title.strip():
-        return Refusal(*REJECT_CALLED_AET, f"called AE title {called!r} is not {ae_title.strip()!r}")
+        return Refusal(*REJECT_CALLED_AET, f"called AE title {called!r} is not {ae_title.strip()!r}", "called_aet")
     if draining:
-        return Refusal(*REJECT_CONGESTION, "the receiver is shutting down")
+        return Refusal(*REJECT_CONGESTION, "the receiver is shutting down", "shutting_down")
     if free is not None and free < min_free:
         return Refusal(
             *REJECT_CONGESTION,
             f"the object store's disk is nearly full ({free // 2**20} MB free, at least {min_free // 2**20} MB "
             "required)",
+            "disk_full",
         )
     return None
 
@@ -146,6 +148,32 @@ def part10(file_meta: Any, dataset_bytes: bytes) -> bytes:
 
 
 # ----------------------------------------------------------------------------------------------- the service
+
+
+class ReceiverMetrics:
+    """Prometheus metrics of one receiver process (own registry, so tests can create several)."""
+
+    def __init__(self, registry: Any | None = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.associations = Counter("medsearch_receiver_associations_total",
+                                    "Associations by outcome (accepted, or the refusal reason)", ["outcome"],
+                                    registry=self.registry)
+        self.instances = Counter("medsearch_receiver_instances_total",
+                                 "C-STORE instances by outcome (stored, duplicate, quarantined, failed)", ["outcome"],
+                                 registry=self.registry)
+        self.bytes = Counter("medsearch_receiver_bytes_total", "Bytes of instances received",
+                             registry=self.registry)
+        self.active = Gauge("medsearch_receiver_active_associations", "Open associations", registry=self.registry)
+        self.store_seconds = Histogram("medsearch_receiver_store_seconds",
+                                       "Time to store and publish one instance (until the broker acknowledged)",
+                                       registry=self.registry,
+                                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+    def value(self, name: str, **labels: str) -> float:
+        got = self.registry.get_sample_value(name, labels)
+        return float(got or 0.0)
 
 
 @dataclass
@@ -169,10 +197,12 @@ class Receiver:
         publisher: Publisher,
         *,
         free_space: Callable[[str], int | None] = free_bytes,
+        metrics: ReceiverMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.publisher = publisher
         self.free_space = free_space
+        self.metrics = metrics or ReceiverMetrics()
         self._server: Any = None
         self._lock = threading.Lock()
         self._assocs: dict[int, tuple[Publisher, AssociationStats]] = {}
@@ -265,6 +295,7 @@ class Receiver:
         )
         if refusal is None:
             return
+        self.metrics.associations.labels(refusal.code).inc()
         with self._lock:
             self.totals["refused"] += 1
         log.warning("refused association from %s (%s:%s): %s", str(rq.primitive.calling_ae_title).strip(),
@@ -278,58 +309,71 @@ class Receiver:
         with self._lock:
             self._assocs[id(event.assoc)] = (self.publisher.sibling("dicom-receiver"), stats)
             self.totals["associations"] += 1
+        self.metrics.associations.labels("accepted").inc()
+        self.metrics.active.inc()
         log.info("association from %s (%s) accepted", stats.calling_aet, stats.address)
 
     def _on_echo(self, event: Any) -> int:
         return STATUS_SUCCESS
 
     def _on_store(self, event: Any) -> int | tuple[int, Any]:
+        t0 = time.perf_counter()
+        status, outcome = self._store(event)
+        self.metrics.instances.labels(outcome).inc()
+        if outcome != "failed":
+            self.metrics.store_seconds.observe(time.perf_counter() - t0)
+        return status
+
+    def _store(self, event: Any) -> tuple[int, str]:
         with self._lock:
             entry = self._assocs.get(id(event.assoc))
         if entry is None:  # (cannot happen: stores arrive only on accepted associations)
-            return STATUS_PROCESSING_FAILURE
+            return STATUS_PROCESSING_FAILURE, "failed"
         publisher, stats = entry
         free = self.free_space(publisher.object_store_url)
         if free is not None and free < self.settings.receiver_min_free_mb * 2**20:
             stats.failed += 1
             log.error("refused an instance from %s: the object store's disk is nearly full (%d MB free)",
                       stats.calling_aet, free // 2**20)
-            return STATUS_OUT_OF_RESOURCES
+            return STATUS_OUT_OF_RESOURCES, "failed"
         try:
             data = part10(event.file_meta, event.request.DataSet.getvalue())
         except (ValueError, AttributeError, TypeError) as err:
             stats.failed += 1
             log.warning("cannot encode an instance from %s: %s", stats.calling_aet, type(err).__name__)
-            return STATUS_CANNOT_UNDERSTAND
+            return STATUS_CANNOT_UNDERSTAND, "failed"
+        self.metrics.bytes.inc(len(data))
         try:
             result = publisher.publish_dicom(data, filename=f"c-store from {stats.calling_aet}")
             publisher.flush()
         except StoreError as err:
             stats.failed += 1
             log.error("object store failed for an instance from %s: %s", stats.calling_aet, type(err).__name__)
-            return STATUS_OUT_OF_RESOURCES
+            return STATUS_OUT_OF_RESOURCES, "failed"
         except PublishError as err:
             stats.failed += 1
             log.error("broker failed for an instance from %s: %s", stats.calling_aet, err)
-            return STATUS_PROCESSING_FAILURE
+            return STATUS_PROCESSING_FAILURE, "failed"
         if result.status == "rejected":
             stats.failed += 1
             log.warning("rejected an instance from %s: %s", stats.calling_aet, result.reason)
-            return STATUS_CANNOT_UNDERSTAND
+            return STATUS_CANNOT_UNDERSTAND, "failed"
         if result.status == "duplicate":
             stats.duplicates += 1
-        elif result.status == "quarantined":
+            return STATUS_SUCCESS, "duplicate"
+        if result.status == "quarantined":
             stats.quarantined += 1
             log.warning("quarantined an instance from %s: %s", stats.calling_aet, result.reason)
-        else:
-            stats.stored += 1
-        return STATUS_SUCCESS
+            return STATUS_SUCCESS, "quarantined"
+        stats.stored += 1
+        return STATUS_SUCCESS, "stored"
 
     def _on_closed(self, event: Any) -> None:
         with self._lock:
             entry = self._assocs.pop(id(event.assoc), None)
         if entry is None:
             return
+        self.metrics.active.dec()
         publisher, stats = entry
         try:
             publisher.close()

@@ -312,6 +312,7 @@ def build_receiver_deployment(owner: Owner, spec: MedicalSearchIndexSpec, settin
         {"name": "MEDSEARCH_RECEIVER_HOST", "value": "0.0.0.0"},
         {"name": "MEDSEARCH_RECEIVER_PORT", "value": str(rspec.port)},
         {"name": "MEDSEARCH_RECEIVER_ALLOWED_AETS", "value": json.dumps(list(rspec.allowed_ae_titles))},
+        {"name": "MEDSEARCH_RECEIVER_METRICS_PORT", "value": "9102"},
         {"name": "HOME", "value": "/tmp"},
     ]
     env_from: list[dict[str, Any]] = [{"configMapRef": {"name": configmap_name(owner.name)}}]
@@ -324,7 +325,8 @@ def build_receiver_deployment(owner: Owner, spec: MedicalSearchIndexSpec, settin
         "command": ["python", "-m", "medsearch.cli", "receive"],
         "env": env,
         "envFrom": env_from,
-        "ports": [{"name": "dicom", "containerPort": rspec.port, "protocol": "TCP"}],
+        "ports": [{"name": "dicom", "containerPort": rspec.port, "protocol": "TCP"},
+                  {"name": "metrics", "containerPort": 9102, "protocol": "TCP"}],
         "readinessProbe": {"tcpSocket": {"port": "dicom"}, "periodSeconds": 10},
         "livenessProbe": {"tcpSocket": {"port": "dicom"}, "periodSeconds": 20, "failureThreshold": 3},
         "volumeMounts": [

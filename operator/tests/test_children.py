@@ -147,7 +147,9 @@ def test_receiver_is_opt_in_and_builds_a_deployment_and_service() -> None:
     assert env["MEDSEARCH_RECEIVER_HOST"] == "0.0.0.0"
     assert yaml.safe_load(env["MEDSEARCH_RECEIVER_ALLOWED_AETS"]) == ["CT1", "PACS"]
     assert {"configMapRef": {"name": "chest-config"}} in c["envFrom"]
-    assert c["ports"] == [{"name": "dicom", "containerPort": 104, "protocol": "TCP"}]
+    assert c["ports"] == [{"name": "dicom", "containerPort": 104, "protocol": "TCP"},
+                          {"name": "metrics", "containerPort": 9102, "protocol": "TCP"}]
+    assert env["MEDSEARCH_RECEIVER_METRICS_PORT"] == "9102"
     assert c["readinessProbe"]["tcpSocket"] == {"port": "dicom"}
     assert c["securityContext"]["readOnlyRootFilesystem"] is True and c["resources"] == {"limits": {"memory": "1Gi"}}
     assert svc["spec"]["type"] == "LoadBalancer"

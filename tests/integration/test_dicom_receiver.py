@@ -182,8 +182,11 @@ def test_four_storescu_at_once_all_succeed(
 
 
 def test_refusals_name_the_reason(dcmtk: dict[str, str], env: Env, tmp_path: Path) -> None:  # noqa: F811
-    # Only MODALITY1 is allowed: another calling AE title is refused permanently.
-    r = start_receiver(env, tmp_path, "--allow", "MODALITY1")
+    # Only MODALITY1 is allowed: another calling AE title is refused permanently. Metrics count both.
+    metrics_port = procs.free_port()
+    r = start_receiver(env, tmp_path, "--allow", "MODALITY1",
+                       environ={"MEDSEARCH_RECEIVER_METRICS_PORT": str(metrics_port),
+                                "MEDSEARCH_RECEIVER_METRICS_HOST": "127.0.0.1"})
     try:
         res = subprocess.run([dcmtk["echoscu"], "-aet", "INTRUDER", "-aec", "MEDSEARCH", "127.0.0.1", str(r.port)],
                              capture_output=True, text=True, timeout=60)
@@ -191,6 +194,11 @@ def test_refusals_name_the_reason(dcmtk: dict[str, str], env: Env, tmp_path: Pat
         res = subprocess.run([dcmtk["echoscu"], "-aet", "MODALITY1", "-aec", "MEDSEARCH", "127.0.0.1", str(r.port)],
                              capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
+        import httpx
+
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        assert 'medsearch_receiver_associations_total{outcome="calling_aet"} 1.0' in text
+        assert 'medsearch_receiver_associations_total{outcome="accepted"} 1.0' in text
     finally:
         procs.stop_process(r.proc, timeout=40)
     # A disk that is "nearly full" (more free space demanded than any disk has): transient refusal, nothing stored.

@@ -165,12 +165,21 @@ def test_store_statuses_success_duplicate_disk_full_and_broker_failure(tmp_path:
     assert rx._on_store(_Event(assoc, raw)) == STATUS_SUCCESS
     assert rx._on_store(_Event(assoc, raw)) == STATUS_SUCCESS  # a duplicate is still a success
     assert [t for t, _, _ in kafka.sent] == ["rx.dicom"]
+    assert rx.metrics.value("medsearch_receiver_active_associations") == 1
     rx._on_closed(_Event(assoc, raw, "EVT_RELEASED"))
     assert (rx.totals["stored"], rx.totals["duplicates"]) == (1, 1)
+    m = rx.metrics
+    assert m.value("medsearch_receiver_instances_total", outcome="stored") == 1
+    assert m.value("medsearch_receiver_instances_total", outcome="duplicate") == 1
+    assert m.value("medsearch_receiver_associations_total", outcome="accepted") == 1
+    assert m.value("medsearch_receiver_active_associations") == 0
+    assert m.value("medsearch_receiver_bytes_total") == 2 * len(raw)
+    assert m.value("medsearch_receiver_store_seconds_count") == 2
     # The disk fills up during an association: the instance is refused with "out of resources".
     full: Any = _receiver(tmp_path / "full", FakeKafkaProducer(), free=1)
     full._on_accepted(_Event(assoc, raw, "EVT_ACCEPTED"))
     assert full._on_store(_Event(assoc, raw)) == STATUS_OUT_OF_RESOURCES
+    assert full.metrics.value("medsearch_receiver_instances_total", outcome="failed") == 1
 
     # The broker does not acknowledge: processing failure (the sender retries), nothing counted as published.
     class NoAck(FakeKafkaProducer):
