@@ -13,6 +13,7 @@ import pytest
 import yaml
 from kafka import KafkaConsumer
 from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
 from test_dicom_ingest import Env, env, model_server  # noqa: F401  # the shared real-process fixtures
 from test_dicom_receiver import dcmtk, sample_folder, start_receiver, storescu  # noqa: F401  # dcmtk: fixture
 
@@ -20,7 +21,7 @@ from medsearch.contracts.messages import Report
 from medsearch.contracts.naming import names_for
 from medsearch.localstack import procs
 from medsearch.provision import milvus_client
-from medsearch.testing import wait_for
+from medsearch.testing import read_dead_letters, wait_for
 
 pytestmark = pytest.mark.integration
 SECRET = "integration-deid-secret-0123456789"
@@ -38,8 +39,14 @@ def test_nothing_identifying_reaches_the_store_milvus_or_logs(
         monkeypatch.setenv(k, v)
     folder = tmp_path / "study"
     files = [f for f in sample_folder(folder) if f.name in FILES]
+    # One more instance whose pixels are flagged as showing identifiers: quarantined, not indexed.
+    burned = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    burned.BurnedInAnnotation = "YES"
+    burned.SOPInstanceUID = generate_uid(entropy_srcs=[env.index, "burned"])
+    burned.file_meta.MediaStorageSOPInstanceUID = burned.SOPInstanceUID
+    burned.save_as(folder / "burned.dcm")
     secrets: set[str] = set()
-    for f in files:
+    for f in [*files, folder / "burned.dcm"]:
         ds = pydicom.dcmread(f, stop_before_pixels=True)
         for key in ("PatientName", "PatientID", "PatientBirthDate", "StudyInstanceUID", "SeriesInstanceUID",
                     "SOPInstanceUID"):
@@ -50,8 +57,11 @@ def test_nothing_identifying_reaches_the_store_milvus_or_logs(
 
     receiver = start_receiver(env, tmp_path, environ=environ)
     try:
-        res = storescu(dcmtk, receiver.port, files, tmp_path / "p.cfg")
+        res = storescu(dcmtk, receiver.port, [*files, folder / "burned.dcm"], tmp_path / "p.cfg")
         assert res.returncode == 0, res.stderr
+        (letter,) = read_dead_letters(env.bootstrap, env.index, 1)
+        assert letter.stage == "deidentify" and "BurnedInAnnotation=YES" in letter.error
+        assert "/quarantine/" in letter.original["uri"]
         reports = tmp_path / "r.jsonl"
         reports.write_text(json.dumps({"report_id": "RDEID", "text": "No effusion.", "study_uid": ct_study}) + "\n")
         summary = env.ingest(reports)
@@ -77,6 +87,8 @@ def test_nothing_identifying_reaches_the_store_milvus_or_logs(
         assert secret not in logs, f"{secret!r} reached a log"
     stored = [pydicom.dcmread(p) for p in (store_root / env.index / "dicom").glob("*.dcm")]
     assert len(stored) == len(files) and all(d.PatientIdentityRemoved == "YES" for d in stored)
+    (quarantined,) = [pydicom.dcmread(p) for p in (store_root / env.index / "quarantine").glob("*.dcm")]
+    assert quarantined.PatientIdentityRemoved == "YES" and quarantined.BurnedInAnnotation == "YES"
 
     # The report still links to its images: its StudyInstanceUID was remapped exactly like theirs.
     consumer = KafkaConsumer(names_for(env.index).reports_topic, bootstrap_servers=env.bootstrap,
