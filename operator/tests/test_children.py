@@ -134,9 +134,9 @@ def test_receiver_is_opt_in_and_builds_a_deployment_and_service() -> None:
     spec = gpu_spec(receiver={"enabled": True, "aeTitle": "CHESTAI", "port": 104, "allowedAeTitles": ["CT1", "PACS"],
                               "serviceType": "LoadBalancer", "resources": {"limits": {"memory": "1Gi"}}})
     kids = ch.build_children(OWNER, spec, SETTINGS)
-    assert [(k["kind"], k["metadata"]["name"]) for k in kids][-2:] == [
-        ("Deployment", "chest-dicom-receiver"), ("Service", "chest-dicom-receiver")]
-    dep, svc = kids[-2], kids[-1]
+    (dep,) = [k for k in kids if (k["kind"], k["metadata"]["name"]) == ("Deployment", "chest-dicom-receiver")]
+    (svc,) = [k for k in kids if (k["kind"], k["metadata"]["name"]) == ("Service", "chest-dicom-receiver")]
+    assert kids[0]["kind"] == "ConfigMap"  # applied first: the receiver's checksum comes from it
     checksum = ch.config_checksum(kids[0])
     pod = dep["spec"]["template"]
     assert pod["metadata"]["annotations"] == {"medsearch.io/config-checksum": checksum}
