@@ -304,6 +304,10 @@ class Publisher:
         return store.exists(self._marker(kind, sha))
 
     def publish_dicom(self, data: bytes, *, filename: str) -> PublishResult:
+        sha = store.sha256_hex(data)
+        ds = dicom_header(data)
+        if ds is None:
+            return PublishResult("dicom", filename, None, sha, "rejected", "not a readable DICOM file")
         if self.deidentifier is not None:  # before anything is stored (spec.privacy.deidentify)
             from medsearch.dicomnet.deid import DeidentificationError, Quarantined
 
@@ -312,11 +316,11 @@ class Publisher:
             except Quarantined as q:
                 return self._quarantine(q, filename)
             except DeidentificationError as err:
-                return PublishResult("dicom", filename, None, store.sha256_hex(data), "rejected", str(err))
-        sha = store.sha256_hex(data)
-        ds = dicom_header(data)
-        if ds is None:
-            return PublishResult("dicom", filename, None, sha, "rejected", "not a readable DICOM file")
+                return PublishResult("dicom", filename, None, sha, "rejected", str(err))
+            sha = store.sha256_hex(data)
+            ds = dicom_header(data)
+            if ds is None:
+                return PublishResult("dicom", filename, None, sha, "rejected", "de-identified file unreadable")
         uri = store.join(self.object_store_url, self.index, "dicom", f"{sha}.dcm")
         if self._duplicate("dicom", sha):
             return PublishResult("dicom", filename, uri, sha, "duplicate", "same content already published")
