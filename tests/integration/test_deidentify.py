@@ -78,6 +78,7 @@ def test_nothing_identifying_reaches_the_store_milvus_or_logs(
     finally:
         client.close()
     milvus_text = json.dumps([{k: v for k, v in r.items() if k != "embedding"} for r in rows], default=str)
+    milvus_text += json.dumps(env.rows(), default=str)  # the rows as the test environment reads them back
     store_root = Path(env.store_url.removeprefix("file://"))
     blobs = [p.read_bytes() for p in store_root.rglob("*") if p.is_file()]
     logs = receiver.log_text() + "".join(p.read_text(errors="replace") for p in env.logs.glob(f"*{env.index}*"))
