@@ -61,7 +61,7 @@ test-k8s: $(STAMP) k8s-assets ## k8s tier (real etcd + kube-apiserver)
 e2e: $(STAMP) ## kind cluster end to end (needs Docker, kind, skaffold; skips otherwise)
 	$(BIN)/pytest -m e2e -rs tests/e2e
 
-bench: $(STAMP) ## run the benchmarks (JSON on stdout)
+bench: $(STAMP) dicom-peers ## run the benchmarks (JSON on stdout)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean: ## remove caches and build outputs (keeps .venv)
