@@ -102,7 +102,7 @@ class Refusal:
     source: int
     diagnostic: int
     reason: str
-    code: str = "refused"  # metrics label: calling_aet | called_aet | shutting_down | disk_full
+    code: str = "refused"  # metrics label: calling_aet | called_aet | shutting_down | limit | disk_full
 
 
 def admission(
@@ -115,6 +115,8 @@ def admission(
     free: int | None,
     min_free: int,
     draining: bool = False,
+    active: int = 0,
+    max_associations: int = 0,
 ) -> Refusal | None:
     """Whether a new association is admitted (None) or refused, and how."""
     calling, called = calling_aet.strip(), called_aet.strip()
@@ -124,6 +126,8 @@ def admission(
         return Refusal(*REJECT_CALLED_AET, f"called AE title {called!r} is not {ae_title.strip()!r}", "called_aet")
     if draining:
         return Refusal(*REJECT_CONGESTION, "the receiver is shutting down", "shutting_down")
+    if max_associations and active >= max_associations:
+        return Refusal(*REJECT_LIMIT, f"{active} associations already open (at most {max_associations})", "limit")
     if free is not None and free < min_free:
         return Refusal(
             *REJECT_CONGESTION,
@@ -222,7 +226,8 @@ class Receiver:
         ae = AE(ae_title=self.settings.receiver_ae_title)
         # Admission is decided in the EVT_REQUESTED handler (one place, with the reason logged).
         ae.require_called_aet = False
-        ae.maximum_associations = self.settings.receiver_max_associations
+        # Admission refuses beyond receiver_max_associations (logged, counted); pynetdicom's own limit is a backstop.
+        ae.maximum_associations = self.settings.receiver_max_associations + 1
         ae.maximum_pdu_size = 0  # no limit: fewer, larger PDUs for big images
         syntaxes = readable_transfer_syntaxes()
         ae.add_supported_context(VERIFICATION_SOP_CLASS, syntaxes)
@@ -292,6 +297,8 @@ class Receiver:
             free=self.free_space(self.publisher.object_store_url),
             min_free=self.settings.receiver_min_free_mb * 2**20,
             draining=self._draining,
+            active=self.active(),
+            max_associations=self.settings.receiver_max_associations,
         )
         if refusal is None:
             return

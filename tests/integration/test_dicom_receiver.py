@@ -186,7 +186,8 @@ def test_refusals_name_the_reason(dcmtk: dict[str, str], env: Env, tmp_path: Pat
     metrics_port = procs.free_port()
     r = start_receiver(env, tmp_path, "--allow", "MODALITY1",
                        environ={"MEDSEARCH_RECEIVER_METRICS_PORT": str(metrics_port),
-                                "MEDSEARCH_RECEIVER_METRICS_HOST": "127.0.0.1"})
+                                "MEDSEARCH_RECEIVER_METRICS_HOST": "127.0.0.1",
+                                "MEDSEARCH_RECEIVER_MAX_ASSOCIATIONS": "1"})
     try:
         res = subprocess.run([dcmtk["echoscu"], "-aet", "INTRUDER", "-aec", "MEDSEARCH", "127.0.0.1", str(r.port)],
                              capture_output=True, text=True, timeout=60)
@@ -194,11 +195,25 @@ def test_refusals_name_the_reason(dcmtk: dict[str, str], env: Env, tmp_path: Pat
         res = subprocess.run([dcmtk["echoscu"], "-aet", "MODALITY1", "-aec", "MEDSEARCH", "127.0.0.1", str(r.port)],
                              capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
+        # One association open (the limit here): another is refused transiently, "local limit exceeded".
+        from pynetdicom import AE
+
+        scu = AE(ae_title="MODALITY1")
+        scu.add_requested_context("1.2.840.10008.1.1")
+        held = scu.associate("127.0.0.1", r.port, ae_title="MEDSEARCH")
+        assert held.is_established
+        try:
+            res = subprocess.run([dcmtk["echoscu"], "-aet", "MODALITY1", "-aec", "MEDSEARCH", "127.0.0.1",
+                                  str(r.port)], capture_output=True, text=True, timeout=60)
+            assert res.returncode != 0 and "Local Limit Exceeded" in res.stderr, res.stderr
+        finally:
+            held.release()
         import httpx
 
         text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
         assert 'medsearch_receiver_associations_total{outcome="calling_aet"} 1.0' in text
-        assert 'medsearch_receiver_associations_total{outcome="accepted"} 1.0' in text
+        assert 'medsearch_receiver_associations_total{outcome="accepted"} 2.0' in text
+        assert 'medsearch_receiver_associations_total{outcome="limit"} 1.0' in text
     finally:
         procs.stop_process(r.proc, timeout=40)
     # A disk that is "nearly full" (more free space demanded than any disk has): transient refusal, nothing stored.

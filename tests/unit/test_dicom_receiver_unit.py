@@ -14,6 +14,7 @@ from medsearch.dicomnet.receiver import (
     REJECT_CALLED_AET,
     REJECT_CALLING_AET,
     REJECT_CONGESTION,
+    REJECT_LIMIT,
     admission,
     free_bytes,
     local_path,
@@ -40,6 +41,9 @@ def test_admission_accepts_by_default_and_refuses_with_the_standard_triples() ->
     assert admission(**{**ADMIT, "free": None}) is None  # remote store: no disk to check
     r = admission(**{**ADMIT, "draining": True})
     assert r is not None and r.result == 0x02 and "shutting down" in r.reason
+    assert admission(**{**ADMIT, "active": 15, "max_associations": 16}) is None
+    r = admission(**{**ADMIT, "active": 16, "max_associations": 16})
+    assert r is not None and (r.result, r.source, r.diagnostic) == REJECT_LIMIT and r.code == "limit"
 
 
 def test_accepted_syntaxes_are_exactly_the_decodable_ones() -> None:
