@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo up down status test test-unit test-integration test-k8s lint e2e bench clean web k8s-assets
+.PHONY: help venv demo up down status test test-unit test-integration test-k8s lint e2e bench clean web k8s-assets dicom-peers
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -43,13 +43,16 @@ lint: $(STAMP) ## ruff and mypy (strict) on the source
 k8s-assets: $(STAMP) ## fetch/build kube-apiserver, etcd and helm for the k8s tier (cached)
 	@bash scripts/k8s-assets.sh
 
-test: $(STAMP) lint web k8s-assets ## every test tier this machine can run (unit, integration, k8s; e2e skips with a reason)
+dicom-peers: ## install the real DICOM peers of the integration tier (dcmtk, Orthanc + DICOMweb; apt)
+	@bash scripts/ensure-dicom-peers.sh
+
+test: $(STAMP) lint web k8s-assets dicom-peers ## every test tier this machine can run (unit, integration, k8s; e2e skips with a reason)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## unit tests only (no network)
 	$(BIN)/pytest -m "not integration and not k8s and not e2e and not browser" $(PYTEST_ARGS)
 
-test-integration: $(STAMP) web ## integration tier (Tansu, milvus-lite, model server as local processes)
+test-integration: $(STAMP) web dicom-peers ## integration tier (Tansu, milvus-lite, model server as local processes)
 	$(BIN)/pytest -m "integration or browser" $(PYTEST_ARGS)
 
 test-k8s: $(STAMP) k8s-assets ## k8s tier (real etcd + kube-apiserver)
@@ -58,7 +61,7 @@ test-k8s: $(STAMP) k8s-assets ## k8s tier (real etcd + kube-apiserver)
 e2e: $(STAMP) ## kind cluster end to end (needs Docker, kind, skaffold; skips otherwise)
 	$(BIN)/pytest -m e2e -rs tests/e2e
 
-bench: $(STAMP) ## run the benchmarks (JSON on stdout)
+bench: $(STAMP) dicom-peers ## run the benchmarks (JSON on stdout)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean: ## remove caches and build outputs (keeps .venv)

@@ -6,12 +6,19 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic_settings import BaseSettings
 
-from medsearch.contracts.settings import ApiSettings, ModelServerSettings, ServiceSettings, WorkerSettings
+from medsearch.contracts.settings import (
+    ApiSettings,
+    ModelServerSettings,
+    ReceiverSettings,
+    ServiceSettings,
+    WorkerSettings,
+)
 
 SECTIONS: list[tuple[str, type[BaseSettings], type[BaseSettings] | None]] = [
     ("Every component", ServiceSettings, None),
     ("GraphQL gateway (`medsearch_api`)", ApiSettings, ServiceSettings),
     ("Ingest workers (`medsearch_workers`)", WorkerSettings, ServiceSettings),
+    ("DICOM receiver (`medsearch receive`)", ReceiverSettings, ServiceSettings),
     ("Model server (`medsearch_model_server`; flags override)", ModelServerSettings, None),
 ]
 

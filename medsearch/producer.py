@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medsearch import store
-from medsearch.contracts.messages import MAX_MESSAGE_BYTES, DicomObject, Report, parse_report_date
+from medsearch.contracts.messages import MAX_MESSAGE_BYTES, DeadLetter, DicomObject, Report, parse_report_date
 from medsearch.contracts.naming import names_for
 from medsearch.imaging import ImageDecodeError, check_image_limits, looks_like_dicom
 
@@ -43,7 +43,7 @@ class PublishResult:
     id: str
     uri: str | None
     sha256: str
-    status: Literal["published", "duplicate", "rejected"]
+    status: Literal["published", "duplicate", "rejected", "quarantined"]
     reason: str | None = None
 
 
@@ -235,8 +235,20 @@ class Publisher:
         source: str = "cli",
         producer: Any | None = None,
         security: Mapping[str, Any] | None = None,
+        deidentifier: Any = "auto",
     ) -> None:
-        """``security``: kafka-python TLS/SASL options (:func:`medsearch.kafka_security.kafka_security_options`)."""
+        """``security``: kafka-python TLS/SASL options (:func:`medsearch.kafka_security.kafka_security_options`).
+        ``deidentifier``: "auto" applies what the index's spec asks for (``spec.privacy.deidentify``, see
+        :func:`medsearch.dicomnet.deid.deidentifier_for`); None never de-identifies; or a ``Deidentifier``."""
+        if deidentifier == "auto":
+            from medsearch.contracts.settings import default_data_dir
+            from medsearch.dicomnet.deid import deidentifier_for
+
+            try:
+                deidentifier = deidentifier_for(index, data_dir=default_data_dir(), store_url=object_store_url)
+            except ValueError as err:
+                raise PublishError(str(err)) from err
+        self.deidentifier = deidentifier
         self.names = names_for(index)
         self.security = dict(security or {})
         self.index = index
@@ -247,6 +259,7 @@ class Publisher:
         self._pending: list[tuple[Any, str | None, tuple[str, str] | None]] = []
         self._seen: set[tuple[str, str]] = set()
         self._producer = producer if producer is not None else self._connect()
+        self._shared = False
 
     def _connect(self) -> Any:
         from kafka import KafkaProducer
@@ -266,6 +279,16 @@ class Publisher:
                 f"Kafka broker at {self.bootstrap} is unreachable ({type(err).__name__}): start the local stack "
                 "(medsearch up) or pass --bootstrap / set MEDSEARCH_KAFKA_BOOTSTRAP"
             ) from err
+
+    def sibling(self, source: str | None = None) -> Publisher:
+        """A publisher sharing this one's broker connection (the Kafka producer is thread-safe) with its own pending
+        acknowledgements: one per thread, e.g. per DICOM association. Closing it only flushes."""
+        other = Publisher(
+            bootstrap=self.bootstrap, object_store_url=self.object_store_url, index=self.index,
+            source=source or self.source, producer=self._producer, deidentifier=self.deidentifier,
+        )
+        other._shared = True
+        return other
 
     def _marker(self, kind: str, sha: str) -> str:
         return store.join(self.object_store_url, self.index, "published", kind, sha)
@@ -300,6 +323,19 @@ class Publisher:
         ds = dicom_header(data)
         if ds is None:
             return PublishResult("dicom", filename, None, sha, "rejected", "not a readable DICOM file")
+        if self.deidentifier is not None:  # before anything is stored (spec.privacy.deidentify)
+            from medsearch.dicomnet.deid import DeidentificationError, Quarantined
+
+            try:
+                data = self.deidentifier.apply(data)
+            except Quarantined as q:
+                return self._quarantine(q, filename)
+            except DeidentificationError as err:
+                return PublishResult("dicom", filename, None, sha, "rejected", str(err))
+            sha = store.sha256_hex(data)
+            ds = dicom_header(data)
+            if ds is None:
+                return PublishResult("dicom", filename, None, sha, "rejected", "de-identified file unreadable")
         uri = store.join(self.object_store_url, self.index, "dicom", f"{sha}.dcm")
         if self._duplicate("dicom", sha):
             return PublishResult("dicom", filename, uri, sha, "duplicate", "same content already published")
@@ -310,9 +346,26 @@ class Publisher:
         self._send(self.names.dicom_topic, message_key(msg), msg.to_bytes(), "dicom", sha)
         return PublishResult("dicom", filename, uri, sha, "published")
 
+    def _quarantine(self, q: Any, filename: str) -> PublishResult:
+        """A de-identified object that must be reviewed before indexing: stored apart and dead-lettered with the
+        reason (``medsearch dlq replay`` indexes it once reviewed)."""
+        sha = store.sha256_hex(q.data)
+        uri = store.join(self.object_store_url, self.index, "quarantine", f"{sha}.dcm")
+        if self._duplicate("quarantine", sha):
+            return PublishResult("dicom", filename, uri, sha, "duplicate", "same content already quarantined")
+        if not store.exists(uri):
+            store.put_bytes(uri, q.data)
+        msg = DicomObject(index=self.index, uri=uri, sha256=sha, study_uid=q.study_uid, source=self.source)
+        letter = DeadLetter.for_message(msg.to_bytes(), topic=self.names.dicom_topic, stage="deidentify",
+                                        error=q.reason, attempts=1, worker=f"publisher-{self.source}")
+        self._send(self.names.dlq_topic, message_key(msg), letter.to_bytes(), "quarantine", sha)
+        return PublishResult("dicom", filename, uri, sha, "quarantined", q.reason)
+
     def publish_report(
         self, *, report_id: str, text: str, study_uid: str | None = None, report_date: dt.date | None = None
     ) -> PublishResult:
+        if self.deidentifier is not None and study_uid:
+            study_uid = self.deidentifier.map_uid(study_uid)  # the images' StudyInstanceUIDs are remapped too
         content: list[str | None] = [report_id, study_uid, text]
         if report_date is not None:  # (undated reports keep the duplicate markers they had before dates existed)
             content.append(report_date.isoformat())
@@ -371,4 +424,5 @@ class Publisher:
         try:
             self.flush()
         finally:
-            self._producer.close(timeout=10)
+            if not self._shared:
+                self._producer.close(timeout=10)

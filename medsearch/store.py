@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from typing import Any
 
 
@@ -46,7 +48,8 @@ def put_bytes(url: str, data: bytes) -> None:
         if parent:
             fs.makedirs(parent, exist_ok=True)
         if getattr(fs, "protocol", None) in ("file", ("file", "local")):
-            tmp = f"{path}.tmp-{sha256_hex(data)[:12]}"
+            # unique per writer: two receivers' associations may store the same object at the same moment
+            tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}-{sha256_hex(data)[:12]}"
             with fs.open(tmp, "wb") as fh:
                 fh.write(data)
             fs.mv(tmp, path)

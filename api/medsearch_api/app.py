@@ -31,6 +31,7 @@ from medsearch_api.adapters import ImageEmbedder, PublisherIngest, embed_query_t
 from medsearch_api.auth import AuthConfigError, Authenticator, AuthError, Principal, is_loopback
 from medsearch_api.compat import build_compat_schema
 from medsearch_api.context import Context, Ingest, Services
+from medsearch_api.dicomweb import register_dicomweb
 from medsearch_api.filters import IDENT
 from medsearch_api.logs import install_access_log_filter
 from medsearch_api.ratelimit import TokenBuckets
@@ -409,6 +410,9 @@ def create_app(
             return Response(status_code=304, headers=cache)
         return Response(data, media_type="image/png", headers=cache)
 
+    # DICOMweb STOW-RS (role ingester): each part through the same publisher as the upload mutation.
+    register_dicomweb(app, ingest=ingest, principal_of=principal_of)
+
     dist = web_dist if web_dist is not None else WEB_DIST
     if (dist / "index.html").is_file():
         root = dist.resolve()
@@ -418,7 +422,7 @@ def create_app(
             candidate = (root / path).resolve()
             if path and candidate.is_file() and candidate.is_relative_to(root):
                 return FileResponse(candidate)
-            if path.startswith(("graphql", "compat/", "thumbnails/")):
+            if path.startswith(("graphql", "compat/", "thumbnails/", "dicomweb/")):
                 return PlainTextResponse("not found", status_code=404)
             return FileResponse(root / "index.html", headers={"Cache-Control": "no-cache"})
 

@@ -21,6 +21,7 @@ app = typer.Typer(
 _COMMAND_MODULES = [
     "medsearch.cli.stack",
     "medsearch.cli.ingest",
+    "medsearch.cli.receive",
     "medsearch.cli.dlq",
     "medsearch.cli.reindex",
     "medsearch.cli.embed",

@@ -46,7 +46,9 @@ def _print_summary(summary: dict[str, Any], dry_run: bool) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("ingest")
     def ingest(
-        paths: list[Path] = typer.Argument(..., help="DICOM files, report files (.txt/.json/.jsonl) or folders."),
+        paths: list[Path] = typer.Argument(
+            None, help="DICOM files, report files (.txt/.json/.jsonl) or folders.", show_default=False
+        ),
         index: str | None = typer.Option(None, "--index", "-i", help="Index name (default: $MEDSEARCH_INDEX)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="List what would be published; change nothing."),
         bootstrap: str | None = typer.Option(
@@ -57,10 +59,39 @@ def register(app: typer.Typer) -> None:
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+        from_dicomweb: str | None = typer.Option(
+            None, "--from-dicomweb", metavar="URL",
+            help="Pull from a DICOMweb server (QIDO-RS + WADO-RS) instead of PATHs, e.g. "
+            "http://pacs:8042/dicom-web. Resumable; never re-imports. Authorization header: "
+            "$MEDSEARCH_DICOMWEB_AUTHORIZATION.",
+        ),
+        since: str | None = typer.Option(
+            None, "--since", metavar="DATE", help="With --from-dicomweb: only studies from DATE (YYYY-MM-DD) on."
+        ),
+        follow: float | None = typer.Option(
+            None, "--follow", metavar="SECONDS", min=1.0,
+            help="With --from-dicomweb: keep following the server, a pass every SECONDS, until SIGINT/SIGTERM.",
+        ),
     ) -> None:
         """Walk PATHs: DICOM files (recognised by content) are uploaded to the object store and published on
         <index>.dicom; reports (.txt: id = file name, .json/.jsonl: {report_id, text, study_uid, report_date}) on
-        <index>.reports. Content already published (same sha256) is skipped."""
+        <index>.reports. Content already published (same sha256) is skipped. With --from-dicomweb URL, pull the
+        studies of a DICOMweb server (an Orthanc, a dcm4chee...) instead."""
+        if from_dicomweb is not None:
+            from medsearch.cli.pull import pull_dicomweb
+
+            if paths:
+                console.print("[red]error:[/red] give either PATHs or --from-dicomweb, not both")
+                raise typer.Exit(2)
+            pull_dicomweb(from_dicomweb, since=since, index=index, bootstrap=bootstrap, store_url=store_url,
+                          as_json=as_json, dry_run=dry_run, follow=follow)
+            return
+        if since is not None or follow is not None:
+            console.print("[red]error:[/red] --since and --follow only apply to --from-dicomweb")
+            raise typer.Exit(2)
+        if not paths:
+            console.print("[red]error:[/red] give PATHs to ingest, or --from-dicomweb URL")
+            raise typer.Exit(2)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from medsearch.cli.common import kafka_security, resolve_index

@@ -90,7 +90,7 @@ def resolve_weights(requested: str | None, index: MedicalSearchIndex, *, allow_r
 
 
 def _ports(offset: int, kafka: int | None, milvus: int | None, model: int | None, api: int | None,
-           postgres: int | None = None) -> Any:
+           postgres: int | None = None, dicom: int | None = None) -> Any:
     from medsearch.localstack.stack import Ports
 
     d = Ports()
@@ -101,6 +101,7 @@ def _ports(offset: int, kafka: int | None, milvus: int | None, model: int | None
         model_grpc=(model + 1) if model else d.model_grpc + offset,
         api=api or d.api + offset,
         postgres=postgres or 0,
+        dicom=dicom or d.dicom + offset,
     )
 
 
@@ -189,10 +190,12 @@ def register(app: typer.Typer) -> None:
         model_port: int | None = typer.Option(None, help="Model server HTTP port (default 8080; gRPC is +1)."),
         api_port: int | None = typer.Option(None, help="Gateway port (default 8000)."),
         postgres_port: int | None = typer.Option(None, help="PostgreSQL port (default: a free port)."),
+        dicom_port: int | None = typer.Option(None, help="DICOM receiver port, AE MEDSEARCH (default 11112)."),
     ) -> None:
-        """Start the local stack (broker, PostgreSQL, Milvus, model server, workers, gateway) on loopback."""
+        """Start the local stack (broker, PostgreSQL, Milvus, model server, workers, gateway, DICOM receiver) on
+        loopback."""
         index = _load_index(index_file)
-        ports = _ports(port_offset, kafka_port, milvus_port, model_port, api_port, postgres_port)
+        ports = _ports(port_offset, kafka_port, milvus_port, model_port, api_port, postgres_port, dicom_port)
         paths = _start(index=index, data_dir=data_dir, weights=weights, backend=backend, ports=ports, demo=False)
         _print_urls(paths)
         if not detach:

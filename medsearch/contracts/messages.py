@@ -115,7 +115,9 @@ class DeadLetter(_Message):
 
     original: dict[str, Any]
     topic: str
-    stage: Literal["decode_message", "fetch", "decode", "metadata", "thumbnail", "embed", "analyze", "write"]
+    stage: Literal[
+        "decode_message", "fetch", "decode", "metadata", "thumbnail", "embed", "analyze", "write", "deidentify"
+    ]
     error: str
     attempts: int = Field(ge=1)
     worker: str | None = None

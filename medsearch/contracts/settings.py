@@ -34,6 +34,11 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDSEARCH_", extra="ignore")
 
     index: str = Field(default="demo", description="Name of the MedicalSearchIndex this process serves.")
+    index_spec_file: Path | None = Field(
+        default=None,
+        description="The index's MedicalSearchIndex YAML (set by the local stack and the operator): workers read "
+        "their options from it, publishers spec.privacy.",
+    )
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated.")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="Kafka security protocol (honoured by every Kafka client medsearch creates)."
@@ -67,6 +72,15 @@ class ServiceSettings(BaseSettings):
     object_store_url: str = Field(
         default="file://" + str(default_data_dir() / "objects"),
         description="fsspec URL under which uploaded objects and thumbnails are stored (file://, s3://).",
+    )
+    deid_secret: SecretStr | None = Field(
+        default=None,
+        description="Seed of the de-identification UID remapping (spec.privacy.deidentify: basic); at least 16 "
+        "characters, the same for every component of an index. The local stack keeps one in <data-dir>/deid-secret.",
+    )
+    dicomweb_authorization: SecretStr | None = Field(
+        default=None,
+        description="Authorization header value sent to the DICOMweb server of `medsearch ingest --from-dicomweb`.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     log_format: Literal["text", "json"] = Field(default="text", description="Log line format.")
@@ -127,6 +141,34 @@ class WorkerSettings(ServiceSettings):
     )
     nlp_backend: Literal["lexicon", "transformers"] = Field(default="lexicon", description="Report NER backend.")
     nlp_model: str | None = Field(default=None, description="HF token-classification model (transformers backend).")
+
+
+class ReceiverSettings(ServiceSettings):
+    """The DICOM receiver (``medsearch receive``: C-ECHO and C-STORE SCP)."""
+
+    receiver_ae_title: str = Field(
+        default="MEDSEARCH", min_length=1, max_length=16,
+        description="Application entity title the receiver answers to.",
+    )
+    receiver_host: str = Field(default="127.0.0.1", description="Address the receiver listens on (0.0.0.0: all).")
+    receiver_port: int = Field(default=11112, ge=1, le=65535, description="DICOM port the receiver listens on.")
+    receiver_allowed_aets: list[str] = Field(
+        default_factory=list,
+        description="Calling AE titles allowed to connect (JSON list; empty: any). Others are rejected.",
+    )
+    receiver_require_called_aet: bool = Field(
+        default=True, description="Reject associations whose called AE title is not receiver_ae_title."
+    )
+    receiver_max_associations: int = Field(
+        default=16, ge=1, le=512, description="Simultaneous associations; more are rejected (local limit exceeded)."
+    )
+    receiver_min_free_mb: int = Field(
+        default=1024, ge=0,
+        description="Refuse new associations and instances when the object store's disk has less free space (MB; "
+        "file:// stores only).",
+    )
+    receiver_metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port (0: off).")
+    receiver_metrics_host: str = Field(default="0.0.0.0", description="Address the metrics endpoint binds.")
 
 
 class ModelServerSettings(BaseSettings):

@@ -211,6 +211,35 @@ class PrivacySpec(_Model):
     store_patient_identifiers: bool = Field(
         default=False, description="Store PatientName/PatientID in the image collection (off by default)."
     )
+    deidentify: Literal["none", "basic"] = Field(
+        default="none",
+        description="De-identify DICOM before anything is stored: none, or basic (PS3.15 Basic Application Level "
+        "Confidentiality Profile; UIDs remapped consistently within the index).",
+    )
+    quarantine_burned_in_annotation: bool = Field(
+        default=True,
+        description="With deidentify: basic, dead-letter instances flagged BurnedInAnnotation=YES instead of "
+        "storing them (their pixels may show identifiers).",
+    )
+
+
+class ReceiverSpec(_Model):
+    """The index's DICOM receiver (C-STORE SCP) in clusters: a Deployment and a Service created by the operator."""
+
+    enabled: bool = Field(default=False, description="Create the receiver Deployment and Service.")
+    ae_title: str = Field(
+        default="MEDSEARCH", min_length=1, max_length=16, pattern=r"^[^\\\x00-\x1f]+$",
+        description="AE title the receiver answers to.",
+    )
+    port: int = Field(default=11112, ge=1, le=65535, description="DICOM port of the Service and the container.")
+    allowed_ae_titles: list[str] = Field(
+        default_factory=list, description="Calling AE titles allowed to send (empty: any)."
+    )
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        default="ClusterIP", description="Type of the receiver's Service."
+    )
+    replicas: int = Field(default=1, ge=0, le=20)
+    resources: Resources = Field(default_factory=Resources)
 
 
 class MedicalSearchIndexSpec(_Model):
@@ -224,6 +253,7 @@ class MedicalSearchIndexSpec(_Model):
     predictor: PredictorSpec = Field(default_factory=PredictorSpec)
     nlp: NlpSpec = Field(default_factory=NlpSpec)
     privacy: PrivacySpec = Field(default_factory=PrivacySpec)
+    receiver: ReceiverSpec = Field(default_factory=ReceiverSpec)
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
 
 

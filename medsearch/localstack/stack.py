@@ -141,6 +141,7 @@ class Ports:
     model_grpc: int = 8081
     api: int = 8000
     postgres: int = 0  # 0: a free port, chosen when the stack starts
+    dicom: int = 11112
 
     def items(self) -> list[tuple[str, int]]:
         return list(asdict(self).items())
@@ -150,7 +151,7 @@ class Ports:
 class Service:
     name: str
     command: list[str]
-    health: str  # "kafka" | "milvus" | "http" | "process"
+    health: str  # "kafka" | "milvus" | "http" | "tcp" | "process"
     url: str = ""
     health_url: str = ""
     ports: tuple[int, ...] = ()
@@ -239,6 +240,17 @@ def plan_services(
                 ports=(ports.api,), start_timeout=180,
                 env={**common, "MEDSEARCH_API_HOST": "127.0.0.1", "MEDSEARCH_API_PORT": str(ports.api),
                      "MEDSEARCH_API_TOKENS_FILE": str(paths.api_tokens)},
+            )
+        )
+    if available("pynetdicom"):
+        # The DICOM receiver (C-STORE SCP): modalities and PACS send to AE MEDSEARCH on this port.
+        dicom_url = f"tcp://127.0.0.1:{ports.dicom}"
+        services.append(
+            Service(
+                "dicom-receiver", [py, "-m", "medsearch.cli", "receive"], "tcp",
+                url=f"dicom://MEDSEARCH@127.0.0.1:{ports.dicom}", health_url=dicom_url, ports=(ports.dicom,),
+                start_timeout=60,
+                env={**common, "MEDSEARCH_RECEIVER_HOST": "127.0.0.1", "MEDSEARCH_RECEIVER_PORT": str(ports.dicom)},
             )
         )
     return services
@@ -357,6 +369,9 @@ def _healthy(s: Service, paths: StackPaths | None = None) -> bool:
         return procs.milvus_ready(s.url)
     if s.health == "http":
         return procs.http_ready(s.health_url)
+    if s.health == "tcp":
+        host, _, port = s.health_url.removeprefix("tcp://").rpartition(":")
+        return procs.tcp_ready(int(port), host)
     return True
 
 
@@ -422,6 +437,10 @@ def start_stack(
     except pg.PostgresError as err:
         raise StackError(str(err)) from err
     token = ensure_token(paths)
+    if index.spec.privacy.deidentify != "none":
+        from medsearch.dicomnet.deid import ensure_secret_file
+
+        ensure_secret_file(paths.data_dir)  # <data-dir>/deid-secret: the UID remapping seed of every service
     paths.api_tokens.write_text(f"{token} admin local\n", encoding="utf-8")
     os.chmod(paths.api_tokens, 0o600)
     paths.index_spec.write_text(

@@ -89,6 +89,10 @@ def inference_service_name(index: str) -> str:
     return f"{index}-embedder"
 
 
+def receiver_name(index: str) -> str:
+    return f"{index}-dicom-receiver"
+
+
 def model_server_url(index: str, namespace: str) -> str:
     """In-cluster URL of the predictor (KServe names the predictor Service ``<isvc>-predictor``)."""
     return f"http://{inference_service_name(index)}-predictor.{namespace}.svc.cluster.local"
@@ -426,6 +430,88 @@ def build_scaled_object(owner: Owner, spec: MedicalSearchIndexSpec, settings: Op
     }
 
 
+# ------------------------------------------------------------------------------------------ DICOM receiver
+
+
+def build_receiver_deployment(owner: Owner, spec: MedicalSearchIndexSpec, settings: OperatorSettings,
+                              checksum: str) -> dict[str, Any]:
+    """The index's DICOM receiver (``medsearch receive``, C-ECHO + C-STORE SCP) in the worker image."""
+    rspec = spec.receiver
+    component = "dicom-receiver"
+    env = [
+        {"name": "MEDSEARCH_RECEIVER_AE_TITLE", "value": rspec.ae_title},
+        {"name": "MEDSEARCH_RECEIVER_HOST", "value": "0.0.0.0"},
+        {"name": "MEDSEARCH_RECEIVER_PORT", "value": str(rspec.port)},
+        {"name": "MEDSEARCH_RECEIVER_ALLOWED_AETS", "value": json.dumps(list(rspec.allowed_ae_titles))},
+        {"name": "MEDSEARCH_RECEIVER_METRICS_PORT", "value": "9102"},
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    env_from: list[dict[str, Any]] = [{"configMapRef": {"name": configmap_name(owner.name)}}]
+    if settings.operator_credentials_secret:
+        env_from.append({"secretRef": {"name": settings.operator_credentials_secret, "optional": True}})
+    container: dict[str, Any] = {
+        "name": "receiver",
+        "image": settings.operator_worker_image,
+        "imagePullPolicy": settings.operator_image_pull_policy,
+        "command": ["python", "-m", "medsearch.cli", "receive"],
+        "env": env,
+        "envFrom": env_from,
+        "ports": [{"name": "dicom", "containerPort": rspec.port, "protocol": "TCP"},
+                  {"name": "metrics", "containerPort": 9102, "protocol": "TCP"}],
+        "readinessProbe": {"tcpSocket": {"port": "dicom"}, "periodSeconds": 10},
+        "livenessProbe": {"tcpSocket": {"port": "dicom"}, "periodSeconds": 20, "failureThreshold": 3},
+        "volumeMounts": [
+            {"name": "index-spec", "mountPath": "/etc/medsearch", "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "securityContext": _RESTRICTED_CONTAINER,
+    }
+    resources = _resources(rspec.resources.requests, rspec.resources.limits)
+    if resources:
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        # Open associations are let finish on SIGTERM (new ones are refused meanwhile).
+        "terminationGracePeriodSeconds": 60,
+        "containers": [container],
+        "volumes": [
+            {"name": "index-spec",
+             "configMap": {"name": configmap_name(owner.name), "items": [{"key": "index.yaml", "path": "index.yaml"}]}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    if settings.operator_service_account:
+        pod_spec["serviceAccountName"] = settings.operator_service_account
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, receiver_name(owner.name), component),
+        "spec": {
+            "replicas": rspec.replicas,
+            "selector": {"matchLabels": selector_labels(owner, component)},
+            "template": {
+                "metadata": {"labels": labels(owner, component), "annotations": {CHECKSUM_ANNOTATION: checksum}},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def build_receiver_service(owner: Owner, spec: MedicalSearchIndexSpec) -> dict[str, Any]:
+    """The Service modalities and PACS send to (``<index>-dicom-receiver:<port>``, AE ``spec.receiver.aeTitle``)."""
+    component = "dicom-receiver"
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, receiver_name(owner.name), component),
+        "spec": {
+            "type": spec.receiver.service_type,
+            "selector": selector_labels(owner, component),
+            "ports": [{"name": "dicom", "port": spec.receiver.port, "targetPort": "dicom", "protocol": "TCP"}],
+        },
+    }
+
+
 def build_children(owner: Owner, spec: MedicalSearchIndexSpec, settings: OperatorSettings,
                    keda: bool = False) -> list[dict[str, Any]]:
     """Every child, in apply order (ConfigMap first: the Deployments' checksum is computed from it).
@@ -433,7 +519,7 @@ def build_children(owner: Owner, spec: MedicalSearchIndexSpec, settings: Operato
     cm = build_configmap(owner, spec, settings)
     checksum = config_checksum(cm)
     scaled = set(autoscaled_kinds(spec)) if keda else set()
-    return [
+    kids = [
         cm,
         *(build_worker_deployment(owner, spec, settings, k, checksum, autoscaled=k in scaled)
           for k in WORKER_KINDS),
@@ -441,6 +527,9 @@ def build_children(owner: Owner, spec: MedicalSearchIndexSpec, settings: Operato
         build_inference_service(owner, spec, settings),
         *(build_network_policies(owner) if settings.operator_network_policies else []),
     ]
+    if spec.receiver.enabled:
+        kids += [build_receiver_deployment(owner, spec, settings, checksum), build_receiver_service(owner, spec)]
+    return kids
 
 
 def provisioned_names(index: str) -> tuple[list[str], list[str]]:

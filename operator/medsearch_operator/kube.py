@@ -15,6 +15,7 @@ from medsearch.contracts.spec import API_GROUP, API_VERSION, KIND, PLURAL
 PLURALS = {
     "ConfigMap": "configmaps",
     "Deployment": "deployments",
+    "Service": "services",
     "InferenceService": "inferenceservices",
     "NetworkPolicy": "networkpolicies",
     "ScaledObject": "scaledobjects",

@@ -197,3 +197,36 @@ def test_kafka_security_reaches_the_workers(tmp_path: Any) -> None:
         (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "kafka-ca"]
         assert mount["mountPath"] == str(ca.parent)
         assert {"name": "kafka-ca", "secret": {"secretName": "kafka-ca", "defaultMode": 0o444}} in pod["volumes"]
+
+
+def test_receiver_is_opt_in_and_builds_a_deployment_and_service() -> None:
+    kinds = [(k["kind"], k["metadata"]["name"]) for k in ch.build_children(OWNER, gpu_spec(), SETTINGS)]
+    assert ("Service", "chest-dicom-receiver") not in kinds
+    spec = gpu_spec(receiver={"enabled": True, "aeTitle": "CHESTAI", "port": 104, "allowedAeTitles": ["CT1", "PACS"],
+                              "serviceType": "LoadBalancer", "resources": {"limits": {"memory": "1Gi"}}})
+    kids = ch.build_children(OWNER, spec, SETTINGS)
+    (dep,) = [k for k in kids if (k["kind"], k["metadata"]["name"]) == ("Deployment", "chest-dicom-receiver")]
+    (svc,) = [k for k in kids if (k["kind"], k["metadata"]["name"]) == ("Service", "chest-dicom-receiver")]
+    assert kids[0]["kind"] == "ConfigMap"  # applied first: the receiver's checksum comes from it
+    checksum = ch.config_checksum(kids[0])
+    pod = dep["spec"]["template"]
+    assert pod["metadata"]["annotations"] == {"medsearch.io/config-checksum": checksum}
+    (c,) = pod["spec"]["containers"]
+    assert c["image"] == "reg/workers:1.2" and c["command"] == ["python", "-m", "medsearch.cli", "receive"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["MEDSEARCH_RECEIVER_AE_TITLE"] == "CHESTAI" and env["MEDSEARCH_RECEIVER_PORT"] == "104"
+    assert env["MEDSEARCH_RECEIVER_HOST"] == "0.0.0.0"
+    assert yaml.safe_load(env["MEDSEARCH_RECEIVER_ALLOWED_AETS"]) == ["CT1", "PACS"]
+    assert {"configMapRef": {"name": "chest-config"}} in c["envFrom"]
+    assert c["ports"] == [{"name": "dicom", "containerPort": 104, "protocol": "TCP"},
+                          {"name": "metrics", "containerPort": 9102, "protocol": "TCP"}]
+    assert env["MEDSEARCH_RECEIVER_METRICS_PORT"] == "9102"
+    assert c["readinessProbe"]["tcpSocket"] == {"port": "dicom"}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True and c["resources"] == {"limits": {"memory": "1Gi"}}
+    assert svc["spec"]["type"] == "LoadBalancer"
+    assert svc["spec"]["ports"] == [{"name": "dicom", "port": 104, "targetPort": "dicom", "protocol": "TCP"}]
+    selector = {"app.kubernetes.io/instance": "chest", "app.kubernetes.io/component": "dicom-receiver"}
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"] == selector
+    assert selector.items() <= pod["metadata"]["labels"].items()
+    for kid in (dep, svc):
+        assert kid["metadata"]["ownerReferences"][0]["uid"] == "1234-uid"

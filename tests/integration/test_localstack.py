@@ -38,8 +38,17 @@ def test_up_status_down_leaves_nothing_behind(tmp_path: Path) -> None:
         assert status.returncode == 0, status.stdout + status.stderr
         st = json.loads(status.stdout)
         names = {s["name"] for s in st["services"]}
-        assert {"broker", "milvus"} <= names
+        assert {"broker", "milvus", "dicom-receiver"} <= names
         assert all(s["healthy"] for s in st["services"]), st
+        # The DICOM receiver of the stack answers C-ECHO as AE MEDSEARCH.
+        from pynetdicom import AE
+
+        scu = AE(ae_title="STATUSTEST")
+        scu.add_requested_context("1.2.840.10008.1.1")
+        assoc = scu.associate("127.0.0.1", 11112 + offset, ae_title="MEDSEARCH")
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0
+        assoc.release()
         assert st["indexes"][0]["index"] == "demo"
         assert st["indexes"][0]["images"] == 0 and st["indexes"][0]["dead_letters"] == 0
         token = _medsearch("token", env=env).stdout.strip()

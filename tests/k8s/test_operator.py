@@ -618,3 +618,29 @@ def test_autoscaling_falls_back_without_keda_and_creates_scaled_objects_with_it(
     finally:
         with contextlib.suppress(Exception):
             ext.delete_custom_resource_definition(crd["metadata"]["name"])
+
+
+def test_receiver_enabled_creates_its_deployment_and_service(api: Api, ns: str, run_operator: Any) -> None:
+    """spec.receiver: the operator (bound only to the shipped ClusterRole) server-side-applies the receiver's
+    Deployment and Service; the API server accepts the generated schema's new fields."""
+    name = unique_name("rx")
+    with run_operator(ns):
+        created = api.create(sample(name, ns, receiver={"enabled": True, "aeTitle": "CHESTAI", "port": 11112,
+                                                        "allowedAeTitles": ["PACS1"], "serviceType": "NodePort"},
+                                    privacy={"deidentify": "basic"}))
+        uid = created["metadata"]["uid"]
+        dep = wait_for(lambda: api.get(("apps/v1", "Deployment"), ns, f"{name}-dicom-receiver"), timeout=60,
+                       what="receiver Deployment")
+        svc = wait_for(lambda: api.get(("v1", "Service"), ns, f"{name}-dicom-receiver"), timeout=60,
+                       what="receiver Service")
+        for child in (dep, svc):
+            (ref,) = child["metadata"]["ownerReferences"]
+            assert (ref["kind"], ref["uid"]) == ("MedicalSearchIndex", uid)
+        (container,) = dep["spec"]["template"]["spec"]["containers"]
+        assert container["command"] == ["python", "-m", "medsearch.cli", "receive"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["MEDSEARCH_RECEIVER_AE_TITLE"] == "CHESTAI" and env["MEDSEARCH_RECEIVER_ALLOWED_AETS"] == '["PACS1"]'
+        assert svc["spec"]["type"] == "NodePort" and svc["spec"]["ports"][0]["port"] == 11112
+        obj = api.get(MSI, ns, name)
+        assert obj is not None and obj["spec"]["privacy"]["deidentify"] == "basic"
+        assert obj["spec"]["privacy"]["quarantineBurnedInAnnotation"] is True  # defaulted by the API server

@@ -23,11 +23,14 @@ def test_plan_orders_services_and_skips_missing_components(tmp_path: Path) -> No
     everything = plan_services(paths=paths, ports=Ports(), index=default_index(), weights="random",
                                available=lambda m: True)
     assert [s.name for s in everything] == ["broker", "postgres", "milvus", "model-server", "dicom-worker",
-                                            "report-worker", "api"]
+                                            "report-worker", "api", "dicom-receiver"]
+    receiver = everything[-1]
+    assert receiver.health == "tcp" and receiver.ports == (11112,)
+    assert receiver.env["MEDSEARCH_RECEIVER_PORT"] == "11112" and receiver.env["MEDSEARCH_INDEX"] == "demo"
     model = everything[3]
     assert "--weights" in model.command and model.command[model.command.index("--weights") + 1] == "random"
     assert model.env["MEDSEARCH_KAFKA_BOOTSTRAP"] == "127.0.0.1:9092"
-    assert everything[-1].env["MEDSEARCH_API_TOKENS_FILE"] == str(paths.api_tokens)
+    assert everything[-2].env["MEDSEARCH_API_TOKENS_FILE"] == str(paths.api_tokens)
     core = plan_services(paths=paths, ports=Ports(), index=default_index(), weights="random",
                          available=lambda m: False)
     assert [s.name for s in core] == ["broker", "postgres", "milvus"]
