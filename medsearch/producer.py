@@ -286,6 +286,7 @@ class Publisher:
         other = Publisher(
             bootstrap=self.bootstrap, object_store_url=self.object_store_url, index=self.index,
             source=source or self.source, producer=self._producer, deidentifier=self.deidentifier,
+            security=self.security,
         )
         other._shared = True
         return other

@@ -19,7 +19,7 @@ def pull_dicomweb(url: str, *, since: str | None, index: str | None, bootstrap: 
                   as_json: bool, dry_run: bool, follow: float | None = None) -> None:
     import httpx
 
-    from medsearch.cli.common import resolve_index
+    from medsearch.cli.common import kafka_security, resolve_index
     from medsearch.dicomnet.pull import DicomwebPuller, PullError
     from medsearch.producer import Publisher, PublishError
     from medsearch.store import StoreError
@@ -44,7 +44,7 @@ def pull_dicomweb(url: str, *, since: str | None, index: str | None, bootstrap: 
     try:
         publisher = Publisher(bootstrap=bootstrap or settings.kafka_bootstrap,
                               object_store_url=store_url or settings.object_store_url, index=index_name,
-                              source="dicomweb-pull")
+                              source="dicomweb-pull", security=kafka_security(settings))
     except PublishError as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(1) from None

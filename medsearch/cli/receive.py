@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         SIGINT/SIGTERM, letting open associations finish."""
         from pydantic import ValidationError
 
-        from medsearch.cli.common import resolve_index
+        from medsearch.cli.common import kafka_security, resolve_index
         from medsearch.contracts.settings import ReceiverSettings
         from medsearch.dicomnet.receiver import Receiver
         from medsearch.producer import Publisher, PublishError
@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         try:
             publisher = Publisher(
                 bootstrap=settings.kafka_bootstrap, object_store_url=settings.object_store_url, index=index_name,
-                source="dicom-receiver",
+                source="dicom-receiver", security=kafka_security(settings),
             )
         except PublishError as err:
             console.print(f"[red]error:[/red] {err}")
