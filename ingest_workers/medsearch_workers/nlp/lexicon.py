@@ -213,13 +213,21 @@ def fuzzy_concept(word: str) -> str | None:
         return None
     best: tuple[int, str] | None = None
     for term, cid in _fuzzy_index():
-        if term[0] != w[0]:
+        if term[0] != w[0] or _opposite_prefix(w, term):
             continue
         limit = 2 if len(term) >= 11 else 1
         d = typo_distance(w, term, limit)
         if d <= limit and (best is None or d < best[0]):
             best = (d, cid)
     return best[1] if best else None
+
+
+# Prefixes of opposite meaning: one edit apart ("hypoinflated" / "hyperinflated"), never a typo of each other.
+_OPPOSITES = (("hypo", "hyper"), ("hyper", "hypo"))
+
+
+def _opposite_prefix(word: str, term: str) -> bool:
+    return any(word.startswith(a) and term.startswith(b) for a, b in _OPPOSITES)
 
 
 _WORD = re.compile(r"[A-Za-z]{8,}")
