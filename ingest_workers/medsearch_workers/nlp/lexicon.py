@@ -249,16 +249,21 @@ def lexicon_mentions(text: str, sentences: list[tuple[int, int]]) -> list[Mentio
     """Regex concept hits per sentence; overlapping hits resolved longest-first (absent/uncertain win ties)."""
     cands: list[tuple[int, int, int, Concept, str]] = []
     order = {"absent": 0, "uncertain": 1, "present": 2}
+    # one search over the whole text first: most patterns occur in no sentence of a report (a sentence span is
+    # bounded by punctuation or whitespace, so a pattern found in a sentence is found in the text as well)
+    live = [
+        (concept, polarity, pat)
+        for concept in default_concepts()
+        for polarity, pat in (("absent", concept.absent), ("uncertain", concept.uncertain),
+                              ("present", concept.present))
+        if pat is not None and pat.search(text) is not None
+    ]
     for a, b in sentences:
         sent = text[a:b]
-        for concept in default_concepts():
-            for polarity, pat in (("absent", concept.absent), ("uncertain", concept.uncertain),
-                                  ("present", concept.present)):  # fmt: skip
-                if pat is None:
-                    continue
-                for m in pat.finditer(sent):
-                    if m.end() > m.start():
-                        cands.append((a + m.start(), a + m.end(), order[polarity], concept, polarity))
+        for concept, polarity, pat in live:
+            for m in pat.finditer(sent):
+                if m.end() > m.start():
+                    cands.append((a + m.start(), a + m.end(), order[polarity], concept, polarity))
     cands.extend(_typo_candidates(text, sentences, cands))
     # findings before anatomy (an anatomy phrase never hides a finding), then longest first
     cands.sort(key=lambda c: (c[3].category == "ANATOMY", -(c[1] - c[0]), c[2], c[0]))
