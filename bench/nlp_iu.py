@@ -18,7 +18,9 @@ Scores: a finding group (``GROUPS``: MeSH majors -> ICD-10-CM code prefixes) is 
 report's majors. Per-group and micro precision / recall / F1 over the 14 groups, for the NLP (in process, the
 code path of ``medsearch nlp analyze``: ``Analyzer.analyze_many`` in batches of 16) and for a keyword matcher
 with a NegEx-style negation window on the same reports (the reference point). ``reports_per_s``: the NLP's
-batched throughput in this run (model loading excluded).
+batched throughput in this run (one pass, model loading and a warm-up batch excluded); ``reports_per_cpu_s``
+the same per CPU-second of this process and ``load_average_1m`` the machine's load, since on a shared machine
+the wall-clock figure moves with what else runs.
 
     python bench/nlp_iu.py [--backend lexicon|transformers --model PATH] [--no-link] [--errors N]
                            [--predictions OUT.jsonl] [--write-input IN.jsonl] [--limit N] [--folds 5]
@@ -185,20 +187,23 @@ def groups_of_codes(codes: Iterable[str]) -> set[str]:
     return out
 
 
-def predict(reports: list[IUReport], backend: str, model: str | None, link: bool) -> tuple[list[dict[str, Any]], float]:
-    """``medsearch nlp analyze``'s output per report (in process), and the batched reports/s."""
+def predict(
+    reports: list[IUReport], backend: str, model: str | None, link: bool
+) -> tuple[list[dict[str, Any]], float, float]:
+    """``medsearch nlp analyze``'s output per report (in process), the batched reports/s (wall clock) and the
+    reports per CPU-second of this process (all its threads; what other jobs on a shared machine do not move)."""
     from medsearch_workers.nlp import Analyzer, get_backend
 
     analyzer = Analyzer(get_backend(backend, model), link=link)
     analyzer.analyze_many([r.text for r in reports[:BATCH]])  # warm-up: tables, ConText, embeddings
     out: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(0, len(reports), BATCH):
         batch = reports[i : i + BATCH]
         for r, res in zip(batch, analyzer.analyze_many([r.text for r in batch]), strict=True):
             out.append({"id": r.uid, **res.to_dict()})
-    elapsed = time.perf_counter() - t0
-    return out, len(reports) / elapsed if elapsed > 0 else 0.0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return out, len(reports) / elapsed if elapsed > 0 else 0.0, len(reports) / cpu if cpu > 0 else 0.0
 
 
 # The reference point: per group keywords, negated when a negation cue precedes them in the same sentence
@@ -325,12 +330,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     speed: float | None = None
+    cpu_speed: float | None = None
     if args.predictions:
         with args.predictions.open(encoding="utf-8") as fh:
             preds = {p["id"]: p for p in (json.loads(line) for line in fh if line.strip())}
         system = f"predictions file {args.predictions.name}"
     else:
-        rows, speed = predict(reports, args.backend, args.model, not args.no_link)
+        rows, speed, cpu_speed = predict(reports, args.backend, args.model, not args.no_link)
         preds = {p["id"]: p for p in rows}
         system = (
             args.backend + (f" {args.model}" if args.model else "") + (" (lexical codes only)" if args.no_link else "")
@@ -346,9 +352,11 @@ def main(argv: list[str] | None = None) -> int:
         "micro": nlp["micro"],
         "groups": nlp["groups"],
     }
-    if speed is not None:
+    if speed is not None and cpu_speed is not None:
         out["reports_per_s"] = round(speed, 1)
+        out["reports_per_cpu_s"] = round(cpu_speed, 1)
         out["cpu_count"] = os.cpu_count()
+        out["load_average_1m"] = round(os.getloadavg()[0], 2)
     micro, groups = nlp["micro"], nlp["groups"]
     out["targets"] = {
         "micro_f1": micro["f1"] >= TARGETS["micro_f1"],
