@@ -499,3 +499,36 @@ def test_codes_follow_the_icd_classification(analyzer: Analyzer, text: str, code
 def test_fuzzy_matching_never_flips_hypo_and_hyper() -> None:
     assert fuzzy_concept("hypoinflated") is None
     assert fuzzy_concept("hyperinflatd") == "hyperinflation"
+
+
+def test_sentence_level_context_matches_the_whole_document() -> None:
+    """ConText runs per sentence (cached by sentence text and targets); the traits equal one run over the doc."""
+    from medsearch_workers.nlp import assertion
+
+    text = ("No pleural effusion or pneumothorax. Possible atelectasis versus pneumonia; the heart is enlarged. "
+            "History of COPD. No pleural effusion or pneumothorax.")  # fmt: skip
+    nlp, context = pipeline()
+    sents = split_sentences(text)
+
+    def fresh() -> tuple[object, list[object]]:
+        doc = nlp.make_doc(text)
+        assertion.set_sentence_starts(doc, sents)
+        words = ["pleural effusion", "pneumothorax", "atelectasis", "pneumonia", "COPD"]
+        spans, pos = [], 0
+        for w in [*words, "pleural effusion", "pneumothorax"]:
+            a = text.index(w, pos)
+            spans.append(doc.char_span(a, a + len(w), label="X"))
+            pos = a + len(w)
+        return doc, spans
+
+    doc, spans = fresh()
+    doc.ents = spans
+    context(doc)
+    whole = [assertion.traits_of(e) for e in doc.ents]
+    assert whole[0] == {"NEGATION"} and whole[4] == {"HISTORICAL"}
+    assertion._sentence_cache.clear()
+    doc, spans = fresh()
+    assert assertion.span_traits(doc, spans) == whole
+    assert len(assertion._sentence_cache) == 3  # the repeated sentence was computed once
+    doc, spans = fresh()
+    assert assertion.span_traits(doc, spans) == whole  # from the cache
