@@ -66,10 +66,10 @@ def predict(rows: list[dict[str, Any]], backend: str, model: str | None, link: b
 KEYWORDS = {
     "I51.7": ["cardiomegaly", "enlarged heart", "heart is enlarged", "cardiac enlargement"],
     "J90": ["effusion"], "J93.9": ["pneumothorax"], "J98.11": ["atelectasis"],
-    "J81.1": ["edema", "vascular congestion"], "J18.9": ["pneumonia", "consolidation"],
-    "J43.9": ["emphysema", "hyperinflat", "hyperexpan"], "J44.9": ["copd"], "K44.9": ["hiatal hernia"],
+    "J81.1": ["edema", "vascular congestion"], "J18.9": ["pneumonia"],
+    "J43.9": ["emphysema"], "J44.9": ["copd"], "K44.9": ["hiatal hernia"],
     "M41.9": ["scoliosis"], "M40.209": ["kyphosis"], "S22.39XA": ["rib fracture"], "R91.1": ["nodule"],
-    "R91.8": ["mass"], "I70.0": ["atherosclero", "calcified aorta"], "J84.10": ["fibrosis"],
+    "R91.8": ["mass"], "I70.0": ["atherosclero"], "J84.10": ["fibrosis"],
 }  # fmt: skip
 
 

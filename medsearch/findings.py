@@ -123,7 +123,9 @@ def default_concepts() -> tuple[Concept, ...]:
     return tuple(load_concepts())
 
 
+@functools.lru_cache(maxsize=1)
 def concept_by_id() -> dict[str, Concept]:
+    """Concepts by id (shared; do not modify)."""
     return {c.id: c for c in default_concepts()}
 
 

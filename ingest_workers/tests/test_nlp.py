@@ -91,7 +91,9 @@ def test_sentences_keep_numbers_abbreviations_and_list_markers() -> None:
         ("Findings may represent atelectasis.", {"atelectasis": "uncertain"}),
         ("Opacity suggestive of pneumonia.", {"lung_opacity": "present", "pneumonia": "uncertain"}),
         ("Questionable small nodule.", {"lung_nodule": "uncertain"}),
-        ("Atelectasis versus pneumonia.", {"atelectasis": "uncertain", "pneumonia": "uncertain"}),
+        # alternatives named without a hedge are each asserted (a differential); a hedge before them doubts both
+        ("Atelectasis versus pneumonia.", {"atelectasis": "present", "pneumonia": "present"}),
+        ("Possible atelectasis versus pneumonia.", {"atelectasis": "uncertain", "pneumonia": "uncertain"}),
         ("Evaluate for pneumothorax.", {"pneumothorax": "hypothetical"}),
         ("Cough, r/o pneumonia.", {"cough": "present", "pneumonia": "hypothetical"}),
         ("History of COPD.", {"copd": "historical"}),
@@ -120,12 +122,14 @@ def test_assertion_status(analyzer: Analyzer, text: str, expected: dict[str, str
         ("The heart is not enlarged.", "cardiomegaly", "absent"),
         ("Normal cardiomediastinal silhouette.", "cardiomegaly", "absent"),
         ("The cardiomediastinal silhouette is within normal limits.", "cardiomegaly", "absent"),
-        ("Heart size is borderline.", "cardiomegaly", "uncertain"),
+        ("Heart size is borderline.", "cardiomegaly", "present"),  # a grade (MeSH: Cardiomegaly/borderline)
+        ("Borderline cardiomegaly.", "cardiomegaly", "present"),
+        ("Heart size mildly enlarged for technique.", "cardiomegaly", "present"),
         ("Lungs are clear.", "consolidation", "absent"),
         ("No focal consolidation.", "consolidation", "absent"),
         ("Costophrenic angles are sharp.", "pleural_effusion", "absent"),
         ("Mild pulmonary vascular congestion.", "pulmonary_edema", "present"),
-        ("Hyperexpanded lungs.", "emphysema", "present"),
+        ("Hyperexpanded lungs.", "hyperinflation", "present"),  # a sign, not emphysema
         ("Degenerative changes of the thoracic spine.", "degenerative_spine", "present"),
         ("Calcified granuloma.", "granuloma", "present"),
         ("Atherosclerotic aorta.", "aortic_atherosclerosis", "present"),
@@ -140,7 +144,8 @@ def test_assertion_status(analyzer: Analyzer, text: str, expected: dict[str, str
         ("Right upper lobe mass.", "lung_mass", "present"),
         ("Lungs are otherwise clear.", "consolidation", "absent"),
         ("Multiple old right rib fractures are again seen.", "rib_fracture", "present"),
-        ("Aortic knob calcifications.", "aortic_atherosclerosis", "present"),
+        ("Aortic knob calcifications.", "aortic_calcification", "present"),  # a sign, not atherosclerosis
+        ("Atherosclerotic calcifications of the thoracic aorta.", "aortic_atherosclerosis", "present"),
         ("Findings suggest COPD.", "copd", "uncertain"),
         ("Cardiomediastinal and hilar contours are normal.", "cardiomegaly", "absent"),
         ("Cardiac silhouette size is upper limits of normal.", "cardiomegaly", "uncertain"),
@@ -299,15 +304,15 @@ def test_generic_fracture_takes_its_code_from_the_sentence(analyzer: Analyzer) -
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("Right lower lobe infiltrate.", {"pneumonia"}),
+        ("Right lower lobe infiltrate.", set()),  # a sign without a finding code
         ("No infiltrate.", set()),
         ("Bibasilar airspace disease, likely atelectasis.", {"atelectasis"}),
         ("Streaky infiltrates at the bases, probably atelectasis.", {"atelectasis"}),
         ("Left lower lobe consolidation consistent with pneumonia.", {"pneumonia"}),
-        ("Patchy airspace disease in the left base, concerning for pneumonia.", {"pneumonia"}),
+        ("Patchy airspace disease in the left base, concerning for pneumonia.", set()),  # pneumonia uncertain
         ("Chronic interstitial changes.", set()),  # markings, not fibrosis
         ("Remote left rib fractures.", {"fracture"}),  # old, but on this film
-        ("Increased AP diameter of the chest.", {"emphysema_copd"}),
+        ("Increased AP diameter of the chest.", set()),  # hyperinflation, a sign
         ("Interval increase in heart size.", {"cardiomegaly"}),
         ("Thoracic spine curvature.", {"scoliosis"}),
         ("Anterior wedging of T7.", {"fracture"}),
@@ -357,7 +362,7 @@ def test_lexicon_extras_are_validated(tmp_path) -> None:  # type: ignore[no-unty
         ("Right lower lobe opacity, consistent with aspiration.", {"pneumonia"}),
         ("Status post needle aspiration of the left breast.", set()),
         ("Age-indeterminate compression fracture of T12.", {"fracture"}),  # dates the fracture, no doubt
-        ("Left lower lobe volume loss.", {"atelectasis"}),
+        ("Left lower lobe volume loss.", set()),  # a sign (of atelectasis, surgery, fibrosis)
         ("Postoperative changes in the right upper hemithorax with volume loss.", set()),  # after a resection
         ("Two or three healed left rib fractures.", {"fracture"}),  # a count, not alternatives
     ],
@@ -366,18 +371,26 @@ def test_mimic_style_phrasing(analyzer: Analyzer, text: str, expected: set[str])
     assert positive_findings(analyzer, text) == expected
 
 
-def test_alternatives_joined_by_or_are_uncertain(analyzer: Analyzer) -> None:
+def test_alternatives_are_asserted_unless_hedged(analyzer: Analyzer) -> None:
+    """A differential ("A or B", "A versus B", "A and/or B") names each alternative as a finding of the film (the
+    convention of NLM's MeSH indexing of the IU reports); a hedge before the list doubts every alternative."""
     got = status(analyzer, "Right basilar opacity, atelectasis or pneumonia.")
+    assert got["atelectasis"] == "present" and got["pneumonia"] == "present"
+    assert status(analyzer, "Bibasilar atelectasis or scarring.")["atelectasis"] == "present"
+    assert status(analyzer, "Small effusion and/or pleural thickening.")["pleural_effusion"] == "present"
+    got = status(analyzer, "Opacity which may represent atelectasis or pneumonia.")
     assert got["atelectasis"] == "uncertain" and got["pneumonia"] == "uncertain"
-    assert status(analyzer, "Bibasilar atelectasis or scarring.")["atelectasis"] == "uncertain"
+    got = status(analyzer, "Streaky opacities, possibly due to airspace disease or atelectasis.")
+    assert got["atelectasis"] == "uncertain"
+    got = status(analyzer, "Opacities may be compatible with scarring or subsegmental atelectasis.")
+    assert got["atelectasis"] == "uncertain"
     # a negation before the list wins
     assert status(analyzer, "No pleural effusion or pneumothorax.") == {
         "pleural_effusion": "absent",
         "pneumothorax": "absent",
     }
-    # `unless_after`: "likely" commits to the first alternative; the second stays doubtful
     got = status(analyzer, "Left basilar opacity, likely atelectasis or pneumonia.")
-    assert got["atelectasis"] == "present" and got["pneumonia"] == "uncertain"
+    assert got["atelectasis"] == "present" and got["pneumonia"] == "present"
 
 
 def test_backward_hedges_after_the_finding(analyzer: Analyzer) -> None:
@@ -394,3 +407,128 @@ def test_unless_after_is_validated(tmp_path) -> None:  # type: ignore[no-untyped
     bad.write_text("context_rules:\n  - {literal: or, category: POSSIBLE_EXISTENCE, unless_after: likely}\n")
     with pytest.raises(ContextRulesError, match="unless_after"):
         load_rule_dicts(bad)
+
+
+# ------------------------------------------------------------------ conventions measured on the IU reports (#15)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The lungs are clear of focal airspace disease, pneumothorax, or pleural effusion.",
+        "The lungs are grossly clear of focal airspace disease, pneumothorax, pleural effusion.",
+        "The lungs are otherwise clear of focal infiltrate, pneumothorax, or pleural effusion.",
+        "The lungs are free of focal airspace disease, pneumothorax or pleural effusion.",
+        "Lungs are well expanded without focal consolidation, pleural effusion, or pneumothorax.",
+    ],
+)
+def test_a_negation_cue_covers_a_coordinated_list(analyzer: Analyzer, text: str) -> None:
+    got = status(analyzer, text)
+    assert got["pneumothorax"] == "absent" and got["pleural_effusion"] == "absent"
+    assert analyzer.analyze(text).icd10_positive == []
+
+
+def test_a_normal_predicate_covers_a_coordinated_subject(analyzer: Analyzer) -> None:
+    got = status(analyzer, "Heart size and pulmonary vascular engorgement appear within limits of normal.")
+    assert got["pulmonary_edema"] == "absent"
+    got = status(analyzer, "The cardiomediastinal silhouette and pulmonary vasculature are within normal limits.")
+    assert "pulmonary_edema" not in got or got["pulmonary_edema"] == "absent"
+
+
+@pytest.mark.parametrize(
+    ("text", "signs", "codes"),
+    [
+        ("Patchy airspace disease in the left lower lobe.", {"airspace disease"}, []),
+        ("Right basilar consolidation.", {"consolidation"}, []),
+        ("Bilateral lower lobe infiltrates.", {"infiltrate"}, []),
+        ("Nodular opacity in the right midlung.", {"lung opacity"}, []),
+        ("Hyperinflated lungs.", {"hyperinflation"}, []),
+        ("Flattening of the hemidiaphragms.", {"hyperinflation"}, []),
+        ("Calcified aortic knob.", {"aortic calcification"}, []),
+        ("Mild left basilar volume loss.", {"volume loss"}, []),
+        ("Biapical bullae.", {"bullae"}, []),
+        # the diagnosis where the report asserts it, beside the sign
+        ("Hyperinflated lungs consistent with COPD.", {"hyperinflation"}, ["J44.9"]),
+        ("Right lower lobe consolidation consistent with pneumonia.", {"consolidation"}, ["J18.9"]),
+        ("Atherosclerotic calcification of the aortic arch.", set(), ["I70.0"]),
+        ("A 9 mm nodule in the left lower lobe.", {"lung nodule"}, ["R91.1"]),
+    ],
+)
+def test_signs_stay_signs_unless_the_diagnosis_is_asserted(
+    analyzer: Analyzer, text: str, signs: set[str], codes: list[str]
+) -> None:
+    res = analyzer.analyze(text)
+    assert set(res.positive_signs) == signs
+    assert res.icd10_positive == codes
+
+
+@pytest.mark.parametrize(
+    ("text", "concept", "expected"),
+    [
+        ("Probable small left effusion.", "pleural_effusion", "present"),  # "probable" commits, like "likely"
+        ("Opacities most suggestive of pulmonary edema.", "pulmonary_edema", "present"),
+        ("Findings strongly suggestive of pneumonia.", "pneumonia", "present"),
+        ("Opacity suggestive of pneumonia.", "pneumonia", "uncertain"),
+        ("Hyperexpanded lungs suggesting COPD.", "copd", "uncertain"),
+        ("Malignancy cannot be confidently excluded.", "lung_cancer", "uncertain"),
+        ("Opacity maybe due to pulmonary fibrosis.", "pulmonary_fibrosis", "uncertain"),
+        ("Pneumonia is in the differential.", "pneumonia", "uncertain"),
+        ("Please correlate clinically for pneumonia.", "pneumonia", "hypothetical"),
+    ],
+)  # fmt: skip
+def test_graded_hedges(analyzer: Analyzer, text: str, concept: str, expected: str) -> None:
+    assert status(analyzer, text).get(concept) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "codes"),
+    [
+        ("Large left hydropneumothorax.", ["J94.8"]),  # ICD-10-CM: an inclusion term of J94.8
+        ("Changes of cystic fibrosis.", ["E84.0"]),  # not pulmonary fibrosis (J84.1)
+        ("Soft tissue edema of the chest wall.", []),  # not pulmonary edema
+        ("Enlarging thyroid mass.", []),  # not a lung mass
+        ("Sequela of old granulomatous infection.", []),  # not pneumonia
+        ("Mild S-shaped curvature of the thoracic spine.", ["M41.9"]),
+        ("Healing fracture of the right scapula.", ["S42.90XA"]),
+    ],
+)
+def test_codes_follow_the_icd_classification(analyzer: Analyzer, text: str, codes: list[str]) -> None:
+    assert analyzer.analyze(text).icd10_positive == codes
+
+
+def test_fuzzy_matching_never_flips_hypo_and_hyper() -> None:
+    assert fuzzy_concept("hypoinflated") is None
+    assert fuzzy_concept("hyperinflatd") == "hyperinflation"
+
+
+def test_sentence_level_context_matches_the_whole_document() -> None:
+    """ConText runs per sentence (cached by sentence text and targets); the traits equal one run over the doc."""
+    from medsearch_workers.nlp import assertion
+
+    text = ("No pleural effusion or pneumothorax. Possible atelectasis versus pneumonia; the heart is enlarged. "
+            "History of COPD. No pleural effusion or pneumothorax.")  # fmt: skip
+    nlp, context = pipeline()
+    sents = split_sentences(text)
+
+    def fresh() -> tuple[object, list[object]]:
+        doc = nlp.make_doc(text)
+        assertion.set_sentence_starts(doc, sents)
+        words = ["pleural effusion", "pneumothorax", "atelectasis", "pneumonia", "COPD"]
+        spans, pos = [], 0
+        for w in [*words, "pleural effusion", "pneumothorax"]:
+            a = text.index(w, pos)
+            spans.append(doc.char_span(a, a + len(w), label="X"))
+            pos = a + len(w)
+        return doc, spans
+
+    doc, spans = fresh()
+    doc.ents = spans
+    context(doc)
+    whole = [assertion.traits_of(e) for e in doc.ents]
+    assert whole[0] == {"NEGATION"} and whole[4] == {"HISTORICAL"}
+    assertion._sentence_cache.clear()
+    doc, spans = fresh()
+    assert assertion.span_traits(doc, spans) == whole
+    assert len(assertion._sentence_cache) == 3  # the repeated sentence was computed once
+    doc, spans = fresh()
+    assert assertion.span_traits(doc, spans) == whole  # from the cache

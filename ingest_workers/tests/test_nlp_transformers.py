@@ -238,3 +238,48 @@ def test_batched_reports_match_one_at_a_time(tiny_model: Path) -> None:
     batched = backend.mentions_many(texts, [[] for _ in texts])
     single = [backend.mentions(t, [], None) for t in texts]
     assert batched == single and batched[-1] == [] and len(batched[1]) > 0
+
+
+def test_the_iu_bench_scores_the_transformers_backend(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bench/nlp_iu.py scores a token-classification model given by path, on a synthetic archive in the layout
+    of the IU reports (made-up texts and MeSH headings)."""
+    import importlib.util
+    import io
+    import json
+    import sys
+    import tarfile
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("bench_nlp_iu_tx", root / "bench" / "nlp_iu.py")
+    assert spec is not None and spec.loader is not None
+    iu = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = iu
+    spec.loader.exec_module(iu)
+
+    reports = {
+        1: ("there is a small pleural effusion. no pneumothorax.", "Pleural Effusion/small"),
+        3: ("mild cardiomegaly. no pleural effusion.", "Cardiomegaly/mild"),
+        5: ("no pneumothorax.", "Pneumothorax"),
+    }
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for n, (findings, major) in reports.items():
+            xml = (f'<eCitation><uId id="CXR{n}"/><Abstract><AbstractText Label="FINDINGS">{findings}</AbstractText>'
+                   f"</Abstract><MeSH><major>{major}</major></MeSH></eCitation>").encode()  # fmt: skip
+            info = tarfile.TarInfo(f"ecgen-radiology/{n}.xml")
+            info.size = len(xml)
+            tar.addfile(info, io.BytesIO(xml))
+    archive = tmp_path / "reports.tgz"
+    archive.write_bytes(buf.getvalue())
+    argv = ["--archive", str(archive), "--backend", "transformers", "--model", str(tiny_model), "--no-link"]
+    assert iu.main([*argv, "--folds", "0", "--errors", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["system"].startswith("transformers ")
+    assert out["groups"]["pleural effusion"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "tp": 1, "fp": 0,
+                                                      "fn": 0}  # fmt: skip
+    assert out["groups"]["cardiomegaly"]["tp"] == 1
+    assert out["groups"]["pneumothorax"]["fn"] == 1  # the report's text denies what its heading says
+    assert out["micro"]["tp"] == 2 and out["micro"]["fp"] == 0 and out["micro"]["fn"] == 1
+    assert [e["id"] for e in out["errors"]] == ["CXR5"]

@@ -156,7 +156,6 @@ class Analyzer:
         self, text: str, prepared: tuple[list[Section], list[tuple[int, int]], Any], mentions: list[Mention]
     ) -> tuple[list[Section], list[tuple[Entity, str, str | None]]]:
         sections, sentences, doc = prepared
-        _, context = assertion.pipeline()
         spans = []
         kept: list[Mention] = []
         last_end = -1
@@ -168,12 +167,10 @@ class Analyzer:
             spans.append(span)
             kept.append(m)
         with self._lock:  # the ConText component keeps per-call state on the doc only, but be conservative
-            doc.ents = spans
-            context(doc)
+            traits_per_span = assertion.span_traits(doc, spans)
         concepts = lexicon.concept_by_id()
         out: list[tuple[Entity, str, str | None]] = []
-        for m, span in zip(kept, doc.ents, strict=True):
-            names = assertion.traits_of(span)
+        for m, names in zip(kept, traits_per_span, strict=True):
             if m.polarity == "absent":
                 names.add(NEGATION)
             elif m.polarity == "uncertain":

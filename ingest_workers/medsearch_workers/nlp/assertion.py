@@ -11,6 +11,7 @@ import bisect
 import functools
 import re
 import threading
+from collections import OrderedDict
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,58 @@ def set_sentence_starts(doc: Any, sentences: list[tuple[int, int]]) -> None:
         k = bisect.bisect_right(ends, prev.idx)
         boundary = k < len(ends) and ends[k] <= tok.idx
         tok.is_sent_start = bool(boundary or tok.idx in starts)
+
+
+# Sentence-level results of ConText, keyed by the sentence text and its targets: radiology reports repeat the
+# same sentences ("No pneumothorax.", "The lungs are clear.") and a modifier's scope never leaves its sentence.
+SENTENCE_CACHE_SIZE = 50_000
+_SentenceKey = tuple[str | None, str, tuple[tuple[int, int, str], ...]]
+_sentence_cache: OrderedDict[_SentenceKey, tuple[frozenset[str], ...]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def span_traits(doc: Any, spans: list[Any], rules_path: str | None = None) -> list[set[str]]:
+    """The assertion traits ConText gives each of ``spans`` (non-overlapping, ordered spans of ``doc``, whose
+    sentence starts are set), computed sentence by sentence on a copy of the sentence and cached per sentence.
+    A span that crosses a sentence boundary makes the whole doc run at once instead (no cache)."""
+    _, context = pipeline(rules_path)
+    starts = [t.i for t in doc if t.is_sent_start] or [0]
+    bounds = [*starts[1:], len(doc)]
+    groups: dict[int, list[int]] = {}
+    for i, sp in enumerate(spans):
+        k = bisect.bisect_right(starts, sp.start) - 1
+        if sp.end > bounds[k]:
+            return _whole_doc_traits(doc, spans, context)
+        groups.setdefault(k, []).append(i)
+    out: list[set[str]] = [set() for _ in spans]
+    for k, idxs in groups.items():
+        sent = doc[starts[k] : bounds[k]]
+        targets = tuple((spans[i].start - sent.start, spans[i].end - sent.start, spans[i].label_) for i in idxs)
+        key: _SentenceKey = (rules_path, sent.text, targets)
+        with _cache_lock:
+            cached = _sentence_cache.get(key)
+            if cached is not None:
+                _sentence_cache.move_to_end(key)
+        if cached is None:
+            from spacy.tokens import Span
+
+            sub = sent.as_doc()
+            sub.ents = [Span(sub, a, b, label=label) for a, b, label in targets]
+            context(sub)
+            cached = tuple(frozenset(traits_of(e)) for e in sub.ents)
+            with _cache_lock:
+                _sentence_cache[key] = cached
+                if len(_sentence_cache) > SENTENCE_CACHE_SIZE:
+                    _sentence_cache.popitem(last=False)
+        for i, names in zip(idxs, cached, strict=True):
+            out[i] = set(names)
+    return out
+
+
+def _whole_doc_traits(doc: Any, spans: list[Any], context: Any) -> list[set[str]]:
+    doc.ents = spans
+    context(doc)
+    return [traits_of(e) for e in doc.ents]
 
 
 def traits_of(ent: Any) -> set[str]:

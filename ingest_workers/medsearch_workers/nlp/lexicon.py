@@ -213,13 +213,21 @@ def fuzzy_concept(word: str) -> str | None:
         return None
     best: tuple[int, str] | None = None
     for term, cid in _fuzzy_index():
-        if term[0] != w[0]:
+        if term[0] != w[0] or _opposite_prefix(w, term):
             continue
         limit = 2 if len(term) >= 11 else 1
         d = typo_distance(w, term, limit)
         if d <= limit and (best is None or d < best[0]):
             best = (d, cid)
     return best[1] if best else None
+
+
+# Prefixes of opposite meaning: one edit apart ("hypoinflated" / "hyperinflated"), never a typo of each other.
+_OPPOSITES = (("hypo", "hyper"), ("hyper", "hypo"))
+
+
+def _opposite_prefix(word: str, term: str) -> bool:
+    return any(word.startswith(a) and term.startswith(b) for a, b in _OPPOSITES)
 
 
 _WORD = re.compile(r"[A-Za-z]{8,}")
@@ -241,16 +249,21 @@ def lexicon_mentions(text: str, sentences: list[tuple[int, int]]) -> list[Mentio
     """Regex concept hits per sentence; overlapping hits resolved longest-first (absent/uncertain win ties)."""
     cands: list[tuple[int, int, int, Concept, str]] = []
     order = {"absent": 0, "uncertain": 1, "present": 2}
+    # one search over the whole text first: most patterns occur in no sentence of a report (a sentence span is
+    # bounded by punctuation or whitespace, so a pattern found in a sentence is found in the text as well)
+    live = [
+        (concept, polarity, pat)
+        for concept in default_concepts()
+        for polarity, pat in (("absent", concept.absent), ("uncertain", concept.uncertain),
+                              ("present", concept.present))
+        if pat is not None and pat.search(text) is not None
+    ]
     for a, b in sentences:
         sent = text[a:b]
-        for concept in default_concepts():
-            for polarity, pat in (("absent", concept.absent), ("uncertain", concept.uncertain),
-                                  ("present", concept.present)):  # fmt: skip
-                if pat is None:
-                    continue
-                for m in pat.finditer(sent):
-                    if m.end() > m.start():
-                        cands.append((a + m.start(), a + m.end(), order[polarity], concept, polarity))
+        for concept, polarity, pat in live:
+            for m in pat.finditer(sent):
+                if m.end() > m.start():
+                    cands.append((a + m.start(), a + m.end(), order[polarity], concept, polarity))
     cands.extend(_typo_candidates(text, sentences, cands))
     # findings before anatomy (an anatomy phrase never hides a finding), then longest first
     cands.sort(key=lambda c: (c[3].category == "ANATOMY", -(c[1] - c[0]), c[2], c[0]))
