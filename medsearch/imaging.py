@@ -58,7 +58,7 @@ class ImageLimits:
     """The one size rule applied before any pixel is decoded (documented in docs/security.md)."""
 
     max_frame_pixels: int = 40_000_000  # rows x columns of the frame decoded; PNG/JPEG width x height
-    max_total_pixels: int = 512_000_000  # rows x columns x frames of a DICOM object
+    max_total_pixels: int = 1 << 30  # rows x columns x frames of a DICOM object (4096 frames of 512 x 512)
     max_inflated_bytes: int = 256 * 1024 * 1024  # Deflated transfer syntax: the dataset after inflation
     max_header_bytes: int = 16 * 1024 * 1024  # Deflated: inflated data elements before/after the pixel data
 

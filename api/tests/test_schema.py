@@ -289,3 +289,21 @@ def test_cost_counts_total_count_facets_listing_and_the_compat_search() -> None:
     facets = "{ " + " ".join(f"f{i}: icd10Facets(size: 1) {{ code }}" for i in range(20)) + " }"
     res = run(facets)
     assert res.errors and res.errors[0].extensions["code"] == "QUERY_TOO_COMPLEX"
+
+
+def test_the_web_clients_operations_fit_the_default_cost() -> None:
+    """The cost weights must not lock out our own client: its operations, read from its source, validate."""
+    import re
+    from pathlib import Path
+
+    src = (Path(__file__).resolve().parents[1] / "web" / "src" / "api" / "client.ts").read_text()
+    fields = {k: re.search(rf"const {k} = `(.*?)`", src, re.S).group(1)  # type: ignore[union-attr]  # present
+              for k in ("IMAGE_FIELDS", "REPORT_FIELDS")}
+    for name in ("SEARCH", "SKIP", "IMAGE", "SIMILAR"):
+        m = re.search(rf"const {name} = `(.*?)`;", src, re.S)
+        assert m, name
+        op = m.group(1)
+        for k, v in fields.items():
+            op = op.replace("${" + k + "}", v)
+        res = run(op)
+        assert not any((e.extensions or {}).get("code") == "QUERY_TOO_COMPLEX" for e in res.errors or []), (name, res)

@@ -130,22 +130,29 @@ def test_graphql_over_get_is_405_and_the_access_log_has_no_query_strings(gateway
 
 
 def test_search_stays_ready_while_ingest_dependencies_are_down_and_uploads_fail_clearly(
-        milvus_uri: str, tmp_path: Path, service_logs: Path) -> None:
+        milvus_uri: str, tmp_path: Path, service_logs: Path, request: pytest.FixtureRequest) -> None:
     from pydicom.data import get_testdata_file
 
+    import medsearch.provision as provision
     from medsearch.contracts.spec import MedicalSearchIndexSpec
     from medsearch.provision import drop_collections, ensure_collections, milvus_client
 
     index = "hostileready"
     client = milvus_client(milvus_uri)
     ensure_collections(client, index, MedicalSearchIndexSpec())
+    search_env: dict[str, str] = {}
+    postgres_dsn: str | None = None
+    if hasattr(provision, "ensure_schema"):  # the PostgreSQL system of record is a search dependency too
+        postgres_dsn = str(request.getfixturevalue("postgres_dsn"))
+        provision.ensure_schema(postgres_dsn, index, MedicalSearchIndexSpec())
+        search_env["MEDSEARCH_POSTGRES_DSN"] = postgres_dsn
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{READER} reader r\n{INGESTER} ingester i\n")
     api_port, closed = procs.free_port(), procs.free_port()
     env = {"MEDSEARCH_INDEX": index, "MEDSEARCH_MILVUS_URI": milvus_uri, "MEDSEARCH_API_PORT": str(api_port),
            "MEDSEARCH_API_TOKENS_FILE": str(tokens), "MEDSEARCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{closed}",
            "MEDSEARCH_MODEL_SERVER_URL": f"http://127.0.0.1:{closed}",
-           "MEDSEARCH_OBJECT_STORE_URL": f"file://{tmp_path / 'objects'}"}
+           "MEDSEARCH_OBJECT_STORE_URL": f"file://{tmp_path / 'objects'}", **search_env}
     base = f"http://127.0.0.1:{api_port}"
     gw = Gateway(base, 0, service_logs / "hostile-ready-gateway.log", "", 0)
     try:
@@ -178,3 +185,5 @@ def test_search_stays_ready_while_ingest_dependencies_are_down_and_uploads_fail_
     finally:
         drop_collections(client, index)
         client.close()
+        if postgres_dsn is not None:
+            provision.drop_schema(postgres_dsn, index)
