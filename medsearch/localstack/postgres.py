@@ -112,14 +112,16 @@ def password(data_dir: Path) -> str:
 
 
 def init_cluster(pgdata: Path, secret: str, user: str | None) -> bool:
-    """``initdb`` into ``pgdata`` unless it already holds a cluster; returns whether it created one."""
+    """``initdb`` into ``pgdata`` unless it already holds a cluster; returns whether it created one. Either way,
+    ``user`` can reach ``pgdata`` afterwards."""
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        _ensure_traversable(pgdata.parent, user)
     if (pgdata / "PG_VERSION").exists():
         return False
     pgdata.mkdir(parents=True, exist_ok=True)
     os.chmod(pgdata, 0o700)
-    if user is not None:
-        _ensure_traversable(pgdata.parent, user)
-        _chown(pgdata, user)
+    _chown(pgdata, user)
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", delete=False) as fh:
         fh.write(secret + "\n")
         pwfile = Path(fh.name)

@@ -358,11 +358,13 @@ def read_state(paths: StackPaths) -> dict[str, Any]:
 
 
 def _healthy(s: Service, paths: StackPaths | None = None) -> bool:
-    if s.health == "postgres":
+    if s.health == "postgres":  # the server answers (its ``postgres`` database: ours is created afterwards)
+        from psycopg.conninfo import make_conninfo
+
         from medsearch import pgstore
 
         secret = pg.password(paths.data_dir) if paths is not None else None
-        return pgstore.ready(s.url, secret)
+        return pgstore.ready(make_conninfo(s.url, dbname="postgres"), secret)
     if s.health == "kafka":
         return procs.kafka_ready(s.url.removeprefix("kafka://"))
     if s.health == "milvus":
@@ -431,9 +433,6 @@ def start_stack(
     try:
         pg_user = pg.run_user()
         pg_password = pg.password(paths.data_dir)
-        progress("postgres", "starting")
-        if pg.init_cluster(paths.postgres, pg_password, pg_user):
-            progress("postgres", f"cluster created in {paths.postgres}")
     except pg.PostgresError as err:
         raise StackError(str(err)) from err
     token = ensure_token(paths)
@@ -455,6 +454,11 @@ def start_stack(
             "cannot start the local stack: " + ", ".join(taken) + " already in use by another process "
             "(stop it, or choose other ports with --port-offset or the --*-port options)"
         )
+    try:
+        if pg.init_cluster(paths.postgres, pg_password, pg_user):
+            progress("postgres", f"cluster created in {paths.postgres}")
+    except pg.PostgresError as err:
+        raise StackError(str(err)) from err
     paths.supervisor_conf.write_text(supervisor_config(paths, services), encoding="utf-8")
     paths.socket.unlink(missing_ok=True)
     subprocess.run(

@@ -486,7 +486,7 @@ def test_milvus_outage_loses_nothing(
                     finally:
                         await repo.close()
 
-                assert asyncio.run(nearest()) == [first]
+                assert asyncio.run(nearest())[0] in before  # copies of one file: identical vectors
             finally:
                 client.close()
             wait_for(lambda: e.count() == len(uids) or e.count(), 120, "ingest to resume after the outage")

@@ -53,8 +53,14 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data_dir = tmp_path_factory.mktemp("demo-data")
+def stack() -> Iterator[Stack]:
+    from medsearch.testing import outside_pytest_tmp
+
+    for data_dir in outside_pytest_tmp("medsearch-demo-"):  # holds a PostgreSQL cluster
+        yield from _demo_stack(data_dir)
+
+
+def _demo_stack(data_dir: Path) -> Iterator[Stack]:
     env = {**os.environ, "MEDSEARCH_DATA_DIR": str(data_dir)}
     offset = free_port() % 1000 + 40000 - 9092
     t0 = time.monotonic()

@@ -26,8 +26,8 @@ def _children_of(pid: int) -> list[int]:
     return [int(x) for x in out.split()]
 
 
-def test_up_status_down_leaves_nothing_behind(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def test_up_status_down_leaves_nothing_behind(stack_data_dir: Path) -> None:
+    data_dir = stack_data_dir / "data"
     env = {**os.environ, "MEDSEARCH_DATA_DIR": str(data_dir)}
     # Ports far from the defaults so a developer's running stack does not interfere.
     offset = free_port() % 1000 + 30000 - 9092
@@ -69,8 +69,8 @@ def test_up_status_down_leaves_nothing_behind(tmp_path: Path) -> None:
     assert _medsearch("status", "--json", env=env).returncode == 1
 
 
-def test_up_refuses_a_taken_port(tmp_path: Path) -> None:
-    env = {**os.environ, "MEDSEARCH_DATA_DIR": str(tmp_path / "data")}
+def test_up_refuses_a_taken_port(stack_data_dir: Path) -> None:
+    env = {**os.environ, "MEDSEARCH_DATA_DIR": str(stack_data_dir / "data")}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(1)
