@@ -495,7 +495,7 @@ def test_ingest_mutation_publishes_to_the_broker(seeded: Seeded) -> None:
 def test_readyz_with_real_services(seeded: Seeded) -> None:
     r = seeded.client.get("/readyz")
     assert r.status_code == 200, r.json()
-    assert set(r.json()["checks"]) == {"milvus", "broker", "modelServer", "collections"}
+    assert set(r.json()["checks"]) == {"postgres", "milvus", "broker", "modelServer", "collections"}
 
 
 # ------------------------------------------------------------------------------------------------ compat
