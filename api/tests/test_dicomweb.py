@@ -54,3 +54,19 @@ def test_stow_stores_good_parts_and_fails_the_bad_one_alone() -> None:
         r = c.post("/dicomweb/studies", content=b"{}",
                    headers={"Content-Type": "application/json", "Authorization": f"Bearer {INGESTER}"})
         assert r.status_code == 415
+
+
+def test_dicomweb_reads_need_a_token_and_refuse_bad_parameters_before_any_store_call() -> None:
+    app, _ = make_app()
+    with TestClient(app) as c:
+        assert c.get("/dicomweb/studies").status_code == 401
+        auth = {"Authorization": f"Bearer {READER}"}
+        r = c.get("/dicomweb/studies?StudyDate=yesterday", headers=auth)
+        assert r.status_code == 400 and "StudyDate" in r.text
+        r = c.get("/dicomweb/studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5/rendered?window=40", headers=auth)
+        assert r.status_code == 400 and "window" in r.text
+        r = c.get("/dicomweb/studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5/rendered",
+                  headers={**auth, "Accept": "application/pdf"})
+        assert r.status_code == 406
+        r = c.get("/web-settings.json")
+        assert r.status_code == 200 and "{study}" in r.json()["viewerUrlTemplate"]
