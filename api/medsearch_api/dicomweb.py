@@ -255,6 +255,41 @@ def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: str, object_store
     async def instance_metadata(study: str, series: str, sop: str, request: Request) -> Response:
         return await metadata(request, study, series, sop)
 
+    @app.get("/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frames}", include_in_schema=False)
+    async def retrieve_frames(study: str, series: str, sop: str, frames: str, request: Request) -> Response:
+        """WADO-RS frames: the bulk data of the listed frames, native (application/octet-stream, explicit VR
+        little endian) or compressed as stored (their media type), in a multipart/related answer."""
+        principal = await reader(request)
+        if principal is None:
+            return forbidden()
+        try:
+            numbers = dw.parse_frame_list(frames)
+        except dw.QidoError as err:
+            return _problem(400, str(err))
+        found = await stored(study, series, sop)
+        if isinstance(found, Response):
+            return found
+        data = await fetch(str(found[0]["source_uri"]))
+        if isinstance(data, Response):
+            return data
+        stored_ok = dw.accepts_stored_syntax(request.headers.get("accept"))
+        try:
+            got = await blocking.run("imaging", dw.frame_bytes, data, numbers, stored_ok=stored_ok)
+        except dw.QidoError as err:
+            status = 406 if "transcode" in str(err) else 404 if "requested" in str(err) else 422
+            return _problem(status, f"instance {sop}: {err}")
+        except ImageDecodeError as err:
+            return _problem(413 if err.reason == "too_large" else 422, f"instance {sop}: {err.detail}",
+                            err.reason.upper())
+        audit_phi_read(audit, principal, "wado.frames", [sop])
+        boundary = dw.multipart_boundary(f"{sop}/frames/{frames}")
+        loc = f"{root_of(request)}/studies/{study}/series/{series}/instances/{sop}/frames"
+        body = b"".join((b"\r\n" if i else b"") + dw.frame_part_header(boundary, got.media_type, got.transfer_syntax,
+                                                                       f"{loc}/{n}") + part
+                        for i, (n, part) in enumerate(zip(numbers, got.data, strict=True)))
+        body += dw.multipart_end(boundary)
+        return Response(body, media_type=f'multipart/related; type="{got.media_type}"; boundary={boundary}')
+
     async def rendered(request: Request, study: str, series: str, sop: str, frame: int | None) -> Response:
         principal = await reader(request)
         if principal is None:

@@ -152,3 +152,40 @@ def test_multipart_framing() -> None:
     ct = "Content-Type: application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
     assert head.startswith(f"--{b}\r\n{ct}\r\n".encode())
     assert head.endswith(b"\r\n\r\n") and dw.multipart_end(b) == f"\r\n--{b}--\r\n".encode()
+
+
+def _file(name: str) -> bytes:
+    return Path(str(get_testdata_file(name, download=False))).read_bytes()
+
+
+def test_native_frames_are_the_stored_pixel_bytes_in_little_endian() -> None:
+    ct = _file("CT_small.dcm")
+    got = dw.frame_bytes(ct, [1], stored_ok=False)
+    assert (got.media_type, got.transfer_syntax) == ("application/octet-stream", "1.2.840.10008.1.2.1")
+    assert got.data == [pydicom.dcmread(io.BytesIO(ct)).PixelData]
+    big = dw.frame_bytes(_file("MR_small_bigendian.dcm"), [1], stored_ok=True).data[0]
+    assert big == pydicom.dcmread(io.BytesIO(_file("MR_small.dcm"))).PixelData
+    multi = _file("emri_small.dcm")
+    ds = pydicom.dcmread(io.BytesIO(multi))
+    size = ds.Rows * ds.Columns * ds.BitsAllocated // 8
+    assert dw.frame_bytes(multi, [3, 1], stored_ok=False).data == [ds.PixelData[2 * size:3 * size],
+                                                                   ds.PixelData[:size]]
+    with pytest.raises(dw.QidoError, match="frame 99"):
+        dw.frame_bytes(multi, [99], stored_ok=True)
+
+
+def test_compressed_frames_are_served_as_stored_or_refused_without_transcoding() -> None:
+    from pydicom.encaps import get_frame
+
+    j2k = _file("RG1_J2KR.dcm")
+    got = dw.frame_bytes(j2k, [1], stored_ok=True)
+    assert got.media_type == "image/jp2" and got.transfer_syntax == "1.2.840.10008.1.2.4.90"
+    assert got.data == [get_frame(pydicom.dcmread(io.BytesIO(j2k)).PixelData, 0, number_of_frames=1)]
+    with pytest.raises(dw.QidoError, match="transcode"):
+        dw.frame_bytes(j2k, [1], stored_ok=False)
+    assert dw.accepts_stored_syntax('multipart/related; type="application/octet-stream"; transfer-syntax=*')
+    assert not dw.accepts_stored_syntax('multipart/related; type="application/octet-stream"')
+    assert dw.parse_frame_list("1, 3") == [1, 3]
+    for bad in ("0", "a", "1,,2"):
+        with pytest.raises(dw.QidoError):
+            dw.parse_frame_list(bad)

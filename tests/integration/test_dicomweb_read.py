@@ -185,6 +185,16 @@ def test_wado_instances_are_byte_identical_metadata_readable_rendered_windows_di
     ct = next(s for s in g.datasets if g.ds(s).Modality == "CT")
     ds = g.ds(ct)
     args = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), ct)
+    # raw frames (what OHIF's image loader asks for): native pixel data, and a JPEG 2000 frame as stored
+    (native,) = client.retrieve_instance_frames(*args, frame_numbers=[1])
+    assert native == ds.PixelData
+    from pydicom.encaps import get_frame
+
+    j2k = next(s for s in g.datasets if g.ds(s).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90")
+    jds = g.ds(j2k)
+    (frame,) = client.retrieve_instance_frames(str(jds.StudyInstanceUID), str(jds.SeriesInstanceUID), j2k,
+                                               frame_numbers=[1], media_types=(("image/jp2",),))
+    assert frame == get_frame(jds.PixelData, 0, number_of_frames=1)
 
     def rendered(window: str | None) -> np.ndarray[Any, Any]:
         params = {"window": window} if window else None
