@@ -413,8 +413,16 @@ def create_app(
     # DICOMweb STOW-RS (role ingester): each part through the same publisher as the upload mutation.
     register_dicomweb(app, ingest=ingest, principal_of=principal_of)
     # DICOMweb QIDO-RS / WADO-RS (role reader) over PostgreSQL and the object store.
+    def dicomweb_principal(request: Request) -> Principal:
+        principal = principal_of(request)
+        if buckets is not None:  # the same per-principal budget as GraphQL
+            wait = buckets.acquire(f"{principal.method}:{principal.name}")
+            if wait > 0:
+                raise _RateLimited(wait)
+        return principal
+
     register_dicomweb_reads(app, repo=repo, index=s.index, object_store_url=s.object_store_url,
-                            principal_of=principal_of)
+                            principal_of=dicomweb_principal)
 
     @app.get("/web-settings.json", include_in_schema=False)
     async def web_settings() -> JSONResponse:
