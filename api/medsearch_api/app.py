@@ -447,7 +447,8 @@ def create_app(
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(s.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"], max_age=600)
+                           allow_headers=["Authorization", "Content-Type", "Accept"],
+                           expose_headers=["Warning"], max_age=600)  # Accept: DICOMweb multipart types
     max_body = (s.max_upload_bytes * 4) // 3 + 1024 * 1024
     app.add_middleware(RequestGuard, max_body=max_body, metrics=metrics)
     return app
