@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -27,7 +29,7 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
-from test_web_browser import chromium_path, output_dir, report_rows, web_client  # noqa: F401  # shared fixtures
+from test_web_browser import chromium_path, report_rows, web_client  # noqa: F401  # shared fixtures
 
 from medsearch import store
 from medsearch.localstack import procs
@@ -104,8 +106,9 @@ def test_search_result_to_full_resolution_image_with_window_presets(
            "MEDSEARCH_OBJECT_STORE_URL": store_url, "MEDSEARCH_API_TOKENS_FILE": str(tokens),
            "MEDSEARCH_MODEL_SERVER_URL": f"http://127.0.0.1:{procs.free_port()}",
            "MEDSEARCH_KAFKA_BOOTSTRAP": f"127.0.0.1:{procs.free_port()}", "MEDSEARCH_VIEWER_URL_TEMPLATE": TEMPLATE}
-    out = output_dir().parent / "web-viewer"
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(os.environ.get("MEDSEARCH_TEST_OUTPUT", ROOT / "test-output")) / "web-viewer"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     serve = ("import sys, uvicorn; from pathlib import Path; from medsearch.contracts.settings import ApiSettings; "
              "from medsearch_api.app import create_app; "
              "uvicorn.run(create_app(ApiSettings(), web_dist=Path(sys.argv[1])), host='127.0.0.1', "
