@@ -290,7 +290,7 @@ def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: str, object_store
         body += dw.multipart_end(boundary)
         return Response(body, media_type=f'multipart/related; type="{got.media_type}"; boundary={boundary}')
 
-    async def rendered(request: Request, study: str, series: str, sop: str, frame: int | None) -> Response:
+    async def rendered(request: Request, study: str, series: str, sop: str, frame: int) -> Response:
         principal = await reader(request)
         if principal is None:
             return forbidden()
@@ -329,7 +329,7 @@ def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: str, object_store
 
     @app.get("/dicomweb/studies/{study}/series/{series}/instances/{sop}/rendered", include_in_schema=False)
     async def instance_rendered(study: str, series: str, sop: str, request: Request) -> Response:
-        return await rendered(request, study, series, sop, None)
+        return await rendered(request, study, series, sop, 0)  # a multi-frame instance: its first frame
 
     @app.get("/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frames}/rendered",
              include_in_schema=False)
