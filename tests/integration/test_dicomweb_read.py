@@ -152,6 +152,8 @@ def test_qido_finds_studies_by_date_and_modality_with_counts_and_paging(gateway:
     instances = [i for se in rg1_series for i in client.search_for_instances(rg1_uid, se)]
     rg1_sops = {s for s in g.datasets if g.ds(s).StudyInstanceUID == rg1_uid}
     assert {i["00080018"]["Value"][0] for i in instances} == rg1_sops
+    assert {i["00080018"]["Value"][0] for i in client.search_for_instances(rg1_uid)} == rg1_sops
+    assert [len(client.search_for_instances(rg1_uid, limit=1, offset=o)) for o in range(3)] == [1, 1, 0]
     for i in instances:
         ds = g.ds(i["00080018"]["Value"][0])
         assert i["00280010"]["Value"] == [ds.Rows] and i["00083002"]["Value"] == [ds.file_meta.TransferSyntaxUID]
