@@ -43,7 +43,7 @@ class ImageDecodeError(ValueError):
     Reasons: ``not_an_image`` (neither DICOM nor PNG/JPEG), ``no_pixel_data``, ``undecodable`` (corrupt or
     truncated pixel data, or no decoder for the transfer syntax), ``unsupported`` (a photometric
     interpretation or shape we do not handle), ``too_large`` (over one of the :class:`ImageLimits`; the message
-    names the limit).
+    names the limit), ``no_such_frame`` (a frame number the object does not have).
     """
 
     def __init__(self, source: str, reason: str, detail: str) -> None:
@@ -347,9 +347,39 @@ def _is_multi(v: Any) -> bool:
     return isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue"
 
 
+WindowFunction = Literal["linear", "linear-exact", "sigmoid"]
+
+
+@dataclass(frozen=True)
+class Window:
+    """An explicit VOI window (DICOM PS3.3 C.11.2.1.2): centre and width in modality-LUT output units (e.g.
+    Hounsfield units for CT), and the VOI LUT function. Replaces the dataset's own VOI LUT / window."""
+
+    center: float
+    width: float
+    function: WindowFunction = "linear"
+
+
+def apply_window(values: FloatImage, window: Window) -> FloatImage:
+    """Modality values -> [0, 1] through an explicit window (the PS3.3 C.11.2.1.2 formulas, output range 0-1)."""
+    c, w = float(window.center), float(window.width)
+    if window.function == "sigmoid":
+        out = 1.0 / (1.0 + np.exp(-4.0 * (values - c) / max(w, 1e-6)))
+    elif window.function == "linear-exact":
+        out = (values - (c - w / 2.0)) / max(w, 1e-6)
+    else:  # linear: width >= 1, the half-pixel offsets of the standard
+        w = max(w, 1.0)
+        out = ((values - (c - 0.5)) / (w - 1.0) + 0.5) if w > 1.0 else (values > c - 0.5).astype(np.float32)
+    return np.asarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
+
+
 def decode_dicom(data: bytes, *, source: str = "<bytes>", frame_policy: FramePolicy = "middle",
-                 limits: ImageLimits = DEFAULT_LIMITS) -> DecodedDicom:
-    """Decode DICOM bytes into a display image in [0, 1] (see module docstring); only the frame used is decoded."""
+                 limits: ImageLimits = DEFAULT_LIMITS, frame: int | None = None,
+                 window: Window | None = None) -> DecodedDicom:
+    """Decode DICOM bytes into a display image in [0, 1] (see module docstring); only the frame used is decoded.
+
+    ``frame`` (0-based) picks a frame instead of ``frame_policy``; ``window`` replaces the dataset's VOI LUT /
+    window for greyscale images (colour images have no VOI transform and ignore it)."""
     from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 
     if data[128:132] == b"DICM" and _meta_transfer_syntax(data)[0] == _DEFLATED:
@@ -359,7 +389,9 @@ def decode_dicom(data: bytes, *, source: str = "<bytes>", frame_policy: FramePol
         raise ImageDecodeError(source, "no_pixel_data", "the dataset has no pixel data")
     rows, cols, frames, _, _ = _dataset_counts(ds)
     check_pixel_counts(rows, cols, frames, source=source, limits=limits)
-    index = (frames // 2 if frame_policy == "middle" else 0) if frames > 1 else 0
+    if frame is not None and not 0 <= frame < frames:
+        raise ImageDecodeError(source, "no_such_frame", f"frame {frame + 1} requested; the object has {frames}")
+    index = frame if frame is not None else (frames // 2 if frame_policy == "middle" else 0) if frames > 1 else 0
     _check_frames(ds, [index], source, limits)
     try:
         if frames > 1:
@@ -384,6 +416,11 @@ def decode_dicom(data: bytes, *, source: str = "<bytes>", frame_policy: FramePol
         return DecodedDicom(ds, _palette_to_rgb(arr, ds, source), frames)
 
     values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+    if window is not None:
+        img = apply_window(values, window)
+        if photometric == "MONOCHROME1":
+            img = (1.0 - img).astype(np.float32)
+        return DecodedDicom(ds, img, frames)
     if "VOILUTSequence" in ds:
         values = np.asarray(apply_voi_lut(values, ds), dtype=np.float32)
         lo, hi = float(values.min()), float(values.max())
@@ -508,4 +545,15 @@ def render_png(image: FloatImage | ByteImage) -> bytes:
     """Full-resolution 8-bit PNG of a display image."""
     buf = io.BytesIO()
     _pil(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def render_raster(image: FloatImage | ByteImage, media_type: Literal["image/png", "image/jpeg"], *,
+                  quality: int = 90) -> bytes:
+    """Full-resolution 8-bit PNG (fast zlib level) or JPEG of a display image (the DICOMweb rendered frames)."""
+    buf = io.BytesIO()
+    if media_type == "image/jpeg":
+        _pil(image).save(buf, format="JPEG", quality=max(1, min(100, quality)))
+    else:
+        _pil(image).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()

@@ -31,7 +31,7 @@ from medsearch_api.adapters import ImageEmbedder, PublisherIngest, embed_query_t
 from medsearch_api.auth import AuthConfigError, Authenticator, AuthError, Principal, is_loopback
 from medsearch_api.compat import build_compat_schema
 from medsearch_api.context import Context, Ingest, Services
-from medsearch_api.dicomweb import register_dicomweb
+from medsearch_api.dicomweb import register_dicomweb, register_dicomweb_reads
 from medsearch_api.filters import IDENT
 from medsearch_api.logs import install_access_log_filter
 from medsearch_api.ratelimit import TokenBuckets
@@ -76,7 +76,7 @@ class _Metrics:
 
 
 def _route_label(path: str) -> str:
-    for prefix in ("/graphql", "/compat/graphql", "/thumbnails", "/healthz", "/readyz", "/metrics"):
+    for prefix in ("/graphql", "/compat/graphql", "/thumbnails", "/dicomweb", "/healthz", "/readyz", "/metrics"):
         if path == prefix or path.startswith(prefix + "/"):
             return prefix
     return "web"
@@ -412,6 +412,23 @@ def create_app(
 
     # DICOMweb STOW-RS (role ingester): each part through the same publisher as the upload mutation.
     register_dicomweb(app, ingest=ingest, principal_of=principal_of)
+    # DICOMweb QIDO-RS / WADO-RS (role reader) over PostgreSQL and the object store.
+    def dicomweb_principal(request: Request) -> Principal:
+        principal = principal_of(request)
+        if buckets is not None:  # the same per-principal budget as GraphQL
+            wait = buckets.acquire(f"{principal.method}:{principal.name}")
+            if wait > 0:
+                raise _RateLimited(wait)
+        return principal
+
+    register_dicomweb_reads(app, repo=repo, index=s.index, object_store_url=s.object_store_url,
+                            principal_of=dicomweb_principal)
+
+    @app.get("/web-settings.json", include_in_schema=False)
+    async def web_settings() -> JSONResponse:
+        """What the web client needs before sign-in (no PHI): the viewer link template, the DICOMweb root."""
+        return JSONResponse({"viewerUrlTemplate": s.viewer_url_template, "dicomwebRoot": "dicomweb"},
+                            headers={"Cache-Control": "no-cache"})
 
     dist = web_dist if web_dist is not None else WEB_DIST
     if (dist / "index.html").is_file():
@@ -430,7 +447,8 @@ def create_app(
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(s.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"], max_age=600)
+                           allow_headers=["Authorization", "Content-Type", "Accept"],
+                           expose_headers=["Warning"], max_age=600)  # Accept: DICOMweb multipart types
     max_body = (s.max_upload_bytes * 4) // 3 + 1024 * 1024
     app.add_middleware(RequestGuard, max_body=max_body, metrics=metrics)
     return app

@@ -1,7 +1,16 @@
-"""DICOMweb routes of the gateway: STOW-RS (``POST /dicomweb/studies[/{study}]``), role ``ingester``.
+"""DICOMweb routes of the gateway (PS3.18), tokens in the ``Authorization`` header.
 
-Each part of the ``multipart/related; type="application/dicom"`` body goes through the same publisher as every
-other way in (object store, duplicate ledger, ``<index>.dicom``); the answer lists every instance as stored
+Reads, role ``reader`` (as the GraphQL reads): QIDO-RS ``GET /dicomweb/studies``, ``/studies/{study}/series``,
+``/studies/{study}[/series/{series}]/instances``, answered by SQL over the system of record (PostgreSQL; the
+statements come from :mod:`medsearch_api.dicomweb_read`); WADO-RS retrieve of studies, series and instances
+(``multipart/related; type="application/dicom"``, each object byte for byte as stored, in its stored transfer
+syntax), their ``/metadata`` (``application/dicom+json``, no bulk data) and ``/rendered`` frames (``image/png`` or
+``image/jpeg``, ``window=center,width[,function]``) through :mod:`medsearch.imaging`'s one decode pipeline and its
+size limits. Every PHI-bearing read passes :func:`audit_phi_read` once.
+
+STOW-RS (``POST /dicomweb/studies[/{study}]``), role ``ingester``: each part of the
+``multipart/related; type="application/dicom"`` body goes through the same publisher as every other way in
+(object store, duplicate ledger, ``<index>.dicom``); the answer lists every instance as stored
 (ReferencedSOPSequence) or failed with its reason (FailedSOPSequence), so one bad part fails alone.
 """
 
@@ -12,10 +21,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 from graphql import GraphQLError
 
+from medsearch import store
 from medsearch.dicomnet.stow import (
     FAILURE_CANNOT_UNDERSTAND,
     FAILURE_PROCESSING,
@@ -26,8 +36,11 @@ from medsearch.dicomnet.stow import (
     parse_multipart_related,
     response_body,
 )
-from medsearch_api import errors
+from medsearch_api import blocking, errors
+from medsearch_api import dicomweb_read as dw
 from medsearch_api.context import Ingest
+from medsearch_api.repository import RepositoryError
+from medsearch_api.sql import Query, Tables
 
 log = logging.getLogger("medsearch.api.dicomweb")
 DICOM_JSON = "application/dicom+json"
@@ -51,6 +64,279 @@ def _header(data: bytes) -> tuple[str | None, str | None, str | None, str | None
     meta = getattr(ds, "file_meta", None)
     ts = get(meta, "TransferSyntaxUID") if meta is not None else None
     return get(ds, "SOPClassUID"), get(ds, "SOPInstanceUID"), get(ds, "StudyInstanceUID"), ts
+
+
+AuditHook = Callable[[Any, str, list[str]], None]
+MAX_RETRIEVE_INSTANCES = 10_000  # objects one WADO-RS study/series retrieve streams at most
+
+
+def audit_phi_read(hook: AuditHook | None, principal: Any, operation: str, uids: list[str]) -> None:
+    """THE call site of the audit log for DICOMweb reads (every QIDO/WADO answer carrying PHI passes here once,
+    with the principal, the operation and the study/series/instance UIDs answered). No audit log exists yet
+    (docs/security.md, "Audit log (pending)"): the hook is None until it lands; when it raises, the read fails."""
+    if hook is not None:
+        hook(principal, operation, uids)
+
+
+def _problem(status: int, message: str, code: str = "BAD_REQUEST") -> JSONResponse:
+    return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status_code=status)
+
+
+def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: str, object_store_url: str,
+                            principal_of: Callable[[Request], Any], audit: AuditHook | None = None,
+                            max_limit: int = dw.MAX_LIMIT) -> None:
+    """QIDO-RS and WADO-RS routes (role reader) over the index's PostgreSQL tables and the object store."""
+    from medsearch.imaging import ImageDecodeError, decode_dicom, render_raster
+
+    tables = Tables(index)
+    store_root = object_store_url.rstrip("/") + "/"
+
+    async def reader(request: Request) -> Any:
+        principal = await asyncio.to_thread(principal_of, request)
+        return principal if principal.has("reader") else None
+
+    def forbidden() -> JSONResponse:
+        return _problem(403, "DICOMweb reads need the reader role", errors.FORBIDDEN)
+
+    async def rows(query: Query) -> list[dict[str, Any]]:
+        fn = getattr(repo, "sql_rows", None)
+        if fn is None:
+            raise RepositoryError("DICOMweb reads need the PostgreSQL repository")
+        out: list[dict[str, Any]] = await fn(query)
+        return out
+
+    def root_of(request: Request) -> str:
+        return str(request.base_url).rstrip("/") + "/dicomweb"
+
+    async def qido(request: Request, level: dw.Level, study: str | None = None, series: str | None = None
+                   ) -> Response:
+        principal = await reader(request)
+        if principal is None:
+            return forbidden()
+        try:
+            q = dw.parse_qido(level, request.query_params.multi_items(), study_uid=study, series_uid=series,
+                              max_limit=max_limit)
+        except dw.QidoError as err:
+            return _problem(400, str(err))
+        try:
+            found = await rows(dw.qido_sql(tables, q))
+        except RepositoryError as err:
+            log.error("QIDO-RS failed: %s", err)
+            return _problem(503, "the index store is unavailable", "UNAVAILABLE")
+        items, more = dw.page(found, q.limit)
+        body = [dw.to_dicom_json(level, r, root_of(request)) for r in items]
+        key = {"study": "study_uid", "series": "series_uid", "instance": "sop_instance_uid"}[level]
+        audit_phi_read(audit, principal, f"qido.{level}", [str(r[key]) for r in items])
+        headers = {"Warning": dw.TRUNCATED_WARNING} if more else {}
+        if not body:
+            return Response(status_code=204, headers=headers)
+        return JSONResponse(body, media_type=DICOM_JSON, headers=headers)
+
+    @app.get("/dicomweb/studies", include_in_schema=False)
+    async def search_studies(request: Request) -> Response:
+        return await qido(request, "study")
+
+    @app.get("/dicomweb/studies/{study}/series", include_in_schema=False)
+    async def search_series(study: str, request: Request) -> Response:
+        return await qido(request, "series", study)
+
+    @app.get("/dicomweb/studies/{study}/instances", include_in_schema=False)
+    async def search_study_instances(study: str, request: Request) -> Response:
+        return await qido(request, "instance", study)
+
+    @app.get("/dicomweb/studies/{study}/series/{series}/instances", include_in_schema=False)
+    async def search_instances(study: str, series: str, request: Request) -> Response:
+        return await qido(request, "instance", study, series)
+
+    # ---------------------------------------------------------------------------------------------- WADO-RS
+    async def stored(study: str, series: str | None, sop: str | None) -> list[dict[str, Any]] | Response:
+        if not all(dw.valid_uid(u) for u in (study, series, sop) if u is not None):
+            return _problem(400, "a UID in the path is not a valid UID")
+        try:
+            found = await rows(dw.instances_sql(tables, study, series, sop, limit=MAX_RETRIEVE_INSTANCES + 1))
+        except RepositoryError as err:
+            log.error("WADO-RS lookup failed: %s", err)
+            return _problem(503, "the index store is unavailable", "UNAVAILABLE")
+        if not found:
+            return _problem(404, "no such study, series or instance in this index", "NOT_FOUND")
+        if len(found) > MAX_RETRIEVE_INSTANCES:
+            return _problem(413, f"more than {MAX_RETRIEVE_INSTANCES} instances: retrieve series by series",
+                            "PAYLOAD_TOO_LARGE")
+        for r in found:
+            uri = str(r["source_uri"])
+            if not uri.startswith(store_root) or "/../" in uri or "\\" in uri:
+                log.warning("refusing a source URI outside the object store for instance %s", r["sop_instance_uid"])
+                return _problem(404, "an instance's object is not in the object store", "NOT_FOUND")
+        return found
+
+    async def fetch(uri: str) -> bytes | Response:
+        try:
+            data: bytes = await blocking.run("object-store", store.get_bytes, uri)
+            return data
+        except store.ObjectNotFound:
+            return _problem(404, "the stored object is missing", "NOT_FOUND")
+        except store.StoreError:
+            return _problem(503, "object store unavailable", "UNAVAILABLE")
+
+    async def retrieve(request: Request, study: str, series: str | None = None, sop: str | None = None
+                       ) -> Response:
+        principal = await reader(request)
+        if principal is None:
+            return forbidden()
+        accept = request.headers.get("accept", "")
+        if accept and not any(t in accept for t in ("application/dicom", "*/*", "multipart/related")):
+            return _problem(406, "instances are served as multipart/related; type=\"application/dicom\"",
+                            "NOT_ACCEPTABLE")
+        found = await stored(study, series, sop)
+        if isinstance(found, Response):
+            return found
+        first = await fetch(str(found[0]["source_uri"]))  # a missing object fails before the stream starts
+        if isinstance(first, Response):
+            return first
+        audit_phi_read(audit, principal, "wado.retrieve", [str(r["sop_instance_uid"]) for r in found])
+        boundary = dw.multipart_boundary(f"{study}/{series}/{sop}")
+        root = root_of(request)
+
+        async def parts() -> Any:
+            for n, r in enumerate(found):
+                data = first if n == 0 else await blocking.run("object-store", store.get_bytes,
+                                                               str(r["source_uri"]))
+                loc = f"{root}/studies/{r['study_uid']}/series/{r['series_uid']}/instances/{r['sop_instance_uid']}"
+                yield (b"\r\n" if n else b"") + dw.part_header(boundary, str(r["transfer_syntax"]), loc)
+                yield data
+            yield dw.multipart_end(boundary)
+
+        return StreamingResponse(
+            parts(), media_type=f'multipart/related; type="application/dicom"; boundary={boundary}')
+
+    @app.get("/dicomweb/studies/{study}", include_in_schema=False)
+    async def retrieve_study(study: str, request: Request) -> Response:
+        return await retrieve(request, study)
+
+    @app.get("/dicomweb/studies/{study}/series/{series}", include_in_schema=False)
+    async def retrieve_series(study: str, series: str, request: Request) -> Response:
+        return await retrieve(request, study, series)
+
+    @app.get("/dicomweb/studies/{study}/series/{series}/instances/{sop}", include_in_schema=False)
+    async def retrieve_instance(study: str, series: str, sop: str, request: Request) -> Response:
+        return await retrieve(request, study, series, sop)
+
+    async def metadata(request: Request, study: str, series: str | None = None, sop: str | None = None
+                       ) -> Response:
+        principal = await reader(request)
+        if principal is None:
+            return forbidden()
+        found = await stored(study, series, sop)
+        if isinstance(found, Response):
+            return found
+        out = []
+        for r in found:
+            data = await fetch(str(r["source_uri"]))
+            if isinstance(data, Response):
+                return data
+            try:
+                out.append(await blocking.run("imaging", dw.metadata_json, data))
+            except Exception as err:  # noqa: BLE001  # pydicom raises many types for a damaged object
+                log.warning("metadata of instance %s unreadable: %s", r["sop_instance_uid"], type(err).__name__)
+                return _problem(500, f"instance {r['sop_instance_uid']}: its stored object cannot be parsed",
+                                "UNREADABLE")
+        audit_phi_read(audit, principal, "wado.metadata", [str(r["sop_instance_uid"]) for r in found])
+        return JSONResponse(out, media_type=DICOM_JSON)
+
+    @app.get("/dicomweb/studies/{study}/metadata", include_in_schema=False)
+    async def study_metadata(study: str, request: Request) -> Response:
+        return await metadata(request, study)
+
+    @app.get("/dicomweb/studies/{study}/series/{series}/metadata", include_in_schema=False)
+    async def series_metadata(study: str, series: str, request: Request) -> Response:
+        return await metadata(request, study, series)
+
+    @app.get("/dicomweb/studies/{study}/series/{series}/instances/{sop}/metadata", include_in_schema=False)
+    async def instance_metadata(study: str, series: str, sop: str, request: Request) -> Response:
+        return await metadata(request, study, series, sop)
+
+    @app.get("/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frames}", include_in_schema=False)
+    async def retrieve_frames(study: str, series: str, sop: str, frames: str, request: Request) -> Response:
+        """WADO-RS frames: the bulk data of the listed frames, native (application/octet-stream, explicit VR
+        little endian) or compressed as stored (their media type), in a multipart/related answer."""
+        principal = await reader(request)
+        if principal is None:
+            return forbidden()
+        try:
+            numbers = dw.parse_frame_list(frames)
+        except dw.QidoError as err:
+            return _problem(400, str(err))
+        found = await stored(study, series, sop)
+        if isinstance(found, Response):
+            return found
+        data = await fetch(str(found[0]["source_uri"]))
+        if isinstance(data, Response):
+            return data
+        stored_ok = dw.accepts_stored_syntax(request.headers.get("accept"))
+        try:
+            got = await blocking.run("imaging", dw.frame_bytes, data, numbers, stored_ok=stored_ok)
+        except dw.QidoError as err:
+            status = 406 if "transcode" in str(err) else 404 if "requested" in str(err) else 422
+            return _problem(status, f"instance {sop}: {err}")
+        except ImageDecodeError as err:
+            return _problem(413 if err.reason == "too_large" else 422, f"instance {sop}: {err.detail}",
+                            err.reason.upper())
+        audit_phi_read(audit, principal, "wado.frames", [sop])
+        boundary = dw.multipart_boundary(f"{sop}/frames/{frames}")
+        loc = f"{root_of(request)}/studies/{study}/series/{series}/instances/{sop}/frames"
+        body = b"".join((b"\r\n" if i else b"") + dw.frame_part_header(boundary, got.media_type, got.transfer_syntax,
+                                                                       f"{loc}/{n}") + part
+                        for i, (n, part) in enumerate(zip(numbers, got.data, strict=True)))
+        body += dw.multipart_end(boundary)
+        return Response(body, media_type=f'multipart/related; type="{got.media_type}"; boundary={boundary}')
+
+    async def rendered(request: Request, study: str, series: str, sop: str, frame: int) -> Response:
+        principal = await reader(request)
+        if principal is None:
+            return forbidden()
+        params = request.query_params
+        try:
+            window = dw.parse_window(params.get("window"))
+        except dw.QidoError as err:
+            return _problem(400, str(err))
+        try:
+            media = dw.rendered_media_type(request.headers.get("accept"), params.get("accept"))
+        except dw.QidoError as err:
+            return _problem(406, str(err), "NOT_ACCEPTABLE")
+        quality = params.get("quality", "90")
+        if not quality.isdigit() or not 1 <= int(quality) <= 100:
+            return _problem(400, "quality: an integer 1..100")
+        found = await stored(study, series, sop)
+        if isinstance(found, Response):
+            return found
+        data = await fetch(str(found[0]["source_uri"]))
+        if isinstance(data, Response):
+            return data
+
+        def render() -> bytes:
+            decoded = decode_dicom(data, source=f"instance {sop}", frame=frame, window=window)
+            return render_raster(decoded.image, media, quality=int(quality))
+
+        try:
+            body = await blocking.run("imaging", render)
+        except ImageDecodeError as err:
+            status = {"too_large": 413, "no_such_frame": 404, "no_pixel_data": 404}.get(err.reason, 422)
+            return _problem(status, f"instance {sop}: {err.reason.replace('_', ' ')}: {err.detail}",
+                            err.reason.upper())
+        audit_phi_read(audit, principal, "wado.rendered", [sop])
+        return Response(body, media_type=media, headers={"Cache-Control": "private, max-age=3600",
+                                                         "X-Content-Type-Options": "nosniff"})
+
+    @app.get("/dicomweb/studies/{study}/series/{series}/instances/{sop}/rendered", include_in_schema=False)
+    async def instance_rendered(study: str, series: str, sop: str, request: Request) -> Response:
+        return await rendered(request, study, series, sop, 0)  # a multi-frame instance: its first frame
+
+    @app.get("/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frames}/rendered",
+             include_in_schema=False)
+    async def frame_rendered(study: str, series: str, sop: str, frames: str, request: Request) -> Response:
+        if not frames.isdigit() or int(frames) < 1:
+            return _problem(400, "frames: one frame number (1-based) per rendered request")
+        return await rendered(request, study, series, sop, int(frames) - 1)
 
 
 def register_dicomweb(app: FastAPI, *, ingest: Ingest, principal_of: Callable[[Request], Any]) -> None:

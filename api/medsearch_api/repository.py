@@ -447,6 +447,11 @@ class SearchRepository:
             filter = replace(filter, report_ids=tuple(ids))
         return await self._facets(field, query, filter, size)
 
+    # -- DICOMweb reads (statements from medsearch_api.dicomweb_read) ----------------------------------------
+    async def sql_rows(self, query: q.Query) -> list[dict[str, Any]]:
+        """Rows of a statement built by a pure query builder over this index's tables."""
+        return await self._rows(query)
+
     # -- health ----------------------------------------------------------------------------------------------
     def _milvus_ping(self) -> None:
         for coll in (self.reports, self.images):

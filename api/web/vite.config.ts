@@ -18,7 +18,7 @@ export default defineConfig({
   server: {
     // `npm run dev` against a gateway on localhost:8080 (MEDSEARCH_API_URL overrides)
     proxy: Object.fromEntries(
-      ["/graphql", "/thumbnails", "/healthz", "/readyz", "/auth"].map((p) => [
+      ["/graphql", "/thumbnails", "/dicomweb", "/web-settings.json", "/healthz", "/readyz", "/auth"].map((p) => [
         p,
         { target: process.env.MEDSEARCH_API_URL ?? "http://127.0.0.1:8080", changeOrigin: true },
       ]),

@@ -120,6 +120,11 @@ class ApiSettings(ServiceSettings):
         default=50.0, ge=0, description="GraphQL requests per second per principal (token bucket refill; 0: off)."
     )
     rate_limit_burst: int = Field(default=500, ge=1, description="Token bucket size: requests allowed in a burst.")
+    viewer_url_template: str = Field(
+        default="http://localhost:3000/viewer?StudyInstanceUIDs={study}",
+        description="'Open in viewer' link of the web client (e.g. an OHIF viewer whose data source is the gateway's "
+        "/dicomweb root); {study}, {series}, {instance} are replaced by URL-encoded UIDs; empty: no link.",
+    )
 
 
 class WorkerSettings(ServiceSettings):

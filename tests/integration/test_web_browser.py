@@ -138,8 +138,10 @@ def image_rows(files: list[Path], *, store_url: str, index: str, model_url: str)
         meta = extract_metadata(decoded.dataset)
         thumb = thumbnail_url(store_url, index, meta["sop_instance_uid"])
         store.put_bytes(thumb, thumbnail_png(decoded.image))
+        source = store.join(store_url, index, "dicom", f"{store.sha256_hex(data)}.dcm")  # where the producer puts it
+        store.put_bytes(source, data)  # the image page reads it back through WADO-RS
         tensors.append(preprocess(decoded.image, 224))
-        rows.append({**meta, "report_id": "", "source_uri": path.as_uri(), "sha256": hashlib.sha256(data).hexdigest(),
+        rows.append({**meta, "report_id": "", "source_uri": source, "sha256": hashlib.sha256(data).hexdigest(),
                      "thumbnail_uri": thumb, "model_name": "densenet121", "model_version": "random-seed0",
                      "indexed_at": int(time.time() * 1000)})
     client = EmbeddingClient(model_url)

@@ -243,6 +243,7 @@ def test_gateway_env_parses_as_api_settings(helm_bin: str, staged: dict[str, Pat
     assert s.milvus_token is not None and s.milvus_token.get_secret_value() == "root:Milvus"
     assert s.object_store_url == "s3://medsearch/objects"
     assert s.model_server_url == "http://demo-embedder-predictor.medsearch.svc.cluster.local"
+    assert s.viewer_url_template == "http://localhost:3000/viewer?StudyInstanceUIDs={study}"  # the chart's default
 
 
 def test_model_server_url_matches_the_operators_naming(helm_bin: str, staged: dict[str, Path]) -> None:

@@ -1,7 +1,8 @@
 // Every GraphQL document the web client sends (schema: api/schema.graphql) and the mapping of the answers
 // onto ./types. Only this file knows the gateway's field names.
 import { assertionFromTraits } from "../lib/highlight";
-import { graphql } from "../lib/graphql";
+import { getToken } from "../lib/auth";
+import { ApiError, graphql } from "../lib/graphql";
 import type { SearchState } from "../lib/searchState";
 import type {
   AuthConfig,
@@ -370,4 +371,64 @@ function rememberOptions(g: { modality: string; viewPosition: string }): void {
 export async function fetchFilterOptions(signal?: AbortSignal): Promise<{ modalities: string[]; viewPositions: string[] }> {
   void signal;
   return { modalities: [...seen.modalities].sort(), viewPositions: [...seen.viewPositions].sort() };
+}
+
+// ---- gateway settings and DICOMweb (WADO-RS) ----
+
+export interface WebSettings {
+  viewerUrlTemplate: string;
+  dicomwebRoot: string;
+}
+
+let settingsPromise: Promise<WebSettings> | null = null;
+
+/** The gateway's web settings (GET web-settings.json: the viewer link template); fetched once per page load. */
+export function fetchWebSettings(): Promise<WebSettings> {
+  settingsPromise ??= fetch("web-settings.json", { headers: { Accept: "application/json" } })
+    .then(async (r) => {
+      if (!r.ok) return { viewerUrlTemplate: "", dicomwebRoot: "dicomweb" };
+      const b = (await r.json()) as Partial<WebSettings>;
+      return { viewerUrlTemplate: b.viewerUrlTemplate ?? "", dicomwebRoot: b.dicomwebRoot ?? "dicomweb" };
+    })
+    .catch(() => ({ viewerUrlTemplate: "", dicomwebRoot: "dicomweb" }));
+  return settingsPromise;
+}
+
+async function dicomweb(url: string, accept: string, signal?: AbortSignal): Promise<Response> {
+  const token = getToken();
+  const headers: Record<string, string> = { Accept: accept };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let r: Response;
+  try {
+    r = await fetch(url, { headers, signal, credentials: "same-origin" });
+  } catch (e) {
+    if (e instanceof DOMException && e.name === "AbortError") throw new ApiError("aborted", "request cancelled");
+    throw new ApiError("network", "Cannot reach the medsearch gateway.");
+  }
+  if (r.status === 401) throw new ApiError("auth", "The server did not accept the token.", 401);
+  if (!r.ok) {
+    const body = (await r.json().catch(() => null)) as { errors?: { message: string }[] } | null;
+    throw new ApiError(r.status === 403 ? "forbidden" : "http", body?.errors?.[0]?.message ?? `The gateway answered ${r.status}.`, r.status);
+  }
+  return r;
+}
+
+/** A WADO-RS rendered frame as a blob (the Authorization header cannot ride on an <img src>). */
+export async function fetchRendered(url: string, signal?: AbortSignal): Promise<Blob> {
+  const r = await dicomweb(url, "image/jpeg", signal);
+  return r.blob();
+}
+
+export async function fetchInstanceMetadata(
+  uids: { study: string; series: string; instance: string },
+  signal?: AbortSignal,
+): Promise<Record<string, { Value?: unknown[] }>> {
+  const e = encodeURIComponent;
+  const r = await dicomweb(
+    `dicomweb/studies/${e(uids.study)}/series/${e(uids.series)}/instances/${e(uids.instance)}/metadata`,
+    "application/dicom+json",
+    signal,
+  );
+  const body = (await r.json()) as Record<string, { Value?: unknown[] }>[];
+  return body[0] ?? {};
 }

@@ -4,7 +4,9 @@ import type { Entity, ImageDetail, ReportDetail } from "../api/types";
 import { CodeChip } from "../components/Chips";
 import { SimilarControlsBar, SimilarGrid, UploadSearch, type SimilarControls } from "../components/SimilarImages";
 import { ErrorState, Loading } from "../components/States";
+import { FullImage } from "../components/FullImage";
 import { Thumbnail } from "../components/Thumbnail";
+import { ViewerLink } from "../components/ViewerLink";
 import { segments, type Assertion } from "../lib/highlight";
 import { imageHref, lastSearchHref, navigate } from "../lib/router";
 import { useAsync } from "../lib/useAsync";
@@ -51,6 +53,11 @@ export function ImagePage({ id, params }: { id: string; params: URLSearchParams 
           <div className="image-layout">
             <section className="viewer panel" aria-label="Image and metadata">
               <Thumbnail src={detail.data.image.thumbnailUrl} alt={`Thumbnail of image ${detail.data.image.id}`} eager />
+              {detail.data.image.studyUid && (
+                <p>
+                  <ViewerLink study={detail.data.image.studyUid} series={detail.data.image.seriesUid} instance={detail.data.image.id} />
+                </p>
+              )}
               <Metadata image={detail.data.image} />
             </section>
             <section className="panel" aria-labelledby={`${headingId}-report`} data-testid="report">
@@ -62,6 +69,15 @@ export function ImagePage({ id, params }: { id: string; params: URLSearchParams 
               )}
             </section>
           </div>
+          {detail.data.image.studyUid && detail.data.image.seriesUid && (
+            <section className="panel section-gap" aria-labelledby={`${headingId}-full`}>
+              <h2 id={`${headingId}-full`}>Full resolution</h2>
+              <FullImage
+                uids={{ study: detail.data.image.studyUid, series: detail.data.image.seriesUid, instance: detail.data.image.id }}
+                alt={`Full-resolution image ${detail.data.image.id}`}
+              />
+            </section>
+          )}
         </>
       )}
       <section className="panel section-gap" aria-labelledby={`${headingId}-similar`}>

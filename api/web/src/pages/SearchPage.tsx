@@ -8,6 +8,7 @@ import { FacetChart } from "../components/FacetChart";
 import { Pager } from "../components/Pager";
 import { CardSkeletons, EmptyState, ErrorState } from "../components/States";
 import { Thumbnail } from "../components/Thumbnail";
+import { ViewerLink } from "../components/ViewerLink";
 import { ApiError } from "../lib/graphql";
 import { segments } from "../lib/highlight";
 import { imageHref, navigate, rememberSearch, searchHref } from "../lib/router";
@@ -307,6 +308,7 @@ function ResultCard({ hit, query, onCode }: { hit: SearchHit; query: string; onC
             </span>
             {views.length > 0 && <span className="meta">{views.join(", ")}</span>}
             {hit.score !== null && <span className="score" title="relevance score">score {hit.score.toFixed(3)}</span>}
+            {(report.studyUid || first?.studyUid) && <ViewerLink study={report.studyUid || (first?.studyUid ?? "")} />}
           </div>
           <p className="impression">
             <strong>{report.impression ? "Impression" : "Findings"}</strong>
