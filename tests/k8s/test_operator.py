@@ -261,7 +261,9 @@ def collections(milvus_uri: str, index: str) -> dict[str, str | None]:
     try:
         out: dict[str, str | None] = {}
         n = names_for(index)
-        for coll, vfield in ((n.images_collection, "vector"), (n.reports_collection, "text_vector")):
+        from medsearch.contracts.collections import IMAGE_VECTOR, REPORT_VECTOR
+
+        for coll, vfield in ((n.images_collection, IMAGE_VECTOR), (n.reports_collection, REPORT_VECTOR)):
             if client.has_collection(coll):
                 out[coll] = provision._vector_dim_and_metric(client, coll, vfield)[1]
         return out
@@ -448,14 +450,16 @@ def test_kubectl_server_dry_run_of_the_samples(cluster: Any, ns: str, kubectl_bi
 
 
 def test_deletion_policy_delete_drops_and_retain_keeps(
-        api: Api, ns: str, run_operator: Any, kafka_bootstrap: str, milvus_uri: str) -> None:
+        api: Api, ns: str, run_operator: Any, kafka_bootstrap: str, milvus_uri: str, postgres_dsn: str) -> None:
     drop, keep = unique_name("drop"), unique_name("keep")
     with run_operator(ns):
         api.create(sample(drop, ns, deletionPolicy="Delete"))
         api.create(sample(keep, ns, deletionPolicy="Retain"))
         for name in (drop, keep):
             api.wait_condition(ns, name, "TopicsReady", "True")
+            api.wait_condition(ns, name, "DatabaseReady", "True")
             api.wait_condition(ns, name, "CollectionsReady", "True")
+        assert schemas(postgres_dsn, drop, keep) == {drop, keep}
         api.delete(MSI, ns, drop)
         api.delete(MSI, ns, keep)
         for name in (drop, keep):
@@ -466,6 +470,16 @@ def test_deletion_policy_delete_drops_and_retain_keeps(
     assert collections(milvus_uri, drop) == {}
     assert len(topic_partitions(kafka_bootstrap, keep)) == 3
     assert len(collections(milvus_uri, keep)) == 2
+    assert schemas(postgres_dsn, drop, keep) == {keep}
+
+
+def schemas(dsn: str, *indexes: str) -> set[str]:
+    """Which of ``indexes`` have their PostgreSQL schema."""
+    from medsearch import pgstore
+
+    with pgstore.connect(dsn) as conn:
+        found = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace").fetchall()}
+    return {i for i in indexes if names_for(i).pg_schema in found}
 
 
 def test_broker_outage_shows_and_heals(api: Api, ns: str, run_operator: Any, service_logs: Path) -> None:
@@ -526,7 +540,7 @@ def test_operator_restart_mid_reconcile_converges_without_duplicates(
 
 def test_operator_entry_point_runs_as_a_process(
         api: Api, ns: str, operator_kubeconfig: Path, kafka_bootstrap: str, milvus_uri: str,
-        service_logs: Path) -> None:
+        service_logs: Path, postgres_dsn: str) -> None:
     """``python -m medsearch_operator``: the real process, its liveness endpoint, a clean SIGTERM."""
     import sys
 
@@ -535,8 +549,8 @@ def test_operator_entry_point_runs_as_a_process(
     health = procs.free_port()
     env = {**os.environ, **OPERATOR_ENV, "KUBECONFIG": str(operator_kubeconfig),
            "MEDSEARCH_KAFKA_BOOTSTRAP": kafka_bootstrap, "MEDSEARCH_MILVUS_URI": milvus_uri,
-           "MEDSEARCH_OPERATOR_NAMESPACE": ns, "MEDSEARCH_OPERATOR_HEALTH_PORT": str(health),
-           "MEDSEARCH_OPERATOR_HEALTH_HOST": "127.0.0.1"}
+           "MEDSEARCH_POSTGRES_DSN": postgres_dsn, "MEDSEARCH_OPERATOR_NAMESPACE": ns,
+           "MEDSEARCH_OPERATOR_HEALTH_PORT": str(health), "MEDSEARCH_OPERATOR_HEALTH_HOST": "127.0.0.1"}
     log_path = service_logs / f"operator-{ns}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "medsearch_operator"], env=env, stdout=log,
