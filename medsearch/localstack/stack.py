@@ -505,6 +505,12 @@ def start_stack(
                     raise StackError(f"provisioning index {index.name!r} failed: {err}") from err
                 except Exception as err:  # psycopg errors from creating the database
                     raise StackError(f"provisioning index {index.name!r} failed: {err}") from err
+                if any(p.reason == "CollectionSchemaChanged" for p in colls.problems):
+                    raise StackError(
+                        f"{paths.milvus} holds Milvus collections of an older medsearch (before PostgreSQL became "
+                        f"the system of record) that the workers cannot write to. Remove {paths.milvus} and run "
+                        f"`medsearch up` again: the collections are created empty; ingest the data again (or, "
+                        f"when PostgreSQL already holds it, `medsearch reindex --index {index.name}` refills them)")
                 for problem in topics.problems + schema.problems + colls.problems:
                     log.warning("index %s: %s (%s): %s", index.name, problem.field, problem.reason, problem.message)
                 progress("provision", f"topics, PostgreSQL schema and collections of index {index.name!r} ready")

@@ -449,14 +449,16 @@ def test_kubectl_server_dry_run_of_the_samples(cluster: Any, ns: str, kubectl_bi
 
 
 def test_deletion_policy_delete_drops_and_retain_keeps(
-        api: Api, ns: str, run_operator: Any, kafka_bootstrap: str, milvus_uri: str) -> None:
+        api: Api, ns: str, run_operator: Any, kafka_bootstrap: str, milvus_uri: str, postgres_dsn: str) -> None:
     drop, keep = unique_name("drop"), unique_name("keep")
     with run_operator(ns):
         api.create(sample(drop, ns, deletionPolicy="Delete"))
         api.create(sample(keep, ns, deletionPolicy="Retain"))
         for name in (drop, keep):
             api.wait_condition(ns, name, "TopicsReady", "True")
+            api.wait_condition(ns, name, "DatabaseReady", "True")
             api.wait_condition(ns, name, "CollectionsReady", "True")
+        assert schemas(postgres_dsn, drop, keep) == {drop, keep}
         api.delete(MSI, ns, drop)
         api.delete(MSI, ns, keep)
         for name in (drop, keep):
@@ -467,6 +469,16 @@ def test_deletion_policy_delete_drops_and_retain_keeps(
     assert collections(milvus_uri, drop) == {}
     assert len(topic_partitions(kafka_bootstrap, keep)) == 3
     assert len(collections(milvus_uri, keep)) == 2
+    assert schemas(postgres_dsn, drop, keep) == {keep}
+
+
+def schemas(dsn: str, *indexes: str) -> set[str]:
+    """Which of ``indexes`` have their PostgreSQL schema."""
+    from medsearch import pgstore
+
+    with pgstore.connect(dsn) as conn:
+        found = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace").fetchall()}
+    return {i for i in indexes if names_for(i).pg_schema in found}
 
 
 def test_broker_outage_shows_and_heals(api: Api, ns: str, run_operator: Any, service_logs: Path) -> None:
