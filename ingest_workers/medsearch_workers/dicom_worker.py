@@ -140,8 +140,8 @@ class DicomBatchHandler:
 
         with self.times.stage("fetch"):
             try:
-                data = store.get_bytes(obj.uri)
-            except store.ObjectNotFound as err:
+                data = store.get_bytes(obj.uri, within=self.object_store_url)
+            except store.PermanentStoreError as err:
                 return Failure(msg, "fetch", str(err))
             except store.StoreError as err:
                 raise TransientError(f"object store: {err}") from err

@@ -8,8 +8,9 @@ Run it as ``python -m medsearch_workers.report_worker`` (or ``medsearch-report-w
 ``MEDSEARCH_INDEX_SPEC_FILE`` (a ``MedicalSearchIndex`` YAML; its ``spec.nlp`` picks the NER backend unless
 ``MEDSEARCH_NLP_BACKEND`` is set).
 
-Permanent failures (dead-lettered, never retried): a message that is not a valid ``Report``; a report in the
-object store that does not exist; text that is empty, binary (not UTF-8, NUL or control bytes) or longer than
+Permanent failures (dead-lettered, never retried): a message that is not a valid ``Report``; a URI outside the
+configured object store (nothing is read); a report object that does not exist, is not a file or cannot be read
+for lack of permission; text that is empty, binary (not UTF-8, NUL or control bytes) or longer than
 ``MAX_TEXT_CHARS``. PostgreSQL, Milvus or the object store being unavailable is transient (the batch is retried, nothing
 is committed). Report text is never logged.
 """
@@ -162,10 +163,14 @@ class ReportBatchHandler:
         analyzer: TextAnalyzer,
         embed: EmbedTexts,
         writer: ReportWriter,
+        object_store_url: str,
         backend_name: str = "lexicon",
         fetch: Callable[[str], bytes] | None = None,
     ) -> None:
+        """``object_store_url``: the only place report objects are read from (any other URI is dead-lettered at
+        ``fetch`` unread); ``fetch`` reads an allowed URI (default: :func:`medsearch.store.get_bytes`)."""
         self.index = index
+        self.object_store_url = object_store_url
         self.analyzer = analyzer
         self.embed = embed
         self.writer = writer
@@ -184,9 +189,10 @@ class ReportBatchHandler:
         else:
             assert report.uri is not None
             try:
+                store.check_within(report.uri, self.object_store_url)
                 data = self.fetch(report.uri)
-            except store.ObjectNotFound as err:
-                return Failure(msg, "fetch", f"report object not found: {err}")
+            except store.PermanentStoreError as err:
+                return Failure(msg, "fetch", f"report {report.report_id!r}: {err}")
             except store.StoreError as err:
                 raise TransientError(f"object store: {err}") from err
         try:
@@ -275,6 +281,7 @@ def run(
         analyzer=analyzer,
         embed=lambda texts: embed_texts(texts, batch_size=32),
         writer=writer,
+        object_store_url=settings.object_store_url,
         backend_name=backend_name,
     )
     try:

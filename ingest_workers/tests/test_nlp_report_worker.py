@@ -48,6 +48,7 @@ def analyzer() -> Analyzer:
 
 
 def make_handler(analyzer: Analyzer, writer: MemoryWriter, **kw: Any) -> ReportBatchHandler:
+    kw.setdefault("object_store_url", "memory://unit-store")
     return ReportBatchHandler(index=INDEX, analyzer=analyzer, embed=fake_embed, writer=writer, **kw)
 
 
@@ -103,19 +104,35 @@ def test_reports_by_uri(analyzer: Analyzer, tmp_path: Any) -> None:
     url = f"file://{tmp_path}"
     store.put_bytes(store.join(url, "r.txt"), b"Small right pneumothorax.")
     writer = MemoryWriter()
-    handler = make_handler(analyzer, writer)
+    (tmp_path / "folder.txt").mkdir()
+    (tmp_path.parent / "outside.txt").write_text("Outside the store.")
+    read: list[str] = []
+
+    def fetch(uri: str) -> bytes:
+        read.append(uri)
+        return store.get_bytes(uri)
+
+    handler = make_handler(analyzer, writer, object_store_url=url, fetch=fetch)
+    forbidden = ["file:///etc/passwd", "http://169.254.169.254/latest/meta-data/", "nope://x",
+                 f"{url}/../outside.txt", f"file://{tmp_path.parent}/outside.txt"]
     failures = handler(
-        [msg(0, report_id="a", uri=store.join(url, "r.txt")), msg(1, report_id="b", uri=store.join(url, "nope.txt"))]
+        [msg(0, report_id="a", uri=store.join(url, "r.txt")), msg(1, report_id="b", uri=store.join(url, "nope.txt")),
+         msg(2, report_id="c", uri=store.join(url, "folder.txt"))]
+        + [msg(3 + i, report_id=f"x{i}", uri=u) for i, u in enumerate(forbidden)]
     )
     assert writer.rows["a"]["icd10_positive"] == ["J93.9"]
-    assert [(f.message.offset, f.stage) for f in failures] == [(1, "fetch")]
+    assert [(f.message.offset, f.stage) for f in failures] == [(i, "fetch") for i in range(1, 3 + len(forbidden))]
+    assert "not a file" in failures[1].error
+    assert all("nothing was read" in f.error or "not allowed" in f.error for f in failures[2:])
+    assert read == [store.join(url, p) for p in ("r.txt", "nope.txt", "folder.txt")]
 
 
 def test_embedding_failure_is_transient(analyzer: Analyzer) -> None:
     def broken(texts: list[str]) -> np.ndarray:
         raise RuntimeError("out of memory")
 
-    handler = ReportBatchHandler(index=INDEX, analyzer=analyzer, embed=broken, writer=MemoryWriter())
+    handler = make_handler(analyzer, MemoryWriter())
+    handler.embed = broken
     with pytest.raises(TransientError):
         handler([msg(0, report_id="r", text="No effusion.")])
 
