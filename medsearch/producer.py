@@ -3,7 +3,9 @@
 DICOM: the file is validated by content (DICOM header readable, not the extension), uploaded to
 ``<store>/<index>/dicom/<sha256>.dcm``, and a :class:`~medsearch.contracts.messages.DicomObject` is published on
 ``<index>.dicom`` keyed by StudyInstanceUID (one study stays on one partition, in order).
-Reports: a :class:`~medsearch.contracts.messages.Report` with the text inline on ``<index>.reports``.
+Reports: the text (UTF-8, at most ``MAX_TEXT_BYTES``) is stored at ``<store>/<index>/reports/<sha256>.txt`` (a claim
+check) and a :class:`~medsearch.contracts.messages.Report` carrying its URI and sha256, never the text, is published on
+``<index>.reports``.
 
 Duplicates are detected by sha256: once the broker has acknowledged a message, a small marker
 ``<store>/<index>/published/<kind>/<sha256>`` is written, and later publications of the same content are skipped.
@@ -23,7 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medsearch import store
-from medsearch.contracts.messages import MAX_MESSAGE_BYTES, DeadLetter, DicomObject, Report, parse_report_date
+from medsearch.contracts.collections import MAX_TEXT_BYTES
+from medsearch.contracts.messages import DeadLetter, DicomObject, Report, parse_report_date
 from medsearch.contracts.naming import names_for
 from medsearch.imaging import ImageDecodeError, check_image_limits, looks_like_dicom
 
@@ -302,18 +305,16 @@ class Publisher:
         try:
             fut = self._producer.send(topic, key=key.encode("utf-8") if key else None, value=value)
         except KafkaError as err:
-            if seen:
-                self._seen.discard(seen)
             raise PublishError(f"cannot publish to {topic} on {self.bootstrap}: {err}") from err
+        if seen:  # only once handed to the producer: a failure before this point leaves nothing marked
+            self._seen.add(seen)
         self._pending.append((fut, self._marker(*seen) if seen else None, seen))
         if len(self._pending) >= _FLUSH_EVERY:
             self.flush()
 
     def _duplicate(self, kind: str, sha: str) -> bool:
-        if (kind, sha) in self._seen:
-            return True
-        self._seen.add((kind, sha))
-        return store.exists(self._marker(kind, sha))
+        """Already sent by this publisher (pending or acknowledged) or acknowledged before (its marker)."""
+        return (kind, sha) in self._seen or store.exists(self._marker(kind, sha))
 
     def publish_dicom(self, data: bytes, *, filename: str) -> PublishResult:
         sha = store.sha256_hex(data)
@@ -373,19 +374,25 @@ class Publisher:
         sha = store.sha256_hex(json.dumps(content).encode("utf-8"))
         if not 1 <= len(report_id) <= 256:
             return PublishResult("report", report_id[:64], None, sha, "rejected", "report id must be 1-256 characters")
-        msg = Report(
-            index=self.index, report_id=report_id, study_uid=study_uid, text=text, report_date=report_date,
-            source=self.source,
-        )
-        value = msg.to_bytes()
-        if len(value) > MAX_MESSAGE_BYTES:
+        data = text.encode("utf-8")
+        if len(data) > MAX_TEXT_BYTES:
             return PublishResult(
-                "report", report_id, None, sha, "rejected", f"report of {len(value)} bytes exceeds {MAX_MESSAGE_BYTES}"
+                "report", report_id, None, sha, "rejected",
+                f"report text of {len(data)} bytes (UTF-8, {len(text)} characters) exceeds the limit of "
+                f"{MAX_TEXT_BYTES} bytes",
             )
+        text_sha = store.sha256_hex(data)
+        uri = store.join(self.object_store_url, self.index, "reports", f"{text_sha}.txt")
         if self._duplicate("report", sha):
-            return PublishResult("report", report_id, None, sha, "duplicate", "same report already published")
-        self._send(self.names.reports_topic, message_key(msg), value, "report", sha)
-        return PublishResult("report", report_id, None, sha, "published")
+            return PublishResult("report", report_id, uri, sha, "duplicate", "same report already published")
+        if not store.exists(uri):
+            store.put_bytes(uri, data)
+        msg = Report(
+            index=self.index, report_id=report_id, uri=uri, sha256=text_sha, study_uid=study_uid,
+            report_date=report_date, source=self.source,
+        )
+        self._send(self.names.reports_topic, message_key(msg), msg.to_bytes(), "report", sha)
+        return PublishResult("report", report_id, uri, sha, "published")
 
     def republish(self, message: DicomObject | Report) -> str:
         """Send ``message`` again to the topic and with the key it was first published with (a dead letter whose

@@ -10,9 +10,9 @@ Run it as ``python -m medsearch_workers.report_worker`` (or ``medsearch-report-w
 
 Permanent failures (dead-lettered, never retried): a message that is not a valid ``Report``; a URI outside the
 configured object store (nothing is read); a report object that does not exist, is not a file or cannot be read
-for lack of permission; text that is empty, binary (not UTF-8, NUL or control bytes) or longer than
-``MAX_TEXT_CHARS``. PostgreSQL, Milvus or the object store being unavailable is transient (the batch is retried, nothing
-is committed). Report text is never logged.
+for lack of permission; content whose sha256 is not the message's; text that is empty, binary (not UTF-8, NUL or
+control bytes) or longer than ``MAX_TEXT_BYTES`` (UTF-8). PostgreSQL, Milvus or the object store being unavailable
+is transient (the batch is retried, nothing is committed). Report text is never logged.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from medsearch import store
 from medsearch.contracts.collections import (
     MAX_CODES,
     MAX_TERMS,
-    MAX_TEXT_CHARS,
+    MAX_TEXT_BYTES,
     REPORT_FIELDS,
     REPORT_PK,
     REPORT_TEXT,
@@ -74,8 +74,9 @@ def check_text(data: str | bytes) -> str:
     control = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\f")
     if control > max(2, len(text) // 100):
         raise InvalidReportText(f"binary content ({control} control characters), not report text")
-    if len(text) > MAX_TEXT_CHARS:
-        raise InvalidReportText(f"oversized report: {len(text)} characters > limit {MAX_TEXT_CHARS}")
+    size = len(data) if isinstance(data, bytes) else len(text.encode("utf-8"))
+    if size > MAX_TEXT_BYTES:
+        raise InvalidReportText(f"oversized report: {size} bytes (UTF-8) > limit {MAX_TEXT_BYTES} bytes")
     return text
 
 
@@ -184,17 +185,16 @@ class ReportBatchHandler:
             return Failure(msg, "decode_message", str(err))
         if report.index != self.index:
             return Failure(msg, "decode_message", f"report for index {report.index!r} on the topic of {self.index!r}")
-        if report.text is not None:
-            data: str | bytes = report.text
-        else:
-            assert report.uri is not None
-            try:
-                store.check_within(report.uri, self.object_store_url)
-                data = self.fetch(report.uri)
-            except store.PermanentStoreError as err:
-                return Failure(msg, "fetch", f"report {report.report_id!r}: {err}")
-            except store.StoreError as err:
-                raise TransientError(f"object store: {err}") from err
+        try:
+            store.check_within(report.uri, self.object_store_url)
+            data = self.fetch(report.uri)
+        except store.PermanentStoreError as err:
+            return Failure(msg, "fetch", f"report {report.report_id!r}: {err}")
+        except store.StoreError as err:
+            raise TransientError(f"object store: {err}") from err
+        if store.sha256_hex(data) != report.sha256:
+            return Failure(msg, "fetch", f"report {report.report_id!r}: {report.uri}: content does not match the "
+                                         "message's sha256")
         try:
             text = check_text(data)
         except InvalidReportText as err:

@@ -13,7 +13,7 @@ from medsearch_workers.nlp.linking import LexicalOnlyLinker
 from medsearch_workers.report_worker import InvalidReportText, ReportBatchHandler, check_text
 
 from medsearch import store
-from medsearch.contracts.collections import MAX_TEXT_CHARS, REPORT_FIELDS
+from medsearch.contracts.collections import MAX_TEXT_BYTES, REPORT_FIELDS
 from medsearch.contracts.messages import Report
 
 INDEX = "unit-idx"
@@ -37,7 +37,18 @@ def fake_embed(texts: list[str]) -> np.ndarray:
     return out
 
 
+STORE = "memory://unit-store"
+
+
 def msg(offset: int, **fields: Any) -> Incoming:
+    """A Report message; ``text=`` is stored as a claim check in the in-memory store first, as the publisher does."""
+    text = fields.pop("text", None)
+    if text is not None:
+        data = text.encode("utf-8") if isinstance(text, str) else text
+        fields["sha256"] = store.sha256_hex(data)
+        fields["uri"] = store.join(STORE, INDEX, "reports", f"{fields['sha256']}.txt")
+        store.put_bytes(fields["uri"], data)
+    fields.setdefault("sha256", "0" * 64)
     raw = Report(index=INDEX, **fields).to_bytes()
     return Incoming(raw=raw, key=None, topic=f"{INDEX}.reports", partition=0, offset=offset)
 
@@ -48,7 +59,7 @@ def analyzer() -> Analyzer:
 
 
 def make_handler(analyzer: Analyzer, writer: MemoryWriter, **kw: Any) -> ReportBatchHandler:
-    kw.setdefault("object_store_url", "memory://unit-store")
+    kw.setdefault("object_store_url", STORE)
     return ReportBatchHandler(index=INDEX, analyzer=analyzer, embed=fake_embed, writer=writer, **kw)
 
 
@@ -77,7 +88,7 @@ def test_bad_reports_are_dead_lettered_and_good_ones_written(analyzer: Analyzer)
     batch = [
         msg(0, report_id="ok", text="Mild cardiomegaly."),
         msg(1, report_id="empty", text="   \n "),
-        msg(2, report_id="big", text="No effusion. " * (MAX_TEXT_CHARS // 10)),
+        msg(2, report_id="big", text="No effusion. " * (MAX_TEXT_BYTES // 10)),
         msg(3, report_id="bin", text="\x00\x01\x02garbage"),
         Incoming(raw=b"not json", key=None, topic="t", partition=0, offset=4),
         Incoming(raw=json.dumps({"index": "other", "report_id": "x", "text": "t"}).encode(), key=None, topic="t",
@@ -116,7 +127,8 @@ def test_reports_by_uri(analyzer: Analyzer, tmp_path: Any) -> None:
     forbidden = ["file:///etc/passwd", "http://169.254.169.254/latest/meta-data/", "nope://x",
                  f"{url}/../outside.txt", f"file://{tmp_path.parent}/outside.txt"]
     failures = handler(
-        [msg(0, report_id="a", uri=store.join(url, "r.txt")), msg(1, report_id="b", uri=store.join(url, "nope.txt")),
+        [msg(0, report_id="a", uri=store.join(url, "r.txt"), sha256=store.sha256_hex(b"Small right pneumothorax.")),
+         msg(1, report_id="b", uri=store.join(url, "nope.txt")),
          msg(2, report_id="c", uri=store.join(url, "folder.txt"))]
         + [msg(3 + i, report_id=f"x{i}", uri=u) for i, u in enumerate(forbidden)]
     )
@@ -125,6 +137,15 @@ def test_reports_by_uri(analyzer: Analyzer, tmp_path: Any) -> None:
     assert "not a file" in failures[1].error
     assert all("nothing was read" in f.error or "not allowed" in f.error for f in failures[2:])
     assert read == [store.join(url, p) for p in ("r.txt", "nope.txt", "folder.txt")]
+
+
+def test_claim_check_content_must_match_its_sha256(analyzer: Analyzer) -> None:
+    writer = MemoryWriter()
+    good = msg(0, report_id="r", text="Small effusion.")
+    uri = Report.from_bytes(good.raw).uri
+    store.put_bytes(uri, b"Changed after publishing.")
+    failures = make_handler(analyzer, writer)([good])
+    assert [(f.stage, "does not match" in f.error) for f in failures] == [("fetch", True)] and not writer.rows
 
 
 def test_embedding_failure_is_transient(analyzer: Analyzer) -> None:
@@ -140,6 +161,7 @@ def test_embedding_failure_is_transient(analyzer: Analyzer) -> None:
 def test_check_text() -> None:
     assert check_text(b"Normal chest.") == "Normal chest."
     for bad, reason in [(b"\xff\xfe\x00x", "binary"), (b"\xc3\x28", "UTF-8"), ("", "empty"),
-                        ("\x01\x02\x03\x04 text", "control"), ("x" * (MAX_TEXT_CHARS + 1), "oversized")]:  # fmt: skip
+                        ("\x01\x02\x03\x04 text", "control"), ("x" * (MAX_TEXT_BYTES + 1), "oversized"),
+                        ("é" * (MAX_TEXT_BYTES // 2 + 1), "oversized")]:  # fmt: skip
         with pytest.raises(InvalidReportText, match=reason):
             check_text(bad)

@@ -273,7 +273,8 @@ def test_folder_ingest_indexes_images_once_and_dead_letters_the_rest(env: Env, t
     assert summary["by_kind"]["dicom:published"] == n_dicom
     assert summary["by_kind"]["report:published"] == 2
     reports = {r.report_id: (key, r) for key, r in env.reports(2)}
-    assert reports["R100"][1].text == "FINDINGS: No focal consolidation.\n" and reports["R100"][0] == b"R100"
+    assert store.get_bytes(reports["R100"][1].uri) == b"FINDINGS: No focal consolidation.\n"
+    assert reports["R100"][0] == b"R100"
     assert reports["R101"][1].study_uid == "1.2.3.4" and reports["R101"][0] == b"1.2.3.4"
     assert sorted(r["file"].rsplit("/", 1)[-1] for r in summary["rejections"]) == sorted(NOT_DICOM)
 

@@ -102,16 +102,49 @@ def test_unacknowledged_publication_is_retried_next_run(tmp_path: Path) -> None:
     assert len(fake2.sent) == 1
 
 
-def test_publish_report_inline(tmp_path: Path) -> None:
+def test_report_limits_count_utf8_bytes(tmp_path: Path) -> None:
+    from medsearch.contracts.collections import MAX_TEXT_BYTES
+
+    fake = FakeProducer()
+    pub = Publisher(bootstrap="unused:1", object_store_url=f"file://{tmp_path}", index="demo", producer=fake)
+    greek = "πνευμοθώρακας " * (40_000 // 14 + 1)  # 40,000+ characters, 2 bytes each (non-ASCII)
+    greek = greek[:40_000]
+    assert len(greek) == 40_000 and len(greek.encode()) > 70_000
+    assert pub.publish_report(report_id="G", text=greek).status == "published"
+    assert store.get_bytes(Report.from_bytes(fake.sent[-1][2]).uri).decode() == greek
+    wide = "\U0001f9e0" * (MAX_TEXT_BYTES // 4 + 1)  # fewer characters than the limit, more bytes
+    refused = pub.publish_report(report_id="W", text=wide)
+    assert refused.status == "rejected" and len(wide) < MAX_TEXT_BYTES
+    assert f"{len(wide.encode())} bytes (UTF-8, {len(wide)} characters) exceeds the limit" in (refused.reason or "")
+    assert len(fake.sent) == 1  # nothing published, and nothing marked: the same id can be sent once fixed
+    assert pub.publish_report(report_id="W", text="Fixed.").status == "published"
+
+
+def test_a_failed_store_write_marks_nothing_duplicate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeProducer()
+    pub = Publisher(bootstrap="unused:1", object_store_url=f"file://{tmp_path}", index="demo", producer=fake)
+
+    def down(url: str, data: bytes) -> None:
+        raise store.StoreError("store down")
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "put_bytes", down)
+        with pytest.raises(store.StoreError):
+            pub.publish_report(report_id="R1", text="Small effusion.")
+    assert pub.publish_report(report_id="R1", text="Small effusion.").status == "published"
+
+
+def test_publish_report_as_a_claim_check(tmp_path: Path) -> None:
     fake = FakeProducer()
     pub = Publisher(bootstrap="unused:1", object_store_url=f"file://{tmp_path}", index="demo", producer=fake)
     res = pub.publish_report(report_id="R1", text="Mild cardiomegaly.", study_uid="1.2.3")
     assert res.status == "published"
     topic, key, value = fake.sent[0]
     rep = Report.from_bytes(value)
-    assert topic == "demo.reports" and key == b"1.2.3" and rep.text == "Mild cardiomegaly."
+    assert topic == "demo.reports" and key == b"1.2.3" and b"cardiomegaly" not in value
+    assert rep.uri == res.uri and rep.uri.startswith(f"file://{tmp_path}/demo/reports/")
+    assert store.get_bytes(rep.uri) == b"Mild cardiomegaly." and rep.sha256 == store.sha256_hex(b"Mild cardiomegaly.")
     assert pub.publish_report(report_id="R1", text="Mild cardiomegaly.", study_uid="1.2.3").status == "duplicate"
-    assert pub.publish_report(report_id="R1", text="x" * 2_000_000).status == "rejected"
     # A date is part of the content: the dated version of the same report is published (once) and carries it.
     day = dt.date(2024, 1, 31)
     assert pub.publish_report(report_id="R1", text="Mild cardiomegaly.", study_uid="1.2.3", report_date=day).status \
