@@ -40,13 +40,17 @@ class PublishError(RuntimeError):
     """The broker is unreachable or did not acknowledge; the message says which and what to check."""
 
 
+class LedgerUnavailable(PublishError):
+    """The ingest ledger (PostgreSQL) could not be read or written: nothing was published."""
+
+
 @dataclass
 class PublishResult:
     kind: Literal["dicom", "report"]
     id: str
     uri: str | None
     sha256: str
-    status: Literal["published", "duplicate", "rejected", "quarantined"]
+    status: Literal["published", "duplicate", "pending", "rejected", "quarantined"]
     reason: str | None = None
 
 
@@ -239,10 +243,19 @@ class Publisher:
         producer: Any | None = None,
         security: Mapping[str, Any] | None = None,
         deidentifier: Any = "auto",
+        ledger: Any | None = None,
+        republish_after: float | None = None,
     ) -> None:
         """``security``: kafka-python TLS/SASL options (:func:`medsearch.kafka_security.kafka_security_options`).
         ``deidentifier``: "auto" applies what the index's spec asks for (``spec.privacy.deidentify``, see
-        :func:`medsearch.dicomnet.deid.deidentifier_for`); None never de-identifies; or a ``Deidentifier``."""
+        :func:`medsearch.dicomnet.deid.deidentifier_for`); None never de-identifies; or a ``Deidentifier``.
+        ``ledger``: the index's :class:`medsearch.ledger.Ledger`: every DICOM object and report is recorded there
+        before it is published and duplicates are what it holds as indexed (or published less than
+        ``republish_after`` seconds ago: "pending"); without one, "published" markers in the object store."""
+        from medsearch.ledger import DEFAULT_REPUBLISH_AFTER
+
+        self.ledger = ledger
+        self.republish_after = DEFAULT_REPUBLISH_AFTER if republish_after is None else republish_after
         if deidentifier == "auto":
             from medsearch.contracts.settings import default_data_dir
             from medsearch.dicomnet.deid import deidentifier_for
@@ -289,7 +302,7 @@ class Publisher:
         other = Publisher(
             bootstrap=self.bootstrap, object_store_url=self.object_store_url, index=self.index,
             source=source or self.source, producer=self._producer, deidentifier=self.deidentifier,
-            security=self.security,
+            security=self.security, ledger=self.ledger, republish_after=self.republish_after,
         )
         other._shared = True
         return other
@@ -308,13 +321,64 @@ class Publisher:
             raise PublishError(f"cannot publish to {topic} on {self.bootstrap}: {err}") from err
         if seen:  # only once handed to the producer: a failure before this point leaves nothing marked
             self._seen.add(seen)
-        self._pending.append((fut, self._marker(*seen) if seen else None, seen))
+        marker = self._marker(*seen) if seen and (self.ledger is None or seen[0] not in ("dicom", "report")) else None
+        self._pending.append((fut, marker, seen))
         if len(self._pending) >= _FLUSH_EVERY:
             self.flush()
 
     def _duplicate(self, kind: str, sha: str) -> bool:
         """Already sent by this publisher (pending or acknowledged) or acknowledged before (its marker)."""
         return (kind, sha) in self._seen or store.exists(self._marker(kind, sha))
+
+    def _already(self, kind: Literal["dicom", "report"], key: str) -> tuple[str, str] | None:
+        """(status, reason) when this content must not be published now; None to publish it (new, dead, or
+        published longer than ``republish_after`` ago and never indexed)."""
+        if self.ledger is None:
+            return ("duplicate", "same content already published") if self._duplicate(kind, key) else None
+        if (kind, key) in self._seen:
+            return "duplicate", "same content already published in this run"
+        from medsearch.pgstore import DatabaseError
+
+        try:
+            st = self.ledger.status(kind, key)
+        except DatabaseError as err:
+            raise LedgerUnavailable(f"{err} (nothing was published)") from err
+        if st is None or st.state == "dead":
+            return None
+        if st.state == "indexed":
+            return "duplicate", "already indexed"
+        if st.age_seconds < self.republish_after:
+            return "pending", (f"published {st.age_seconds:.0f}s ago, not indexed yet (published again after "
+                               f"{self.republish_after:.0f}s)")
+        return None
+
+    def _record(self, kind: Literal["dicom", "report"], key: str, subject: str, sha: str, uri: str, topic: str,
+                msg: DicomObject | Report) -> None:
+        if self.ledger is not None:
+            from medsearch.ledger import Entry
+            from medsearch.pgstore import DatabaseError
+
+            try:
+                self.ledger.record(Entry(kind, key, subject, sha, uri, topic, message_key(msg), msg.to_bytes()))
+            except DatabaseError as err:
+                raise LedgerUnavailable(f"{err} (nothing was published)") from err
+
+    def resume(self) -> int:
+        """Publish again every ledger row published more than ``republish_after`` seconds ago and neither indexed
+        nor dead (``medsearch ingest --resume``); returns how many. Call :meth:`flush` after."""
+        if self.ledger is None:
+            raise PublishError("resuming needs the ingest ledger (PostgreSQL)")
+        from medsearch.pgstore import DatabaseError
+
+        sent = 0
+        try:
+            for p in self.ledger.pending(self.republish_after):
+                self.ledger.touch(p.kind, p.key)  # first: a send that fails leaves the row pending for the next run
+                self._send(p.topic, p.message_key, p.message, None, None)
+                sent += 1
+        except DatabaseError as err:
+            raise LedgerUnavailable(str(err)) from err
+        return sent
 
     def publish_dicom(self, data: bytes, *, filename: str) -> PublishResult:
         sha = store.sha256_hex(data)
@@ -339,12 +403,14 @@ class Publisher:
             if ds is None:
                 return PublishResult("dicom", filename, None, sha, "rejected", "de-identified file unreadable")
         uri = store.join(self.object_store_url, self.index, "dicom", f"{sha}.dcm")
-        if self._duplicate("dicom", sha):
-            return PublishResult("dicom", filename, uri, sha, "duplicate", "same content already published")
+        already = self._already("dicom", sha)
+        if already is not None:
+            return PublishResult("dicom", filename, uri, sha, already[0], already[1])  # type: ignore[arg-type]  # a status literal
         if not store.exists(uri):
             store.put_bytes(uri, data)
         study = _study_uid(ds)
         msg = DicomObject(index=self.index, uri=uri, sha256=sha, study_uid=study, source=self.source)
+        self._record("dicom", sha, sha, sha, uri, self.names.dicom_topic, msg)
         self._send(self.names.dicom_topic, message_key(msg), msg.to_bytes(), "dicom", sha)
         return PublishResult("dicom", filename, uri, sha, "published")
 
@@ -383,14 +449,16 @@ class Publisher:
             )
         text_sha = store.sha256_hex(data)
         uri = store.join(self.object_store_url, self.index, "reports", f"{text_sha}.txt")
-        if self._duplicate("report", sha):
-            return PublishResult("report", report_id, uri, sha, "duplicate", "same report already published")
+        already = self._already("report", sha)
+        if already is not None:
+            return PublishResult("report", report_id, uri, sha, already[0], already[1])  # type: ignore[arg-type]  # a status literal
         if not store.exists(uri):
             store.put_bytes(uri, data)
         msg = Report(
             index=self.index, report_id=report_id, uri=uri, sha256=text_sha, study_uid=study_uid,
             report_date=report_date, source=self.source,
         )
+        self._record("report", sha, report_id, text_sha, uri, self.names.reports_topic, msg)
         self._send(self.names.reports_topic, message_key(msg), msg.to_bytes(), "report", sha)
         return PublishResult("report", report_id, uri, sha, "published")
 

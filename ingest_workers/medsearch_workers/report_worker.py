@@ -40,6 +40,7 @@ from medsearch.contracts.collections import (
 )
 from medsearch.contracts.messages import MessageError, Report, date_to_yyyymmdd
 from medsearch.contracts.spec import MedicalSearchIndexSpec
+from medsearch.ledger import LEDGER_PAIRS
 from medsearch_workers.consumer import Failure, Incoming, TransientError
 
 log = logging.getLogger("medsearch.workers.report")
@@ -209,8 +210,11 @@ class ReportBatchHandler:
             (failures if isinstance(got, Failure) else ready).append(got)  # type: ignore[arg-type]  # union split
         # the last message of a report id wins (upsert semantics; one row per key per request)
         latest: dict[str, _Ready] = {}
+        superseded: dict[str, list[tuple[str, str]]] = {}
         for r in ready:
-            latest.pop(r.report.report_id, None)
+            old = latest.pop(r.report.report_id, None)
+            if old is not None:
+                superseded.setdefault(r.report.report_id, []).append((old.report.report_id, old.report.sha256))
             latest[r.report.report_id] = r
         items = list(latest.values())
         if not items:
@@ -239,6 +243,8 @@ class ReportBatchHandler:
             build_row(r.report, r.text, a, v, backend_name=self.backend_name, now_ms=now_ms)
             for r, a, v in zip(items, analyses, vectors, strict=True)
         ]
+        for row in rows:  # not a column: the ledger rows of the messages this batch collapsed into the row
+            row[LEDGER_PAIRS] = superseded.get(row[REPORT_PK], [])
         self.writer.upsert(rows)
         log.info("indexed %d reports (%d dead-lettered)", len(rows), len(failures))
         return failures
@@ -284,6 +290,9 @@ def run(
         object_store_url=settings.object_store_url,
         backend_name=backend_name,
     )
+    from medsearch_workers.consumer import ledger_dead_marker
+
+    on_dead, close_ledger = ledger_dead_marker(settings)
     try:
         run_consumer(
             settings=settings,
@@ -296,8 +305,10 @@ def run(
             stop=stop,
             metrics=metrics,
             consumer_options=consumer_options,
+            on_dead=on_dead,
         )
     finally:
+        close_ledger()
         writer.close()
 
 

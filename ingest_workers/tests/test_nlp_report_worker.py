@@ -15,6 +15,7 @@ from medsearch_workers.report_worker import InvalidReportText, ReportBatchHandle
 from medsearch import store
 from medsearch.contracts.collections import MAX_TEXT_BYTES, REPORT_FIELDS
 from medsearch.contracts.messages import Report
+from medsearch.ledger import LEDGER_PAIRS
 
 INDEX = "unit-idx"
 
@@ -72,7 +73,7 @@ def test_rows_have_exactly_the_report_fields(analyzer: Analyzer) -> None:
     assert failures == []
     assert writer.rows["r1"]["report_date"] == 20240229 and writer.rows["undated"]["report_date"] == 0
     row = writer.rows["r1"]
-    assert tuple(row) == tuple(f.name for f in REPORT_FIELDS)
+    assert tuple(row) == (*(f.name for f in REPORT_FIELDS), LEDGER_PAIRS) and row[LEDGER_PAIRS] == []
     assert row["icd10_positive"] == ["J90"] and row["icd10_negative"] == ["J93.9"]
     assert row["findings"] == "Small left pleural effusion. No pneumothorax."
     assert row["impression"] == "Effusion." and row["indication"] == "Cough."
@@ -107,8 +108,11 @@ def test_bad_reports_are_dead_lettered_and_good_ones_written(analyzer: Analyzer)
 def test_duplicate_ids_in_a_batch_keep_the_last(analyzer: Analyzer) -> None:
     writer = MemoryWriter()
     handler = make_handler(analyzer, writer)
-    assert handler([msg(0, report_id="r", text="No effusion."), msg(1, report_id="r", text="Small effusion.")]) == []
+    first = msg(0, report_id="r", text="No effusion.")
+    assert handler([first, msg(1, report_id="r", text="Small effusion.")]) == []
     assert writer.calls == 1 and writer.rows["r"]["icd10_positive"] == ["J90"]
+    # the superseded message's ledger row is marked indexed with the row that replaced it
+    assert writer.rows["r"][LEDGER_PAIRS] == [("r", Report.from_bytes(first.raw).sha256)]
 
 
 def test_reports_by_uri(analyzer: Analyzer, tmp_path: Any) -> None:

@@ -168,3 +168,104 @@ def test_allow_list_claim_checks_limits_and_replay(
         assert "text" not in body and set(body) <= set(Report.model_fields), sorted(body)
         for fragment in ("effusion", "pneumothorax", "συλλογή"):
             assert fragment.encode() not in raw.lower()
+
+
+def test_broker_killed_with_reports_queued_then_resume_indexes_each_once(
+    milvus_uri: str, object_store_url: str, unique_index: str, service_logs: Path, postgres_dsn: str,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """2,000 reports published, the broker SIGKILLed before any is consumed (memory storage: all lost) and started
+    again; `medsearch ingest --resume` publishes again what the ledger holds as published but not indexed; every
+    report is then indexed exactly once, and the same ingest reports them as duplicates only once indexed."""
+    import signal
+
+    from medsearch.cli import app
+    from medsearch.ledger import Ledger
+
+    n = 2000
+    spec = parse_spec({"kafka": {"partitions": 2}})
+    ensure_schema(postgres_dsn, unique_index, spec)
+    client = milvus_client(milvus_uri)
+    ensure_collections(client, unique_index, spec)
+    client.close()
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    with open(folder / "reports.jsonl", "w", encoding="utf-8") as fh:
+        for i in range(n):
+            finding = ("Small left pleural effusion." if i % 3 == 0 else "Moderate right pneumothorax." if i % 3 == 1
+                       else "No acute cardiopulmonary process.")
+            fh.write(json.dumps({"report_id": f"R{i:05d}", "text": f"FINDINGS: {finding} Case {i}."}) + "\n")
+    port = procs.free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    monkeypatch.setenv("MEDSEARCH_POSTGRES_DSN", postgres_dsn)
+    monkeypatch.setenv("MEDSEARCH_OBJECT_STORE_URL", object_store_url)
+
+    def ingest(*args: str) -> dict[str, Any]:
+        result = CliRunner().invoke(app, ["ingest", *args, "--index", unique_index, "--bootstrap", bootstrap,
+                                          "--store", object_store_url, "--json"])
+        assert result.exit_code == 0, result.output
+        summary: dict[str, Any] = json.loads(result.stdout)
+        return summary
+
+    def start_broker() -> subprocess.Popen[bytes]:
+        with open(service_logs / f"tansu-{unique_index}.log", "ab") as log:
+            proc = subprocess.Popen(procs.tansu_command(port), stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        procs.wait_until(lambda: procs.kafka_ready(bootstrap), timeout=30, what="Tansu", proc=proc)
+        admin = kafka_admin(bootstrap)
+        ensure_topics(admin, unique_index, spec)
+        admin.close()
+        return proc
+
+    ledger = Ledger(postgres_dsn, unique_index)
+    broker = start_broker()
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        t0 = time.monotonic()
+        first = ingest(str(folder))
+        print(f"published {first['published']} reports in {time.monotonic() - t0:.1f}s")
+        assert first["published"] == n and ledger.counts() == {"published": n, "indexed": 0, "dead": 0}
+        again = ingest(str(folder))  # before the re-publish delay: pending, not "already there"
+        assert again["pending"] == n and again["duplicate"] == 0 and again["published"] == 0
+
+        os.kill(broker.pid, signal.SIGKILL)  # everything queued is lost (memory storage)
+        broker.wait(timeout=10)
+        broker = start_broker()
+        assert _raw_topic(bootstrap, names_for(unique_index).reports_topic) == []
+
+        resumed = ingest("--resume", "--republish-after", "0")
+        assert resumed["republished"] == n and resumed["published"] == 0
+
+        env = {
+            **os.environ, "MEDSEARCH_INDEX": unique_index, "MEDSEARCH_POSTGRES_DSN": postgres_dsn,
+            "MEDSEARCH_KAFKA_BOOTSTRAP": bootstrap, "MEDSEARCH_MILVUS_URI": milvus_uri,
+            "MEDSEARCH_OBJECT_STORE_URL": object_store_url, "MEDSEARCH_WORKER_BATCH_SIZE": "64",
+            "MEDSEARCH_WORKER_MAX_WAIT_MS": "200", "MEDSEARCH_WORKER_RETRY_MAX_SECONDS": "2",
+            "MEDSEARCH_WORKER_SESSION_TIMEOUT_MS": "6000", "MEDSEARCH_WORKER_HEARTBEAT_MS": "1000",
+            "HF_HUB_OFFLINE": "1",
+        }  # fmt: skip
+        with open(service_logs / f"report-worker-{unique_index}.log", "ab") as fh:
+            worker = subprocess.Popen([sys.executable, "-m", "medsearch_workers.report_worker"], env=env, stdout=fh,
+                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        t1 = time.monotonic()
+        wait_for(lambda: ledger.counts()["indexed"] == n or ledger.counts(), 900, "every report indexed")
+        print(f"indexed {n} reports in {time.monotonic() - t1:.1f}s (worker start-up included)")
+        with pgstore.connect(postgres_dsn) as conn:
+            got = pgstore.count_rows(conn, unique_index)["reports"]
+        assert got == n
+        client = milvus_client(milvus_uri)
+        try:
+            from medsearch.provision import count_rows
+
+            assert count_rows(client, names_for(unique_index).reports_collection) == n
+        finally:
+            client.close()
+        last = ingest(str(folder))  # now, and only now, they are "already there"
+        assert last["duplicate"] == n and last["published"] == 0 and last["pending"] == 0
+        assert ingest("--resume", "--republish-after", "0")["republished"] == 0
+    finally:
+        if worker is not None:
+            procs.stop_process(worker, timeout=20)
+        procs.stop_process(broker)
+        ledger.close()
+        drop_schema(postgres_dsn, unique_index)

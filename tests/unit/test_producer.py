@@ -229,3 +229,48 @@ def test_a_decompression_bomb_is_rejected_naming_the_limit_not_inflated(tmp_path
     result = pub.publish_dicom(bomb, filename="bomb.dcm")
     assert result.status == "rejected" and "inflates to more than" in (result.reason or "")
     assert fake.sent == [] and time.perf_counter() - t0 < 2.0
+
+
+class FakeLedger:
+    """The ledger's interface over a dict (the real one is tested against PostgreSQL in the integration tier)."""
+
+    def __init__(self) -> None:
+        from medsearch.ledger import Status
+
+        self.rows: dict[tuple[str, str], Status] = {}
+        self.recorded: list[Any] = []
+        self.status_cls = Status
+
+    def status(self, kind: str, key: str) -> Any:
+        return self.rows.get((kind, key))
+
+    def record(self, entry: Any) -> None:
+        self.recorded.append(entry)
+        self.rows[(entry.kind, entry.key)] = self.status_cls("published", 0.0, None, None, 1)
+
+
+def test_with_a_ledger_only_indexed_content_is_a_duplicate(tmp_path: Path) -> None:
+    fake, ledger = FakeProducer(), FakeLedger()
+    root = f"file://{tmp_path}"
+    pub = Publisher(bootstrap="unused:1", object_store_url=root, index="demo", producer=fake, ledger=ledger,
+                    republish_after=60)
+    assert pub.publish_report(report_id="R1", text="Small effusion.").status == "published"
+    (entry,) = ledger.recorded  # recorded before it was sent: a claim check, never the text
+    assert entry.kind == "report" and entry.subject == "R1" and b"effusion" not in entry.message
+    pub.flush()
+    assert not (tmp_path / "demo" / "published").exists()  # no markers: the ledger decides
+    again = Publisher(bootstrap="unused:1", object_store_url=root, index="demo", producer=fake, ledger=ledger,
+                      republish_after=60)
+    res = again.publish_report(report_id="R1", text="Small effusion.")
+    assert res.status == "pending" and "not indexed yet" in (res.reason or "")
+    key = (entry.kind, entry.key)
+    ledger.rows[key] = ledger.status_cls("published", 61.0, None, None, 1)  # stale: published again
+    assert again.publish_report(report_id="R1", text="Small effusion.").status == "published"
+    later = Publisher(bootstrap="unused:1", object_store_url=root, index="demo", producer=fake, ledger=ledger)
+    ledger.rows[key] = ledger.status_cls("dead", 5.0, "write", "Milvus down", 1)  # re-ingesting a dead one retries
+    assert later.publish_report(report_id="R1", text="Small effusion.").status == "published"
+    ledger.rows[key] = ledger.status_cls("indexed", 5.0, None, None, 1)
+    latest = Publisher(bootstrap="unused:1", object_store_url=root, index="demo", producer=fake, ledger=ledger)
+    res = latest.publish_report(report_id="R1", text="Small effusion.")
+    assert (res.status, res.reason) == ("duplicate", "already indexed")
+    assert len(fake.sent) == 3 and len(ledger.recorded) == 3
