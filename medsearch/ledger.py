@@ -190,6 +190,17 @@ class Ledger:
         out.update({str(s): int(n) for s, n in rows})
         return out
 
+    def dead(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Dead rows, newest first: kind, subject (report id, or the object's sha256), URI, stage, reason,
+        times published, when it failed. Claim checks only, never report text."""
+        from psycopg import sql
+
+        rows = self._run(sql.SQL(
+            "SELECT kind, subject, uri, stage, reason, attempts, updated_at FROM {} WHERE state = 'dead' "
+            "ORDER BY updated_at DESC, kind, key LIMIT %s").format(_table(self.index)), (limit,), fetch=True)
+        return [{"kind": k, "subject": s, "uri": u, "stage": st, "reason": r, "attempts": int(a),
+                 "failed_at": t.isoformat()} for k, s, u, st, r, a, t in rows]
+
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:

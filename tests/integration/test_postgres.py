@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -96,6 +97,18 @@ def test_ledger_rows_are_marked_indexed_in_the_write_transaction(postgres_dsn: s
         assert st3 is not None and (st3.state, st3.stage, st3.reason) == ("dead", "write", "refused")
         assert [p.key for p in ledger.pending(0)] == ["key-r2"]
         assert ledger.pending(3600) == []
+        (dead,) = ledger.dead()
+        assert (dead["subject"], dead["stage"], dead["reason"], dead["attempts"]) == ("r3", "write", "refused", 1)
+        from typer.testing import CliRunner
+
+        from medsearch.cli import app
+
+        result = CliRunner().invoke(app, ["dlq", "list", "--ledger", "--index", unique_index, "--json"],
+                                    env={"MEDSEARCH_POSTGRES_DSN": postgres_dsn})
+        assert result.exit_code == 0, result.output
+        listed = json.loads(result.stdout)
+        assert listed["summary"]["states"] == {"published": 1, "indexed": 1, "dead": 1}
+        assert listed["summary"]["groups"] == [{"kind": "report", "stage": "write", "reason": "refused", "count": 1}]
         ledger.record(entry("r3", "Pneumothorax."))  # published again: state and attempts follow
         st3 = ledger.status("report", "key-r3")
         assert st3 is not None and (st3.state, st3.attempts, st3.stage) == ("published", 2, None)
