@@ -42,12 +42,11 @@ def _read(index: str, bootstrap: str, timeout: float, security: dict[str, Any]) 
 def _list_ledger(index: str | None, stages: list[str], match: str | None, as_json: bool, limit: int) -> None:
     from collections import Counter
 
-    from medsearch.cli.common import resolve_index
-    from medsearch.ledger import Ledger
+    from medsearch.cli.common import ledger_for, resolve_index
     from medsearch.pgstore import DatabaseError
 
     name, settings = resolve_index(index)
-    ledger = Ledger(settings.postgres_dsn, name, password=settings.postgres_secret())
+    ledger = ledger_for(name, settings)
     try:
         counts = ledger.counts()
         dead = ledger.dead(limit=100_000)

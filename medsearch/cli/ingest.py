@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from medsearch.cli.common import kafka_security, resolve_index
+        from medsearch.cli.common import kafka_security, ledger_for, resolve_index
         from medsearch.producer import DicomFile, Publisher, PublishError, Rejected, ReportItem, classify, iter_files
         from medsearch.store import StoreError
 
@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
         publisher: Publisher | None = None
         ledger: Ledger | None = None
         if not dry_run:
-            ledger = Ledger(settings.postgres_dsn, index_name, password=settings.postgres_secret())
+            ledger = ledger_for(index_name, settings)
             try:
                 publisher = Publisher(
                     bootstrap=bootstrap or settings.kafka_bootstrap,
