@@ -11,6 +11,7 @@ Writes are idempotent upserts keyed by the data (report id, SOPInstanceUID), one
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -227,6 +228,22 @@ def _upsert(conn: Any, index: str, table: str, columns: Sequence[str], key: str,
     params = [[_adapt(c, r.get(c)) for c in columns] for r in rows]
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(stmt, params)
+        _mark_ledger(cur, index, table, rows)
+
+
+def _mark_ledger(cur: Any, index: str, table: str, rows: Sequence[dict[str, Any]]) -> None:
+    """The ingest ledger's rows of what was just written are ``indexed``, in the same transaction: the row's own
+    claim check, and those of the messages it superseded in its batch (``LEDGER_PAIRS``: (subject, sha256))."""
+    from medsearch.ledger import LEDGER_PAIRS, mark_indexed_in
+
+    pairs: list[tuple[str, str]] = [p for r in rows for p in r.get(LEDGER_PAIRS, ())]
+    if table == "images":
+        pairs += [(r["sha256"], r["sha256"]) for r in rows if r.get("sha256")]
+        mark_indexed_in(cur, index, "dicom", pairs)
+    else:
+        pairs += [(r[REPORT_PK], hashlib.sha256(r["text"].encode("utf-8")).hexdigest())
+                  for r in rows if isinstance(r.get("text"), str)]
+        mark_indexed_in(cur, index, "report", pairs)
 
 
 def upsert_reports(conn: Any, index: str, rows: Sequence[dict[str, Any]]) -> None:

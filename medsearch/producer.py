@@ -3,7 +3,9 @@
 DICOM: the file is validated by content (DICOM header readable, not the extension), uploaded to
 ``<store>/<index>/dicom/<sha256>.dcm``, and a :class:`~medsearch.contracts.messages.DicomObject` is published on
 ``<index>.dicom`` keyed by StudyInstanceUID (one study stays on one partition, in order).
-Reports: a :class:`~medsearch.contracts.messages.Report` with the text inline on ``<index>.reports``.
+Reports: the text (UTF-8, at most ``MAX_TEXT_BYTES``) is stored at ``<store>/<index>/reports/<sha256>.txt`` (a claim
+check) and a :class:`~medsearch.contracts.messages.Report` carrying its URI and sha256, never the text, is published on
+``<index>.reports``.
 
 Duplicates are detected by sha256: once the broker has acknowledged a message, a small marker
 ``<store>/<index>/published/<kind>/<sha256>`` is written, and later publications of the same content are skipped.
@@ -23,7 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medsearch import store
-from medsearch.contracts.messages import MAX_MESSAGE_BYTES, DeadLetter, DicomObject, Report, parse_report_date
+from medsearch.contracts.collections import MAX_TEXT_BYTES
+from medsearch.contracts.messages import DeadLetter, DicomObject, Report, parse_report_date
 from medsearch.contracts.naming import names_for
 from medsearch.imaging import ImageDecodeError, check_image_limits, looks_like_dicom
 
@@ -37,13 +40,17 @@ class PublishError(RuntimeError):
     """The broker is unreachable or did not acknowledge; the message says which and what to check."""
 
 
+class LedgerUnavailable(PublishError):
+    """The ingest ledger (PostgreSQL) could not be read or written: nothing was published."""
+
+
 @dataclass
 class PublishResult:
     kind: Literal["dicom", "report"]
     id: str
     uri: str | None
     sha256: str
-    status: Literal["published", "duplicate", "rejected", "quarantined"]
+    status: Literal["published", "duplicate", "pending", "rejected", "quarantined"]
     reason: str | None = None
 
 
@@ -236,10 +243,19 @@ class Publisher:
         producer: Any | None = None,
         security: Mapping[str, Any] | None = None,
         deidentifier: Any = "auto",
+        ledger: Any | None = None,
+        republish_after: float | None = None,
     ) -> None:
         """``security``: kafka-python TLS/SASL options (:func:`medsearch.kafka_security.kafka_security_options`).
         ``deidentifier``: "auto" applies what the index's spec asks for (``spec.privacy.deidentify``, see
-        :func:`medsearch.dicomnet.deid.deidentifier_for`); None never de-identifies; or a ``Deidentifier``."""
+        :func:`medsearch.dicomnet.deid.deidentifier_for`); None never de-identifies; or a ``Deidentifier``.
+        ``ledger``: the index's :class:`medsearch.ledger.Ledger`: every DICOM object and report is recorded there
+        before it is published and duplicates are what it holds as indexed (or published less than
+        ``republish_after`` seconds ago: "pending"); without one, "published" markers in the object store."""
+        from medsearch.ledger import DEFAULT_REPUBLISH_AFTER
+
+        self.ledger = ledger
+        self.republish_after = DEFAULT_REPUBLISH_AFTER if republish_after is None else republish_after
         if deidentifier == "auto":
             from medsearch.contracts.settings import default_data_dir
             from medsearch.dicomnet.deid import deidentifier_for
@@ -286,7 +302,7 @@ class Publisher:
         other = Publisher(
             bootstrap=self.bootstrap, object_store_url=self.object_store_url, index=self.index,
             source=source or self.source, producer=self._producer, deidentifier=self.deidentifier,
-            security=self.security,
+            security=self.security, ledger=self.ledger, republish_after=self.republish_after,
         )
         other._shared = True
         return other
@@ -302,18 +318,67 @@ class Publisher:
         try:
             fut = self._producer.send(topic, key=key.encode("utf-8") if key else None, value=value)
         except KafkaError as err:
-            if seen:
-                self._seen.discard(seen)
             raise PublishError(f"cannot publish to {topic} on {self.bootstrap}: {err}") from err
-        self._pending.append((fut, self._marker(*seen) if seen else None, seen))
+        if seen:  # only once handed to the producer: a failure before this point leaves nothing marked
+            self._seen.add(seen)
+        marker = self._marker(*seen) if seen and (self.ledger is None or seen[0] not in ("dicom", "report")) else None
+        self._pending.append((fut, marker, seen))
         if len(self._pending) >= _FLUSH_EVERY:
             self.flush()
 
     def _duplicate(self, kind: str, sha: str) -> bool:
-        if (kind, sha) in self._seen:
-            return True
-        self._seen.add((kind, sha))
-        return store.exists(self._marker(kind, sha))
+        """Already sent by this publisher (pending or acknowledged) or acknowledged before (its marker)."""
+        return (kind, sha) in self._seen or store.exists(self._marker(kind, sha))
+
+    def _already(self, kind: Literal["dicom", "report"], key: str) -> tuple[str, str] | None:
+        """(status, reason) when this content must not be published now; None to publish it (new, dead, or
+        published longer than ``republish_after`` ago and never indexed)."""
+        if self.ledger is None:
+            return ("duplicate", "same content already published") if self._duplicate(kind, key) else None
+        if (kind, key) in self._seen:
+            return "duplicate", "same content already published in this run"
+        from medsearch.pgstore import DatabaseError
+
+        try:
+            st = self.ledger.status(kind, key)
+        except DatabaseError as err:
+            raise LedgerUnavailable(f"{err} (nothing was published)") from err
+        if st is None or st.state == "dead":
+            return None
+        if st.state == "indexed":
+            return "duplicate", "already indexed"
+        if st.age_seconds < self.republish_after:
+            return "pending", (f"published {st.age_seconds:.0f}s ago, not indexed yet (published again after "
+                               f"{self.republish_after:.0f}s)")
+        return None
+
+    def _record(self, kind: Literal["dicom", "report"], key: str, subject: str, sha: str, uri: str, topic: str,
+                msg: DicomObject | Report) -> None:
+        if self.ledger is not None:
+            from medsearch.ledger import Entry
+            from medsearch.pgstore import DatabaseError
+
+            try:
+                self.ledger.record(Entry(kind, key, subject, sha, uri, topic, message_key(msg), msg.to_bytes()))
+            except DatabaseError as err:
+                raise LedgerUnavailable(f"{err} (nothing was published)") from err
+
+    def resume(self) -> int:
+        """Publish again every ledger row published more than ``republish_after`` seconds ago and neither indexed
+        nor dead (``medsearch ingest --resume``); returns how many. Call :meth:`flush` after."""
+        if self.ledger is None:
+            raise PublishError("resuming needs the ingest ledger (PostgreSQL)")
+        from medsearch.pgstore import DatabaseError
+
+        sent = 0
+        try:
+            for p in self.ledger.pending(self.republish_after):
+                self.ledger.touch(p.kind, p.key)  # first: a send that fails leaves the row pending for the next run
+                self._send(p.topic, p.message_key, p.message, None, None)
+                sent += 1
+        except DatabaseError as err:
+            raise LedgerUnavailable(str(err)) from err
+        return sent
 
     def publish_dicom(self, data: bytes, *, filename: str) -> PublishResult:
         sha = store.sha256_hex(data)
@@ -338,12 +403,14 @@ class Publisher:
             if ds is None:
                 return PublishResult("dicom", filename, None, sha, "rejected", "de-identified file unreadable")
         uri = store.join(self.object_store_url, self.index, "dicom", f"{sha}.dcm")
-        if self._duplicate("dicom", sha):
-            return PublishResult("dicom", filename, uri, sha, "duplicate", "same content already published")
+        already = self._already("dicom", sha)
+        if already is not None:
+            return PublishResult("dicom", filename, uri, sha, already[0], already[1])  # type: ignore[arg-type]  # a status literal
         if not store.exists(uri):
             store.put_bytes(uri, data)
         study = _study_uid(ds)
         msg = DicomObject(index=self.index, uri=uri, sha256=sha, study_uid=study, source=self.source)
+        self._record("dicom", sha, sha, sha, uri, self.names.dicom_topic, msg)
         self._send(self.names.dicom_topic, message_key(msg), msg.to_bytes(), "dicom", sha)
         return PublishResult("dicom", filename, uri, sha, "published")
 
@@ -373,19 +440,27 @@ class Publisher:
         sha = store.sha256_hex(json.dumps(content).encode("utf-8"))
         if not 1 <= len(report_id) <= 256:
             return PublishResult("report", report_id[:64], None, sha, "rejected", "report id must be 1-256 characters")
-        msg = Report(
-            index=self.index, report_id=report_id, study_uid=study_uid, text=text, report_date=report_date,
-            source=self.source,
-        )
-        value = msg.to_bytes()
-        if len(value) > MAX_MESSAGE_BYTES:
+        data = text.encode("utf-8")
+        if len(data) > MAX_TEXT_BYTES:
             return PublishResult(
-                "report", report_id, None, sha, "rejected", f"report of {len(value)} bytes exceeds {MAX_MESSAGE_BYTES}"
+                "report", report_id, None, sha, "rejected",
+                f"report text of {len(data)} bytes (UTF-8, {len(text)} characters) exceeds the limit of "
+                f"{MAX_TEXT_BYTES} bytes",
             )
-        if self._duplicate("report", sha):
-            return PublishResult("report", report_id, None, sha, "duplicate", "same report already published")
-        self._send(self.names.reports_topic, message_key(msg), value, "report", sha)
-        return PublishResult("report", report_id, None, sha, "published")
+        text_sha = store.sha256_hex(data)
+        uri = store.join(self.object_store_url, self.index, "reports", f"{text_sha}.txt")
+        already = self._already("report", sha)
+        if already is not None:
+            return PublishResult("report", report_id, uri, sha, already[0], already[1])  # type: ignore[arg-type]  # a status literal
+        if not store.exists(uri):
+            store.put_bytes(uri, data)
+        msg = Report(
+            index=self.index, report_id=report_id, uri=uri, sha256=text_sha, study_uid=study_uid,
+            report_date=report_date, source=self.source,
+        )
+        self._record("report", sha, report_id, text_sha, uri, self.names.reports_topic, msg)
+        self._send(self.names.reports_topic, message_key(msg), msg.to_bytes(), "report", sha)
+        return PublishResult("report", report_id, uri, sha, "published")
 
     def republish(self, message: DicomObject | Report) -> str:
         """Send ``message`` again to the topic and with the key it was first published with (a dead letter whose

@@ -78,19 +78,26 @@ class PublisherIngest(Ingest):
         self._lock = threading.Lock()
 
     def _with_publisher(self, fn: Any) -> Any:
-        from medsearch.producer import Publisher, PublishError
+        from medsearch.producer import LedgerUnavailable, Publisher, PublishError
         from medsearch.store import StoreError
 
         with self._lock:  # one publish + flush at a time: the result is acknowledged before we answer
             try:
                 if self._publisher is None:
+                    from medsearch.ledger import Ledger
+
+                    ledger = Ledger(self.settings.postgres_dsn, self.settings.index,
+                                    password=self.settings.postgres_secret())
                     self._publisher = Publisher(bootstrap=self.settings.kafka_bootstrap,
                                                 object_store_url=self.settings.object_store_url,
                                                 index=self.settings.index, source="api",
-                                                security=kafka_security_options(self.settings))
+                                                security=kafka_security_options(self.settings), ledger=ledger,
+                                                republish_after=self.settings.ingest_republish_after_seconds)
                 result = fn(self._publisher)
                 self._publisher.flush(timeout=30)
                 return result
+            except LedgerUnavailable as err:
+                raise errors.dependency_unavailable("the ingest ledger", err, "; search is not affected") from err
             except PublishError as err:
                 raise errors.dependency_unavailable("the ingest broker", err, "; search is not affected") from err
             except StoreError as err:
@@ -108,5 +115,9 @@ class PublisherIngest(Ingest):
     def close(self) -> None:
         with self._lock:
             if self._publisher is not None:
-                self._publisher.close()
-                self._publisher = None
+                try:
+                    self._publisher.close()
+                finally:
+                    if self._publisher.ledger is not None:
+                        self._publisher.ledger.close()
+                    self._publisher = None

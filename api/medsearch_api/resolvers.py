@@ -225,7 +225,7 @@ async def ingest_dicom(ctx: Context, data: bytes, filename: str) -> Any:
 async def ingest_report(
     ctx: Context, report_id: str, text: str, study_uid: str | None, report_date: dt.date | None = None
 ) -> Any:
-    from medsearch.contracts.collections import MAX_TEXT_CHARS
+    from medsearch.contracts.collections import MAX_TEXT_BYTES
     from medsearch.contracts.messages import parse_report_date
 
     rid = ident(report_id, "reportId")
@@ -233,8 +233,10 @@ async def ingest_report(
         study_uid = ident(study_uid, "studyUid")
     if not text.strip():
         raise errors.bad_input("text is empty", "text")
-    if len(text) > MAX_TEXT_CHARS:
-        raise errors.error(f"text exceeds {MAX_TEXT_CHARS} characters", errors.PAYLOAD_TOO_LARGE)
+    size = len(text.encode("utf-8"))
+    if size > MAX_TEXT_BYTES:
+        raise errors.error(f"text of {size} bytes (UTF-8) exceeds the limit of {MAX_TEXT_BYTES} bytes",
+                           errors.PAYLOAD_TOO_LARGE)
     if report_date is not None:
         try:
             report_date = parse_report_date(report_date)

@@ -270,7 +270,9 @@ def _connect(factory: Callable[[], Any], what: str, stop: threading.Event, ceili
 
 
 class _DeadLetterSink:
-    def __init__(self, producer: Any, topic: str, worker_name: str, metrics: WorkerMetrics | None) -> None:
+    def __init__(self, producer: Any, topic: str, worker_name: str, metrics: WorkerMetrics | None,
+                 on_dead: Callable[[list[Failure]], None] | None = None) -> None:
+        self.on_dead = on_dead
         self.producer = producer
         self.topic = topic
         self.worker_name = worker_name
@@ -297,6 +299,11 @@ class _DeadLetterSink:
                 fut.get(timeout=30)
         except Exception as err:
             raise TransientError(f"dead-letter topic {self.topic}: not acknowledged ({err})") from err
+        if self.on_dead is not None:
+            try:
+                self.on_dead(failures)
+            except Exception as err:  # the ledger is down: retry the batch (dead letters are then sent again)
+                raise TransientError(f"ingest ledger: {err}") from err
         for f in failures:
             log.warning(
                 "dead-lettered %s[%d]@%d stage=%s: %s",
@@ -361,8 +368,12 @@ def run_consumer(
     stop: threading.Event | None = None,
     metrics: WorkerMetrics | None = None,
     consumer_options: dict[str, Any] | None = None,
+    on_dead: Callable[[list[Failure]], None] | None = None,
 ) -> None:
     """Consume ``topic`` in group ``group_id`` until stopped (see the module docstring for the contract).
+
+    ``on_dead`` is called with the failures once their dead letters are acknowledged (the ingest ledger's rows
+    are marked dead); an exception from it retries the batch.
 
     ``consumer_options`` are extra ``KafkaConsumer`` keyword arguments; group timeouts also come from
     ``MEDSEARCH_WORKER_SESSION_TIMEOUT_MS`` / ``MEDSEARCH_WORKER_HEARTBEAT_MS`` (short ones in tests).
@@ -399,7 +410,7 @@ def run_consumer(
         if producer is None:
             consumer.close()
             return
-        sink = _DeadLetterSink(producer, dlq_topic, worker_name, metrics)
+        sink = _DeadLetterSink(producer, dlq_topic, worker_name, metrics, on_dead)
         log.info("%s: consuming %s as group %s (batch %d)", worker_name, topic, group_id, size)
         transient_attempt = 0
         unexpected_attempt = 0
@@ -530,3 +541,16 @@ def _lag(consumer: Any) -> int:
         if pos is not None:
             total += max(0, high - pos)
     return total
+
+
+def ledger_dead_marker(settings: WorkerSettings) -> tuple[Callable[[list[Failure]], None], Callable[[], None]]:
+    """(on_dead for :func:`run_consumer`, close): marks the ingest ledger's rows of dead-lettered messages."""
+    from medsearch.ledger import Ledger, mark_dead_letters
+
+    ledger = Ledger(settings.postgres_dsn, settings.index, password=settings.postgres_secret())
+    dicom_topic = names_for(settings.index).dicom_topic
+
+    def on_dead(failures: list[Failure]) -> None:
+        mark_dead_letters(ledger, dicom_topic, [(f.message.raw, f.message.topic, f.stage, f.error) for f in failures])
+
+    return on_dead, ledger.close

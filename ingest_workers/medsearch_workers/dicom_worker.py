@@ -32,6 +32,7 @@ from medsearch import store
 from medsearch.contracts.messages import DicomObject, MessageError
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 from medsearch.imaging import ImageDecodeError, decode_dicom, looks_like_dicom, preprocess, thumbnail_png
+from medsearch.ledger import LEDGER_PAIRS
 from medsearch_workers.consumer import Failure, Incoming, TransientError
 from medsearch_workers.dicom_meta import MetadataError, extract_metadata
 
@@ -140,8 +141,8 @@ class DicomBatchHandler:
 
         with self.times.stage("fetch"):
             try:
-                data = store.get_bytes(obj.uri)
-            except store.ObjectNotFound as err:
+                data = store.get_bytes(obj.uri, within=self.object_store_url)
+            except store.PermanentStoreError as err:
                 return Failure(msg, "fetch", str(err))
             except store.StoreError as err:
                 raise TransientError(f"object store: {err}") from err
@@ -238,13 +239,18 @@ class DicomBatchHandler:
     def __call__(self, batch: list[Incoming]) -> list[Failure]:
         failures: list[Failure] = []
         by_sop: dict[str, _Prepared] = {}
+        superseded: dict[str, list[tuple[str, str]]] = {}
         for msg in batch:
             got = self._prepare(msg)
             if isinstance(got, Failure):
                 failures.append(got)
             else:
                 # The same image twice in a batch: one row (the last), one vector.
-                by_sop[got.row["sop_instance_uid"]] = got
+                sop = got.row["sop_instance_uid"]
+                if sop in by_sop:
+                    old = by_sop[sop].obj.sha256
+                    superseded.setdefault(sop, []).append((old, old))
+                by_sop[sop] = got
         if not by_sop:
             return failures
         with self.times.stage("embed"):
@@ -252,7 +258,8 @@ class DicomBatchHandler:
         failures.extend(rejected)
         if prepared:
             now_ms = int(time.time() * 1000)
-            rows = [{**p.row, "indexed_at": now_ms} for p in prepared]
+            rows = [{**p.row, "indexed_at": now_ms, LEDGER_PAIRS: superseded.get(p.row["sop_instance_uid"], [])}
+                    for p in prepared]
             with self.times.stage("write"):
                 self.writer.upsert(rows)
             if self.on_indexed is not None:
@@ -469,6 +476,9 @@ def run(
         times=times,
         model_info=lambda: _model_info(client, spec, version),
     )
+    from medsearch_workers.consumer import ledger_dead_marker
+
+    on_dead, close_ledger = ledger_dead_marker(settings)
     try:
         run_consumer(
             settings=settings,
@@ -481,8 +491,10 @@ def run(
             stop=stop,
             metrics=metrics,
             consumer_options=consumer_options,
+            on_dead=on_dead,
         )
     finally:
+        close_ledger()
         writer.close()
         client.close()
 

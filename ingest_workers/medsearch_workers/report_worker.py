@@ -8,10 +8,11 @@ Run it as ``python -m medsearch_workers.report_worker`` (or ``medsearch-report-w
 ``MEDSEARCH_INDEX_SPEC_FILE`` (a ``MedicalSearchIndex`` YAML; its ``spec.nlp`` picks the NER backend unless
 ``MEDSEARCH_NLP_BACKEND`` is set).
 
-Permanent failures (dead-lettered, never retried): a message that is not a valid ``Report``; a report in the
-object store that does not exist; text that is empty, binary (not UTF-8, NUL or control bytes) or longer than
-``MAX_TEXT_CHARS``. PostgreSQL, Milvus or the object store being unavailable is transient (the batch is retried, nothing
-is committed). Report text is never logged.
+Permanent failures (dead-lettered, never retried): a message that is not a valid ``Report``; a URI outside the
+configured object store (nothing is read); a report object that does not exist, is not a file or cannot be read
+for lack of permission; content whose sha256 is not the message's; text that is empty, binary (not UTF-8, NUL or
+control bytes) or longer than ``MAX_TEXT_BYTES`` (UTF-8). PostgreSQL, Milvus or the object store being unavailable
+is transient (the batch is retried, nothing is committed). Report text is never logged.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from medsearch import store
 from medsearch.contracts.collections import (
     MAX_CODES,
     MAX_TERMS,
-    MAX_TEXT_CHARS,
+    MAX_TEXT_BYTES,
     REPORT_FIELDS,
     REPORT_PK,
     REPORT_TEXT,
@@ -39,6 +40,7 @@ from medsearch.contracts.collections import (
 )
 from medsearch.contracts.messages import MessageError, Report, date_to_yyyymmdd
 from medsearch.contracts.spec import MedicalSearchIndexSpec
+from medsearch.ledger import LEDGER_PAIRS
 from medsearch_workers.consumer import Failure, Incoming, TransientError
 
 log = logging.getLogger("medsearch.workers.report")
@@ -73,8 +75,9 @@ def check_text(data: str | bytes) -> str:
     control = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\f")
     if control > max(2, len(text) // 100):
         raise InvalidReportText(f"binary content ({control} control characters), not report text")
-    if len(text) > MAX_TEXT_CHARS:
-        raise InvalidReportText(f"oversized report: {len(text)} characters > limit {MAX_TEXT_CHARS}")
+    size = len(data) if isinstance(data, bytes) else len(text.encode("utf-8"))
+    if size > MAX_TEXT_BYTES:
+        raise InvalidReportText(f"oversized report: {size} bytes (UTF-8) > limit {MAX_TEXT_BYTES} bytes")
     return text
 
 
@@ -162,10 +165,14 @@ class ReportBatchHandler:
         analyzer: TextAnalyzer,
         embed: EmbedTexts,
         writer: ReportWriter,
+        object_store_url: str,
         backend_name: str = "lexicon",
         fetch: Callable[[str], bytes] | None = None,
     ) -> None:
+        """``object_store_url``: the only place report objects are read from (any other URI is dead-lettered at
+        ``fetch`` unread); ``fetch`` reads an allowed URI (default: :func:`medsearch.store.get_bytes`)."""
         self.index = index
+        self.object_store_url = object_store_url
         self.analyzer = analyzer
         self.embed = embed
         self.writer = writer
@@ -179,16 +186,16 @@ class ReportBatchHandler:
             return Failure(msg, "decode_message", str(err))
         if report.index != self.index:
             return Failure(msg, "decode_message", f"report for index {report.index!r} on the topic of {self.index!r}")
-        if report.text is not None:
-            data: str | bytes = report.text
-        else:
-            assert report.uri is not None
-            try:
-                data = self.fetch(report.uri)
-            except store.ObjectNotFound as err:
-                return Failure(msg, "fetch", f"report object not found: {err}")
-            except store.StoreError as err:
-                raise TransientError(f"object store: {err}") from err
+        try:
+            store.check_within(report.uri, self.object_store_url)
+            data = self.fetch(report.uri)
+        except store.PermanentStoreError as err:
+            return Failure(msg, "fetch", f"report {report.report_id!r}: {err}")
+        except store.StoreError as err:
+            raise TransientError(f"object store: {err}") from err
+        if store.sha256_hex(data) != report.sha256:
+            return Failure(msg, "fetch", f"report {report.report_id!r}: {report.uri}: content does not match the "
+                                         "message's sha256")
         try:
             text = check_text(data)
         except InvalidReportText as err:
@@ -203,8 +210,11 @@ class ReportBatchHandler:
             (failures if isinstance(got, Failure) else ready).append(got)  # type: ignore[arg-type]  # union split
         # the last message of a report id wins (upsert semantics; one row per key per request)
         latest: dict[str, _Ready] = {}
+        superseded: dict[str, list[tuple[str, str]]] = {}
         for r in ready:
-            latest.pop(r.report.report_id, None)
+            old = latest.pop(r.report.report_id, None)
+            if old is not None:
+                superseded.setdefault(r.report.report_id, []).append((old.report.report_id, old.report.sha256))
             latest[r.report.report_id] = r
         items = list(latest.values())
         if not items:
@@ -233,6 +243,8 @@ class ReportBatchHandler:
             build_row(r.report, r.text, a, v, backend_name=self.backend_name, now_ms=now_ms)
             for r, a, v in zip(items, analyses, vectors, strict=True)
         ]
+        for row in rows:  # not a column: the ledger rows of the messages this batch collapsed into the row
+            row[LEDGER_PAIRS] = superseded.get(row[REPORT_PK], [])
         self.writer.upsert(rows)
         log.info("indexed %d reports (%d dead-lettered)", len(rows), len(failures))
         return failures
@@ -275,8 +287,12 @@ def run(
         analyzer=analyzer,
         embed=lambda texts: embed_texts(texts, batch_size=32),
         writer=writer,
+        object_store_url=settings.object_store_url,
         backend_name=backend_name,
     )
+    from medsearch_workers.consumer import ledger_dead_marker
+
+    on_dead, close_ledger = ledger_dead_marker(settings)
     try:
         run_consumer(
             settings=settings,
@@ -289,8 +305,10 @@ def run(
             stop=stop,
             metrics=metrics,
             consumer_options=consumer_options,
+            on_dead=on_dead,
         )
     finally:
+        close_ledger()
         writer.close()
 
 

@@ -147,13 +147,31 @@ def test_model_server_down_is_transient_and_writes_nothing(root: str) -> None:
 
 
 def test_store_unreachable_is_transient(tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_bytes(b"x")  # a file where the store's folder should be: writes fail with OSError
     emb, writer = FakeEmbedder(), FakeWriter()
-    good_root = f"file://{tmp_path / 'ok'}"
-    msg = _publish(good_root, _data("CT_small.dcm"), 0)
+    root = f"file://{tmp_path / 'ok'}"
+    msg = _publish(root, _data("CT_small.dcm"), 0)
+    # a file where the thumbnails folder should be: the thumbnail write fails with OSError
+    (tmp_path / "ok" / INDEX / "thumbnails").write_bytes(b"x")
     with pytest.raises(TransientError, match="object store"):
-        _handler(f"file://{blocker}", emb, writer)([msg])
+        _handler(root, emb, writer)([msg])
+
+
+def test_uris_outside_the_store_are_refused_unread(tmp_path: Path) -> None:
+    emb, writer = FakeEmbedder(), FakeWriter()
+    root = f"file://{tmp_path / 'store'}"
+    elsewhere = f"file://{tmp_path / 'elsewhere'}"
+    outside = _publish(elsewhere, _data("CT_small.dcm"), 0)
+    (tmp_path / "store" / "folder.dcm").mkdir(parents=True)
+    sha = "0" * 64
+    raws = [DicomObject(index=INDEX, uri=u, sha256=sha).to_bytes() for u in
+            ("file:///etc/passwd", "http://169.254.169.254/latest/meta-data/", "nope://x", f"{root}/folder.dcm")]
+    batch = [outside] + [Incoming(raw=r, key=None, topic=f"{INDEX}.dicom", partition=0, offset=i + 1)
+                         for i, r in enumerate(raws)]
+    failures = _handler(root, emb, writer)(batch)
+    assert [(f.message.offset, f.stage) for f in failures] == [(i, "fetch") for i in range(5)]
+    assert all("nothing was read" in f.error for f in failures[:4])
+    assert "not a file" in failures[4].error
+    assert writer.calls == 0 and emb.calls == []
 
 
 def test_a_rejected_input_is_isolated_and_the_rest_indexed(root: str) -> None:

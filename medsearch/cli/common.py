@@ -39,3 +39,15 @@ def kafka_security(settings: Any) -> dict[str, Any]:
     except KafkaSecurityError as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
+
+
+def ledger_for(index: str, settings: Any) -> Any:
+    """The index's ingest ledger: in the running local stack's PostgreSQL when it serves ``index`` (as
+    ``medsearch reindex`` finds it), else at ``MEDSEARCH_POSTGRES_DSN``. Connects on first use."""
+    from medsearch.cli.reindex import _local_stack
+    from medsearch.ledger import Ledger
+
+    local = _local_stack(None, index)
+    if local is not None:
+        return Ledger(local[0], index, password=local[1])
+    return Ledger(settings.postgres_dsn, index, password=settings.postgres_secret())

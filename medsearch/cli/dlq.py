@@ -39,6 +39,40 @@ def _read(index: str, bootstrap: str, timeout: float, security: dict[str, Any]) 
         raise typer.Exit(1) from None
 
 
+def _list_ledger(index: str | None, stages: list[str], match: str | None, as_json: bool, limit: int) -> None:
+    from collections import Counter
+
+    from medsearch.cli.common import ledger_for, resolve_index
+    from medsearch.pgstore import DatabaseError
+
+    name, settings = resolve_index(index)
+    ledger = ledger_for(name, settings)
+    try:
+        counts = ledger.counts()
+        dead = ledger.dead(limit=100_000)
+    except DatabaseError as err:
+        console.print(f"[red]error:[/red] {err} (the ingest ledger is in PostgreSQL: set MEDSEARCH_POSTGRES_DSN)")
+        raise typer.Exit(1) from None
+    finally:
+        ledger.close()
+    needle = match.lower() if match else None
+    dead = [d for d in dead if (not stages or d["stage"] in stages)
+            and (needle is None or needle in (d["reason"] or "").lower())]
+    groups = Counter((d["kind"], d["stage"] or "", (d["reason"] or "").split(":")[0][:80]) for d in dead)
+    summary: dict[str, Any] = {"index": name, "states": counts, "dead": len(dead),
+               "groups": [{"kind": k, "stage": s, "reason": r, "count": n} for (k, s, r), n in groups.most_common()]}
+    if as_json:
+        out.print_json(json.dumps({"summary": summary, "entries": dead[:limit]}))
+        return
+    table = Table(title=f"{name} ingest ledger: {counts['published']} published, {counts['indexed']} indexed, "
+                        f"{counts['dead']} dead")
+    for col in ("kind", "stage", "reason", "count"):
+        table.add_column(col, justify="right" if col == "count" else "left")
+    for g in summary["groups"]:
+        table.add_row(g["kind"], g["stage"], g["reason"], str(g["count"]))
+    out.print(table)
+
+
 def register(app: typer.Typer) -> None:
     dlq = typer.Typer(
         help="The dead-letter queue <index>.dlq: list what failed and why, replay it once the cause is fixed.",
@@ -55,11 +89,19 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print {summary, entries} as JSON on stdout."),
         limit: int = typer.Option(50, "--limit", min=0, help="Show at most this many entries (0 = summary only)."),
         timeout: float = _TIMEOUT,
+        from_ledger: bool = typer.Option(
+            False, "--ledger",
+            help="Read the ingest ledger (PostgreSQL, $MEDSEARCH_POSTGRES_DSN) instead of the topic: what is dead "
+            "now (rows indexed since, e.g. replayed, are not listed), counts by state, stage and reason.",
+        ),
     ) -> None:
         """Dead letters with their stage and reason (report ids and object URIs, never report text), grouped
         counts, and how many can be replayed."""
         from medsearch.dlq import entry_dict, plan, select, summarize
 
+        if from_ledger:
+            _list_ledger(index, stage or [], match, as_json, limit)
+            return
         name, servers, _, security = _resolve(index, bootstrap)
         entries = select(_read(name, servers, timeout, security), stages=stage or (), match=match, refs=offset or ())
         summary = summarize(entries, name)

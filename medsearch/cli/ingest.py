@@ -21,6 +21,8 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "published": counts.get("published", 0),
         "duplicate": counts.get("duplicate", 0),
+        "pending": counts.get("pending", 0),
+        "republished": counts.get("republished", 0),
         "rejected": counts.get("rejected", 0),
         "would_publish": counts.get("would_publish", 0),
         "by_kind": dict(sorted(by_kind.items())),
@@ -33,7 +35,7 @@ def _print_summary(summary: dict[str, Any], dry_run: bool) -> None:
     table.add_column("outcome")
     table.add_column("dicom", justify="right")
     table.add_column("reports", justify="right")
-    for status in ("would_publish", "published", "duplicate", "rejected"):
+    for status in ("would_publish", "published", "republished", "pending", "duplicate", "rejected"):
         d = summary["by_kind"].get(f"dicom:{status}", 0)
         r = summary["by_kind"].get(f"report:{status}", 0)
         if d or r or status in ("published", "rejected"):
@@ -72,6 +74,15 @@ def register(app: typer.Typer) -> None:
             None, "--follow", metavar="SECONDS", min=1.0,
             help="With --from-dicomweb: keep following the server, a pass every SECONDS, until SIGINT/SIGTERM.",
         ),
+        resume: bool = typer.Option(
+            False, "--resume",
+            help="Publish again what the ingest ledger holds as published but not indexed for longer than "
+            "--republish-after (e.g. lost in a broker restart); PATHs are optional.",
+        ),
+        republish_after: float | None = typer.Option(
+            None, "--republish-after", metavar="SECONDS", min=0.0,
+            help="Default: $MEDSEARCH_INGEST_REPUBLISH_AFTER_SECONDS (300).",
+        ),
     ) -> None:
         """Walk PATHs: DICOM files (recognised by content) are uploaded to the object store and published on
         <index>.dicom; reports (.txt: id = file name, .json/.jsonl: {report_id, text, study_uid, report_date}) on
@@ -89,33 +100,49 @@ def register(app: typer.Typer) -> None:
         if since is not None or follow is not None:
             console.print("[red]error:[/red] --since and --follow only apply to --from-dicomweb")
             raise typer.Exit(2)
-        if not paths:
-            console.print("[red]error:[/red] give PATHs to ingest, or --from-dicomweb URL")
+        if not paths and not resume:
+            console.print("[red]error:[/red] give PATHs to ingest, --resume, or --from-dicomweb URL")
             raise typer.Exit(2)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from medsearch.cli.common import kafka_security, resolve_index
+        from medsearch.cli.common import kafka_security, ledger_for, resolve_index
         from medsearch.producer import DicomFile, Publisher, PublishError, Rejected, ReportItem, classify, iter_files
         from medsearch.store import StoreError
 
         index_name, settings = resolve_index(index)
         try:
-            files = list(iter_files(paths))
+            files = list(iter_files(paths or []))
         except FileNotFoundError as err:
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
 
+        from medsearch.ledger import Ledger
+
         publisher: Publisher | None = None
+        ledger: Ledger | None = None
         if not dry_run:
+            ledger = ledger_for(index_name, settings)
             try:
                 publisher = Publisher(
                     bootstrap=bootstrap or settings.kafka_bootstrap,
                     object_store_url=store_url or settings.object_store_url,
                     index=index_name,
                     security=kafka_security(settings),
+                    ledger=ledger,
+                    republish_after=(settings.ingest_republish_after_seconds if republish_after is None
+                                     else republish_after),
                 )
             except PublishError as err:
+                ledger.close()
                 console.print(f"[red]error:[/red] {err}")
+                raise typer.Exit(1) from None
+            try:
+                ledger.counts()
+            except Exception as err:  # noqa: BLE001 - DatabaseError: say what to check
+                publisher.close()
+                ledger.close()
+                console.print(f"[red]error:[/red] {err}: the ingest ledger is in PostgreSQL; start the local stack "
+                              "(medsearch up) or set MEDSEARCH_POSTGRES_DSN, and provision the index")
                 raise typer.Exit(1) from None
 
         results: list[dict[str, Any]] = []
@@ -160,6 +187,10 @@ def register(app: typer.Typer) -> None:
                         )
                     progress.advance(task)
             if publisher is not None:
+                if resume:
+                    n = publisher.resume()
+                    results.extend({"kind": "ledger", "file": "", "status": "republished", "reason": None}
+                                   for _ in range(n))
                 publisher.close()
         except PublishError as err:
             console.print(f"[red]error:[/red] {err}")
@@ -167,6 +198,9 @@ def register(app: typer.Typer) -> None:
         except StoreError as err:
             console.print(f"[red]error:[/red] object store: {err}")
             raise typer.Exit(1) from None
+        finally:
+            if ledger is not None:
+                ledger.close()
 
         summary = _summary(results)
         if as_json:

@@ -21,7 +21,9 @@ from medsearch.contracts.spec import (
 )
 
 UID_LEN = 128
-MAX_TEXT_CHARS = 60_000  # a report longer than this is dead-lettered as oversized
+# A report's text is limited in UTF-8 bytes, the unit its stores count (the object store's claim check, PostgreSQL's
+# text column): checked at ingest (refused there) and again by the worker (dead-lettered at decode).
+MAX_TEXT_BYTES = 200_000
 MAX_CODES = 256
 MAX_TERMS = 256
 TERM_LEN = 256

@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 1_000_000
@@ -46,21 +46,17 @@ class DicomObject(_Message):
 
 
 class Report(_Message):
-    """A radiology report, inline (``text``) or in the object store (``uri``)."""
+    """A radiology report stored in the object store (a claim check): the message carries the text's URI and sha256,
+    never the text. Schema version 2 (version 1 carried the text inline)."""
 
+    schema_version: Literal[2] = 2  # type: ignore[assignment]  # the report message's own version
     index: str
     report_id: str = Field(min_length=1, max_length=256)
+    uri: str = Field(description="Object store URL of the report text (UTF-8), e.g. <store>/<index>/reports/<sha>.txt")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the text's UTF-8 bytes at ``uri``.")
     study_uid: str | None = None
-    text: str | None = None
-    uri: str | None = None
     report_date: dt.date | None = Field(default=None, description="When the report was signed (ISO date).")
     source: str = "cli"
-
-    @model_validator(mode="after")
-    def _text_or_uri(self) -> Report:
-        if (self.text is None) == (self.uri is None):
-            raise ValueError("exactly one of text or uri must be set")
-        return self
 
 
 _YYYYMMDD = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")

@@ -82,6 +82,11 @@ class ServiceSettings(BaseSettings):
         default=None,
         description="Authorization header value sent to the DICOMweb server of `medsearch ingest --from-dicomweb`.",
     )
+    ingest_republish_after_seconds: float = Field(
+        default=300.0, ge=0,
+        description="A DICOM object or report recorded in the ingest ledger as published but not indexed after this "
+        "long is published again by the next ingest of the same content or `medsearch ingest --resume`.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     log_format: Literal["text", "json"] = Field(default="text", description="Log line format.")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -26,7 +27,8 @@ def report_row(rid: str, text: str, **extra: Any) -> dict[str, Any]:
 def test_schema_is_versioned_idempotent_and_dropped(postgres_dsn: str, unique_index: str) -> None:
     spec = MedicalSearchIndexSpec()
     first = ensure_schema(postgres_dsn, unique_index, spec)
-    assert first.created == [f"{names_for(unique_index).pg_schema} migration 1"] and first.ok
+    assert first.created == [f"{names_for(unique_index).pg_schema} migration {m.version}"
+                             for m in pgstore.migrations()] and first.ok
     again = ensure_schema(postgres_dsn, unique_index, spec)
     assert again.created == [] and again.unchanged == [names_for(unique_index).pg_schema]
     with pgstore.connect(postgres_dsn) as conn:
@@ -63,3 +65,53 @@ def test_unreachable_database_is_a_provision_error() -> None:
         ensure_schema(f"postgresql://postgres:secret@127.0.0.1:{free_port()}/medsearch", "x1",
                       MedicalSearchIndexSpec(), timeout=2)
     assert err.value.reason == "DatabaseUnreachable" and "secret" not in str(err.value)
+
+
+def test_ledger_rows_are_marked_indexed_in_the_write_transaction(postgres_dsn: str, unique_index: str) -> None:
+    import hashlib
+
+    import psycopg
+
+    from medsearch.ledger import Entry, Ledger
+
+    ensure_schema(postgres_dsn, unique_index, MedicalSearchIndexSpec())
+    ledger = Ledger(postgres_dsn, unique_index)
+    try:
+        def entry(rid: str, text: str) -> Entry:
+            sha = hashlib.sha256(text.encode()).hexdigest()
+            return Entry("report", f"key-{rid}", rid, sha, f"file:///s/{sha}.txt", "t.reports", rid, b'{"x": 1}')
+
+        for rid, text in (("r1", "Small pleural effusion."), ("r2", "No effusion."), ("r3", "Pneumothorax.")):
+            ledger.record(entry(rid, text))
+        assert ledger.counts() == {"published": 3, "indexed": 0, "dead": 0}
+        with pgstore.connect(postgres_dsn) as conn:
+            pgstore.upsert_reports(conn, unique_index, [report_row("r1", "Small pleural effusion."),
+                                                        report_row("r2", "Changed text.")])  # another version
+            with pytest.raises(psycopg.DataError):  # a write that fails marks nothing
+                pgstore.upsert_reports(conn, unique_index, [report_row("r3", "Pneumothorax.", report_date="x")])
+            conn.rollback()
+        assert ledger.counts() == {"published": 2, "indexed": 1, "dead": 0}
+        assert (st := ledger.status("report", "key-r1")) is not None and st.state == "indexed"
+        ledger.mark_dead("report", "r3", hashlib.sha256(b"Pneumothorax.").hexdigest(), "write", "refused")
+        st3 = ledger.status("report", "key-r3")
+        assert st3 is not None and (st3.state, st3.stage, st3.reason) == ("dead", "write", "refused")
+        assert [p.key for p in ledger.pending(0)] == ["key-r2"]
+        assert ledger.pending(3600) == []
+        (dead,) = ledger.dead()
+        assert (dead["subject"], dead["stage"], dead["reason"], dead["attempts"]) == ("r3", "write", "refused", 1)
+        from typer.testing import CliRunner
+
+        from medsearch.cli import app
+
+        result = CliRunner().invoke(app, ["dlq", "list", "--ledger", "--index", unique_index, "--json"],
+                                    env={"MEDSEARCH_POSTGRES_DSN": postgres_dsn})
+        assert result.exit_code == 0, result.output
+        listed = json.loads(result.stdout)
+        assert listed["summary"]["states"] == {"published": 1, "indexed": 1, "dead": 1}
+        assert listed["summary"]["groups"] == [{"kind": "report", "stage": "write", "reason": "refused", "count": 1}]
+        ledger.record(entry("r3", "Pneumothorax."))  # published again: state and attempts follow
+        st3 = ledger.status("report", "key-r3")
+        assert st3 is not None and (st3.state, st3.attempts, st3.stage) == ("published", 2, None)
+    finally:
+        ledger.close()
+        drop_schema(postgres_dsn, unique_index)

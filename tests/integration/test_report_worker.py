@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from medsearch import pgstore
-from medsearch.contracts.collections import MAX_TEXT_CHARS, REPORT_VECTOR
+from medsearch.contracts.collections import MAX_TEXT_BYTES, REPORT_VECTOR
 from medsearch.contracts.messages import Report
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import parse_spec
@@ -130,6 +130,16 @@ def _count(milvus_uri: str, index: str) -> int:
         client.close()
 
 
+def _claim(store_url: str, index: str, report_id: str, data: bytes, study_uid: str | None = None) -> bytes:
+    """A Report message for ``data`` stored as a claim check, as the publisher does, without its checks."""
+    from medsearch import store
+
+    sha = store.sha256_hex(data)
+    uri = store.join(store_url, index, "reports", f"{sha}.txt")
+    store.put_bytes(uri, data)
+    return Report(index=index, report_id=report_id, uri=uri, sha256=sha, study_uid=study_uid).to_bytes()
+
+
 def _send_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
     from kafka import KafkaProducer
 
@@ -152,13 +162,16 @@ def test_reports_indexed_searchable_dead_lettered_and_idempotent(
         for rid, (study, text) in REPORTS.items():
             assert publisher.publish_report(report_id=rid, text=text, study_uid=study).status == "published"
         assert publisher.publish_report(report_id="rpt-empty", text="  \n ").status == "published"
-        big = "No pleural effusion. " * (MAX_TEXT_CHARS // 20 + 10)
-        assert publisher.publish_report(report_id="rpt-oversized", text=big).status == "published"
+        big = "No pleural effusion. " * (MAX_TEXT_BYTES // 20 + 10)
+        refused = publisher.publish_report(report_id="rpt-oversized", text=big)
+        assert refused.status == "rejected" and "exceeds the limit" in (refused.reason or "")
         publisher.flush()
     finally:
         publisher.close()
-    binary = Report(index=index, report_id="rpt-binary", text="\x00\x01\x02\x03 PK\x03\x04").to_bytes()
-    _send_raw(kafka_bootstrap, names.reports_topic, [binary, b"{not json"])
+    # what a producer that skipped the checks could still send: an oversized and a binary claim check
+    oversized = _claim(object_store_url, index, "rpt-oversized", big.encode())
+    binary = _claim(object_store_url, index, "rpt-binary", b"\x00\x01\x02\x03 PK\x03\x04")
+    _send_raw(kafka_bootstrap, names.reports_topic, [oversized, binary, b"{not json"])
 
     # worker start-up (spaCy, medspaCy, MiniLM, ICD-10-CM tables) is included in this wait
     wait_for(lambda: _count(milvus_uri, index) == len(REPORTS) or _count(milvus_uri, index), 240, "indexed reports")
@@ -207,9 +220,9 @@ def test_reports_indexed_searchable_dead_lettered_and_idempotent(
         client.close()
 
     # re-delivery: the same reports again (bypassing the publisher's duplicate check) add no rows
-    again = [Report(index=index, report_id=rid, study_uid=s, text=t).to_bytes() for rid, (s, t) in REPORTS.items()]
+    again = [_claim(object_store_url, index, rid, t.encode(), study_uid=s) for rid, (s, t) in REPORTS.items()]
     _send_raw(kafka_bootstrap, names.reports_topic, again)
-    marker = Report(index=index, report_id="rpt-marker", text="Small hiatal hernia.").to_bytes()
+    marker = _claim(object_store_url, index, "rpt-marker", b"Small hiatal hernia.")
     _send_raw(kafka_bootstrap, names.reports_topic, [marker])
     wait_for(lambda: _count(milvus_uri, index) == len(REPORTS) + 1 or _count(milvus_uri, index), 120, "marker row")
     time.sleep(1.0)

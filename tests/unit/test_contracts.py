@@ -82,12 +82,16 @@ def test_messages_round_trip_and_validation() -> None:
         DicomObject.from_bytes(b'{"index":"demo","uri":"u","sha256":"nothex"}')
     with pytest.raises(MessageError):
         Report.from_bytes(b'{"index":"demo","report_id":"r","text":"a","uri":"b"}')
+    with pytest.raises(MessageError, match="sha256"):  # a claim check without its hash
+        Report.from_bytes(b'{"index":"demo","report_id":"r","uri":"b"}')
+    with pytest.raises(MessageError, match="text"):  # version 1 (text inline) is not accepted any more
+        Report.from_bytes(b'{"schema_version":1,"index":"demo","report_id":"r","text":"a"}')
     with pytest.raises(MessageError):
         Report.from_bytes(b"\xff\xfe not json")
 
 
 def test_dead_letter_redacts_text() -> None:
-    raw = Report(index="demo", report_id="r1", text="Patient John Doe has effusion").to_bytes()
+    raw = json.dumps({"index": "demo", "report_id": "r1", "text": "Patient John Doe has effusion"}).encode()
     dl = DeadLetter.for_message(raw, topic="demo.reports", stage="analyze", error="boom", attempts=3)
     assert "John" not in dl.to_bytes().decode()
     assert dl.original["report_id"] == "r1"

@@ -23,8 +23,10 @@ def letter(message: DicomObject | Report | bytes, topic: str, stage: str, error:
 
 def entries() -> list[DlqEntry]:
     dicom = DicomObject(index="demo", uri="file:///s/demo/dicom/x.dcm", sha256=SHA, study_uid="1.2.3")
-    inline = Report(index="demo", report_id="R9", text="Small left effusion.", study_uid="1.2.3")
-    by_uri = Report(index="demo", report_id="R8", uri="file:///s/r8.txt")
+    # a version-1 report (text inline) as older producers sent it: its dead letter cannot be replayed
+    inline = json.dumps({"schema_version": 1, "index": "demo", "report_id": "R9", "text": "Small left effusion.",
+                         "study_uid": "1.2.3"}).encode()
+    by_uri = Report(index="demo", report_id="R8", uri="file:///s/r8.txt", sha256=SHA)
     return [
         DlqEntry(0, 0, letter(dicom, "demo.dicom", "fetch", "object not found: file:///s/demo/dicom/x.dcm")),
         DlqEntry(0, 1, letter(inline, "demo.reports", "decode", "empty report")),
@@ -92,7 +94,7 @@ def test_republish_uses_the_original_topic_and_key_and_writes_no_marker(tmp_path
     fake = FakeKafkaProducer()
     pub = Publisher(bootstrap="unused:1", object_store_url=f"file://{tmp_path}", index="demo", producer=fake)
     dicom = DicomObject(index="demo", uri="file:///x.dcm", sha256=SHA, study_uid="1.2.3")
-    report = Report(index="demo", report_id="R8", uri="file:///r8.txt")
+    report = Report(index="demo", report_id="R8", uri="file:///r8.txt", sha256=SHA)
     assert pub.republish(dicom) == "demo.dicom" and pub.republish(report) == "demo.reports"
     pub.flush()
     assert fake.sent == [("demo.dicom", b"1.2.3", dicom.to_bytes()), ("demo.reports", b"R8", report.to_bytes())]

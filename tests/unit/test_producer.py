@@ -102,16 +102,49 @@ def test_unacknowledged_publication_is_retried_next_run(tmp_path: Path) -> None:
     assert len(fake2.sent) == 1
 
 
-def test_publish_report_inline(tmp_path: Path) -> None:
+def test_report_limits_count_utf8_bytes(tmp_path: Path) -> None:
+    from medsearch.contracts.collections import MAX_TEXT_BYTES
+
+    fake = FakeProducer()
+    pub = Publisher(bootstrap="unused:1", object_store_url=f"file://{tmp_path}", index="demo", producer=fake)
+    greek = "πνευμοθώρακας " * (40_000 // 14 + 1)  # 40,000+ characters, 2 bytes each (non-ASCII)
+    greek = greek[:40_000]
+    assert len(greek) == 40_000 and len(greek.encode()) > 70_000
+    assert pub.publish_report(report_id="G", text=greek).status == "published"
+    assert store.get_bytes(Report.from_bytes(fake.sent[-1][2]).uri).decode() == greek
+    wide = "\U0001f9e0" * (MAX_TEXT_BYTES // 4 + 1)  # fewer characters than the limit, more bytes
+    refused = pub.publish_report(report_id="W", text=wide)
+    assert refused.status == "rejected" and len(wide) < MAX_TEXT_BYTES
+    assert f"{len(wide.encode())} bytes (UTF-8, {len(wide)} characters) exceeds the limit" in (refused.reason or "")
+    assert len(fake.sent) == 1  # nothing published, and nothing marked: the same id can be sent once fixed
+    assert pub.publish_report(report_id="W", text="Fixed.").status == "published"
+
+
+def test_a_failed_store_write_marks_nothing_duplicate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeProducer()
+    pub = Publisher(bootstrap="unused:1", object_store_url=f"file://{tmp_path}", index="demo", producer=fake)
+
+    def down(url: str, data: bytes) -> None:
+        raise store.StoreError("store down")
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "put_bytes", down)
+        with pytest.raises(store.StoreError):
+            pub.publish_report(report_id="R1", text="Small effusion.")
+    assert pub.publish_report(report_id="R1", text="Small effusion.").status == "published"
+
+
+def test_publish_report_as_a_claim_check(tmp_path: Path) -> None:
     fake = FakeProducer()
     pub = Publisher(bootstrap="unused:1", object_store_url=f"file://{tmp_path}", index="demo", producer=fake)
     res = pub.publish_report(report_id="R1", text="Mild cardiomegaly.", study_uid="1.2.3")
     assert res.status == "published"
     topic, key, value = fake.sent[0]
     rep = Report.from_bytes(value)
-    assert topic == "demo.reports" and key == b"1.2.3" and rep.text == "Mild cardiomegaly."
+    assert topic == "demo.reports" and key == b"1.2.3" and b"cardiomegaly" not in value
+    assert rep.uri == res.uri and rep.uri.startswith(f"file://{tmp_path}/demo/reports/")
+    assert store.get_bytes(rep.uri) == b"Mild cardiomegaly." and rep.sha256 == store.sha256_hex(b"Mild cardiomegaly.")
     assert pub.publish_report(report_id="R1", text="Mild cardiomegaly.", study_uid="1.2.3").status == "duplicate"
-    assert pub.publish_report(report_id="R1", text="x" * 2_000_000).status == "rejected"
     # A date is part of the content: the dated version of the same report is published (once) and carries it.
     day = dt.date(2024, 1, 31)
     assert pub.publish_report(report_id="R1", text="Mild cardiomegaly.", study_uid="1.2.3", report_date=day).status \
@@ -196,3 +229,48 @@ def test_a_decompression_bomb_is_rejected_naming_the_limit_not_inflated(tmp_path
     result = pub.publish_dicom(bomb, filename="bomb.dcm")
     assert result.status == "rejected" and "inflates to more than" in (result.reason or "")
     assert fake.sent == [] and time.perf_counter() - t0 < 2.0
+
+
+class FakeLedger:
+    """The ledger's interface over a dict (the real one is tested against PostgreSQL in the integration tier)."""
+
+    def __init__(self) -> None:
+        from medsearch.ledger import Status
+
+        self.rows: dict[tuple[str, str], Status] = {}
+        self.recorded: list[Any] = []
+        self.status_cls = Status
+
+    def status(self, kind: str, key: str) -> Any:
+        return self.rows.get((kind, key))
+
+    def record(self, entry: Any) -> None:
+        self.recorded.append(entry)
+        self.rows[(entry.kind, entry.key)] = self.status_cls("published", 0.0, None, None, 1)
+
+
+def test_with_a_ledger_only_indexed_content_is_a_duplicate(tmp_path: Path) -> None:
+    fake, ledger = FakeProducer(), FakeLedger()
+    root = f"file://{tmp_path}"
+    pub = Publisher(bootstrap="unused:1", object_store_url=root, index="demo", producer=fake, ledger=ledger,
+                    republish_after=60)
+    assert pub.publish_report(report_id="R1", text="Small effusion.").status == "published"
+    (entry,) = ledger.recorded  # recorded before it was sent: a claim check, never the text
+    assert entry.kind == "report" and entry.subject == "R1" and b"effusion" not in entry.message
+    pub.flush()
+    assert not (tmp_path / "demo" / "published").exists()  # no markers: the ledger decides
+    again = Publisher(bootstrap="unused:1", object_store_url=root, index="demo", producer=fake, ledger=ledger,
+                      republish_after=60)
+    res = again.publish_report(report_id="R1", text="Small effusion.")
+    assert res.status == "pending" and "not indexed yet" in (res.reason or "")
+    key = (entry.kind, entry.key)
+    ledger.rows[key] = ledger.status_cls("published", 61.0, None, None, 1)  # stale: published again
+    assert again.publish_report(report_id="R1", text="Small effusion.").status == "published"
+    later = Publisher(bootstrap="unused:1", object_store_url=root, index="demo", producer=fake, ledger=ledger)
+    ledger.rows[key] = ledger.status_cls("dead", 5.0, "write", "Milvus down", 1)  # re-ingesting a dead one retries
+    assert later.publish_report(report_id="R1", text="Small effusion.").status == "published"
+    ledger.rows[key] = ledger.status_cls("indexed", 5.0, None, None, 1)
+    latest = Publisher(bootstrap="unused:1", object_store_url=root, index="demo", producer=fake, ledger=ledger)
+    res = latest.publish_report(report_id="R1", text="Small effusion.")
+    assert (res.status, res.reason) == ("duplicate", "already indexed")
+    assert len(fake.sent) == 3 and len(ledger.recorded) == 3

@@ -9,6 +9,7 @@ labels, and that every sample DICOM resolves locally, decodes and is unique by S
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -198,7 +199,8 @@ def test_demo_reports_have_the_documented_shape(demo_reports: list[dict[str, Any
         assert re.fullmatch(r"R\d{4}", r["report_id"])
         assert UID.fullmatch(r["study_uid"]) and len(r["study_uid"]) <= 64, r["report_id"]
         assert "FINDINGS:" in r["text"] and "IMPRESSION:" in r["text"], r["report_id"]
-        Report(index="demo", report_id=r["report_id"], study_uid=r["study_uid"], text=r["text"])
+        Report(index="demo", report_id=r["report_id"], study_uid=r["study_uid"], uri="file:///s/r.txt",
+               sha256=hashlib.sha256(r["text"].encode()).hexdigest())
 
 
 def test_demo_reports_are_read_by_the_producer() -> None:
