@@ -20,7 +20,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 POOL_SIZES = {"auth": 8, "model-server": 8, "text-model": 2, "ingest": 4, "object-store": 8, "imaging": 2,
-              "readiness": 4}
+              "readiness": 4, "audit": 2}
 _pools: dict[str, ThreadPoolExecutor] = {}
 _lock = threading.Lock()
 

@@ -20,6 +20,7 @@ from strawberry.schema.config import StrawberryConfig
 from medsearch.contracts.settings import ApiSettings
 from medsearch_api import records as rec
 from medsearch_api import resolvers as R
+from medsearch_api.audit import audit_extension
 from medsearch_api.context import Context
 from medsearch_api.icd10 import describe
 from medsearch_api.limits import CostLimiter
@@ -243,6 +244,7 @@ def build_compat_schema(settings: ApiSettings | None = None) -> strawberry.Schem
                             field_work=COMPAT_FIELD_WORK, listing_work={"listReports": 500},
                             default_pages={"searchReports": SEARCH_SIZE, "listReports": 10, "getSimilarImages": 10,
                                            **dict.fromkeys(COMPAT_FIELD_WORK, FACET_SIZE)}),
+        audit_extension("compat"),
         lambda: MaskErrors(should_mask_error=mask_unexpected, error_message="internal error"),
     ]
     return LoggingSchema(query=CompatQuery, config=StrawberryConfig(auto_camel_case=False),

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from graphql import GraphQLError
 
+from medsearch import audit as core_audit
 from medsearch.dicomnet.stow import (
     FAILURE_CANNOT_UNDERSTAND,
     FAILURE_PROCESSING,
@@ -27,6 +28,7 @@ from medsearch.dicomnet.stow import (
     response_body,
 )
 from medsearch_api import errors
+from medsearch_api.audit import AuditLog, AuditUnavailable, record
 from medsearch_api.context import Ingest
 
 log = logging.getLogger("medsearch.api.dicomweb")
@@ -53,7 +55,11 @@ def _header(data: bytes) -> tuple[str | None, str | None, str | None, str | None
     return get(ds, "SOPClassUID"), get(ds, "SOPInstanceUID"), get(ds, "StudyInstanceUID"), ts
 
 
-def register_dicomweb(app: FastAPI, *, ingest: Ingest, principal_of: Callable[[Request], Any]) -> None:
+def register_dicomweb(app: FastAPI, *, ingest: Ingest, principal_of: Callable[[Request], Any],
+                      audit_log: AuditLog | None = None) -> None:
+    """The DICOMweb routes. Every route that reads or writes instances writes its audit record with
+    :func:`medsearch_api.audit.record` (a trail of the SOP instance and study UIDs it served or stored) and
+    answers 503 when that fails."""
     from medsearch.dicomnet.receiver import readable_transfer_syntaxes
 
     readable = set(readable_transfer_syntaxes())
@@ -69,6 +75,7 @@ def register_dicomweb(app: FastAPI, *, ingest: Ingest, principal_of: Callable[[R
         except StowRequestError as err:
             return JSONResponse({"errors": [{"message": str(err)}]}, status_code=err.status)
         outcomes: list[InstanceOutcome] = []
+        stored_studies: list[str] = []
         for i, part in enumerate(parts, start=1):
             if part.content_type not in ("application/dicom", ""):
                 outcomes.append(InstanceOutcome(None, None, FAILURE_CANNOT_UNDERSTAND))
@@ -93,8 +100,21 @@ def register_dicomweb(app: FastAPI, *, ingest: Ingest, principal_of: Callable[[R
                 outcomes.append(InstanceOutcome(sop_class, sop_uid, FAILURE_CANNOT_UNDERSTAND))
             else:
                 outcomes.append(InstanceOutcome(sop_class, sop_uid))
+                stored_studies.append(study_uid or "")
         status, payload = response_body(outcomes)
         n_failed = sum(1 for o in outcomes if o.failure is not None)
+        trail = core_audit.AuditTrail()
+        trail.wrote(images=[o.sop_instance_uid or "" for o in outcomes if o.failure is None],
+                    studies=[u for u in stored_studies if u])
+        outcome = (core_audit.SUCCESS if not n_failed else
+                   core_audit.MINOR_FAILURE if n_failed < len(outcomes) else core_audit.SERIOUS_FAILURE)
+        try:
+            await record(audit_log, trail, operation="dicomweb STOW-RS", principal=principal,
+                         client_addr=request.client.host if request.client else "", outcome=outcome,
+                         outcome_desc=f"{n_failed} of {len(outcomes)} instances failed" if n_failed else "")
+        except AuditUnavailable as err:
+            return JSONResponse({"errors": [{"message": str(err), "extensions": {
+                "code": errors.SERVICE_UNAVAILABLE, "reference": err.reference}}]}, status_code=503)
         log.info("STOW-RS by %s: %d stored, %d failed", getattr(principal, "name", "?"), len(outcomes) - n_failed,
                  n_failed)
         return JSONResponse(payload, status_code=status, media_type=DICOM_JSON)

@@ -120,6 +120,11 @@ class ApiSettings(ServiceSettings):
         default=50.0, ge=0, description="GraphQL requests per second per principal (token bucket refill; 0: off)."
     )
     rate_limit_burst: int = Field(default=500, ge=1, description="Token bucket size: requests allowed in a burst.")
+    audit_kafka: bool = Field(
+        default=False,
+        description="Also stream every audit record (FHIR AuditEvent JSON) to the Kafka topic <index>.audit; the "
+        "record of truth is the index's PostgreSQL audit_log table either way.",
+    )
 
 
 class WorkerSettings(ServiceSettings):

@@ -611,3 +611,107 @@ def test_reindex_rebuilds_dropped_collections_from_postgres(seeded: Seeded, milv
         client.close()
     time.sleep(0.5)
     assert [seeded.data(q, v) for q, v in queries] == before
+
+
+# ------------------------------------------------------------------------------------------------ audit
+
+
+def _audit_since(postgres_dsn: str, index: str, after: int) -> list[Any]:
+    from medsearch import audit
+
+    with pgstore.connect(postgres_dsn) as conn:
+        return [e for e in audit.list_events(conn, index, limit=1000) if (e.event_id or 0) > after][::-1]
+
+
+def _last_audit_id(postgres_dsn: str, index: str) -> int:
+    from medsearch import audit
+
+    with pgstore.connect(postgres_dsn) as conn:
+        events = audit.list_events(conn, index, limit=1)
+    return int(events[0].event_id or 0) if events else 0
+
+
+def test_audit_log_records_each_phi_request_with_its_ids_and_never_text(seeded: Seeded, postgres_dsn: str) -> None:
+    import json
+
+    import psycopg
+    from typer.testing import CliRunner
+
+    from medsearch.cli import app
+
+    start = _last_audit_id(postgres_dsn, seeded.index)
+    query = "pneumothorax zebraquery"
+    d = seeded.data(SEARCH, {"q": query, "mode": "KEYWORD", "first": 5})["searchReports"]
+    ids = [e["node"]["id"] for e in d["edges"]]
+    assert ids
+    events = _audit_since(postgres_dsn, seeded.index, start)
+    assert len(events) == 1, events
+    ev = events[0]
+    assert ev.report_ids == tuple(ids) and ev.principal == "it" and ev.auth_method == "token"
+    assert ev.action == "R" and ev.operation == "graphql query searchReports" and ev.outcome == 0
+    assert set(ev.study_uids) == {seeded.by_id(i)["study_uid"] for i in ids}
+    with psycopg.connect(postgres_dsn) as conn:
+        raw = str(conn.execute(f"SELECT * FROM {names_for(seeded.index).pg_schema}.audit_log WHERE event_id = %s",
+                               (ev.event_id,)).fetchall())
+    assert "zebraquery" not in raw and "pneumothorax" not in raw
+    assert not any(seeded.by_id(i)["text"] in raw for i in ids)
+
+    # aggregates alone are not PHI-bearing: no record; a thumbnail, an image and the compat endpoint are
+    mark = _last_audit_id(postgres_dsn, seeded.index)
+    seeded.data('{ icd10Facets(query: "effusion") { code count } }')
+    assert _audit_since(postgres_dsn, seeded.index, mark) == []
+    img = seeded.images[2]
+    url = seeded.data('query($id: ID!) { image(id: $id) { thumbnailUrl } }',
+                      {"id": img["sop_instance_uid"]})["image"]["thumbnailUrl"]
+    assert seeded.client.get(url).status_code == 200
+    seeded.data('query($r: String) { getReport(ReportId: $r) { ReportId } }', {"r": "rep-007"}, path="/compat/graphql")
+    ops = [(e.operation, e.auth_method, e.image_ids, e.report_ids) for e in _audit_since(postgres_dsn, seeded.index,
+                                                                                          mark)]
+    assert ops == [("graphql query image", "token", (img["sop_instance_uid"],), (img["report_id"],) if img["report_id"]
+                    else ()),
+                   ("thumbnail", "signed-url", (img["sop_instance_uid"],), ()),
+                   ("compat query getReport", "token", (), ("rep-007",))], ops
+
+    # append-only: the table refuses changes
+    with psycopg.connect(postgres_dsn) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(f"DELETE FROM {names_for(seeded.index).pg_schema}.audit_log")
+
+    # `medsearch audit` lists it (JSON: FHIR AuditEvent)
+    result = CliRunner().invoke(app, ["audit", "--index", seeded.index, "--principal", "it", "--json", "--since",
+                                      "1h", "--data-dir", "/nonexistent"],
+                                env={"MEDSEARCH_POSTGRES_DSN": postgres_dsn})
+    assert result.exit_code == 0, result.output
+    listed = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    mine = next(x for x in listed if x["id"] == str(ev.event_id))
+    assert mine["resourceType"] == "AuditEvent" and mine["action"] == "R" and mine["outcome"] == "0"
+    assert [x["what"]["identifier"]["value"] for x in mine["entity"] if x["type"]["code"] == "report"] == ids
+    table = CliRunner().invoke(app, ["audit", "--index", seeded.index, "--data-dir", "/nonexistent"],
+                               env={"MEDSEARCH_POSTGRES_DSN": postgres_dsn})
+    assert table.exit_code == 0 and "graphql query searchReports" in table.stdout, table.output
+
+
+def test_a_failing_audit_store_fails_the_request(seeded: Seeded, postgres_dsn: str) -> None:
+    import psycopg
+
+    schema = names_for(seeded.index).pg_schema
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE {schema}.audit_log RENAME TO audit_log_away")
+    try:
+        r = seeded.gql(SEARCH, {"q": "effusion", "mode": "KEYWORD", "first": 5})
+        body = r.json()
+        assert body["data"] is None, body  # no PHI leaves without its audit record
+        err = body["errors"][0]
+        assert err["extensions"]["code"] == "SERVICE_UNAVAILABLE" and err["extensions"]["reference"], err
+        assert err["message"].startswith("the audit log is unavailable") and "audit_log" not in err["message"]
+        r = seeded.gql('query($r: String) { getReport(ReportId: $r) { ReportId Findings } }', {"r": "rep-001"},
+                       path="/compat/graphql")
+        assert r.json()["data"] is None and r.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+        thumb = seeded.client.get(f"/thumbnails/{seeded.images[2]['sop_instance_uid']}",
+                                  headers={"Authorization": f"Bearer {READER}"})
+        assert thumb.status_code == 503 and thumb.content != store.get_bytes(seeded.images[2]["thumbnail_uri"])
+        # aggregates need no audit record and keep working
+        assert seeded.data('{ icd10Facets { code count } }')["icd10Facets"]
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f"ALTER TABLE {schema}.audit_log_away RENAME TO audit_log")
+    assert seeded.data(SEARCH, {"q": "effusion", "mode": "KEYWORD", "first": 5})["searchReports"]["edges"]

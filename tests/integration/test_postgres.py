@@ -26,7 +26,8 @@ def report_row(rid: str, text: str, **extra: Any) -> dict[str, Any]:
 def test_schema_is_versioned_idempotent_and_dropped(postgres_dsn: str, unique_index: str) -> None:
     spec = MedicalSearchIndexSpec()
     first = ensure_schema(postgres_dsn, unique_index, spec)
-    assert first.created == [f"{names_for(unique_index).pg_schema} migration 1"] and first.ok
+    assert first.created == [f"{names_for(unique_index).pg_schema} migration {m.version}"
+                             for m in pgstore.migrations()] and first.ok
     again = ensure_schema(postgres_dsn, unique_index, spec)
     assert again.created == [] and again.unchanged == [names_for(unique_index).pg_schema]
     with pgstore.connect(postgres_dsn) as conn:
