@@ -715,3 +715,113 @@ def test_a_failing_audit_store_fails_the_request(seeded: Seeded, postgres_dsn: s
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:
             conn.execute(f"ALTER TABLE {schema}.audit_log_away RENAME TO audit_log")
     assert seeded.data(SEARCH, {"q": "effusion", "mode": "KEYWORD", "first": 5})["searchReports"]["edges"]
+
+
+# The seed React client's operations, verbatim (the same as api/tests/test_compat.py).
+_SEED_REPORT = ("ReportId Impression Findings PositiveSigns NegativeSigns PositiveDiagnoses NegativeDiagnoses "
+                "PositiveSymptoms NegativeSymptoms PositiveICD10CMs NegativeICD10CMs")
+SEED_OPS: dict[str, tuple[str, dict[str, Any]]] = {
+    "searchReports": ("query($searchQuery: String) { searchReports(input: $searchQuery) { " + _SEED_REPORT
+                      + " Images { ReportId ImageId Bucket Key } } }", {"searchQuery": "effusion"}),
+    "listReports": ("query { listReports(from:0, size:100) { Impression Findings PositiveSigns NegativeSigns "
+                    "PositiveDiagnoses NegativeDiagnoses PositiveSymptoms NegativeSymptoms "
+                    "Images { ReportId ImageId Bucket Key } } }", {}),
+    "getPositiveICD10CMs": ("query($searchQuery: String) { getPositiveICD10CMs(input: $searchQuery) "
+                            "{ key doc_count } }", {"searchQuery": "effusion"}),
+    "getNegativeICD10CMs": ("query($searchQuery: String) { getNegativeICD10CMs(input: $searchQuery) "
+                            "{ key doc_count } }", {"searchQuery": "effusion"}),
+    "getAllPositiveICD10CMs": ("query { getAllPositiveICD10CMs { key doc_count } }", {}),
+    "getAllNegativeICD10CMs": ("query { getAllNegativeICD10CMs { key doc_count } }", {}),
+    "getReport": ("query($reportid: String) { getReport(ReportId: $reportid) { " + _SEED_REPORT + " } }",
+                  {"reportid": "rep-004"}),
+    "getImage": ("query($imageid: String) { getImage(ImageId: $imageid) { ReportId ImageId Bucket Key "
+                 "BodyPartExamined Modality ViewPosition } }", {"imageid": "1.2.826.0.1.5.2"}),
+    "getSimilarImages": ("query($imageid: String) { getSimilarImages(ImageId: $imageid, k:30) { ImageId ReportId "
+                         "Bucket Key ViewPosition } }", {"imageid": "1.2.826.0.1.5.2"}),
+}
+for _pol in ("Positive", "Negative"):
+    for _what in ("ICD10CMs", "Signs", "Diagnoses", "Symptoms"):
+        _name = f"get{_pol}{_what}byReports"
+        SEED_OPS[_name] = (f"query($reportids: String) {{ {_name}(input: $reportids) {{ key doc_count }} }}",
+                           {"reportids": ",".join(f"rep-{i:03d}" for i in range(40))})
+
+
+def _nulls(value: Any, path: str = "") -> list[str]:
+    if value is None:
+        return [path]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _nulls(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [p for n, v in enumerate(value) for p in _nulls(v, f"{path}[{n}]")]
+    return []
+
+
+def test_every_seed_client_operation_returns_values_for_every_field(seeded: Seeded, postgres_dsn: str) -> None:
+    """On real data (reports and images linked only by study, as the workers write them; a thumbnail per image),
+    every field the seed client selects has a value: ReportId from the study link, Bucket/Key the signed gateway
+    thumbnail URL, which the client fetches without a header."""
+    import psycopg
+
+    schema = names_for(seeded.index).pg_schema
+    unlinked = [i for i in seeded.images if not i["report_id"]]
+    assert unlinked  # images whose row carries no report id, as the DICOM worker writes them
+    saved = {i["sop_instance_uid"]: i["thumbnail_uri"] for i in seeded.images}
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        for img in seeded.images:
+            uri = store.join(seeded.store_url, seeded.index, "thumbnails", img["sop_instance_uid"] + ".png")
+            if not store.exists(uri):
+                store.put_bytes(uri, _png(7))
+            conn.execute(f"UPDATE {schema}.images SET thumbnail_uri = %s WHERE sop_instance_uid = %s",
+                         (uri, img["sop_instance_uid"]))
+    try:
+        fetched = 0
+        for op, (query, variables) in SEED_OPS.items():
+            data = seeded.data(query, variables, path="/compat/graphql")[op]
+            assert data, op
+            assert _nulls(data) == [], (op, _nulls(data)[:5])
+            images = [i for r in data for i in r.get("Images") or []] if isinstance(data, list) else []
+            images += [data] if op == "getImage" else data if op == "getSimilarImages" else []
+            for img in images[:3]:
+                by_study = next(r for r in seeded.reports
+                                if r["study_uid"] == img["ImageId"].rsplit(".", 1)[0])
+                assert img["ReportId"] == by_study["report_id"], img
+                assert "/" not in img["Key"].split("?")[0] and seeded.store_url not in img["Key"]
+                r = seeded.client.get(f"/{img['Bucket']}/{img['Key']}")  # no Authorization header
+                assert r.status_code == 200 and r.headers["content-type"] == "image/png", img
+                fetched += 1
+        assert fetched >= 6
+        # the report id comes from the study link for every image, whichever arrived first
+        listed = seeded.data("query { listReports(from:0, size:100) { Images { ImageId ReportId } } }",
+                             path="/compat/graphql")["listReports"]
+        assert sum(1 for r in listed for i in r["Images"] if i["ReportId"]) == len(seeded.images)
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            for sop, uri in saved.items():
+                conn.execute(f"UPDATE {schema}.images SET thumbnail_uri = %s WHERE sop_instance_uid = %s",
+                             (uri, sop))
+
+
+def test_an_image_links_to_a_report_that_arrives_after_it(seeded: Seeded, postgres_dsn: str) -> None:
+    import psycopg
+
+    q = "query($i: String) { getImage(ImageId: $i) { ImageId ReportId } }"
+    image = {**seeded.images[0], "sop_instance_uid": "1.2.826.0.99.1.1", "study_uid": "1.2.826.0.99.1",
+             "report_id": ""}
+    report = {**seeded.reports[0], "report_id": "late-report-1", "study_uid": "1.2.826.0.99.1"}
+    schema = names_for(seeded.index).pg_schema
+    try:
+        with pgstore.connect(postgres_dsn) as conn:
+            pgstore.upsert_images(conn, seeded.index, [image])
+        got = seeded.data(q, {"i": image["sop_instance_uid"]}, path="/compat/graphql")["getImage"]
+        assert got == {"ImageId": image["sop_instance_uid"], "ReportId": None}  # no report for the study yet
+        with pgstore.connect(postgres_dsn) as conn:
+            pgstore.upsert_reports(conn, seeded.index, [report])
+        got = seeded.data(q, {"i": image["sop_instance_uid"]}, path="/compat/graphql")["getImage"]
+        assert got["ReportId"] == "late-report-1"
+        main = seeded.data('query($i: ID!) { image(id: $i) { reportId report { id } } }',
+                           {"i": image["sop_instance_uid"]})["image"]
+        assert main == {"reportId": "late-report-1", "report": {"id": "late-report-1"}}
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f"DELETE FROM {schema}.images WHERE sop_instance_uid = %s", (image["sop_instance_uid"],))
+            conn.execute(f"DELETE FROM {schema}.reports WHERE report_id = %s", (report["report_id"],))
