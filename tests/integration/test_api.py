@@ -542,7 +542,8 @@ def test_compat_seed_operations(seeded: Seeded) -> None:
     img = seeded.images[0]
     got = seeded.data('query($i: String) { getImage(ImageId: $i) { ReportId ImageId Bucket Key BodyPartExamined '
                       'Modality ViewPosition } }', {"i": img["sop_instance_uid"]}, path=p)["getImage"]
-    assert got["ImageId"] == img["sop_instance_uid"] and got["Key"].endswith(img["sop_instance_uid"] + ".png")
+    assert got["ImageId"] == img["sop_instance_uid"] and got["Bucket"] == "thumbnails"
+    assert got["Key"].startswith(img["sop_instance_uid"] + "?exp=")  # the signed gateway URL, not the store
     sim = seeded.data('query($i: String) { getSimilarImages(ImageId: $i, k:30) { ImageId ReportId Bucket Key '
                       'ViewPosition } }', {"i": img["sop_instance_uid"]}, path=p)["getSimilarImages"]
     assert [s["ImageId"] for s in sim] == _brute_knn(seeded, img["embedding"], 30, lambda i: i is not img)
