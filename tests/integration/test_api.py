@@ -826,3 +826,47 @@ def test_an_image_links_to_a_report_that_arrives_after_it(seeded: Seeded, postgr
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:
             conn.execute(f"DELETE FROM {schema}.images WHERE sop_instance_uid = %s", (image["sop_instance_uid"],))
             conn.execute(f"DELETE FROM {schema}.reports WHERE report_id = %s", (report["report_id"],))
+
+
+def test_audit_records_stream_to_the_audit_topic_when_enabled(seeded: Seeded, postgres_dsn: str,
+                                                              tmp_path: Path) -> None:
+    import json
+
+    from fastapi.testclient import TestClient
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.admin import NewTopic
+    from medsearch_api.app import create_app
+
+    from medsearch.audit import audit_topic
+
+    topic = audit_topic(seeded.index)
+    admin = kafka_admin(seeded.kafka)
+    if topic not in admin.list_topics():
+        admin.create_topics([NewTopic(name=topic, num_partitions=1, replication_factor=1)])
+    admin.close()
+    settings = seeded.client.app.state.services.settings.model_copy(update={"audit_kafka": True})
+    with TestClient(create_app(settings)) as tc:
+        r = tc.post("/graphql", json={"query": '{ report(id: "rep-009") { id text } }'},
+                    headers={"Authorization": f"Bearer {READER}"})
+        assert r.json()["data"]["report"]["id"] == "rep-009"
+        consumer = KafkaConsumer(bootstrap_servers=seeded.kafka, enable_auto_commit=False)
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 20
+        while not got and time.monotonic() < deadline:
+            for recs in consumer.poll(timeout_ms=500).values():
+                got.extend(json.loads(x.value) for x in recs)
+        consumer.close()
+    assert len(got) == 1, got
+    event = got[0]
+    assert event["resourceType"] == "AuditEvent" and event["subtype"][0]["code"] == "graphql query report"
+    assert [e["what"]["identifier"]["value"] for e in event["entity"]] == ["rep-009", seeded.by_id("rep-009")[
+        "study_uid"]]
+    assert seeded.by_id("rep-009")["text"] not in json.dumps(event)
+    # the same record is in PostgreSQL, the record of truth
+    with pgstore.connect(postgres_dsn) as conn:
+        from medsearch import audit
+
+        assert str(audit.list_events(conn, seeded.index, limit=1)[0].event_id) == event["id"]
