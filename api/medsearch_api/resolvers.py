@@ -169,8 +169,8 @@ async def similar_images(ctx: Context, *, image_id: str | None, data: bytes | No
                 raise errors.unavailable("similarImages by upload needs the model server "
                                          "(MEDSEARCH_MODEL_SERVER_URL)")
             assert data is not None
-            ctx.audit.read()  # an uploaded image is PHI-bearing, whatever it matches
             await check_image(data, "upload")
+            ctx.audit.read()  # an accepted uploaded image is PHI-bearing, whatever it matches
             vector = await ctx.services.embed_image(data)
         hits = await ctx.repo.similar_images(vector=vector, k=k, filter=spec, exclude_ids=exclude)
     except _REPO_ERRORS as err:

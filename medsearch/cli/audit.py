@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
         table = Table(title=f"audit log of {name} ({len(events)} records, newest first)")
         for col in ("id", "recorded (UTC)", "principal", "action", "operation", "outcome", "reports", "images",
                     "studies", "client"):
-            table.add_column(col, overflow="fold")
+            table.add_column(col, overflow="fold", no_wrap=col in ("operation", "recorded (UTC)"))
         for e in events:
             when = e.recorded.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if e.recorded else ""
             outcome = core.OUTCOME_NAMES[e.outcome] + (f" ({e.outcome_desc})" if e.outcome_desc else "")

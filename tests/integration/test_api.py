@@ -495,7 +495,7 @@ def test_ingest_mutation_publishes_to_the_broker(seeded: Seeded) -> None:
 def test_readyz_with_real_services(seeded: Seeded) -> None:
     r = seeded.client.get("/readyz")
     assert r.status_code == 200, r.json()
-    assert set(r.json()["checks"]) == {"milvus", "broker", "modelServer", "collections"}
+    assert set(r.json()["checks"]) == {"postgres", "milvus", "broker", "modelServer", "collections"}
 
 
 # ------------------------------------------------------------------------------------------------ compat
@@ -688,7 +688,8 @@ def test_audit_log_records_each_phi_request_with_its_ids_and_never_text(seeded: 
     assert [x["what"]["identifier"]["value"] for x in mine["entity"] if x["type"]["code"] == "report"] == ids
     table = CliRunner().invoke(app, ["audit", "--index", seeded.index, "--data-dir", "/nonexistent"],
                                env={"MEDSEARCH_POSTGRES_DSN": postgres_dsn})
-    assert table.exit_code == 0 and "graphql query searchReports" in table.stdout, table.output
+    assert table.exit_code == 0 and "searchReports" in table.stdout and "compat query getReport" in table.stdout, (
+        table.output)
 
 
 def test_a_failing_audit_store_fails_the_request(seeded: Seeded, postgres_dsn: str) -> None:
