@@ -467,7 +467,14 @@ class SearchRepository:
                 raise RepositoryError(f"collection {coll} does not exist (run `medsearch up` or the operator)")
 
     async def ping(self) -> None:
+        from psycopg import sql
+
         await self.ts_config()  # the schema exists and is migrated
+        rows = await self._rows(q.Query(sql.SQL("SELECT to_regclass(%s) IS NOT NULL AS ok"),
+                                        [f"{self.tables.schema}.audit_log"]))
+        if not rows or not rows[0]["ok"]:  # without it every PHI-bearing request fails (medsearch_api.audit)
+            raise RepositoryError(f"schema {self.tables.schema} has no audit_log (run `medsearch up` or the operator "
+                                  "to migrate it)")
         await self._run(self._milvus_ping)
 
     async def close(self) -> None:

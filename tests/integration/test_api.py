@@ -713,6 +713,9 @@ def test_a_failing_audit_store_fails_the_request(seeded: Seeded, postgres_dsn: s
         assert thumb.status_code == 503 and thumb.content != store.get_bytes(seeded.images[2]["thumbnail_uri"])
         # aggregates need no audit record and keep working
         assert seeded.data('{ icd10Facets { code count } }')["icd10Facets"]
+        # and the gateway says it is not ready to serve search
+        ready = seeded.client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["collections"] == "unavailable", ready.json()
     finally:
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:
             conn.execute(f"ALTER TABLE {schema}.audit_log_away RENAME TO audit_log")
