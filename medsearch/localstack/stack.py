@@ -359,10 +359,13 @@ def read_state(paths: StackPaths) -> dict[str, Any]:
 
 def _healthy(s: Service, paths: StackPaths | None = None) -> bool:
     if s.health == "postgres":
+        from psycopg.conninfo import make_conninfo
+
         from medsearch import pgstore
 
         secret = pg.password(paths.data_dir) if paths is not None else None
-        return pgstore.ready(s.url, secret)
+        # the server answers: its maintenance database (the index's database is created once it is healthy)
+        return pgstore.ready(make_conninfo(s.url, dbname="postgres"), secret)
     if s.health == "kafka":
         return procs.kafka_ready(s.url.removeprefix("kafka://"))
     if s.health == "milvus":
