@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
@@ -24,10 +25,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.fastapi import GraphQLRouter
 
 from medsearch import store
+from medsearch.audit import AuditTrail
 from medsearch.contracts.settings import ApiSettings
 from medsearch.imaging import preload as preload_imaging
 from medsearch_api import blocking, errors
 from medsearch_api.adapters import ImageEmbedder, PublisherIngest, embed_query_text
+from medsearch_api.audit import AuditLog, AuditUnavailable, record
 from medsearch_api.auth import AuthConfigError, Authenticator, AuthError, Principal, is_loopback
 from medsearch_api.compat import build_compat_schema
 from medsearch_api.context import Context, Ingest, Services
@@ -198,20 +201,25 @@ class ThumbnailSigner:
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
 
-    def _sig(self, image_id: str, exp: int) -> str:
-        return hmac.new(self._secret, f"{image_id}\n{exp}".encode(), hashlib.sha256).hexdigest()[:32]
+    def _sig(self, image_id: str, exp: int, principal: str = "") -> str:
+        msg = f"{image_id}\n{exp}" + (f"\n{principal}" if principal else "")
+        return hmac.new(self._secret, msg.encode(), hashlib.sha256).hexdigest()[:32]
 
-    def url(self, image_id: str, now: float | None = None) -> str:
+    def url(self, image_id: str, now: float | None = None, principal: str = "") -> str:
+        """The signed URL; ``principal``: whom it is issued to (signed along, and named in the audit record of
+        every fetch of it)."""
         t = int(now if now is not None else time.time())
         exp = (t // THUMBNAIL_URL_TTL + 2) * THUMBNAIL_URL_TTL  # 1-2 h, same URL within an hour
-        return f"/thumbnails/{image_id}?exp={exp}&sig={self._sig(image_id, exp)}"
+        p = f"&p={quote(principal, safe='')}" if principal else ""
+        return f"/thumbnails/{image_id}?exp={exp}{p}&sig={self._sig(image_id, exp, principal)}"
 
-    def valid(self, image_id: str, exp: str | None, sig: str | None, now: float | None = None) -> bool:
+    def valid(self, image_id: str, exp: str | None, sig: str | None, now: float | None = None,
+              principal: str = "") -> bool:
         if not exp or not sig or not exp.isdigit():
             return False
         if int(exp) < (now if now is not None else time.time()):
             return False
-        return hmac.compare_digest(self._sig(image_id, int(exp)), sig)
+        return hmac.compare_digest(self._sig(image_id, int(exp), principal), sig)
 
 
 def _auth_failure(message: str) -> JSONResponse:
@@ -239,6 +247,7 @@ def create_app(
     embed_text: Callable[[str], Awaitable[list[float]]] | None = None,
     embed_image: Callable[[bytes], Awaitable[list[float]]] | None = None,
     ingest: Ingest | None = None,
+    audit_log: AuditLog | None = None,
     readiness: dict[str, Callable[[], bool]] | None = None,
     web_dist: Path | None = None,
 ) -> FastAPI:
@@ -259,6 +268,8 @@ def create_app(
         lazy_client = LazyClient(s.milvus_uri, s.milvus_token.get_secret_value() if s.milvus_token else None)
         pg_pool = PgPool(conninfo(s.postgres_dsn, s.postgres_secret()))
         repo = SearchRepository(pg_pool, lazy_client, s.index)
+        if audit_log is None:
+            audit_log = AuditLog(pg_pool, s.index, stream=_audit_stream(s) if s.audit_kafka else None)
     image_embedder: ImageEmbedder | None = None
     if embed_image is None:
         image_embedder = ImageEmbedder(s.model_server_url, s.model_name)
@@ -274,7 +285,7 @@ def create_app(
         secret = secrets.token_bytes(32)
     signer = ThumbnailSigner(secret)
     services = Services(settings=s, repo=repo, embed_text=embed_text or embed_query_text, embed_image=embed_image,
-                        ingest=ingest, thumbnail_url=signer.url)
+                        ingest=ingest, thumbnail_url=signer.url, audit_log=audit_log)
     metrics = _Metrics()
     checks = readiness if readiness is not None else _default_readiness(s)
 
@@ -287,7 +298,7 @@ def create_app(
         yield
         if pg_pool is not None:
             await pg_pool.close()
-        for closer in (lazy_client, image_embedder, publisher):
+        for closer in (lazy_client, image_embedder, publisher, audit_log):
             if closer is not None:
                 try:
                     closer.close()
@@ -384,7 +395,10 @@ def create_app(
         if len(image_id) > IDENT.max_len or IDENT.pattern.fullmatch(image_id) is None:
             return PlainTextResponse("not a valid image id", status_code=400)
         q = request.query_params
-        if not signer.valid(image_id, q.get("exp"), q.get("sig")):
+        principal: Any
+        if signer.valid(image_id, q.get("exp"), q.get("sig"), principal=q.get("p") or ""):
+            principal = Principal(q.get("p") or "-", frozenset(), "signed-url")  # whom the URL was issued to
+        else:
             # JWT validation may fetch the JWKS (network): never on the event loop
             principal = await blocking.run("auth", principal_of, request) if auth.issuer else principal_of(request)
             if not principal.has("reader"):
@@ -395,6 +409,13 @@ def create_app(
         uri = img.thumbnail_uri if img else ""
         if not uri:
             return PlainTextResponse("no thumbnail for this image", status_code=404)
+        trail = AuditTrail()
+        trail.read(images=[image_id], studies=[img.study_uid if img else ""])
+        try:
+            await record(audit_log, trail, operation="thumbnail", principal=principal,
+                         client_addr=request.client.host if request.client else "")
+        except AuditUnavailable as err:
+            return PlainTextResponse(str(err), status_code=503)
         if not uri.startswith(store_root) or "/../" in uri or "\\" in uri:
             log.warning("refusing a thumbnail URI outside the object store for image %s", image_id)
             return PlainTextResponse("thumbnail outside the object store", status_code=404)
@@ -411,7 +432,7 @@ def create_app(
         return Response(data, media_type="image/png", headers=cache)
 
     # DICOMweb STOW-RS (role ingester): each part through the same publisher as the upload mutation.
-    register_dicomweb(app, ingest=ingest, principal_of=principal_of)
+    register_dicomweb(app, ingest=ingest, principal_of=principal_of, audit_log=audit_log)
     # DICOMweb QIDO-RS / WADO-RS (role reader) over PostgreSQL and the object store.
     def dicomweb_principal(request: Request) -> Principal:
         principal = principal_of(request)
@@ -422,7 +443,7 @@ def create_app(
         return principal
 
     register_dicomweb_reads(app, repo=repo, index=s.index, object_store_url=s.object_store_url,
-                            principal_of=dicomweb_principal)
+                            principal_of=dicomweb_principal, audit_log=audit_log)
 
     @app.get("/web-settings.json", include_in_schema=False)
     async def web_settings() -> JSONResponse:
@@ -452,6 +473,29 @@ def create_app(
     max_body = (s.max_upload_bytes * 4) // 3 + 1024 * 1024
     app.add_middleware(RequestGuard, max_body=max_body, metrics=metrics)
     return app
+
+
+def _audit_stream(s: ApiSettings) -> Any:
+    """The producer of ``<index>.audit`` (``MEDSEARCH_AUDIT_KAFKA``): connects lazily, bounded waits."""
+    from kafka import KafkaProducer
+
+    from medsearch.kafka_security import kafka_security_options
+
+    class _Lazy:
+        def __init__(self) -> None:
+            self._producer: Any = None
+
+        def send(self, topic: str, value: bytes) -> Any:
+            if self._producer is None:
+                self._producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap.split(","), max_block_ms=8000,
+                                               request_timeout_ms=30000, **kafka_security_options(s))
+            return self._producer.send(topic, value=value)
+
+        def close(self) -> None:
+            if self._producer is not None:
+                self._producer.close(timeout=5)
+
+    return _Lazy()
 
 
 def _safe_check(check: Callable[[], bool]) -> bool:

@@ -1,9 +1,9 @@
 """Bounded thread pools for the gateway's blocking work, one per dependency.
 
-asyncio's default pool is small (cpu count + 4 threads) and is where the repository's store calls run: if a
-store hangs, it fills up. Everything else that blocks (token validation, the model server, the ingest broker,
-the object store, image checks, readiness probes) runs in its own bounded pool here, so that one hung
-dependency cannot stall requests that do not need it.
+asyncio's default pool is small (cpu count + 4 threads): if a store hung in it, it would fill up. Everything that
+blocks (Milvus calls, token validation, the model server, the ingest broker, the object store, image checks,
+readiness probes, audit streaming) runs in its own bounded pool here, so that one hung dependency cannot stall
+requests that do not need it (PostgreSQL is reached through its async pool, on the event loop).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 POOL_SIZES = {"auth": 8, "model-server": 8, "text-model": 2, "ingest": 4, "object-store": 8, "imaging": 2,
-              "readiness": 4}
+              "readiness": 4, "audit": 2,
+              "milvus": 8}
 _pools: dict[str, ThreadPoolExecutor] = {}
 _lock = threading.Lock()
 

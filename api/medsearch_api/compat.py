@@ -4,13 +4,15 @@
 shapes, as a thin adapter over :mod:`medsearch_api.resolvers` (the same code as ``/graphql``).
 
 Facet buckets are ``{key doc_count}``; for ICD-10-CM facets ``key`` is the CMS description (as in the seed).
-``Image.Bucket``/``Key`` split the object-store URI of the thumbnail (the displayable PNG), else of the source.
+``Image.Bucket``/``Key`` locate the thumbnail on the gateway, never in the object store: ``Bucket`` is
+``thumbnails`` and ``Key`` the image id with the URL's signature, so that ``/<Bucket>/<Key>`` is the signed
+thumbnail URL (relative to the gateway), fetchable without a header. ``Image.ReportId`` is the image's report, else
+the first report of its study.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import urlparse
 
 import strawberry
 from strawberry import Info
@@ -20,6 +22,7 @@ from strawberry.schema.config import StrawberryConfig
 from medsearch.contracts.settings import ApiSettings
 from medsearch_api import records as rec
 from medsearch_api import resolvers as R
+from medsearch_api.audit import audit_extension
 from medsearch_api.context import Context
 from medsearch_api.icd10 import describe
 from medsearch_api.limits import CostLimiter
@@ -36,11 +39,17 @@ COMPAT_FIELD_WORK = dict.fromkeys(
 )
 
 
-def _split_uri(uri: str) -> tuple[str | None, str | None]:
-    if not uri:
+THUMBNAIL_BUCKET = "thumbnails"
+
+
+def _thumbnail(info: Info[Context, None], i: rec.ImageRecord) -> tuple[str | None, str | None]:
+    """(Bucket, Key) of the image's signed gateway thumbnail URL ``/thumbnails/<id>?…``; Nones without one."""
+    if not i.thumbnail_uri:
         return None, None
-    u = urlparse(uri)
-    return (u.netloc or None), (u.path.lstrip("/") or None)
+    p = info.context.principal
+    url = info.context.services.thumbnail_url(i.sop_instance_uid, principal=p.name if p else "")
+    prefix = f"/{THUMBNAIL_BUCKET}/"
+    return (THUMBNAIL_BUCKET, url[len(prefix):]) if url.startswith(prefix) else (None, url)
 
 
 @strawberry.type(name="Image")
@@ -54,8 +63,8 @@ class CImage:
     ViewPosition: str | None
 
     @staticmethod
-    def of(i: rec.ImageRecord) -> CImage:
-        bucket, key = _split_uri(i.thumbnail_uri or i.source_uri)
+    def of(info: Info[Context, None], i: rec.ImageRecord) -> CImage:
+        bucket, key = _thumbnail(info, i)
         return CImage(ImageId=i.sop_instance_uid, ReportId=i.report_id or None, Bucket=bucket, Key=key,
                       BodyPartExamined=i.body_part or None, Modality=i.modality or None,
                       ViewPosition=i.view_position or None)
@@ -79,7 +88,7 @@ class CReport:
     @strawberry.field
     async def Images(self, info: Info[Context, None]) -> list[CImage | None] | None:
         images = await info.context.loaders.images_by_study.load(self.r.study_uid) if self.r.study_uid else []
-        return [CImage.of(i) for i in images]
+        return [CImage.of(info, i) for i in images]
 
     @staticmethod
     def of(r: rec.ReportRecord) -> CReport:
@@ -179,7 +188,7 @@ class CompatQuery:
         if not ImageId:
             return None
         i = await R.get_image(info.context, ImageId)
-        return CImage.of(i) if i else None
+        return CImage.of(info, i) if i else None
 
     @strawberry.field(permission_classes=[IsReader])
     async def getSimilarImages(self, info: Info[Context, None], ImageId: str | None = None,
@@ -188,7 +197,7 @@ class CompatQuery:
             return []
         hits = await R.similar_images(info.context, image_id=ImageId, data=None, k=k or 10,
                                       spec=rec.ImageFilterSpec())
-        return [CImage.of(h.image) for h in hits]
+        return [CImage.of(info, h.image) for h in hits]
 
     @strawberry.field(permission_classes=[IsReader])
     async def getPositiveICD10CMsbyReports(self, info: Info[Context, None],
@@ -243,6 +252,7 @@ def build_compat_schema(settings: ApiSettings | None = None) -> strawberry.Schem
                             field_work=COMPAT_FIELD_WORK, listing_work={"listReports": 500},
                             default_pages={"searchReports": SEARCH_SIZE, "listReports": 10, "getSimilarImages": 10,
                                            **dict.fromkeys(COMPAT_FIELD_WORK, FACET_SIZE)}),
+        audit_extension("compat"),
         lambda: MaskErrors(should_mask_error=mask_unexpected, error_message="internal error"),
     ]
     return LoggingSchema(query=CompatQuery, config=StrawberryConfig(auto_camel_case=False),

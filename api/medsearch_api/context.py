@@ -10,7 +10,9 @@ from typing import Any
 from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
+from medsearch.audit import AuditTrail
 from medsearch.contracts.settings import ApiSettings
+from medsearch_api.audit import AuditingRepository
 from medsearch_api.auth import Principal
 from medsearch_api.records import ImageRecord, ReportRecord
 from medsearch_api.repository import Repository
@@ -64,7 +66,9 @@ class Services:
     embed_text: TextEmbedder | None = None
     embed_image: ImageEmbedder | None = None
     ingest: Ingest | None = None
-    thumbnail_url: Callable[[str], str] = field(default=lambda image_id: f"/thumbnails/{image_id}")
+    # (image id, principal=name) -> the thumbnail's URL
+    thumbnail_url: Callable[..., str] = field(default=lambda image_id, **_: f"/thumbnails/{image_id}")
+    audit_log: Any = None  # medsearch_api.audit.AuditLog; None only where no store exists (unit tests)
 
 
 class Context(BaseContext):
@@ -72,6 +76,8 @@ class Context(BaseContext):
         super().__init__()
         self.services = services
         self.settings = services.settings
-        self.repo = services.repo
         self.principal = principal
-        self.loaders = Loaders(services.repo)
+        # what this request reads and writes, for its audit record (medsearch_api.audit)
+        self.audit = AuditTrail()
+        self.repo = AuditingRepository(services.repo, self.audit)
+        self.loaders = Loaders(self.repo)

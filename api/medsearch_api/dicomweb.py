@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from graphql import GraphQLError
 
+from medsearch import audit as core_audit
 from medsearch import store
 from medsearch.dicomnet.stow import (
     FAILURE_CANNOT_UNDERSTAND,
@@ -38,6 +39,7 @@ from medsearch.dicomnet.stow import (
 )
 from medsearch_api import blocking, errors
 from medsearch_api import dicomweb_read as dw
+from medsearch_api.audit import AuditLog, AuditUnavailable, record
 from medsearch_api.context import Ingest
 from medsearch_api.repository import RepositoryError
 from medsearch_api.sql import Query, Tables
@@ -66,16 +68,26 @@ def _header(data: bytes) -> tuple[str | None, str | None, str | None, str | None
     return get(ds, "SOPClassUID"), get(ds, "SOPInstanceUID"), get(ds, "StudyInstanceUID"), ts
 
 
-AuditHook = Callable[[Any, str, list[str]], None]
 MAX_RETRIEVE_INSTANCES = 10_000  # objects one WADO-RS study/series retrieve streams at most
 
 
-def audit_phi_read(hook: AuditHook | None, principal: Any, operation: str, uids: list[str]) -> None:
-    """THE call site of the audit log for DICOMweb reads (every QIDO/WADO answer carrying PHI passes here once,
-    with the principal, the operation and the study/series/instance UIDs answered). No audit log exists yet
-    (docs/security.md, "Audit log (pending)"): the hook is None until it lands; when it raises, the read fails."""
-    if hook is not None:
-        hook(principal, operation, uids)
+async def audit_phi_read(audit_log: AuditLog | None, request: Request, principal: Any, operation: str,
+                         uids: list[str], *, studies: bool = False) -> JSONResponse | None:
+    """THE call site of the audit log for DICOMweb reads: every QIDO/WADO answer carrying PHI passes here once, with
+    the principal, the operation and the study (QIDO study level) or instance UIDs answered. None when recorded;
+    a 503 answer (with the audit reference) when the record could not be written: the read then fails."""
+    trail = core_audit.AuditTrail()
+    if studies:
+        trail.read(studies=uids)
+    else:
+        trail.read(images=uids)
+    client = request.client.host if request.client else ""
+    try:
+        await record(audit_log, trail, operation=f"dicomweb {operation}", principal=principal, client_addr=client)
+    except AuditUnavailable as err:
+        return JSONResponse({"errors": [{"message": "the audit log is unavailable", "extensions": {
+            "code": errors.SERVICE_UNAVAILABLE, "reference": err.reference}}]}, status_code=503)
+    return None
 
 
 def _problem(status: int, message: str, code: str = "BAD_REQUEST") -> JSONResponse:
@@ -83,7 +95,7 @@ def _problem(status: int, message: str, code: str = "BAD_REQUEST") -> JSONRespon
 
 
 def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: str, object_store_url: str,
-                            principal_of: Callable[[Request], Any], audit: AuditHook | None = None,
+                            principal_of: Callable[[Request], Any], audit_log: AuditLog | None = None,
                             max_limit: int = dw.MAX_LIMIT) -> None:
     """QIDO-RS and WADO-RS routes (role reader) over the index's PostgreSQL tables and the object store."""
     from medsearch.imaging import ImageDecodeError, decode_dicom, render_raster
@@ -126,7 +138,10 @@ def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: str, object_store
         items, more = dw.page(found, q.limit)
         body = [dw.to_dicom_json(level, r, root_of(request)) for r in items]
         key = {"study": "study_uid", "series": "series_uid", "instance": "sop_instance_uid"}[level]
-        audit_phi_read(audit, principal, f"qido.{level}", [str(r[key]) for r in items])
+        failed = await audit_phi_read(audit_log, request, principal, f"QIDO-RS {level}",
+                                      [str(r[key]) for r in items], studies=level == "study")
+        if failed is not None:
+            return failed
         headers = {"Warning": dw.TRUNCATED_WARNING} if more else {}
         if not body:
             return Response(status_code=204, headers=headers)
@@ -193,7 +208,10 @@ def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: str, object_store
         first = await fetch(str(found[0]["source_uri"]))  # a missing object fails before the stream starts
         if isinstance(first, Response):
             return first
-        audit_phi_read(audit, principal, "wado.retrieve", [str(r["sop_instance_uid"]) for r in found])
+        failed = await audit_phi_read(audit_log, request, principal, "WADO-RS retrieve",
+                                      [str(r["sop_instance_uid"]) for r in found])
+        if failed is not None:
+            return failed
         boundary = dw.multipart_boundary(f"{study}/{series}/{sop}")
         root = root_of(request)
 
@@ -240,7 +258,10 @@ def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: str, object_store
                 log.warning("metadata of instance %s unreadable: %s", r["sop_instance_uid"], type(err).__name__)
                 return _problem(500, f"instance {r['sop_instance_uid']}: its stored object cannot be parsed",
                                 "UNREADABLE")
-        audit_phi_read(audit, principal, "wado.metadata", [str(r["sop_instance_uid"]) for r in found])
+        failed = await audit_phi_read(audit_log, request, principal, "WADO-RS metadata",
+                                      [str(r["sop_instance_uid"]) for r in found])
+        if failed is not None:
+            return failed
         return JSONResponse(out, media_type=DICOM_JSON)
 
     @app.get("/dicomweb/studies/{study}/metadata", include_in_schema=False)
@@ -281,7 +302,9 @@ def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: str, object_store
         except ImageDecodeError as err:
             return _problem(413 if err.reason == "too_large" else 422, f"instance {sop}: {err.detail}",
                             err.reason.upper())
-        audit_phi_read(audit, principal, "wado.frames", [sop])
+        failed = await audit_phi_read(audit_log, request, principal, "WADO-RS frames", [sop])
+        if failed is not None:
+            return failed
         boundary = dw.multipart_boundary(f"{sop}/frames/{frames}")
         loc = f"{root_of(request)}/studies/{study}/series/{series}/instances/{sop}/frames"
         body = b"".join((b"\r\n" if i else b"") + dw.frame_part_header(boundary, got.media_type, got.transfer_syntax,
@@ -323,7 +346,9 @@ def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: str, object_store
             status = {"too_large": 413, "no_such_frame": 404, "no_pixel_data": 404}.get(err.reason, 422)
             return _problem(status, f"instance {sop}: {err.reason.replace('_', ' ')}: {err.detail}",
                             err.reason.upper())
-        audit_phi_read(audit, principal, "wado.rendered", [sop])
+        failed = await audit_phi_read(audit_log, request, principal, "WADO-RS rendered", [sop])
+        if failed is not None:
+            return failed
         return Response(body, media_type=media, headers={"Cache-Control": "private, max-age=3600",
                                                          "X-Content-Type-Options": "nosniff"})
 
@@ -339,7 +364,11 @@ def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: str, object_store
         return await rendered(request, study, series, sop, int(frames) - 1)
 
 
-def register_dicomweb(app: FastAPI, *, ingest: Ingest, principal_of: Callable[[Request], Any]) -> None:
+def register_dicomweb(app: FastAPI, *, ingest: Ingest, principal_of: Callable[[Request], Any],
+                      audit_log: AuditLog | None = None) -> None:
+    """The DICOMweb routes. Every route that reads or writes instances writes its audit record with
+    :func:`medsearch_api.audit.record` (a trail of the SOP instance and study UIDs it served or stored) and
+    answers 503 when that fails."""
     from medsearch.dicomnet.receiver import readable_transfer_syntaxes
 
     readable = set(readable_transfer_syntaxes())
@@ -355,6 +384,7 @@ def register_dicomweb(app: FastAPI, *, ingest: Ingest, principal_of: Callable[[R
         except StowRequestError as err:
             return JSONResponse({"errors": [{"message": str(err)}]}, status_code=err.status)
         outcomes: list[InstanceOutcome] = []
+        stored_studies: list[str] = []
         for i, part in enumerate(parts, start=1):
             if part.content_type not in ("application/dicom", ""):
                 outcomes.append(InstanceOutcome(None, None, FAILURE_CANNOT_UNDERSTAND))
@@ -379,8 +409,21 @@ def register_dicomweb(app: FastAPI, *, ingest: Ingest, principal_of: Callable[[R
                 outcomes.append(InstanceOutcome(sop_class, sop_uid, FAILURE_CANNOT_UNDERSTAND))
             else:
                 outcomes.append(InstanceOutcome(sop_class, sop_uid))
+                stored_studies.append(study_uid or "")
         status, payload = response_body(outcomes)
         n_failed = sum(1 for o in outcomes if o.failure is not None)
+        trail = core_audit.AuditTrail()
+        trail.wrote(images=[o.sop_instance_uid or "" for o in outcomes if o.failure is None],
+                    studies=[u for u in stored_studies if u])
+        outcome = (core_audit.SUCCESS if not n_failed else
+                   core_audit.MINOR_FAILURE if n_failed < len(outcomes) else core_audit.SERIOUS_FAILURE)
+        try:
+            await record(audit_log, trail, operation="dicomweb STOW-RS", principal=principal,
+                         client_addr=request.client.host if request.client else "", outcome=outcome,
+                         outcome_desc=f"{n_failed} of {len(outcomes)} instances failed" if n_failed else "")
+        except AuditUnavailable as err:
+            return JSONResponse({"errors": [{"message": str(err), "extensions": {
+                "code": errors.SERVICE_UNAVAILABLE, "reference": err.reference}}]}, status_code=503)
         log.info("STOW-RS by %s: %d stored, %d failed", getattr(principal, "name", "?"), len(outcomes) - n_failed,
                  n_failed)
         return JSONResponse(payload, status_code=status, media_type=DICOM_JSON)

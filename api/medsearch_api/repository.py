@@ -57,6 +57,9 @@ LOAD_CHECK_SECONDS = 10.0
 # under filters), IVF's nprobe. Each index type reads its own key.
 MIN_EF = 512
 NPROBE = 32
+# Every gateway-side Milvus call answers within this (pymilvus' own deadline on the call, and the request's wait on
+# the call's thread): a hung Milvus fails the searches that need it with SERVICE_UNAVAILABLE, nothing else.
+MILVUS_TIMEOUT_SECONDS = 8.0
 
 
 class StoreTimer:
@@ -186,9 +189,11 @@ class PgPool:
 class SearchRepository:
     """:class:`Repository` over PostgreSQL (records, keyword, filters, counts, facets) and Milvus (neighbours)."""
 
-    def __init__(self, pool: PgPool, milvus: Any, index: str) -> None:
+    def __init__(self, pool: PgPool, milvus: Any, index: str, *,
+                 milvus_timeout: float = MILVUS_TIMEOUT_SECONDS) -> None:
         self.pool = pool
         self._client = milvus
+        self.milvus_timeout = milvus_timeout
         self.tables = q.Tables(index)
         names = names_for(index)
         self.reports = names.reports_collection
@@ -256,8 +261,15 @@ class SearchRepository:
         self._load_checked[collection] = now
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        ctx = contextvars.copy_context()
-        return await asyncio.to_thread(ctx.run, fn, *args)
+        """``fn`` (Milvus calls) on the gateway's bounded Milvus pool, answered within ``milvus_timeout``: a hung
+        Milvus (a stopped process, a half-open connection) holds at most that pool's threads, never the event
+        loop or asyncio's default pool, and its callers get :class:`RepositoryError` in time."""
+        from medsearch_api import blocking
+
+        try:
+            return await asyncio.wait_for(blocking.run("milvus", fn, *args), self.milvus_timeout + 0.5)
+        except TimeoutError as err:
+            raise RepositoryError(f"Milvus did not answer within {self.milvus_timeout:g} s") from err
 
     def _search(self, collection: str, field: str, vector: Sequence[float], expr: str, limit: int, pk: str
                 ) -> list[tuple[str, float]]:
@@ -269,7 +281,8 @@ class SearchRepository:
                                   "search_params": {"params": {"ef": max(MIN_EF, limit), "nprobe": NPROBE}}}
         if expr:
             kwargs["filter"] = expr
-        res = self._call(self._client.search, collection, data=[list(vector)], **kwargs)
+        res = self._call(self._client.search, collection, data=[list(vector)], timeout=self.milvus_timeout,
+                         **kwargs)
         hits = res[0] if res else []
         return [(_hit_pk(h, pk), float(h["distance"])) for h in hits]
 
@@ -455,11 +468,18 @@ class SearchRepository:
     # -- health ----------------------------------------------------------------------------------------------
     def _milvus_ping(self) -> None:
         for coll in (self.reports, self.images):
-            if not self._call(self._client.has_collection, coll):
+            if not self._call(self._client.has_collection, coll, timeout=self.milvus_timeout):
                 raise RepositoryError(f"collection {coll} does not exist (run `medsearch up` or the operator)")
 
     async def ping(self) -> None:
+        from psycopg import sql
+
         await self.ts_config()  # the schema exists and is migrated
+        rows = await self._rows(q.Query(sql.SQL("SELECT to_regclass(%s) IS NOT NULL AS ok"),
+                                        [f"{self.tables.schema}.audit_log"]))
+        if not rows or not rows[0]["ok"]:  # without it every PHI-bearing request fails (medsearch_api.audit)
+            raise RepositoryError(f"schema {self.tables.schema} has no audit_log (run `medsearch up` or the operator "
+                                  "to migrate it)")
         await self._run(self._milvus_ping)
 
     async def close(self) -> None:

@@ -170,6 +170,7 @@ async def similar_images(ctx: Context, *, image_id: str | None, data: bytes | No
                                          "(MEDSEARCH_MODEL_SERVER_URL)")
             assert data is not None
             await check_image(data, "upload")
+            ctx.audit.read()  # an accepted uploaded image is PHI-bearing, whatever it matches
             vector = await ctx.services.embed_image(data)
         hits = await ctx.repo.similar_images(vector=vector, k=k, filter=spec, exclude_ids=exclude)
     except _REPO_ERRORS as err:
@@ -219,7 +220,19 @@ async def ingest_dicom(ctx: Context, data: bytes, filename: str) -> Any:
         raise errors.unavailable("ingest is not configured (Kafka broker / object store)")
     name = filename.replace("\\", "/").rsplit("/", 1)[-1][:255] or "upload.dcm"
     await check_image(data, "file")
+    sop_uid, study_uid = await blocking.run("imaging", dicom_uids, data)
+    ctx.audit.wrote(images=[sop_uid], studies=[study_uid])  # audited even when the publish fails
     return await ctx.services.ingest.dicom(data, name)
+
+
+def dicom_uids(data: bytes) -> tuple[str, str]:
+    """(SOPInstanceUID, StudyInstanceUID) of a DICOM upload as received ('' when unreadable): its audit ids."""
+    from medsearch.producer import dicom_header
+
+    ds = dicom_header(data)
+    if ds is None:
+        return "", ""
+    return str(ds.get("SOPInstanceUID", "") or "").strip(), str(ds.get("StudyInstanceUID", "") or "").strip()
 
 
 async def ingest_report(
@@ -244,4 +257,5 @@ async def ingest_report(
             raise errors.bad_input(str(err), "reportDate") from None
     if ctx.services.ingest is None:
         raise errors.unavailable("ingest is not configured (Kafka broker / object store)")
+    ctx.audit.wrote(reports=[rid], studies=[study_uid or ""])
     return await ctx.services.ingest.report(rid, text, study_uid, report_date)

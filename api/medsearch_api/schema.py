@@ -20,6 +20,7 @@ from medsearch.contracts.settings import ApiSettings
 from medsearch_api import errors
 from medsearch_api import records as rec
 from medsearch_api import resolvers as R
+from medsearch_api.audit import audit_extension
 from medsearch_api.context import Context
 from medsearch_api.filters import FilterInputError, validate_image_filter, validate_report_filter
 from medsearch_api.icd10 import describe
@@ -283,7 +284,8 @@ class Image:
     def thumbnail_url(self, info: Info[Context, None]) -> str | None:
         if not self.rec.thumbnail_uri:
             return None
-        return info.context.services.thumbnail_url(self.rec.sop_instance_uid)
+        p = info.context.principal
+        return info.context.services.thumbnail_url(self.rec.sop_instance_uid, principal=p.name if p else "")
 
     @strawberry.field
     def model_name(self) -> str:
@@ -586,6 +588,7 @@ def build_schema(settings: ApiSettings | None = None) -> strawberry.Schema:
         lambda: MaxAliasesLimiter(max_alias_count=20),
         lambda: MaxTokensLimiter(max_token_count=2000),
         lambda: CostLimiter(max_cost=s.max_query_cost, max_first=s.max_first, max_k=s.max_k),
+        audit_extension("graphql"),
         lambda: MaskErrors(should_mask_error=mask_unexpected, error_message="internal error"),
     ]
     return LoggingSchema(query=Query, mutation=Mutation, extensions=extensions)

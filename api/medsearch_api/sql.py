@@ -77,6 +77,15 @@ REPORT_COLS = _cols("r", REPORT_READ_FIELDS)
 IMAGE_COLS = _cols("i", IMAGE_READ_FIELDS)
 
 
+def _image_cols_linked(t: Tables) -> sql.Composable:
+    """The image read fields, ``report_id`` filled from the study link when the row has none (the DICOM worker
+    does not know the report; a report may arrive before or after its images): the first report of the study."""
+    return sql.SQL(", ").join(
+        sql.SQL("COALESCE(NULLIF(i.report_id, ''), (SELECT min(r.report_id) FROM {} r WHERE i.study_uid <> '' "
+                "AND r.study_uid = i.study_uid), '') AS report_id").format(t.reports)
+        if n == "report_id" else sql.Identifier("i", n) for n in IMAGE_READ_FIELDS)
+
+
 # ------------------------------------------------------------------------------------------------- reports
 
 
@@ -207,7 +216,7 @@ def images_by(t: Tables, column: str, values: Sequence[str]) -> Query:
     if column not in ("sop_instance_uid", "study_uid"):
         raise ValueError(column)
     text = sql.SQL("SELECT {} FROM {} i WHERE {} = ANY(%s) ORDER BY i.series_uid, i.sop_instance_uid").format(
-        IMAGE_COLS, t.images, sql.Identifier("i", column))
+        _image_cols_linked(t), t.images, sql.Identifier("i", column))
     return Query(text, [list(values)])
 
 

@@ -104,7 +104,7 @@ def test_semantic_and_hybrid_use_the_text_embedder() -> None:
 @pytest.mark.parametrize("bad", ['" or 1==1 or "', "J91.8\") or (1==1", "x' || '1'=='1", "J91.8\\", "../etc"])
 def test_filter_injection_is_rejected_before_the_repository(bad: str) -> None:
     ctx = make_context()
-    repo = ctx.repo
+    repo = ctx.services.repo
     assert isinstance(repo, FakeRepository)
     res = run(SEARCH, {"q": "effusion", "mode": "KEYWORD", "first": 5, "f": {"positiveCodes": [bad]}}, ctx)
     assert codes(res) == ["BAD_USER_INPUT"]
@@ -175,7 +175,7 @@ def brute_icd10(repo: FakeRepository, field: str, query: str | None) -> dict[str
 
 def test_icd10_facets_count_matching_reports() -> None:
     ctx = make_context()
-    repo = ctx.repo
+    repo = ctx.services.repo
     assert isinstance(repo, FakeRepository)
     for query, pol, field in ((None, "POSITIVE", "icd10_positive"), ("pneumothorax", "POSITIVE", "icd10_positive"),
                               ("effusion", "NEGATIVE", "icd10_negative")):
@@ -229,7 +229,7 @@ def test_queries_need_a_principal() -> None:
 
 def test_dataloaders_batch_per_request() -> None:
     ctx = make_context()
-    repo = ctx.repo
+    repo = ctx.services.repo
     assert isinstance(repo, FakeRepository)
     ok("{ searchReports(first: 5) { edges { node { images { id report { id } } } } } }", ctx=ctx)
     kinds = [c[0] for c in repo.calls]

@@ -24,6 +24,7 @@ _COMMAND_MODULES = [
     "medsearch.cli.receive",
     "medsearch.cli.dlq",
     "medsearch.cli.reindex",
+    "medsearch.cli.audit",
     "medsearch.cli.embed",
     "medsearch.cli.nlp",
     "medsearch.cli.config",

@@ -130,6 +130,11 @@ class ApiSettings(ServiceSettings):
         description="'Open in viewer' link of the web client (e.g. an OHIF viewer whose data source is the gateway's "
         "/dicomweb root); {study}, {series}, {instance} are replaced by URL-encoded UIDs; empty: no link.",
     )
+    audit_kafka: bool = Field(
+        default=False,
+        description="Also stream every audit record (FHIR AuditEvent JSON) to the Kafka topic <index>.audit; the "
+        "record of truth is the index's PostgreSQL audit_log table either way.",
+    )
 
 
 class WorkerSettings(ServiceSettings):

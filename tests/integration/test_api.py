@@ -546,7 +546,8 @@ def test_compat_seed_operations(seeded: Seeded) -> None:
     img = seeded.images[0]
     got = seeded.data('query($i: String) { getImage(ImageId: $i) { ReportId ImageId Bucket Key BodyPartExamined '
                       'Modality ViewPosition } }', {"i": img["sop_instance_uid"]}, path=p)["getImage"]
-    assert got["ImageId"] == img["sop_instance_uid"] and got["Key"].endswith(img["sop_instance_uid"] + ".png")
+    assert got["ImageId"] == img["sop_instance_uid"] and got["Bucket"] == "thumbnails"
+    assert got["Key"].startswith(img["sop_instance_uid"] + "?exp=")  # the signed gateway URL, not the store
     sim = seeded.data('query($i: String) { getSimilarImages(ImageId: $i, k:30) { ImageId ReportId Bucket Key '
                       'ViewPosition } }', {"i": img["sop_instance_uid"]}, path=p)["getSimilarImages"]
     assert [s["ImageId"] for s in sim] == _brute_knn(seeded, img["embedding"], 30, lambda i: i is not img)
@@ -615,3 +616,265 @@ def test_reindex_rebuilds_dropped_collections_from_postgres(seeded: Seeded, milv
         client.close()
     time.sleep(0.5)
     assert [seeded.data(q, v) for q, v in queries] == before
+
+
+# ------------------------------------------------------------------------------------------------ audit
+
+
+def _audit_since(postgres_dsn: str, index: str, after: int) -> list[Any]:
+    from medsearch import audit
+
+    with pgstore.connect(postgres_dsn) as conn:
+        return [e for e in audit.list_events(conn, index, limit=1000) if (e.event_id or 0) > after][::-1]
+
+
+def _last_audit_id(postgres_dsn: str, index: str) -> int:
+    from medsearch import audit
+
+    with pgstore.connect(postgres_dsn) as conn:
+        events = audit.list_events(conn, index, limit=1)
+    return int(events[0].event_id or 0) if events else 0
+
+
+def test_audit_log_records_each_phi_request_with_its_ids_and_never_text(seeded: Seeded, postgres_dsn: str) -> None:
+    import json
+
+    import psycopg
+    from typer.testing import CliRunner
+
+    from medsearch.cli import app
+
+    start = _last_audit_id(postgres_dsn, seeded.index)
+    query = "pneumothorax zebraquery"
+    d = seeded.data(SEARCH, {"q": query, "mode": "KEYWORD", "first": 5})["searchReports"]
+    ids = [e["node"]["id"] for e in d["edges"]]
+    assert ids
+    events = _audit_since(postgres_dsn, seeded.index, start)
+    assert len(events) == 1, events
+    ev = events[0]
+    assert ev.report_ids == tuple(ids) and ev.principal == "it" and ev.auth_method == "token"
+    assert ev.action == "R" and ev.operation == "graphql query searchReports" and ev.outcome == 0
+    assert set(ev.study_uids) == {seeded.by_id(i)["study_uid"] for i in ids}
+    with psycopg.connect(postgres_dsn) as conn:
+        raw = str(conn.execute(f"SELECT * FROM {names_for(seeded.index).pg_schema}.audit_log WHERE event_id = %s",
+                               (ev.event_id,)).fetchall())
+    assert "zebraquery" not in raw and "pneumothorax" not in raw
+    assert not any(seeded.by_id(i)["text"] in raw for i in ids)
+
+    # aggregates alone are not PHI-bearing: no record; a thumbnail, an image and the compat endpoint are
+    mark = _last_audit_id(postgres_dsn, seeded.index)
+    seeded.data('{ icd10Facets(query: "effusion") { code count } }')
+    assert _audit_since(postgres_dsn, seeded.index, mark) == []
+    img = seeded.images[2]
+    url = seeded.data('query($id: ID!) { image(id: $id) { thumbnailUrl } }',
+                      {"id": img["sop_instance_uid"]})["image"]["thumbnailUrl"]
+    assert seeded.client.get(url).status_code == 200
+    seeded.data('query($r: String) { getReport(ReportId: $r) { ReportId } }', {"r": "rep-007"}, path="/compat/graphql")
+    ops = [(e.operation, e.auth_method, e.image_ids, e.report_ids) for e in _audit_since(postgres_dsn, seeded.index,
+                                                                                          mark)]
+    assert ops == [("graphql query image", "token", (img["sop_instance_uid"],), (img["report_id"],) if img["report_id"]
+                    else ()),
+                   ("thumbnail", "signed-url", (img["sop_instance_uid"],), ()),
+                   ("compat query getReport", "token", (), ("rep-007",))], ops
+
+    # append-only: the table refuses changes
+    with psycopg.connect(postgres_dsn) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(f"DELETE FROM {names_for(seeded.index).pg_schema}.audit_log")
+
+    # `medsearch audit` lists it (JSON: FHIR AuditEvent)
+    result = CliRunner().invoke(app, ["audit", "--index", seeded.index, "--principal", "it", "--json", "--since",
+                                      "1h", "--data-dir", "/nonexistent"],
+                                env={"MEDSEARCH_POSTGRES_DSN": postgres_dsn})
+    assert result.exit_code == 0, result.output
+    listed = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    mine = next(x for x in listed if x["id"] == str(ev.event_id))
+    assert mine["resourceType"] == "AuditEvent" and mine["action"] == "R" and mine["outcome"] == "0"
+    assert [x["what"]["identifier"]["value"] for x in mine["entity"] if x["type"]["code"] == "report"] == ids
+    table = CliRunner().invoke(app, ["audit", "--index", seeded.index, "--data-dir", "/nonexistent"],
+                               env={"MEDSEARCH_POSTGRES_DSN": postgres_dsn})
+    assert table.exit_code == 0 and "searchReports" in table.stdout and "compat query getReport" in table.stdout, (
+        table.output)
+
+
+def test_a_failing_audit_store_fails_the_request(seeded: Seeded, postgres_dsn: str) -> None:
+    import psycopg
+
+    schema = names_for(seeded.index).pg_schema
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE {schema}.audit_log RENAME TO audit_log_away")
+    try:
+        r = seeded.gql(SEARCH, {"q": "effusion", "mode": "KEYWORD", "first": 5})
+        body = r.json()
+        assert body["data"] is None, body  # no PHI leaves without its audit record
+        err = body["errors"][0]
+        assert err["extensions"]["code"] == "SERVICE_UNAVAILABLE" and err["extensions"]["reference"], err
+        assert err["message"].startswith("the audit log is unavailable") and "audit_log" not in err["message"]
+        r = seeded.gql('query($r: String) { getReport(ReportId: $r) { ReportId Findings } }', {"r": "rep-001"},
+                       path="/compat/graphql")
+        assert r.json()["data"] is None and r.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+        thumb = seeded.client.get(f"/thumbnails/{seeded.images[2]['sop_instance_uid']}",
+                                  headers={"Authorization": f"Bearer {READER}"})
+        assert thumb.status_code == 503 and thumb.content != store.get_bytes(seeded.images[2]["thumbnail_uri"])
+        # aggregates need no audit record and keep working
+        assert seeded.data('{ icd10Facets { code count } }')["icd10Facets"]
+        # and the gateway says it is not ready to serve search
+        ready = seeded.client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["collections"] == "unavailable", ready.json()
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f"ALTER TABLE {schema}.audit_log_away RENAME TO audit_log")
+    assert seeded.data(SEARCH, {"q": "effusion", "mode": "KEYWORD", "first": 5})["searchReports"]["edges"]
+
+
+# The seed React client's operations, verbatim (the same as api/tests/test_compat.py).
+_SEED_REPORT = ("ReportId Impression Findings PositiveSigns NegativeSigns PositiveDiagnoses NegativeDiagnoses "
+                "PositiveSymptoms NegativeSymptoms PositiveICD10CMs NegativeICD10CMs")
+SEED_OPS: dict[str, tuple[str, dict[str, Any]]] = {
+    "searchReports": ("query($searchQuery: String) { searchReports(input: $searchQuery) { " + _SEED_REPORT
+                      + " Images { ReportId ImageId Bucket Key } } }", {"searchQuery": "effusion"}),
+    "listReports": ("query { listReports(from:0, size:100) { Impression Findings PositiveSigns NegativeSigns "
+                    "PositiveDiagnoses NegativeDiagnoses PositiveSymptoms NegativeSymptoms "
+                    "Images { ReportId ImageId Bucket Key } } }", {}),
+    "getPositiveICD10CMs": ("query($searchQuery: String) { getPositiveICD10CMs(input: $searchQuery) "
+                            "{ key doc_count } }", {"searchQuery": "effusion"}),
+    "getNegativeICD10CMs": ("query($searchQuery: String) { getNegativeICD10CMs(input: $searchQuery) "
+                            "{ key doc_count } }", {"searchQuery": "effusion"}),
+    "getAllPositiveICD10CMs": ("query { getAllPositiveICD10CMs { key doc_count } }", {}),
+    "getAllNegativeICD10CMs": ("query { getAllNegativeICD10CMs { key doc_count } }", {}),
+    "getReport": ("query($reportid: String) { getReport(ReportId: $reportid) { " + _SEED_REPORT + " } }",
+                  {"reportid": "rep-004"}),
+    "getImage": ("query($imageid: String) { getImage(ImageId: $imageid) { ReportId ImageId Bucket Key "
+                 "BodyPartExamined Modality ViewPosition } }", {"imageid": "1.2.826.0.1.5.2"}),
+    "getSimilarImages": ("query($imageid: String) { getSimilarImages(ImageId: $imageid, k:30) { ImageId ReportId "
+                         "Bucket Key ViewPosition } }", {"imageid": "1.2.826.0.1.5.2"}),
+}
+for _pol in ("Positive", "Negative"):
+    for _what in ("ICD10CMs", "Signs", "Diagnoses", "Symptoms"):
+        _name = f"get{_pol}{_what}byReports"
+        SEED_OPS[_name] = (f"query($reportids: String) {{ {_name}(input: $reportids) {{ key doc_count }} }}",
+                           {"reportids": ",".join(f"rep-{i:03d}" for i in range(40))})
+
+
+def _nulls(value: Any, path: str = "") -> list[str]:
+    if value is None:
+        return [path]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _nulls(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [p for n, v in enumerate(value) for p in _nulls(v, f"{path}[{n}]")]
+    return []
+
+
+def test_every_seed_client_operation_returns_values_for_every_field(seeded: Seeded, postgres_dsn: str) -> None:
+    """On real data (reports and images linked only by study, as the workers write them; a thumbnail per image),
+    every field the seed client selects has a value: ReportId from the study link, Bucket/Key the signed gateway
+    thumbnail URL, which the client fetches without a header."""
+    import psycopg
+
+    schema = names_for(seeded.index).pg_schema
+    unlinked = [i for i in seeded.images if not i["report_id"]]
+    assert unlinked  # images whose row carries no report id, as the DICOM worker writes them
+    saved = {i["sop_instance_uid"]: i["thumbnail_uri"] for i in seeded.images}
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        for img in seeded.images:
+            uri = store.join(seeded.store_url, seeded.index, "thumbnails", img["sop_instance_uid"] + ".png")
+            if not store.exists(uri):
+                store.put_bytes(uri, _png(7))
+            conn.execute(f"UPDATE {schema}.images SET thumbnail_uri = %s WHERE sop_instance_uid = %s",
+                         (uri, img["sop_instance_uid"]))
+    try:
+        fetched = 0
+        for op, (query, variables) in SEED_OPS.items():
+            data = seeded.data(query, variables, path="/compat/graphql")[op]
+            assert data, op
+            assert _nulls(data) == [], (op, _nulls(data)[:5])
+            images = [i for r in data for i in r.get("Images") or []] if isinstance(data, list) else []
+            images += [data] if op == "getImage" else data if op == "getSimilarImages" else []
+            for img in images[:3]:
+                by_study = next(r for r in seeded.reports
+                                if r["study_uid"] == img["ImageId"].rsplit(".", 1)[0])
+                assert img["ReportId"] == by_study["report_id"], img
+                assert "/" not in img["Key"].split("?")[0] and seeded.store_url not in img["Key"]
+                r = seeded.client.get(f"/{img['Bucket']}/{img['Key']}")  # no Authorization header
+                assert r.status_code == 200 and r.headers["content-type"] == "image/png", img
+                fetched += 1
+        assert fetched >= 6
+        # the report id comes from the study link for every image, whichever arrived first
+        listed = seeded.data("query { listReports(from:0, size:100) { Images { ImageId ReportId } } }",
+                             path="/compat/graphql")["listReports"]
+        assert sum(1 for r in listed for i in r["Images"] if i["ReportId"]) == len(seeded.images)
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            for sop, uri in saved.items():
+                conn.execute(f"UPDATE {schema}.images SET thumbnail_uri = %s WHERE sop_instance_uid = %s",
+                             (uri, sop))
+
+
+def test_an_image_links_to_a_report_that_arrives_after_it(seeded: Seeded, postgres_dsn: str) -> None:
+    import psycopg
+
+    q = "query($i: String) { getImage(ImageId: $i) { ImageId ReportId } }"
+    image = {**seeded.images[0], "sop_instance_uid": "1.2.826.0.99.1.1", "study_uid": "1.2.826.0.99.1",
+             "report_id": ""}
+    report = {**seeded.reports[0], "report_id": "late-report-1", "study_uid": "1.2.826.0.99.1"}
+    schema = names_for(seeded.index).pg_schema
+    try:
+        with pgstore.connect(postgres_dsn) as conn:
+            pgstore.upsert_images(conn, seeded.index, [image])
+        got = seeded.data(q, {"i": image["sop_instance_uid"]}, path="/compat/graphql")["getImage"]
+        assert got == {"ImageId": image["sop_instance_uid"], "ReportId": None}  # no report for the study yet
+        with pgstore.connect(postgres_dsn) as conn:
+            pgstore.upsert_reports(conn, seeded.index, [report])
+        got = seeded.data(q, {"i": image["sop_instance_uid"]}, path="/compat/graphql")["getImage"]
+        assert got["ReportId"] == "late-report-1"
+        main = seeded.data('query($i: ID!) { image(id: $i) { reportId report { id } } }',
+                           {"i": image["sop_instance_uid"]})["image"]
+        assert main == {"reportId": "late-report-1", "report": {"id": "late-report-1"}}
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f"DELETE FROM {schema}.images WHERE sop_instance_uid = %s", (image["sop_instance_uid"],))
+            conn.execute(f"DELETE FROM {schema}.reports WHERE report_id = %s", (report["report_id"],))
+
+
+def test_audit_records_stream_to_the_audit_topic_when_enabled(seeded: Seeded, postgres_dsn: str,
+                                                              tmp_path: Path) -> None:
+    import json
+
+    from fastapi.testclient import TestClient
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.admin import NewTopic
+    from medsearch_api.app import create_app
+
+    from medsearch.audit import audit_topic
+
+    topic = audit_topic(seeded.index)
+    admin = kafka_admin(seeded.kafka)
+    if topic not in admin.list_topics():
+        admin.create_topics([NewTopic(name=topic, num_partitions=1, replication_factor=1)])
+    admin.close()
+    settings = seeded.client.app.state.services.settings.model_copy(update={"audit_kafka": True})
+    with TestClient(create_app(settings)) as tc:
+        r = tc.post("/graphql", json={"query": '{ report(id: "rep-009") { id text } }'},
+                    headers={"Authorization": f"Bearer {READER}"})
+        assert r.json()["data"]["report"]["id"] == "rep-009"
+        consumer = KafkaConsumer(bootstrap_servers=seeded.kafka, enable_auto_commit=False)
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 20
+        while not got and time.monotonic() < deadline:
+            for recs in consumer.poll(timeout_ms=500).values():
+                got.extend(json.loads(x.value) for x in recs)
+        consumer.close()
+    assert len(got) == 1, got
+    event = got[0]
+    assert event["resourceType"] == "AuditEvent" and event["subtype"][0]["code"] == "graphql query report"
+    assert [e["what"]["identifier"]["value"] for e in event["entity"]] == ["rep-009", seeded.by_id("rep-009")[
+        "study_uid"]]
+    assert seeded.by_id("rep-009")["text"] not in json.dumps(event)
+    # the same record is in PostgreSQL, the record of truth
+    with pgstore.connect(postgres_dsn) as conn:
+        from medsearch import audit
+
+        assert str(audit.list_events(conn, seeded.index, limit=1)[0].event_id) == event["id"]

@@ -187,3 +187,96 @@ def test_search_stays_ready_while_ingest_dependencies_are_down_and_uploads_fail_
         client.close()
         if postgres_dsn is not None:
             provision.drop_schema(postgres_dsn, index)
+
+
+def test_a_stopped_milvus_fails_the_searches_that_need_it_within_10_s_and_nothing_else(
+        tmp_path: Path, service_logs: Path, postgres_dsn: str) -> None:
+    """SIGSTOP the milvus-lite server (its TCP port still accepts, nothing answers): similarImages, which needs
+    Milvus, answers SERVICE_UNAVAILABLE within 10 s, while keyword searches (PostgreSQL) keep being answered, during
+    and after; SIGCONT and Milvus serves again."""
+    import os
+    import signal
+    import threading
+
+    from medsearch import pgstore
+    from medsearch.contracts.collections import IMAGE_ANN_FIELDS, IMAGE_FIELDS, REPORT_FIELDS, ann_row
+    from medsearch.contracts.naming import names_for
+    from medsearch.contracts.spec import MedicalSearchIndexSpec
+    from medsearch.provision import drop_schema, ensure_collections, ensure_schema, milvus_client
+
+    index = "hostilehang"
+    spec = MedicalSearchIndexSpec()
+    milvus_port = procs.free_port()
+    milvus_uri = f"http://127.0.0.1:{milvus_port}"
+    with procs.running(procs.milvus_lite_command(tmp_path / "milvus", milvus_port),
+                       ready=lambda: procs.milvus_ready(milvus_uri), what="milvus-lite server",
+                       log_path=service_logs / "hostile-hang-milvus.log", timeout=90) as milvus:
+        client = milvus_client(milvus_uri)
+        ensure_collections(client, index, spec)
+        ensure_schema(postgres_dsn, index, spec)
+        reports, images = [], []
+        for n in range(4):
+            r = {f.name: {"VARCHAR": "", "INT32": 0, "INT64": 0, "JSON": {}, "ARRAY": []}.get(f.dtype)
+                 for f in REPORT_FIELDS if f.dtype != "FLOAT_VECTOR"}
+            r.update(report_id=f"h{n}", study_uid=f"1.2.9.{n}", text=f"Small pleural effusion number {n}.",
+                     sections={}, entities=[], text_vector=[0.1] * spec.reports.dimension)
+            reports.append(r)
+            i = {f.name: {"VARCHAR": "", "INT32": 0, "INT64": 0, "JSON": {}, "ARRAY": []}.get(f.dtype)
+                 for f in IMAGE_FIELDS if f.dtype != "FLOAT_VECTOR"}
+            i.update(sop_instance_uid=f"1.2.9.{n}.1", study_uid=f"1.2.9.{n}", modality="CR",
+                     embedding=[float(n + 1 if k == n else 0.5) for k in range(spec.embedding.dimension)])
+            images.append(i)
+        with pgstore.connect(postgres_dsn) as conn:
+            pgstore.upsert_reports(conn, index, reports)
+            pgstore.upsert_images(conn, index, images)
+        client.upsert(names_for(index).images_collection, [ann_row(i, IMAGE_ANN_FIELDS) for i in images])
+        client.flush(names_for(index).images_collection)
+        client.close()
+        tokens = tmp_path / "tokens"
+        tokens.write_text(f"{READER} reader r\n")
+        api_port = procs.free_port()
+        env = {"MEDSEARCH_INDEX": index, "MEDSEARCH_MILVUS_URI": milvus_uri, "MEDSEARCH_POSTGRES_DSN": postgres_dsn,
+               "MEDSEARCH_API_PORT": str(api_port), "MEDSEARCH_API_TOKENS_FILE": str(tokens),
+               "MEDSEARCH_RATE_LIMIT_PER_SECOND": "0", "MEDSEARCH_OBJECT_STORE_URL": f"file://{tmp_path / 'o'}"}
+        base = f"http://127.0.0.1:{api_port}"
+        gw = Gateway(base, 0, service_logs / "hostile-hang-gateway.log", "", 0)
+        similar = '{ similarImages(imageId: "1.2.9.0.1", k: 2) { image { id } } }'
+        keyword = '{ searchReports(query: "effusion") { edges { node { id } } } }'
+        try:
+            with procs.running([sys.executable, "-m", "medsearch_api"],
+                               ready=lambda: procs.http_ready(base + "/healthz"), what="gateway", log_path=gw.log,
+                               env=env, timeout=60):
+                assert gw.post(similar).json()["data"]["similarImages"], "Milvus answers before it is stopped"
+                os.killpg(milvus.pid, signal.SIGSTOP)
+                try:
+                    answers: list[tuple[float, dict[str, object]]] = []
+
+                    def ask_similar() -> None:
+                        t0 = time.perf_counter()
+                        body = gw.post(similar, timeout=60).json()
+                        answers.append((time.perf_counter() - t0, body))
+
+                    threads = [threading.Thread(target=ask_similar) for _ in range(12)]  # more than the pool
+                    for t in threads:
+                        t.start()
+                    keyword_times = []
+                    for _ in range(5):  # while the Milvus searches hang
+                        t0 = time.perf_counter()
+                        body = gw.post(keyword, timeout=30).json()
+                        keyword_times.append(time.perf_counter() - t0)
+                        assert len(body["data"]["searchReports"]["edges"]) == 4, body
+                    for t in threads:
+                        t.join(timeout=60)
+                    assert len(answers) == 12
+                    for elapsed, body in answers:
+                        assert elapsed < 10, (elapsed, body)
+                        err = body["errors"][0]  # type: ignore[index]
+                        assert err["extensions"]["code"] == "SERVICE_UNAVAILABLE", err
+                        assert milvus_uri not in err["message"] and str(milvus_port) not in err["message"]
+                    assert max(keyword_times) < 3, keyword_times
+                finally:
+                    os.killpg(milvus.pid, signal.SIGCONT)
+                procs.wait_until(lambda: "data" in gw.post(similar).json() and bool(
+                    gw.post(similar).json()["data"]), timeout=60, what="similarImages after SIGCONT")
+        finally:
+            drop_schema(postgres_dsn, index)

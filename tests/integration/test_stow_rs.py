@@ -56,6 +56,15 @@ def test_stow_rs_with_dicomweb_client_stores_good_instances_and_fails_a_bad_one(
     assert sorted(stored) == sorted(str(ds.SOPInstanceUID) for ds in good)
     (failed,) = result.FailedSOPSequence
     assert failed.ReferencedSOPInstanceUID == bad.SOPInstanceUID and failed.FailureReason == 0xC122
+    # one audit record for the request: who stored which instances of which studies, a partial failure
+    from medsearch import audit, pgstore
+
+    with pgstore.connect(env.dsn) as conn:
+        (event,) = audit.list_events(conn, env.index)
+    assert (event.operation, event.action, event.principal, event.outcome) == ("dicomweb STOW-RS", "C", "stow-test",
+                                                                                audit.MINOR_FAILURE)
+    assert sorted(event.image_ids) == sorted(stored) and event.outcome_desc == "1 of 4 instances failed"
+    assert set(event.study_uids) == {str(ds.StudyInstanceUID) for ds in good}
 
     env.start_worker()
     expected = {str(ds.SOPInstanceUID) for ds in good}
