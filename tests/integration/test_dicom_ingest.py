@@ -485,12 +485,15 @@ def test_milvus_outage_loses_nothing(
                     try:
                         vector = await repo.image_vector(first)
                         assert vector is not None
-                        hits = await repo.similar_images(vector=vector, k=1, filter=ImageFilterSpec(), exclude_ids=[])
+                        # k covers every image: the copies of one file have identical vectors, so which of them ranks
+                        # first is arbitrary, and images published during the outage may already be indexed again.
+                        hits = await repo.similar_images(vector=vector, k=len(uids), filter=ImageFilterSpec(),
+                                                         exclude_ids=[])
                         return [h.image.sop_instance_uid for h in hits]
                     finally:
                         await repo.close()
 
-                assert asyncio.run(nearest())[0] in before  # copies of one file: identical vectors
+                assert before <= set(asyncio.run(nearest()))  # every pre-outage image is found again
             finally:
                 client.close()
             wait_for(lambda: e.count() == len(uids) or e.count(), 120, "ingest to resume after the outage")
