@@ -81,8 +81,8 @@ class PublisherIngest(Ingest):
         from medsearch.producer import LedgerUnavailable, Publisher, PublishError
         from medsearch.store import StoreError
 
-        with self._lock:  # one publish + flush at a time: the result is acknowledged before we answer
-            try:
+        try:
+            with self._lock:  # only the shared producer's creation is serialised
                 if self._publisher is None:
                     from medsearch.ledger import Ledger
 
@@ -93,15 +93,22 @@ class PublisherIngest(Ingest):
                                                 index=self.settings.index, source="api",
                                                 security=kafka_security_options(self.settings), ledger=ledger,
                                                 republish_after=self.settings.ingest_republish_after_seconds)
-                result = fn(self._publisher)
-                self._publisher.flush(timeout=30)
+                base = self._publisher
+            # One sibling per upload: it shares the thread-safe Kafka producer but waits only for its own
+            # acknowledgements, so concurrent uploads neither queue behind one lock nor behind each other's flush.
+            publisher = base.sibling("api")
+            try:
+                result = fn(publisher)
+                publisher.flush(timeout=30)  # the result is acknowledged before we answer
                 return result
-            except LedgerUnavailable as err:
-                raise errors.dependency_unavailable("the ingest ledger", err, "; search is not affected") from err
-            except PublishError as err:
-                raise errors.dependency_unavailable("the ingest broker", err, "; search is not affected") from err
-            except StoreError as err:
-                raise errors.dependency_unavailable("the object store", err) from err
+            finally:
+                publisher.close()
+        except LedgerUnavailable as err:
+            raise errors.dependency_unavailable("the ingest ledger", err, "; search is not affected") from err
+        except PublishError as err:
+            raise errors.dependency_unavailable("the ingest broker", err, "; search is not affected") from err
+        except StoreError as err:
+            raise errors.dependency_unavailable("the object store", err) from err
 
     async def dicom(self, data: bytes, filename: str) -> Any:
         return await blocking.run("ingest", self._with_publisher, lambda p: p.publish_dicom(data, filename=filename))
