@@ -270,28 +270,61 @@ class DicomBatchHandler:
 # ------------------------------------------------------------------------------------------------- Milvus
 
 
-_TRANSIENT_MILVUS_HINTS = (
-    "connect",
-    "unavailable",
-    "timeout",
-    "timed out",
-    "deadline",
-    "not ready",
-    "refused",
-    "reset by peer",
-    "closed",
-    "not exist",  # collection not created yet (the operator / `medsearch up` provisions it)
-    "not found",
-    "not loaded",
-)
+# Milvus error codes (pymilvus ``ErrorCode`` and the server's merr codes) worth retrying: the collection is not
+# there or not loaded yet (provisioning and restarts bring it), the server is not ready, rate limits. Input errors
+# (wrong fields, types, lengths) are permanent whatever their code.
+_TRANSIENT_MILVUS_CODES = frozenset({
+    2,     # UnexpectedError from a server that is starting / not ready (connection level)
+    8,     # RATE_LIMIT
+    100,   # COLLECTION_NOT_FOUND (not provisioned yet)
+    101,   # collection not loaded (released after a restart)
+    1,     # UNEXPECTED_ERROR: only together with a connection-level message, see below
+})
+# Connection-level failures arrive from pymilvus as UNEXPECTED_ERROR without a specific code; these words in
+# such an error (and only such) say the server was not reached.
+_CONNECTION_HINTS = ("connect", "unavailable", "timeout", "timed out", "deadline", "refused", "reset by peer",
+                     "closed", "not ready")
 
 
 def is_transient_milvus_error(err: BaseException) -> bool:
-    """Connection problems, timeouts and a collection that does not exist yet are worth retrying forever."""
+    """Retry forever: connection problems, timeouts, gRPC UNAVAILABLE/DEADLINE_EXCEEDED/RESOURCE_EXHAUSTED, and the
+    Milvus codes of :data:`_TRANSIENT_MILVUS_CODES`; never an input error."""
     if isinstance(err, (ConnectionError, TimeoutError, OSError)):
         return True
-    text = f"{type(err).__name__} {err}".lower()
-    return any(h in text for h in _TRANSIENT_MILVUS_HINTS)
+    from pymilvus.exceptions import (
+        CollectionNotExistException,
+        ConnectError,
+        ConnectionNotExistException,
+        MilvusException,
+        MilvusUnavailableException,
+    )
+
+    if isinstance(err, (MilvusUnavailableException, ConnectError, ConnectionNotExistException,
+                        CollectionNotExistException)):
+        return True
+    if isinstance(err, MilvusException):
+        if getattr(err, "_is_input_error", False):
+            return False
+        if getattr(err, "_retriable", False):
+            return True
+        code = int(getattr(err, "code", 1) or 1)
+        if code == 1:  # no specific code: only a connection-level failure is transient
+            text = str(getattr(err, "message", "") or err).lower()
+            return any(h in text for h in _CONNECTION_HINTS)
+        return code in _TRANSIENT_MILVUS_CODES
+    code_of = getattr(err, "code", None)
+    if callable(code_of):  # grpc.RpcError
+        status = getattr(code_of(), "name", "")
+        return status in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED")
+    return False
+
+
+def check_upsert_count(result: Any, expected: int, collection: str) -> None:
+    """Milvus answers an upsert with the number of rows it took; fewer than sent is a failed write (retried: upserts
+    are idempotent), never a silent loss."""
+    count = result.get("upsert_count") if isinstance(result, dict) else getattr(result, "upsert_count", None)
+    if isinstance(count, int) and count != expected:
+        raise TransientError(f"Milvus upserted {count} of {expected} rows into {collection}")
 
 
 class MilvusImageWriter:
@@ -327,12 +360,13 @@ class MilvusImageWriter:
         with self._lock:
             try:
                 client = self._connect()
-                client.upsert(collection_name=self.collection, data=rows, timeout=self.timeout)
+                result = client.upsert(collection_name=self.collection, data=rows, timeout=self.timeout)
             except Exception as err:
                 self._reset()
                 if is_transient_milvus_error(err):
                     raise TransientError(f"Milvus {self.uri}: {err}") from err
                 raise WriteError(f"Milvus refused {len(rows)} rows in {self.collection}: {err}") from err
+            check_upsert_count(result, len(rows), self.collection)
 
     def close(self) -> None:
         with self._lock:

@@ -234,6 +234,22 @@ def test_milvus_error_classification() -> None:
     assert is_transient_milvus_error(down)
     assert is_transient_milvus_error(MilvusException(code=100, message="collection not found[collection=x]"))
     assert not is_transient_milvus_error(DataNotMatchException(message="Insert missed an field `study_uid`"))
+    # Told apart by code, not by words: a permanent error whose message happens to say "not found" or "closed"
+    # is not retried; an input error is permanent whatever its code; rate limits and not-loaded are transient.
+    assert not is_transient_milvus_error(MilvusException(code=1100, message="field embedding not found: closed set"))
+    assert not is_transient_milvus_error(MilvusException(code=100, message="x", is_input_error=True))
+    assert is_transient_milvus_error(MilvusException(code=8, message="rate limit exceeded"))
+    assert is_transient_milvus_error(MilvusException(code=101, message="collection not loaded"))
+    assert not is_transient_milvus_error(MilvusException(code=1, message="varchar longer than max_length"))
+
+
+def test_a_short_upsert_count_is_a_failed_write() -> None:
+    from medsearch_workers.dicom_worker import check_upsert_count
+
+    check_upsert_count({"upsert_count": 3, "ids": ["a", "b", "c"]}, 3, "x_images")
+    check_upsert_count(None, 3, "x_images")  # a client that reports no count: nothing to check
+    with pytest.raises(TransientError, match="upserted 2 of 3 rows"):
+        check_upsert_count({"upsert_count": 2}, 3, "x_images")
 
 
 def test_milvus_writer_down_is_transient() -> None:
