@@ -505,15 +505,18 @@ def _safe_check(check: Callable[[], bool]) -> bool:
         return False
 
 
-def _kafka_reachable(bootstrap: str, timeout_ms: int = 3000) -> bool:
-    """The broker answers metadata within ``timeout_ms`` (kafka-python's own bootstrap wait is 30 s)."""
-    from kafka import KafkaAdminClient
+def _kafka_reachable(s: ApiSettings, timeout_ms: int = 3000) -> bool:
+    """The broker answers metadata within ``timeout_ms`` (kafka-python's own bootstrap wait is 30 s), with the same
+    TLS/SASL options as every other client (a secured cluster must not read as unreachable)."""
     from kafka.errors import KafkaError
 
+    from medsearch.kafka_security import KafkaSecurityError, kafka_security_options
+    from medsearch.provision import ProvisionError, kafka_admin
+
     try:
-        admin = KafkaAdminClient(bootstrap_servers=[b.strip() for b in bootstrap.split(",") if b.strip()],
-                                 request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms)
-    except (KafkaError, OSError, ValueError):
+        admin = kafka_admin(s.kafka_bootstrap, client_id="medsearch-api-readiness", timeout_ms=timeout_ms,
+                            security=kafka_security_options(s))
+    except (ProvisionError, KafkaSecurityError, ValueError):
         return False
     try:
         admin.list_topics()
@@ -532,6 +535,6 @@ def _default_readiness(s: ApiSettings) -> dict[str, Callable[[], bool]]:
     return {
         "postgres": lambda: pgstore.ready(s.postgres_dsn, s.postgres_secret()),
         "milvus": lambda: milvus_ready(uri),
-        "broker": lambda: _kafka_reachable(s.kafka_bootstrap),
+        "broker": lambda: _kafka_reachable(s),
         "modelServer": lambda: http_ready(s.model_server_url.rstrip("/") + "/v2/health/ready"),
     }

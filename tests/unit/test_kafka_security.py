@@ -109,3 +109,15 @@ def test_the_worker_and_the_cli_read_them_from_the_environment(monkeypatch: pyte
     result = CliRunner().invoke(app, ["dlq", "list", "--index", "demo"])
     assert result.exit_code == 2
     assert "MEDSEARCH_KAFKA_SASL_PASSWORD" in result.output
+
+
+def test_the_gateways_broker_readiness_check_uses_them(captured: list[dict[str, Any]]) -> None:
+    from medsearch_api.app import _kafka_reachable
+
+    from medsearch.contracts.settings import ApiSettings
+
+    s = ApiSettings(kafka_bootstrap="k:9092", kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="PLAIN",
+                    kafka_sasl_username="u", kafka_sasl_password="p")
+    with pytest.raises(Captured):  # the fake admin client stops here, having recorded what it was given
+        _kafka_reachable(s)
+    assert {k: captured[0][k] for k in SASL} == SASL
