@@ -181,6 +181,36 @@ _RESTRICTED_CONTAINER = {
 }
 
 
+def _index_pod_spec(owner: Owner, settings: OperatorSettings, container: dict[str, Any]) -> dict[str, Any]:
+    """The pod of an index's worker-image Deployment (workers, DICOM receiver): ``container`` gets the index spec
+    at /etc/medsearch, a writable /tmp and, with Kafka TLS, the CA where MEDSEARCH_KAFKA_SSL_CAFILE points (the same
+    path as in the operator's own pod); restricted pod security; the configured service account."""
+    container["volumeMounts"] = [
+        {"name": "index-spec", "mountPath": "/etc/medsearch", "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    container["securityContext"] = _RESTRICTED_CONTAINER
+    pod_spec: dict[str, Any] = {
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        # Workers finish their batch, the receiver its open associations, on SIGTERM.
+        "terminationGracePeriodSeconds": 60,
+        "containers": [container],
+        "volumes": [
+            {"name": "index-spec",
+             "configMap": {"name": configmap_name(owner.name), "items": [{"key": "index.yaml", "path": "index.yaml"}]}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    if settings.operator_kafka_ca_secret and settings.kafka_ssl_cafile:
+        container["volumeMounts"].append({"name": "kafka-ca", "mountPath": str(settings.kafka_ssl_cafile.parent),
+                                          "readOnly": True})
+        pod_spec["volumes"].append({"name": "kafka-ca", "secret": {"secretName": settings.operator_kafka_ca_secret,
+                                                                   "defaultMode": 0o444}})
+    if settings.operator_service_account:
+        pod_spec["serviceAccountName"] = settings.operator_service_account
+    return pod_spec
+
+
 def build_worker_deployment(owner: Owner, spec: MedicalSearchIndexSpec, settings: OperatorSettings,
                             kind: WorkerKind, checksum: str, autoscaled: bool = False) -> dict[str, Any]:
     """``autoscaled``: a KEDA ScaledObject owns the replica count, so the manifest leaves ``replicas`` out
@@ -205,33 +235,11 @@ def build_worker_deployment(owner: Owner, spec: MedicalSearchIndexSpec, settings
         "env": env,
         "envFrom": env_from,
         "ports": [{"name": "metrics", "containerPort": 9102, "protocol": "TCP"}],
-        "volumeMounts": [
-            {"name": "index-spec", "mountPath": "/etc/medsearch", "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
-        "securityContext": _RESTRICTED_CONTAINER,
     }
     resources = _resources(wspec.resources.requests, wspec.resources.limits)
     if resources:
         container["resources"] = resources
-    pod_spec: dict[str, Any] = {
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-        "terminationGracePeriodSeconds": 60,
-        "containers": [container],
-        "volumes": [
-            {"name": "index-spec",
-             "configMap": {"name": configmap_name(owner.name), "items": [{"key": "index.yaml", "path": "index.yaml"}]}},
-            {"name": "tmp", "emptyDir": {}},
-        ],
-    }
-    if settings.operator_kafka_ca_secret and settings.kafka_ssl_cafile:
-        # The same path as in the operator's own pod (the chart mounts the CA there too).
-        container["volumeMounts"].append({"name": "kafka-ca", "mountPath": str(settings.kafka_ssl_cafile.parent),
-                                          "readOnly": True})
-        pod_spec["volumes"].append({"name": "kafka-ca", "secret": {"secretName": settings.operator_kafka_ca_secret,
-                                                                   "defaultMode": 0o444}})
-    if settings.operator_service_account:
-        pod_spec["serviceAccountName"] = settings.operator_service_account
+    pod_spec = _index_pod_spec(owner, settings, container)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -460,28 +468,11 @@ def build_receiver_deployment(owner: Owner, spec: MedicalSearchIndexSpec, settin
                   {"name": "metrics", "containerPort": 9102, "protocol": "TCP"}],
         "readinessProbe": {"tcpSocket": {"port": "dicom"}, "periodSeconds": 10},
         "livenessProbe": {"tcpSocket": {"port": "dicom"}, "periodSeconds": 20, "failureThreshold": 3},
-        "volumeMounts": [
-            {"name": "index-spec", "mountPath": "/etc/medsearch", "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
-        "securityContext": _RESTRICTED_CONTAINER,
     }
     resources = _resources(rspec.resources.requests, rspec.resources.limits)
     if resources:
         container["resources"] = resources
-    pod_spec: dict[str, Any] = {
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-        # Open associations are let finish on SIGTERM (new ones are refused meanwhile).
-        "terminationGracePeriodSeconds": 60,
-        "containers": [container],
-        "volumes": [
-            {"name": "index-spec",
-             "configMap": {"name": configmap_name(owner.name), "items": [{"key": "index.yaml", "path": "index.yaml"}]}},
-            {"name": "tmp", "emptyDir": {}},
-        ],
-    }
-    if settings.operator_service_account:
-        pod_spec["serviceAccountName"] = settings.operator_service_account
+    pod_spec = _index_pod_spec(owner, settings, container)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

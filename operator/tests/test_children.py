@@ -186,8 +186,11 @@ def test_kafka_security_reaches_the_workers(tmp_path: Any) -> None:
     secure = SETTINGS.model_copy(update={
         "kafka_security_protocol": "SASL_SSL", "kafka_sasl_mechanism": "PLAIN", "kafka_sasl_username": "ms",
         "kafka_ssl_cafile": ca, "operator_kafka_ca_secret": "kafka-ca"})
-    kids = ch.build_children(OWNER, gpu_spec(), secure)
+    kids = ch.build_children(OWNER, gpu_spec(receiver={"enabled": True}), secure)
     data = kids[0]["data"]
+    # the receiver publishes to Kafka too: it gets the CA like the workers
+    assert {"chest-dicom-worker", "chest-report-worker", "chest-dicom-receiver"} <= {
+        k["metadata"]["name"] for k in kids if k["kind"] == "Deployment"}
     assert data["MEDSEARCH_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert data["MEDSEARCH_KAFKA_SASL_MECHANISM"] == "PLAIN" and data["MEDSEARCH_KAFKA_SASL_USERNAME"] == "ms"
     assert data["MEDSEARCH_KAFKA_SSL_CAFILE"] == str(ca)
