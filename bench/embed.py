@@ -32,7 +32,7 @@ import numpy as np
 
 from medsearch.embedding_client import EmbeddingClient
 from medsearch.imaging import decode_image_bytes, preprocess
-from medsearch.localstack.procs import free_port, http_ready, running
+from medsearch_dev.localstack.procs import free_port, http_ready, running
 
 
 def progress(msg: str) -> None:

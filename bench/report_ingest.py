@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from medsearch.contracts.naming import names_for
     from medsearch.contracts.settings import WorkerSettings
     from medsearch.contracts.spec import MedicalSearchIndexSpec
-    from medsearch.localstack import postgres, procs
+    from medsearch_dev.localstack import postgres, procs
     from medsearch.producer import Publisher
     from medsearch.provision import count_rows, ensure_collections, ensure_schema, ensure_topics, kafka_admin
     from medsearch.provision import milvus_client as connect_milvus

@@ -29,7 +29,7 @@ from medsearch.contracts.collections import IMAGE_ANN_FIELDS, IMAGE_FIELDS, REPO
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.settings import ApiSettings
 from medsearch.contracts.spec import MedicalSearchIndexSpec
-from medsearch.localstack import procs
+from medsearch_dev.localstack import procs
 from medsearch.provision import (
     count_rows,
     drop_collections,

@@ -33,7 +33,7 @@ from medsearch import store
 from medsearch.contracts.messages import DeadLetter, Report
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import MedicalSearchIndexSpec
-from medsearch.localstack import procs
+from medsearch_dev.localstack import procs
 from medsearch.provision import (
     count_rows,
     drop_schema,
@@ -43,7 +43,7 @@ from medsearch.provision import (
     kafka_admin,
     milvus_client,
 )
-from medsearch.testing import read_dead_letters, wait_for
+from medsearch_dev.testing import read_dead_letters, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -29,7 +29,7 @@ from pydicom.uid import generate_uid
 from test_dicom_receiver import dcmtk  # noqa: F401  # installs the DICOM peers (Orthanc) when missing
 
 from medsearch import store
-from medsearch.localstack import procs
+from medsearch_dev.localstack import procs
 
 pytestmark = pytest.mark.integration
 TOKEN = "dicomweb-reader-token-0123456789"

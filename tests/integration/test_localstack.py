@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from medsearch.localstack.procs import free_port
+from medsearch_dev.localstack.procs import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ from test_dicom_ingest import Env, env, model_server  # noqa: F401  # the shared
 from test_dicom_receiver import dcmtk, start_receiver  # noqa: F401  # dcmtk: installs the peers (and Orthanc)
 from typer.testing import CliRunner
 
-from medsearch.localstack import procs
-from medsearch.testing import wait_for
+from medsearch_dev.localstack import procs
+from medsearch_dev.testing import wait_for
 
 pytestmark = pytest.mark.integration
 

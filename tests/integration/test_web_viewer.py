@@ -32,7 +32,7 @@ from pydicom.data import get_testdata_file
 from test_web_browser import chromium_path, report_rows, web_client  # noqa: F401  # shared fixtures
 
 from medsearch import store
-from medsearch.localstack import procs
+from medsearch_dev.localstack import procs
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

@@ -24,7 +24,7 @@ import yaml
 from medsearch import provision
 from medsearch.contracts.collections import IMAGE_VECTOR, REPORT_VECTOR
 from medsearch.contracts.naming import names_for
-from medsearch.localstack import procs
+from medsearch_dev.localstack import procs
 
 pytestmark = pytest.mark.k8s
 

@@ -16,7 +16,7 @@ from medsearch import store
 from medsearch.contracts.messages import DeadLetter, DicomObject, Report
 from medsearch.dicomnet.deid import Deidentifier, Quarantined, deidentifier_for
 from medsearch.producer import Publisher, PublishError
-from medsearch.testing import FakeKafkaProducer
+from medsearch_dev.testing import FakeKafkaProducer
 
 SECRET = "a-test-secret-of-enough-length"
 

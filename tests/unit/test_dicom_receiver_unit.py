@@ -159,7 +159,7 @@ def test_store_statuses_success_duplicate_disk_full_and_broker_failure(tmp_path:
     from kafka.errors import KafkaTimeoutError
 
     from medsearch.dicomnet.receiver import STATUS_OUT_OF_RESOURCES, STATUS_PROCESSING_FAILURE, STATUS_SUCCESS
-    from medsearch.testing import FakeKafkaProducer
+    from medsearch_dev.testing import FakeKafkaProducer
 
     raw = Path(get_testdata_file("CT_small.dcm")).read_bytes()  # type: ignore[arg-type]
     kafka = FakeKafkaProducer()

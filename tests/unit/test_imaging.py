@@ -133,7 +133,7 @@ def test_deflated_bomb_is_refused_quickly_without_inflating_it() -> None:
     import tracemalloc
 
     from medsearch.imaging import check_image_limits
-    from medsearch.testing_hostile import deflated_dicom_bomb
+    from medsearch_dev.hostile import deflated_dicom_bomb
 
     bomb = deflated_dicom_bomb()  # 3 GiB of zeros behind a 128 x 128 header, ~3 MB on the wire
     assert len(bomb) < 8 * 1024 * 1024
@@ -154,7 +154,7 @@ def test_deflated_bomb_is_refused_quickly_without_inflating_it() -> None:
 
 
 def test_deflated_header_declaring_too_many_pixels_is_refused_by_the_pixel_rule() -> None:
-    from medsearch.testing_hostile import deflated_dicom_bomb
+    from medsearch_dev.hostile import deflated_dicom_bomb
 
     with pytest.raises(ImageDecodeError, match="50000 x 50000 = 2500000000 pixels per frame exceeds the limit"):
         decode_dicom(deflated_dicom_bomb(rows=50000, columns=50000, zeros=1 << 20))
@@ -177,7 +177,7 @@ def test_limits_are_configurable_and_cover_frames() -> None:
 
 
 def test_png_beyond_pillows_bomb_limit_is_a_typed_refusal_not_a_crash() -> None:
-    from medsearch.testing_hostile import png_header_only
+    from medsearch_dev.hostile import png_header_only
 
     with pytest.raises(ImageDecodeError, match="the limit is 40000000 pixels") as err:
         decode_image_bytes(png_header_only(20000, 10000), source="big.png")  # 200 MP > Pillow's 179 MP
@@ -186,7 +186,7 @@ def test_png_beyond_pillows_bomb_limit_is_a_typed_refusal_not_a_crash() -> None:
 
 def test_png_below_pillows_limit_but_over_ours_is_refused_before_decoding() -> None:
     from medsearch.imaging import check_image_limits
-    from medsearch.testing_hostile import png_header_only
+    from medsearch_dev.hostile import png_header_only
 
     png = png_header_only(8000, 8000)  # 64 MP: Pillow would only warn and decode it
     for call in (lambda: decode_image_bytes(png), lambda: check_image_limits(png)):

@@ -14,7 +14,7 @@ from pydicom.uid import generate_uid
 
 from medsearch.dicomnet.pull import DicomwebPuller, PullError
 from medsearch.producer import Publisher
-from medsearch.testing import FakeKafkaProducer
+from medsearch_dev.testing import FakeKafkaProducer
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 SERIES = "1.2.826.0.1.3680043.8.498.2"

@@ -17,6 +17,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from medsearch.health import http_ready as http_ready  # re-exported: the stack's and the tests' probes
+from medsearch.health import milvus_ready as milvus_ready
+
 
 class ServiceError(RuntimeError):
     """A local service could not be found, started or reached."""
@@ -32,10 +35,6 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.3)
         return s.connect_ex((host, port)) == 0
-
-
-def tcp_ready(port: int, host: str = "127.0.0.1") -> bool:
-    return port_in_use(port, host)
 
 
 def tansu_binary() -> Path:
@@ -102,27 +101,6 @@ def kafka_ready(bootstrap: str) -> bool:
         return False
     finally:
         admin.close()
-
-
-def milvus_ready(uri: str) -> bool:
-    from pymilvus import MilvusClient
-
-    try:
-        client = MilvusClient(uri=uri, timeout=3)
-        client.list_collections()
-        client.close()
-        return True
-    except Exception:  # any connection/protocol failure means "not ready yet"  # noqa: BLE001
-        return False
-
-
-def http_ready(url: str, timeout: float = 2.0) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(url, timeout=timeout).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None,

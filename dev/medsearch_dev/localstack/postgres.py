@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from medsearch.localstack import procs
+from medsearch_dev.localstack import procs
 
 log = logging.getLogger(__name__)
 
