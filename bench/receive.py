@@ -83,10 +83,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timeout", type=float, default=120.0, help="longest wait for one study to be searchable")
     args = p.parse_args(argv)
 
+    from medsearch_dev.localstack import procs
+
     from medsearch.contracts.naming import names_for
     from medsearch.contracts.spec import MedicalSearchIndexSpec
     from medsearch.dicomnet.dcmtk import dcmtk_tool, storescu_profile
-    from medsearch_dev.localstack import procs
     from medsearch.provision import ensure_collections, ensure_topics, kafka_admin, milvus_client
 
     storescu = dcmtk_tool("storescu")

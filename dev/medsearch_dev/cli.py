@@ -1,8 +1,8 @@
 """``medsearch up | down | status | token | demo``: the local stack.
 
-Registered on the ``medsearch`` command through the ``medsearch.cli`` entry point ``stack``; :func:`locate` is the
-``medsearch.local_stack`` entry point through which ``medsearch reindex``, ``audit``, ``ingest`` and ``dlq`` find a running
-local stack's PostgreSQL and Milvus.
+Registered on the ``medsearch`` command through the ``medsearch.cli`` entry point ``stack``. :func:`locate` is the
+``medsearch.local_stack`` entry point through which ``medsearch reindex``, ``audit``, ``ingest`` and ``dlq`` find
+a running local stack's PostgreSQL and Milvus.
 """
 
 from __future__ import annotations

@@ -253,9 +253,8 @@ def test_a_short_upsert_count_is_a_failed_write() -> None:
 
 
 def test_milvus_writer_down_is_transient() -> None:
-    from medsearch_workers.dicom_worker import MilvusImageWriter
-
     from medsearch_dev.localstack.procs import free_port
+    from medsearch_workers.dicom_worker import MilvusImageWriter
 
     writer = MilvusImageWriter(f"http://127.0.0.1:{free_port()}", "x_images", timeout=3)
     with pytest.raises(TransientError, match="Milvus"):

@@ -52,7 +52,8 @@ PLUGIN_COMMANDS = {
 
 def command_names(target: typer.Typer) -> set[str]:
     """The names of the commands and command groups registered on ``target``."""
-    names = {c.name or (c.callback.__name__.replace("_", "-") if c.callback else "") for c in target.registered_commands}
+    names = {c.name or (c.callback.__name__.replace("_", "-") if c.callback else "")
+             for c in target.registered_commands}
     names |= {g.name or "" for g in target.registered_groups}
     return names - {""}
 

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from medsearch_dev.localstack import procs
+from medsearch_dev.testing import wait_for
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from test_dicom_ingest import Env, env, model_server  # noqa: F401  # the shared real-process fixtures
 
 from medsearch.dicomnet.dcmtk import PROFILE_NAME, dcmtk_tool, storescu_profile
-from medsearch_dev.localstack import procs
-from medsearch_dev.testing import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -22,9 +22,8 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
-
 from medsearch_dev.localstack.procs import free_port
+from PIL import Image
 
 pytestmark = pytest.mark.integration
 

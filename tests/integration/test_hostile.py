@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from medsearch_dev.localstack import procs
 
 from medsearch.embedding_client import EmbeddingClient, EmbeddingRejected
-from medsearch_dev.localstack import procs
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from medsearch_dev.localstack.procs import free_port
 
 pytestmark = pytest.mark.integration

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from medsearch_dev.localstack import procs
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]

@@ -36,7 +36,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from medsearch_dev.localstack.procs import free_port, stop_process, wait_until
 
 REPO = Path(__file__).resolve().parents[2]

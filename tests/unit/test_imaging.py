@@ -132,8 +132,9 @@ def test_deflated_bomb_is_refused_quickly_without_inflating_it() -> None:
     import time
     import tracemalloc
 
-    from medsearch.imaging import check_image_limits
     from medsearch_dev.hostile import deflated_dicom_bomb
+
+    from medsearch.imaging import check_image_limits
 
     bomb = deflated_dicom_bomb()  # 3 GiB of zeros behind a 128 x 128 header, ~3 MB on the wire
     assert len(bomb) < 8 * 1024 * 1024
@@ -185,8 +186,9 @@ def test_png_beyond_pillows_bomb_limit_is_a_typed_refusal_not_a_crash() -> None:
 
 
 def test_png_below_pillows_limit_but_over_ours_is_refused_before_decoding() -> None:
-    from medsearch.imaging import check_image_limits
     from medsearch_dev.hostile import png_header_only
+
+    from medsearch.imaging import check_image_limits
 
     png = png_header_only(8000, 8000)  # 64 MP: Pillow would only warn and decode it
     for call in (lambda: decode_image_bytes(png), lambda: check_image_limits(png)):

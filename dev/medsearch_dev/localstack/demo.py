@@ -110,8 +110,8 @@ def wait_indexed(*, index: str, milvus_uri: str, images: int, reports: int, time
                  bootstrap: str | None = None) -> tuple[int, int]:
     from rich.progress import Progress
 
-    from medsearch_dev.localstack.procs import ServiceError, milvus_ready, wait_until
     from medsearch.provision import count_rows, milvus_client
+    from medsearch_dev.localstack.procs import ServiceError, milvus_ready, wait_until
 
     names = names_for(index)
     try:
