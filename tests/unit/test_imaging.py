@@ -15,7 +15,7 @@ from medsearch.imaging import (
     decode_image_bytes,
     looks_like_dicom,
     preprocess,
-    render_png,
+    render_raster,
     thumbnail_png,
 )
 
@@ -87,7 +87,7 @@ def test_dataset_without_transfer_syntax_decodes_as_parsed() -> None:
 
 def test_png_rendering_preprocesses_identically() -> None:
     img = decode_image_bytes(_read("CT_small.dcm"))
-    from_png = decode_image_bytes(render_png(img))
+    from_png = decode_image_bytes(render_raster(img, "image/png"))
     assert np.array_equal(preprocess(img, 96), preprocess(from_png, 96))
 
 
