@@ -34,7 +34,8 @@ from kserve.protocol.rest.server import RESTServer
 
 from medsearch.contracts.settings import ModelServerSettings
 
-from .model import EmbeddingModel
+from .model import EmbeddingModel, NotReady
+from .protocol import parse_infer_request
 
 log = logging.getLogger("medsearch_model_server")
 
@@ -44,18 +45,12 @@ class ModelsReadyDataPlane(DataPlane):  # type: ignore[misc]  # kserve is untype
 
     async def ready(self) -> bool:
         models = self.model_registry.get_models()
-        if not models:
-            return False
-        for name in models:
-            if not await self.model_registry.is_model_ready(name):
-                return False
-        return bool(await super().ready())
+        ready = [await self.model_registry.is_model_ready(name) for name in models]
+        return bool(models) and all(ready) and bool(await super().ready())
 
 
 def install_routes(app: Any, dataplane: Any, model: EmbeddingModel) -> None:
     """Register the metadata and fast-infer routes on KServe's FastAPI app (before KServe adds its own)."""
-    from .model import NotReady
-    from .protocol import parse_infer_request
 
     async def model_metadata(model_name: str) -> Any:
         if model_name == model.name:
