@@ -61,10 +61,10 @@ def register(app: typer.Typer) -> None:
                         typer.echo(f"error: {err}", err=True)
                         raise typer.Exit(2) from None
         else:
+            from medsearch.contracts.settings import ModelServerSettings
             from medsearch.imaging import ImageDecodeError
 
             try:
-                from medsearch_model_server.config import ServerConfig
                 from medsearch_model_server.embedder import load_embedder
                 from medsearch_model_server.weights import WeightsError
             except ImportError as err:
@@ -74,10 +74,10 @@ def register(app: typer.Typer) -> None:
                 )
                 raise typer.Exit(2) from None
             try:
-                cfg = ServerConfig(weights=weights, backend=backend, input_size=input_size, seed=seed)  # type: ignore[arg-type]  # checked below
                 if backend not in ("auto", "torch", "onnx"):
                     raise ValueError(f"--backend must be auto, torch or onnx, got {backend!r}")
-                embedder = load_embedder(cfg)
+                embedder = load_embedder(ModelServerSettings(weights=weights, backend=backend, input_size=input_size,
+                                                             seed=seed))
             except (WeightsError, ValueError) as err:
                 typer.echo(f"error: {err}", err=True)
                 raise typer.Exit(2) from None
