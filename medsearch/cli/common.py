@@ -8,14 +8,18 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from medsearch.contracts.naming import IndexNames
+
 console = Console(stderr=True, soft_wrap=True)
 
 
-def resolve_index(index: str | None) -> tuple[str, Any]:
-    """The index name (``--index``, else ``$MEDSEARCH_INDEX``), validated, and the environment's
-    :class:`~medsearch.contracts.settings.ServiceSettings`; exits 2 with the reason on a bad name."""
+def resolve_index(index: str | None) -> tuple[IndexNames, Any]:
+    """The index (``--index``, else ``$MEDSEARCH_INDEX``; scoped by ``$MEDSEARCH_INDEX_NAMESPACE`` when set, as in
+    a cluster's pods), validated, and the environment's :class:`~medsearch.contracts.settings.ServiceSettings`;
+    exits 2 with the reason on a bad name."""
+    from medsearch.contracts.naming import names_for
     from medsearch.contracts.settings import ServiceSettings
-    from medsearch.contracts.spec import SpecError, validate_index_name
+    from medsearch.contracts.spec import SpecError
 
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         # kafka-python logs every failed connection attempt; the commands' own errors say what to do.
@@ -23,11 +27,10 @@ def resolve_index(index: str | None) -> tuple[str, Any]:
     settings = ServiceSettings()
     name = index or settings.index
     try:
-        validate_index_name(name)
+        return names_for(name, settings.index_namespace), settings
     except (SpecError, ValueError) as err:
         console.print(f"[red]error:[/red] --index: {err}")
         raise typer.Exit(2) from None
-    return name, settings
 
 
 def kafka_security(settings: Any) -> dict[str, Any]:
@@ -41,13 +44,13 @@ def kafka_security(settings: Any) -> dict[str, Any]:
         raise typer.Exit(2) from None
 
 
-def ledger_for(index: str, settings: Any) -> Any:
+def ledger_for(index: IndexNames, settings: Any) -> Any:
     """The index's ingest ledger: in the running local stack's PostgreSQL when it serves ``index`` (as
     ``medsearch reindex`` finds it), else at ``MEDSEARCH_POSTGRES_DSN``. Connects on first use."""
     from medsearch.cli.reindex import _local_stack
     from medsearch.ledger import Ledger
 
-    local = _local_stack(None, index)
+    local = _local_stack(None, index.index) if index.namespace is None else None
     if local is not None:
         return Ledger(local[0], index, password=local[1])
     return Ledger(settings.postgres_dsn, index, password=settings.postgres_secret())

@@ -9,26 +9,30 @@ import typer
 from rich.console import Console
 
 from medsearch.cli.common import resolve_index
+from medsearch.contracts.naming import IndexRef
 
 console = Console(stderr=True, soft_wrap=True)
 
 
-def _local_stack(data_dir: Path | None, index: str) -> tuple[str, str | None, str, Any] | None:
-    """(DSN, password, Milvus URI, spec) of a running local stack serving ``index``, else None."""
+def _local_stack(data_dir: Path | None, index: IndexRef) -> tuple[str, str | None, str, Any] | None:
+    """(DSN, password, Milvus URI, spec) of a running local stack serving ``index``, else None (the local stack
+    serves unscoped indexes only: an index with a namespace lives in a cluster)."""
+    from medsearch.contracts.naming import names_of
     from medsearch.contracts.settings import default_data_dir
     from medsearch.contracts.spec import load_index_file
     from medsearch.localstack import postgres as pg
     from medsearch.localstack.stack import StackError, StackPaths, is_running, read_state
 
+    names = names_of(index)
     paths = StackPaths((data_dir or default_data_dir()).expanduser())
-    if not is_running(paths):
+    if names.namespace is not None or not is_running(paths):
         return None
     try:
         state = read_state(paths)
     except StackError:
         return None
     ports = state.get("ports") or {}
-    if state.get("index") != index or not ports.get("postgres"):
+    if state.get("index") != names.index or not ports.get("postgres"):
         return None
     spec = load_index_file(paths.index_spec).spec if paths.index_spec.exists() else None
     return (pg.dsn(ports["postgres"]), pg.password(paths.data_dir), f"http://127.0.0.1:{ports['milvus']}", spec)
@@ -71,7 +75,7 @@ def register(app: typer.Typer) -> None:
                                                settings.milvus_uri, None)
         if index_file is not None:
             spec = load_index_file(index_file).spec
-        spec = spec or default_index(name).spec
+        spec = spec or default_index(name.index).spec
         token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=console) as bar:
