@@ -220,10 +220,11 @@ def test_thumbnail_url_is_safe() -> None:
 
 
 def test_a_namespaced_worker_reads_its_own_topics_and_writes_its_own_folder() -> None:
+    from medsearch_workers.consumer import worker_runtime
+
     from medsearch.contracts.naming import names_for
     from medsearch.contracts.settings import WorkerSettings
     from medsearch.contracts.spec import MedicalSearchIndexSpec
-    from medsearch_workers.consumer import worker_runtime
 
     # What the operator's ConfigMap gives a worker: MEDSEARCH_INDEX and MEDSEARCH_INDEX_NAMESPACE.
     rt = worker_runtime("dicom", WorkerSettings(index="chest", index_namespace="radiology"),
