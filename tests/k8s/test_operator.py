@@ -651,7 +651,7 @@ def test_periodic_resync_repairs_drift(api: Api, ns: str, run_operator: Any, kaf
         api.patch(deployment, ns, f"{name}-report-worker", {"spec": {"replicas": 5}})
         admin = provision.kafka_admin(kafka_bootstrap)
         try:
-            admin.delete_topics([f"{name}.dlq"])
+            admin.delete_topics([names_for(name, ns).dlq_topic])
         finally:
             admin.close()
 
