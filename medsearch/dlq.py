@@ -122,7 +122,7 @@ def summarize(entries: Sequence[DlqEntry], index: IndexRef) -> dict[str, Any]:
         {"topic": t, "stage": s, "reason": r, "count": n}
         for (t, s, r), n in sorted(by.items(), key=lambda kv: (-kv[1], kv[0]))
     ]
-    return {"index": index, "total": len(entries), "replayable": replayable, "groups": groups}
+    return {"index": str(names_of(index)), "total": len(entries), "replayable": replayable, "groups": groups}
 
 
 def entry_dict(e: DlqEntry) -> dict[str, Any]:

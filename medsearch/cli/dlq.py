@@ -61,7 +61,7 @@ def _list_ledger(index: str | None, stages: list[str], match: str | None, as_jso
     dead = [d for d in dead if (not stages or d["stage"] in stages)
             and (needle is None or needle in (d["reason"] or "").lower())]
     groups = Counter((d["kind"], d["stage"] or "", (d["reason"] or "").split(":")[0][:80]) for d in dead)
-    summary: dict[str, Any] = {"index": name, "states": counts, "dead": len(dead),
+    summary: dict[str, Any] = {"index": str(name), "states": counts, "dead": len(dead),
                "groups": [{"kind": k, "stage": s, "reason": r, "count": n} for (k, s, r), n in groups.most_common()]}
     if as_json:
         out.print_json(json.dumps({"summary": summary, "entries": dead[:limit]}))
