@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from medsearch.contracts.naming import names_for
+from medsearch.contracts.naming import IndexRef, names_of
 
 Action = Literal["C", "R", "U", "D", "E"]
 # FHIR AuditEvent.outcome / DICOM EventOutcomeIndicator
@@ -109,21 +109,16 @@ class AuditEvent:
         return json.dumps(self.to_json(index), separators=(",", ":")).encode()
 
 
-def audit_topic(index: str) -> str:
-    """The optional stream of audit records (off by default; ``MEDSEARCH_AUDIT_KAFKA``)."""
-    return f"{names_for(index).index}.audit"
-
-
-def insert_sql(index: str) -> Any:
+def insert_sql(index: IndexRef) -> Any:
     """``INSERT ... RETURNING event_id, recorded`` of one :class:`AuditEvent` (params: :meth:`AuditEvent.params`)."""
     from psycopg import sql
 
     return sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING event_id, recorded").format(
-        sql.Identifier(names_for(index).pg_schema, "audit_log"), sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
+        sql.Identifier(names_of(index).pg_schema, "audit_log"), sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
         sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS)))
 
 
-def list_sql(index: str, *, since: dt.datetime | None = None, principal: str | None = None,
+def list_sql(index: IndexRef, *, since: dt.datetime | None = None, principal: str | None = None,
              limit: int = 100) -> tuple[Any, list[Any]]:
     """The newest ``limit`` records (optionally since a time, of one principal), newest first."""
     from psycopg import sql
@@ -138,7 +133,7 @@ def list_sql(index: str, *, since: dt.datetime | None = None, principal: str | N
         params.append(principal)
     cond = sql.SQL(" AND ").join(where) if where else sql.SQL("TRUE")
     stmt = sql.SQL("SELECT event_id, recorded, {} FROM {} WHERE {} ORDER BY event_id DESC LIMIT %s").format(
-        sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), sql.Identifier(names_for(index).pg_schema, "audit_log"),
+        sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), sql.Identifier(names_of(index).pg_schema, "audit_log"),
         cond)
     return stmt, [*params, limit]
 
@@ -152,7 +147,7 @@ def from_row(row: Sequence[Any]) -> AuditEvent:
     return AuditEvent(**values)
 
 
-def list_events(conn: Any, index: str, *, since: dt.datetime | None = None, principal: str | None = None,
+def list_events(conn: Any, index: IndexRef, *, since: dt.datetime | None = None, principal: str | None = None,
                 limit: int = 100) -> list[AuditEvent]:
     stmt, params = list_sql(index, since=since, principal=principal, limit=limit)
     rows = conn.execute(stmt, params).fetchall()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from medsearch.contracts.messages import DeadLetter, DicomObject, MessageError, Report
-from medsearch.contracts.naming import names_for
+from medsearch.contracts.naming import IndexRef, names_of
 
 
 class DlqError(RuntimeError):
@@ -58,12 +58,12 @@ class Plan:
     reason: str | None = None
 
 
-def plan(entry: DlqEntry, index: str) -> Plan:
+def plan(entry: DlqEntry, index: IndexRef) -> Plan:
     """Rebuild the original message of a dead letter for ``index``, or say why it cannot be replayed."""
     letter = entry.letter
     if letter is None:
         return Plan(entry, None, f"unreadable dead-letter record: {entry.problem}")
-    names = names_for(index)
+    names = names_of(index)
     original = dict(letter.original)
     try:
         if letter.topic == names.dicom_topic:
@@ -108,7 +108,7 @@ def reason_of(error: str) -> str:
     return head[:80] or "unknown"
 
 
-def summarize(entries: Sequence[DlqEntry], index: str) -> dict[str, Any]:
+def summarize(entries: Sequence[DlqEntry], index: IndexRef) -> dict[str, Any]:
     """Counts by source topic, stage and reason, and how many can be replayed."""
     by: Counter[tuple[str, str, str]] = Counter()
     replayable = 0
@@ -122,7 +122,7 @@ def summarize(entries: Sequence[DlqEntry], index: str) -> dict[str, Any]:
         {"topic": t, "stage": s, "reason": r, "count": n}
         for (t, s, r), n in sorted(by.items(), key=lambda kv: (-kv[1], kv[0]))
     ]
-    return {"index": index, "total": len(entries), "replayable": replayable, "groups": groups}
+    return {"index": str(names_of(index)), "total": len(entries), "replayable": replayable, "groups": groups}
 
 
 def entry_dict(e: DlqEntry) -> dict[str, Any]:
@@ -136,14 +136,14 @@ def entry_dict(e: DlqEntry) -> dict[str, Any]:
     return d
 
 
-def read(bootstrap: str, index: str, *, timeout: float = 30.0,
+def read(bootstrap: str, index: IndexRef, *, timeout: float = 30.0,
          security: dict[str, Any] | None = None) -> list[DlqEntry]:
     """Every record of ``<index>.dlq`` from the beginning to the end offsets seen at the start (no consumer
     group: reading changes nothing)."""
     from kafka import KafkaConsumer, TopicPartition
     from kafka.errors import KafkaError
 
-    topic = names_for(index).dlq_topic
+    topic = names_of(index).dlq_topic
     try:
         consumer = KafkaConsumer(
             bootstrap_servers=[s.strip() for s in bootstrap.split(",") if s.strip()],

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from medsearch.contracts.naming import names_for
+from medsearch.contracts.naming import IndexRef, names_of
 
 Kind = Literal["dicom", "report"]
 DEFAULT_REPUBLISH_AFTER = 300.0
@@ -65,13 +65,13 @@ def _ident(name: str) -> Any:
     return sql.Identifier(name)
 
 
-def _table(index: str) -> Any:
+def _table(index: IndexRef) -> Any:
     from psycopg import sql
 
-    return sql.SQL("{}.ingest_ledger").format(_ident(names_for(index).pg_schema))
+    return sql.SQL("{}.ingest_ledger").format(_ident(names_of(index).pg_schema))
 
 
-def mark_indexed_in(cur: Any, index: str, kind: Kind, pairs: Iterable[tuple[str, str]]) -> None:
+def mark_indexed_in(cur: Any, index: IndexRef, kind: Kind, pairs: Iterable[tuple[str, str]]) -> None:
     """Inside the caller's transaction: mark the rows of (subject, sha256) pairs indexed (DICOM: subject is the
     sha256). Rows already indexed are left alone; absent rows (content published before the ledger) are skipped."""
     from psycopg import sql
@@ -93,7 +93,7 @@ class Ledger:
     """The ledger of one index over its own PostgreSQL connection (one per publisher or worker; not shared
     between threads without the caller's lock)."""
 
-    def __init__(self, dsn: str, index: str, *, password: str | None = None) -> None:
+    def __init__(self, dsn: str, index: IndexRef, *, password: str | None = None) -> None:
         self.dsn = dsn
         self.index = index
         self._password = password

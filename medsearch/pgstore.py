@@ -26,7 +26,7 @@ from medsearch.contracts.collections import (
     REPORT_PK,
     REPORT_VECTOR,
 )
-from medsearch.contracts.naming import names_for
+from medsearch.contracts.naming import IndexRef, names_of
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 
 # spec.reports.analyzer -> the PostgreSQL text-search configuration of the keyword index ("standard": words as
@@ -137,12 +137,12 @@ def applied_versions(conn: Any, schema: str) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-def apply_migrations(conn: Any, index: str, spec: MedicalSearchIndexSpec) -> list[int]:
+def apply_migrations(conn: Any, index: IndexRef, spec: MedicalSearchIndexSpec) -> list[int]:
     """Create the index's schema and apply the migrations it lacks, in one transaction (serialized across
     processes by an advisory lock). Returns the versions applied now (empty when it was up to date)."""
     from psycopg import sql
 
-    schema = names_for(index).pg_schema
+    schema = names_of(index).pg_schema
     applied: list[int] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"medsearch-migrate:{schema}",))
@@ -164,11 +164,11 @@ def apply_migrations(conn: Any, index: str, spec: MedicalSearchIndexSpec) -> lis
     return applied
 
 
-def drop_schema(conn: Any, index: str) -> bool:
+def drop_schema(conn: Any, index: IndexRef) -> bool:
     """Drop the index's schema and everything in it; False when it did not exist."""
     from psycopg import sql
 
-    schema = names_for(index).pg_schema
+    schema = names_of(index).pg_schema
     with conn.transaction():
         row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
         if row is None:
@@ -217,21 +217,21 @@ def _upsert_sql(schema: str, table: str, columns: Sequence[str], key: str) -> An
         _ident(key), sql.SQL(", ").join(updates))
 
 
-def _upsert(conn: Any, index: str, table: str, columns: Sequence[str], key: str,
+def _upsert(conn: Any, index: IndexRef, table: str, columns: Sequence[str], key: str,
             rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         return
     missing = [c for c in columns if c not in rows[0] and c not in _VECTOR_COLUMNS]
     if missing:
         raise ValueError(f"{table} rows lack the columns {missing}")
-    stmt = _upsert_sql(names_for(index).pg_schema, table, columns, key)
+    stmt = _upsert_sql(names_of(index).pg_schema, table, columns, key)
     params = [[_adapt(c, r.get(c)) for c in columns] for r in rows]
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(stmt, params)
         _mark_ledger(cur, index, table, rows)
 
 
-def _mark_ledger(cur: Any, index: str, table: str, rows: Sequence[dict[str, Any]]) -> None:
+def _mark_ledger(cur: Any, index: IndexRef, table: str, rows: Sequence[dict[str, Any]]) -> None:
     """The ingest ledger's rows of what was just written are ``indexed``, in the same transaction: the row's own
     claim check, and those of the messages it superseded in its batch (``LEDGER_PAIRS``: (subject, sha256))."""
     from medsearch.ledger import LEDGER_PAIRS, mark_indexed_in
@@ -246,21 +246,21 @@ def _mark_ledger(cur: Any, index: str, table: str, rows: Sequence[dict[str, Any]
         mark_indexed_in(cur, index, "report", pairs)
 
 
-def upsert_reports(conn: Any, index: str, rows: Sequence[dict[str, Any]]) -> None:
+def upsert_reports(conn: Any, index: IndexRef, rows: Sequence[dict[str, Any]]) -> None:
     """Insert or replace report rows (the columns of :data:`REPORT_COLUMNS`) in one transaction."""
     _upsert(conn, index, "reports", REPORT_COLUMNS, REPORT_PK, rows)
 
 
-def upsert_images(conn: Any, index: str, rows: Sequence[dict[str, Any]]) -> None:
+def upsert_images(conn: Any, index: IndexRef, rows: Sequence[dict[str, Any]]) -> None:
     """Insert or replace image rows (the columns of :data:`IMAGE_COLUMNS`) in one transaction."""
     _upsert(conn, index, "images", IMAGE_COLUMNS, IMAGE_PK, rows)
 
 
-def count_rows(conn: Any, index: str) -> dict[str, int]:
+def count_rows(conn: Any, index: IndexRef) -> dict[str, int]:
     """Exact row counts ``{"images": n, "reports": n}`` (0 for a schema that does not exist yet)."""
     from psycopg import sql
 
-    schema = names_for(index).pg_schema
+    schema = names_of(index).pg_schema
     out = {"images": 0, "reports": 0}
     for table in out:
         row = conn.execute("SELECT to_regclass(%s)", (f"{schema}.{table}",)).fetchone()
@@ -271,7 +271,7 @@ def count_rows(conn: Any, index: str) -> dict[str, int]:
     return out
 
 
-def iter_rows(conn: Any, index: str, table: str, columns: Sequence[str], batch: int = 1000
+def iter_rows(conn: Any, index: IndexRef, table: str, columns: Sequence[str], batch: int = 1000
               ) -> Iterator[list[dict[str, Any]]]:
     """Every row of ``table`` (``images`` / ``reports``) in key order, ``batch`` at a time (keyset pagination,
     so a long rebuild never holds one transaction open)."""
@@ -280,7 +280,7 @@ def iter_rows(conn: Any, index: str, table: str, columns: Sequence[str], batch: 
     if table not in ("images", "reports"):
         raise ValueError(f"unknown table {table!r}")
     key = IMAGE_PK if table == "images" else REPORT_PK
-    schema = names_for(index).pg_schema
+    schema = names_of(index).pg_schema
     cols = sql.SQL(", ").join(
         sql.SQL("{}::text").format(_ident(c)) if c in _VECTOR_COLUMNS else _ident(c) for c in columns)
     stmt = sql.SQL("SELECT {} FROM {}.{} WHERE {} > %s ORDER BY {} LIMIT %s").format(
@@ -322,7 +322,7 @@ class PostgresWriter:
     """Upserts rows of one index into PostgreSQL, one transaction per call; connects lazily and reconnects after
     a failure. Raises :class:`DatabaseError` with ``transient`` set from :func:`is_transient`."""
 
-    def __init__(self, dsn: str, index: str, *, password: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, dsn: str, index: IndexRef, *, password: str | None = None, timeout: float = 30.0) -> None:
         import threading
 
         self.dsn = dsn

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from medsearch import store
 from medsearch.contracts.collections import MAX_TEXT_BYTES
 from medsearch.contracts.messages import DeadLetter, DicomObject, Report, parse_report_date
-from medsearch.contracts.naming import names_for
+from medsearch.contracts.naming import IndexRef, names_of
 from medsearch.imaging import ImageDecodeError, check_image_limits, looks_like_dicom
 
 log = logging.getLogger("medsearch.producer")
@@ -238,7 +238,7 @@ class Publisher:
         *,
         bootstrap: str,
         object_store_url: str,
-        index: str,
+        index: IndexRef,
         source: str = "cli",
         producer: Any | None = None,
         security: Mapping[str, Any] | None = None,
@@ -265,9 +265,9 @@ class Publisher:
             except ValueError as err:
                 raise PublishError(str(err)) from err
         self.deidentifier = deidentifier
-        self.names = names_for(index)
+        self.names = names_of(index)
         self.security = dict(security or {})
-        self.index = index
+        self.index = self.names.index  # what messages carry; topics and object keys come from self.names
         self.bootstrap = bootstrap
         self.object_store_url = object_store_url.rstrip("/")
         self.source = source
@@ -300,7 +300,7 @@ class Publisher:
         """A publisher sharing this one's broker connection (the Kafka producer is thread-safe) with its own pending
         acknowledgements: one per thread, e.g. per DICOM association. Closing it only flushes."""
         other = Publisher(
-            bootstrap=self.bootstrap, object_store_url=self.object_store_url, index=self.index,
+            bootstrap=self.bootstrap, object_store_url=self.object_store_url, index=self.names,
             source=source or self.source, producer=self._producer, deidentifier=self.deidentifier,
             security=self.security, ledger=self.ledger, republish_after=self.republish_after,
         )
@@ -308,7 +308,7 @@ class Publisher:
         return other
 
     def _marker(self, kind: str, sha: str) -> str:
-        return store.join(self.object_store_url, self.index, "published", kind, sha)
+        return store.join(self.object_store_url, self.names.object_prefix, "published", kind, sha)
 
     def _send(self, topic: str, key: str | None, value: bytes, kind: str | None, sha: str | None) -> None:
         """Send; with ``kind``/``sha`` the duplicate marker is written once the broker acknowledged."""
@@ -402,7 +402,7 @@ class Publisher:
             ds = dicom_header(data)
             if ds is None:
                 return PublishResult("dicom", filename, None, sha, "rejected", "de-identified file unreadable")
-        uri = store.join(self.object_store_url, self.index, "dicom", f"{sha}.dcm")
+        uri = store.join(self.object_store_url, self.names.object_prefix, "dicom", f"{sha}.dcm")
         already = self._already("dicom", sha)
         if already is not None:
             return PublishResult("dicom", filename, uri, sha, already[0], already[1])  # type: ignore[arg-type]  # a status literal
@@ -418,7 +418,7 @@ class Publisher:
         """A de-identified object that must be reviewed before indexing: stored apart and dead-lettered with the
         reason (``medsearch dlq replay`` indexes it once reviewed)."""
         sha = store.sha256_hex(q.data)
-        uri = store.join(self.object_store_url, self.index, "quarantine", f"{sha}.dcm")
+        uri = store.join(self.object_store_url, self.names.object_prefix, "quarantine", f"{sha}.dcm")
         if self._duplicate("quarantine", sha):
             return PublishResult("dicom", filename, uri, sha, "duplicate", "same content already quarantined")
         if not store.exists(uri):
@@ -448,7 +448,7 @@ class Publisher:
                 f"{MAX_TEXT_BYTES} bytes",
             )
         text_sha = store.sha256_hex(data)
-        uri = store.join(self.object_store_url, self.index, "reports", f"{text_sha}.txt")
+        uri = store.join(self.object_store_url, self.names.object_prefix, "reports", f"{text_sha}.txt")
         already = self._already("report", sha)
         if already is not None:
             return PublishResult("report", report_id, uri, sha, already[0], already[1])  # type: ignore[arg-type]  # a status literal

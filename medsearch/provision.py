@@ -23,7 +23,7 @@ from medsearch.contracts.collections import (
     reports_schema,
     scalar_indexes,
 )
-from medsearch.contracts.naming import names_for
+from medsearch.contracts.naming import IndexRef, names_of
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 
 log = logging.getLogger(__name__)
@@ -94,11 +94,11 @@ def topic_partitions(admin: Any, topics: list[str]) -> dict[str, int]:
     return out
 
 
-def ensure_topics(admin: Any, index: str, spec: MedicalSearchIndexSpec) -> EnsureResult:
+def ensure_topics(admin: Any, index: IndexRef, spec: MedicalSearchIndexSpec) -> EnsureResult:
     from kafka.admin import NewPartitions, NewTopic
     from kafka.errors import IncompatibleBrokerVersion, KafkaError, TopicAlreadyExistsError
 
-    names = names_for(index)
+    names = names_of(index)
     want = spec.kafka.partitions
     result = EnsureResult()
     try:
@@ -153,10 +153,10 @@ def ensure_topics(admin: Any, index: str, spec: MedicalSearchIndexSpec) -> Ensur
     return result
 
 
-def delete_topics(admin: Any, index: str) -> list[str]:
+def delete_topics(admin: Any, index: IndexRef) -> list[str]:
     from kafka.errors import KafkaError
 
-    names = names_for(index)
+    names = names_of(index)
     try:
         existing = set(admin.list_topics())
         gone = [t for t in names.topics if t in existing]
@@ -170,13 +170,13 @@ def delete_topics(admin: Any, index: str) -> list[str]:
 # ------------------------------------------------------------------------------------------- PostgreSQL schema
 
 
-def ensure_schema(dsn: str, index: str, spec: MedicalSearchIndexSpec, *, password: str | None = None,
+def ensure_schema(dsn: str, index: IndexRef, spec: MedicalSearchIndexSpec, *, password: str | None = None,
                   timeout: float = 10.0) -> EnsureResult:
     """Create the index's PostgreSQL schema and apply the migrations it lacks (:mod:`medsearch.pgstore`).
     ``created`` names the migrations applied now; ``unchanged`` the schema when it was up to date."""
     from medsearch import pgstore
 
-    names = names_for(index)
+    names = names_of(index)
     result = EnsureResult()
     try:
         with pgstore.connect(dsn, password, timeout=timeout) as conn:
@@ -192,7 +192,7 @@ def ensure_schema(dsn: str, index: str, spec: MedicalSearchIndexSpec, *, passwor
     return result
 
 
-def drop_schema(dsn: str, index: str, *, password: str | None = None, timeout: float = 10.0) -> list[str]:
+def drop_schema(dsn: str, index: IndexRef, *, password: str | None = None, timeout: float = 10.0) -> list[str]:
     """Drop the index's PostgreSQL schema with every table in it (``deletionPolicy: Delete``)."""
     from medsearch import pgstore
 
@@ -203,7 +203,7 @@ def drop_schema(dsn: str, index: str, *, password: str | None = None, timeout: f
         raise ProvisionError("DatabaseUnreachable", str(err)) from err
     except Exception as err:  # psycopg errors
         raise ProvisionError("DatabaseUnreachable", f"PostgreSQL schema deletion failed: {err}") from err
-    return [names_for(index).pg_schema] if dropped else []
+    return [names_of(index).pg_schema] if dropped else []
 
 
 # ---------------------------------------------------------------------------------------- Milvus collections
@@ -269,8 +269,8 @@ def collection_fields(client: Any, collection: str) -> list[str]:
     return [str(f.get("name")) for f in client.describe_collection(collection).get("fields", [])]
 
 
-def ensure_collections(client: Any, index: str, spec: MedicalSearchIndexSpec) -> EnsureResult:
-    names = names_for(index)
+def ensure_collections(client: Any, index: IndexRef, spec: MedicalSearchIndexSpec) -> EnsureResult:
+    names = names_of(index)
     result = EnsureResult()
     plan = (
         (names.images_collection, "images", images_schema, images_index_params, IMAGE_VECTOR,
@@ -313,8 +313,8 @@ def ensure_collections(client: Any, index: str, spec: MedicalSearchIndexSpec) ->
     return result
 
 
-def drop_collections(client: Any, index: str) -> list[str]:
-    names = names_for(index)
+def drop_collections(client: Any, index: IndexRef) -> list[str]:
+    names = names_of(index)
     dropped = []
     try:
         for coll in names.collections:

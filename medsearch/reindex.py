@@ -16,7 +16,7 @@ from typing import Any
 
 from medsearch import pgstore
 from medsearch.contracts.collections import IMAGE_ANN_FIELDS, IMAGE_VECTOR, REPORT_ANN_FIELDS, REPORT_VECTOR
-from medsearch.contracts.naming import names_for
+from medsearch.contracts.naming import IndexRef, names_of
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 from medsearch.provision import ProvisionError, ensure_collections
 
@@ -30,14 +30,14 @@ class ReindexResult:
     skipped: dict[str, int] = field(default_factory=dict)  # rows without a vector
 
 
-def _total(conn: Any, index: str, kind: str) -> int:
+def _total(conn: Any, index: IndexRef, kind: str) -> int:
     return pgstore.count_rows(conn, index)[kind]
 
 
-def rebuild(conn: Any, client: Any, index: str, spec: MedicalSearchIndexSpec, *, kinds: Sequence[str] = KINDS,
+def rebuild(conn: Any, client: Any, index: IndexRef, spec: MedicalSearchIndexSpec, *, kinds: Sequence[str] = KINDS,
             batch: int = 1000, progress: Progress | None = None) -> ReindexResult:
     """Drop, re-create and refill the Milvus collections ``kinds`` of ``index`` from PostgreSQL."""
-    names = names_for(index)
+    names = names_of(index)
     plan = {"images": (names.images_collection, IMAGE_ANN_FIELDS, IMAGE_VECTOR),
             "reports": (names.reports_collection, REPORT_ANN_FIELDS, REPORT_VECTOR)}
     result = ReindexResult()

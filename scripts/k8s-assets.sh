@@ -15,13 +15,18 @@
 # Set MEDSEARCH_K8S_SKIP_BUILD=1 to only report what is already there (exit 0, missing lines empty).
 # --helm-only: only fetch helm/kubectl and print HELM=/KUBECTL= (the chart render tests need nothing else);
 # assets.env is left alone.
+# --crd-models: only fetch KEDA's ScaledObject models (PyPI: cloudcoil-models-keda, pydantic models generated from
+# KEDA's published CRDs, Apache-2.0, with their runtime cloudcoil), unpacked into a folder of the cache, and print
+# CRD_MODELS=<that folder> (the render tier puts it on sys.path; nothing is installed into any environment).
 set -euo pipefail
 
-HELM_ONLY=""
+HELM_ONLY=""; CRD_MODELS_ONLY=""
 for arg in "$@"; do
     case "$arg" in
         --helm-only) HELM_ONLY=1 ;;
-        *) echo "k8s-assets: error: unknown argument: $arg (usage: k8s-assets.sh [--helm-only])" >&2; exit 2 ;;
+        --crd-models) CRD_MODELS_ONLY=1 ;;
+        *) echo "k8s-assets: error: unknown argument: $arg (usage: k8s-assets.sh [--helm-only|--crd-models])" >&2
+           exit 2 ;;
     esac
 done
 
@@ -31,6 +36,8 @@ HELM_TAG="helm-v3.19.0-kubectl-v1.34"
 CACHE_ROOT="${MEDSEARCH_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/medsearch/k8s}"
 CACHE="$CACHE_ROOT/$K8S_VERSION"
 HELM_DIR="$CACHE_ROOT/$HELM_TAG"
+CRD_MODEL_WHEELS=("cloudcoil==0.6.0" "cloudcoil-models-keda==2.16.1.0")   # KEDA 2.16's CRDs
+CRD_MODELS_DIR="$CACHE_ROOT/crd-models-keda-2.16.1.0"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"; else PYTHON="${PYTHON:-python3}"; fi
 
@@ -149,6 +156,34 @@ with zipfile.ZipFile(io.BytesIO(layer)) as z:
         tmp_target.replace(target)
 EOF
 }
+
+fetch_crd_models() {
+    local tmp
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' RETURN
+    log "downloading ${CRD_MODEL_WHEELS[*]} (KEDA ScaledObject models)"
+    "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps -d "$tmp/wheels" "${CRD_MODEL_WHEELS[@]}" >&2
+    rm -rf "$CRD_MODELS_DIR.tmp"
+    "$PYTHON" - "$tmp/wheels" "$CRD_MODELS_DIR.tmp/site" <<'EOF'
+import pathlib, sys, zipfile
+src, dest = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+for wheel in sorted(src.glob("*.whl")):
+    with zipfile.ZipFile(wheel) as whl:
+        whl.extractall(dest)
+EOF
+    rm -rf "$CRD_MODELS_DIR"
+    mv "$CRD_MODELS_DIR.tmp" "$CRD_MODELS_DIR"
+}
+
+if [[ -n "$CRD_MODELS_ONLY" ]]; then
+    if [[ ! -d "$CRD_MODELS_DIR/site/cloudcoil/models/keda" ]]; then
+        [[ -n "${MEDSEARCH_K8S_SKIP_BUILD:-}" ]] || fetch_crd_models
+    fi
+    site=""
+    [[ -d "$CRD_MODELS_DIR/site/cloudcoil/models/keda" ]] && site="$CRD_MODELS_DIR/site"
+    printf 'CRD_MODELS=%s\n' "$site"
+    exit 0
+fi
 
 ETCD=""; APISERVER=""
 if [[ -z "$HELM_ONLY" ]]; then

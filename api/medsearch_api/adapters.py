@@ -86,11 +86,12 @@ class PublisherIngest(Ingest):
                 if self._publisher is None:
                     from medsearch.ledger import Ledger
 
-                    ledger = Ledger(self.settings.postgres_dsn, self.settings.index,
+                    names = self.settings.index_names()
+                    ledger = Ledger(self.settings.postgres_dsn, names,
                                     password=self.settings.postgres_secret())
                     self._publisher = Publisher(bootstrap=self.settings.kafka_bootstrap,
                                                 object_store_url=self.settings.object_store_url,
-                                                index=self.settings.index, source="api",
+                                                index=names, source="api",
                                                 security=kafka_security_options(self.settings), ledger=ledger,
                                                 republish_after=self.settings.ingest_republish_after_seconds)
                 base = self._publisher

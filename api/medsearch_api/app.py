@@ -267,9 +267,9 @@ def create_app(
 
         lazy_client = LazyClient(s.milvus_uri, s.milvus_token.get_secret_value() if s.milvus_token else None)
         pg_pool = PgPool(conninfo(s.postgres_dsn, s.postgres_secret()))
-        repo = SearchRepository(pg_pool, lazy_client, s.index)
+        repo = SearchRepository(pg_pool, lazy_client, s.index_names())
         if audit_log is None:
-            audit_log = AuditLog(pg_pool, s.index, stream=_audit_stream(s) if s.audit_kafka else None)
+            audit_log = AuditLog(pg_pool, s.index_names(), stream=_audit_stream(s) if s.audit_kafka else None)
     image_embedder: ImageEmbedder | None = None
     if embed_image is None:
         image_embedder = ImageEmbedder(s.model_server_url, s.model_name)
@@ -442,7 +442,7 @@ def create_app(
                 raise _RateLimited(wait)
         return principal
 
-    register_dicomweb_reads(app, repo=repo, index=s.index, object_store_url=s.object_store_url,
+    register_dicomweb_reads(app, repo=repo, index=s.index_names(), object_store_url=s.object_store_url,
                             principal_of=dicomweb_principal, audit_log=audit_log)
 
     @app.get("/web-settings.json", include_in_schema=False)

@@ -27,6 +27,7 @@ from strawberry.extensions import SchemaExtension
 
 from medsearch import audit as core
 from medsearch.audit import AuditEvent, AuditTrail
+from medsearch.contracts.naming import IndexRef, names_of
 from medsearch_api import blocking, errors
 from medsearch_api import records as rec
 from medsearch_api.repository import PgPool, Repository
@@ -47,9 +48,9 @@ class AuditLog:
     """Writes audit records to ``<schema>.audit_log`` (PostgreSQL, the system of record) and, when ``stream`` is
     on, copies each written record to ``<index>.audit`` (Kafka; best effort: PostgreSQL holds the record)."""
 
-    def __init__(self, pool: PgPool, index: str, *, stream: Any = None) -> None:
+    def __init__(self, pool: PgPool, index: IndexRef, *, stream: Any = None) -> None:
         self.pool = pool
-        self.index = index
+        self.index = names_of(index)
         self.stream = stream  # a kafka-python-like producer (send(topic, value=...)), or None
         self._insert = core.insert_sql(index)
 
@@ -75,7 +76,7 @@ class AuditLog:
         return written
 
     def _send(self, event: AuditEvent) -> None:
-        topic, value = core.audit_topic(self.index), event.to_bytes(self.index)
+        topic, value = self.index.audit_topic, event.to_bytes(self.index.index)
 
         def send() -> None:
             self.stream.send(topic, value=value).get(timeout=30)

@@ -27,6 +27,7 @@ from graphql import GraphQLError
 
 from medsearch import audit as core_audit
 from medsearch import store
+from medsearch.contracts.naming import IndexRef
 from medsearch.dicomnet.stow import (
     FAILURE_CANNOT_UNDERSTAND,
     FAILURE_PROCESSING,
@@ -94,7 +95,7 @@ def _problem(status: int, message: str, code: str = "BAD_REQUEST") -> JSONRespon
     return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]}, status_code=status)
 
 
-def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: str, object_store_url: str,
+def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: IndexRef, object_store_url: str,
                             principal_of: Callable[[Request], Any], audit_log: AuditLog | None = None,
                             max_limit: int = dw.MAX_LIMIT) -> None:
     """QIDO-RS and WADO-RS routes (role reader) over the index's PostgreSQL tables and the object store."""

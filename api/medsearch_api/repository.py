@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from medsearch.contracts.collections import IMAGE_VECTOR, REPORT_VECTOR
-from medsearch.contracts.naming import names_for
+from medsearch.contracts.naming import IndexRef, names_of
 from medsearch.findings import query_findings
 from medsearch.provision import ensure_loaded, with_loaded
 from medsearch_api import filters as fx
@@ -189,13 +189,13 @@ class PgPool:
 class SearchRepository:
     """:class:`Repository` over PostgreSQL (records, keyword, filters, counts, facets) and Milvus (neighbours)."""
 
-    def __init__(self, pool: PgPool, milvus: Any, index: str, *,
+    def __init__(self, pool: PgPool, milvus: Any, index: IndexRef, *,
                  milvus_timeout: float = MILVUS_TIMEOUT_SECONDS) -> None:
         self.pool = pool
         self._client = milvus
         self.milvus_timeout = milvus_timeout
         self.tables = q.Tables(index)
-        names = names_for(index)
+        names = names_of(index)
         self.reports = names.reports_collection
         self.images = names.images_collection
         self._ts_config: str | None = None

@@ -18,7 +18,7 @@ from typing import Any
 
 from psycopg import sql
 
-from medsearch.contracts.naming import names_for
+from medsearch.contracts.naming import IndexRef, names_of
 from medsearch_api.filters import query_tokens
 from medsearch_api.records import IMAGE_READ_FIELDS, REPORT_READ_FIELDS, ImageFilterSpec, ReportFilterSpec
 
@@ -62,8 +62,8 @@ class Where:
 class Tables:
     """The qualified tables of one index."""
 
-    def __init__(self, index: str) -> None:
-        schema = names_for(index).pg_schema
+    def __init__(self, index: IndexRef) -> None:
+        schema = names_of(index).pg_schema
         self.schema = schema
         self.reports = sql.Identifier(schema, "reports")
         self.images = sql.Identifier(schema, "images")

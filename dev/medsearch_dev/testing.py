@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from medsearch.contracts.messages import DeadLetter
-from medsearch.contracts.naming import names_for
+from medsearch.contracts.naming import IndexRef, names_of
 from medsearch_dev.localstack import procs
 
 
@@ -117,12 +117,12 @@ def wait_for(check: Callable[[], object], timeout: float, what: str, interval: f
     raise AssertionError(f"timed out waiting for {what} (last: {last})")
 
 
-def read_dead_letters(bootstrap: str, index: str, expect: int, timeout: float = 30.0) -> list[DeadLetter]:
+def read_dead_letters(bootstrap: str, index: IndexRef, expect: int, timeout: float = 30.0) -> list[DeadLetter]:
     """The dead letters on ``<index>.dlq``: read until ``expect`` arrived, or for the whole ``timeout`` when
     ``expect`` is 0 (to show that none arrives)."""
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(names_for(index).dlq_topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+    consumer = KafkaConsumer(names_of(index).dlq_topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              group_id=None, consumer_timeout_ms=1000)
     out: list[DeadLetter] = []
     deadline = time.monotonic() + timeout

@@ -32,7 +32,7 @@ from typing import Any, get_args
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from medsearch.contracts.messages import DeadLetter
-from medsearch.contracts.naming import IndexNames, names_for
+from medsearch.contracts.naming import IndexNames
 from medsearch.contracts.settings import WorkerSettings
 from medsearch.contracts.spec import MedicalSearchIndexSpec, WorkerSpec
 from medsearch.kafka_security import kafka_security_options
@@ -202,7 +202,7 @@ def worker_runtime(
     if settings.worker_metrics_port:
         serve_metrics(settings.worker_metrics_port, metrics.registry, addr=settings.worker_metrics_host)
         log.info("metrics on %s:%d/metrics", settings.worker_metrics_host, settings.worker_metrics_port)
-    return WorkerRuntime(settings, stop if stop is not None else threading.Event(), names_for(settings.index), spec,
+    return WorkerRuntime(settings, stop if stop is not None else threading.Event(), settings.index_names(), spec,
                          metrics)
 
 
@@ -547,8 +547,9 @@ def ledger_dead_marker(settings: WorkerSettings) -> tuple[Callable[[list[Failure
     """(on_dead for :func:`run_consumer`, close): marks the ingest ledger's rows of dead-lettered messages."""
     from medsearch.ledger import Ledger, mark_dead_letters
 
-    ledger = Ledger(settings.postgres_dsn, settings.index, password=settings.postgres_secret())
-    dicom_topic = names_for(settings.index).dicom_topic
+    names = settings.index_names()
+    ledger = Ledger(settings.postgres_dsn, names, password=settings.postgres_secret())
+    dicom_topic = names.dicom_topic
 
     def on_dead(failures: list[Failure]) -> None:
         mark_dead_letters(ledger, dicom_topic, [(f.message.raw, f.message.topic, f.stage, f.error) for f in failures])

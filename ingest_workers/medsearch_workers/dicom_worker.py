@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 from medsearch import store
 from medsearch.contracts.collections import ann_row
 from medsearch.contracts.messages import DicomObject, MessageError
+from medsearch.contracts.naming import IndexRef, names_of
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 from medsearch.imaging import ImageDecodeError, decode_dicom, looks_like_dicom, preprocess, thumbnail_png
 from medsearch.ledger import LEDGER_PAIRS
@@ -72,10 +73,11 @@ class StageTimes:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
-def thumbnail_url(object_store_url: str, index: str, sop_uid: str) -> str:
-    """``<store>/<index>/thumbnails/<SOPInstanceUID>.png`` (a hash for UIDs that are not file-name safe)."""
+def thumbnail_url(object_store_url: str, index: IndexRef, sop_uid: str) -> str:
+    """``<store>/<index prefix>/thumbnails/<SOPInstanceUID>.png`` (a hash for UIDs that are not file-name safe; the
+    prefix is :attr:`~medsearch.contracts.naming.IndexNames.object_prefix`)."""
     name = sop_uid if _SAFE_NAME.match(sop_uid) and ".." not in sop_uid else store.sha256_hex(sop_uid.encode())
-    return store.join(object_store_url, index, "thumbnails", f"{name}.png")
+    return store.join(object_store_url, names_of(index).object_prefix, "thumbnails", f"{name}.png")
 
 
 def _default_embedding_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
@@ -98,7 +100,7 @@ class DicomBatchHandler:
     def __init__(
         self,
         *,
-        index: str,
+        index: IndexRef,
         spec: MedicalSearchIndexSpec,
         object_store_url: str,
         embedder: Embedder,
@@ -112,7 +114,8 @@ class DicomBatchHandler:
         on_indexed: Callable[[int], None] | None = None,
         model_info: Callable[[], tuple[int, str]] | None = None,
     ) -> None:
-        self.index = index
+        self.names = names_of(index)
+        self.index = self.names.index  # what its messages must carry
         self.spec = spec
         self.object_store_url = object_store_url
         self.embedder = embedder
@@ -167,7 +170,7 @@ class DicomBatchHandler:
                 return Failure(msg, "metadata", f"{obj.uri}: {err}")
 
         with self.times.stage("thumbnail"):
-            thumb = thumbnail_url(self.object_store_url, self.index, meta["sop_instance_uid"])
+            thumb = thumbnail_url(self.object_store_url, self.names, meta["sop_instance_uid"])
             png = thumbnail_png(decoded.image)
             try:
                 store.put_bytes(thumb, png)
@@ -409,7 +412,7 @@ def index_writer(settings: Any, kind: str, collection: str) -> SystemOfRecordWri
 
     token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
     milvus = MilvusImageWriter(settings.milvus_uri, collection, token=token)
-    pg = PostgresWriter(settings.postgres_dsn, settings.index, password=settings.postgres_secret())
+    pg = PostgresWriter(settings.postgres_dsn, settings.index_names(), password=settings.postgres_secret())
     if kind == "images":
         return SystemOfRecordWriter(pg.upsert_images, milvus, IMAGE_ANN_FIELDS, (pg.close, milvus.close))
     return SystemOfRecordWriter(pg.upsert_reports, milvus, REPORT_ANN_FIELDS, (pg.close, milvus.close))
@@ -500,7 +503,7 @@ def run(
     log.info("model %s version %s, input %dx%d", settings.model_name, version, input_size, input_size)
     writer = index_writer(settings, "images", names.images_collection)
     handler = DicomBatchHandler(
-        index=settings.index,
+        index=names,
         spec=spec,
         object_store_url=settings.object_store_url,
         embedder=client,

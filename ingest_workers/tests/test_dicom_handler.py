@@ -219,6 +219,22 @@ def test_thumbnail_url_is_safe() -> None:
     assert "/../" not in thumbnail_url("file:///s", "i", "../../etc/passwd")
 
 
+def test_a_namespaced_worker_reads_its_own_topics_and_writes_its_own_folder() -> None:
+    from medsearch_workers.consumer import worker_runtime
+
+    from medsearch.contracts.naming import names_for
+    from medsearch.contracts.settings import WorkerSettings
+    from medsearch.contracts.spec import MedicalSearchIndexSpec
+
+    # What the operator's ConfigMap gives a worker: MEDSEARCH_INDEX and MEDSEARCH_INDEX_NAMESPACE.
+    rt = worker_runtime("dicom", WorkerSettings(index="chest", index_namespace="radiology"),
+                        spec=MedicalSearchIndexSpec())
+    assert rt.names == names_for("chest", "radiology")
+    assert (rt.names.dicom_topic, rt.names.dicom_consumer_group) == ("radiology.chest.dicom",
+                                                                     "medsearch-radiology.chest-dicom")
+    assert thumbnail_url("file:///s", rt.names, "1.2.3") == "file:///s/radiology/chest/thumbnails/1.2.3.png"
+
+
 def test_model_input_from_v2_metadata() -> None:
     meta = {"name": "densenet121", "versions": ["2"], "inputs": [{"name": "pixel_values", "shape": [-1, 3, 96, 96]}]}
     assert model_input(meta, 224) == (96, "2")

@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
         if as_json:
             for e in events:
-                typer.echo(json.dumps(e.to_json(name), separators=(",", ":")))
+                typer.echo(json.dumps(e.to_json(name.index), separators=(",", ":")))
             return
         from rich.table import Table
 

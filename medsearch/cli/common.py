@@ -10,14 +10,18 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from medsearch.contracts.naming import IndexNames, IndexRef, names_of
+
 console = Console(stderr=True, soft_wrap=True)
 
 
-def resolve_index(index: str | None) -> tuple[str, Any]:
-    """The index name (``--index``, else ``$MEDSEARCH_INDEX``), validated, and the environment's
-    :class:`~medsearch.contracts.settings.ServiceSettings`; exits 2 with the reason on a bad name."""
+def resolve_index(index: str | None) -> tuple[IndexNames, Any]:
+    """The index (``--index``, else ``$MEDSEARCH_INDEX``; scoped by ``$MEDSEARCH_INDEX_NAMESPACE`` when set, as in
+    a cluster's pods), validated, and the environment's :class:`~medsearch.contracts.settings.ServiceSettings`;
+    exits 2 with the reason on a bad name."""
+    from medsearch.contracts.naming import names_for
     from medsearch.contracts.settings import ServiceSettings
-    from medsearch.contracts.spec import SpecError, validate_index_name
+    from medsearch.contracts.spec import SpecError
 
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         # kafka-python logs every failed connection attempt; the commands' own errors say what to do.
@@ -25,11 +29,10 @@ def resolve_index(index: str | None) -> tuple[str, Any]:
     settings = ServiceSettings()
     name = index or settings.index
     try:
-        validate_index_name(name)
+        return names_for(name, settings.index_namespace), settings
     except (SpecError, ValueError) as err:
         console.print(f"[red]error:[/red] --index: {err}")
         raise typer.Exit(2) from None
-    return name, settings
 
 
 def kafka_security(settings: Any) -> dict[str, Any]:
@@ -43,7 +46,7 @@ def kafka_security(settings: Any) -> dict[str, Any]:
         raise typer.Exit(2) from None
 
 
-def ledger_for(index: str, settings: Any) -> Any:
+def ledger_for(index: IndexNames, settings: Any) -> Any:
     """The index's ingest ledger: in the running local stack's PostgreSQL when it serves ``index`` (as
     ``medsearch reindex`` finds it), else at ``MEDSEARCH_POSTGRES_DSN``. Connects on first use."""
     from medsearch.ledger import Ledger
@@ -57,11 +60,15 @@ def ledger_for(index: str, settings: Any) -> Any:
 LOCAL_STACK_GROUP = "medsearch.local_stack"
 
 
-def local_stack(data_dir: Path | None, index: str) -> tuple[str, str | None, str, Any] | None:
+def local_stack(data_dir: Path | None, index: IndexRef) -> tuple[str, str | None, str, Any] | None:
     """(PostgreSQL DSN, password, Milvus URI, index spec or None) of a running local stack that serves ``index``,
     else None. The local stack lives in the development tools (medsearch-dev), which provide the lookup through
-    the ``medsearch.local_stack`` entry point ``locate``; without them there is no local stack to find."""
+    the ``medsearch.local_stack`` entry point ``locate``; without them there is no local stack to find. The local
+    stack serves unscoped indexes only: an index with a namespace lives in a cluster."""
+    names = names_of(index)
+    if names.namespace is not None:
+        return None
     for ep in entry_points(group=LOCAL_STACK_GROUP, name="locate"):
-        found: tuple[str, str | None, str, Any] | None = ep.load()(data_dir, index)
+        found: tuple[str, str | None, str, Any] | None = ep.load()(data_dir, names.index)
         return found
     return None

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from medsearch.contracts.naming import IndexNames
+
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
@@ -20,7 +22,7 @@ _OFFSET = typer.Option(None, "--offset", help="Only this record, as PARTITION:OF
 _TIMEOUT = typer.Option(30.0, "--timeout", help="Seconds to wait for the broker while reading.")
 
 
-def _resolve(index: str | None, bootstrap: str | None) -> tuple[str, str, str, dict[str, Any]]:
+def _resolve(index: str | None, bootstrap: str | None) -> tuple[IndexNames, str, str, dict[str, Any]]:
     """Index name, bootstrap servers, object store URL (flags, else the environment's settings) and the Kafka
     TLS/SASL options."""
     from medsearch.cli.common import kafka_security, resolve_index
@@ -29,7 +31,7 @@ def _resolve(index: str | None, bootstrap: str | None) -> tuple[str, str, str, d
     return name, bootstrap or settings.kafka_bootstrap, settings.object_store_url, kafka_security(settings)
 
 
-def _read(index: str, bootstrap: str, timeout: float, security: dict[str, Any]) -> list[Any]:
+def _read(index: IndexNames, bootstrap: str, timeout: float, security: dict[str, Any]) -> list[Any]:
     from medsearch.dlq import DlqError, read
 
     try:
@@ -59,7 +61,7 @@ def _list_ledger(index: str | None, stages: list[str], match: str | None, as_jso
     dead = [d for d in dead if (not stages or d["stage"] in stages)
             and (needle is None or needle in (d["reason"] or "").lower())]
     groups = Counter((d["kind"], d["stage"] or "", (d["reason"] or "").split(":")[0][:80]) for d in dead)
-    summary: dict[str, Any] = {"index": name, "states": counts, "dead": len(dead),
+    summary: dict[str, Any] = {"index": str(name), "states": counts, "dead": len(dead),
                "groups": [{"kind": k, "stage": s, "reason": r, "count": n} for (k, s, r), n in groups.most_common()]}
     if as_json:
         out.print_json(json.dumps({"summary": summary, "entries": dead[:limit]}))
@@ -109,7 +111,7 @@ def register(app: typer.Typer) -> None:
             shown = [{**entry_dict(e), "replayable": plan(e, name).message is not None} for e in entries[:limit]]
             out.print_json(json.dumps({"summary": summary, "entries": shown}))
             return
-        title = f"{name}.dlq: {summary['total']} dead letters, {summary['replayable']} replayable"
+        title = f"{name.dlq_topic}: {summary['total']} dead letters, {summary['replayable']} replayable"
         if not entries:
             out.print(title)
             return
@@ -170,7 +172,7 @@ def register(app: typer.Typer) -> None:
                 console.print(f"[red]error:[/red] {err} (nothing counts as replayed)")
                 raise typer.Exit(1) from None
         result: dict[str, Any] = {
-            "index": name, "selected": len(entries), "replayed": sent,
+            "index": str(name), "selected": len(entries), "replayed": sent,
             "would_replay": len(ready) if dry_run else 0,
             "skipped": [{"offset": p.entry.ref, "subject": p.entry.subject, "reason": p.reason} for p in skipped],
         }  # fmt: skip

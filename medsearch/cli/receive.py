@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         from medsearch.producer import Publisher, PublishError
 
         index_name, _ = resolve_index(index)
-        overrides: dict[str, Any] = {"index": index_name}
+        overrides: dict[str, Any] = {"index": index_name.index}
         for key, value in (("receiver_ae_title", ae_title), ("receiver_host", host), ("receiver_port", port),
                            ("kafka_bootstrap", bootstrap), ("object_store_url", store_url)):
             if value is not None:
@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
         signal.signal(signal.SIGINT, _handler)
         console.print(
             f"receiving as {settings.receiver_ae_title} on {settings.receiver_host}:{receiver.port} "
-            f"for index {index_name!r}"
+            f"for index {str(index_name)!r}"
         )
         while not stop.wait(0.5):
             pass

@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
                                                settings.milvus_uri, None)
         if index_file is not None:
             spec = load_index_file(index_file).spec
-        spec = spec or default_index(name).spec
+        spec = spec or default_index(name.index).spec
         token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=console) as bar:

@@ -1,7 +1,7 @@
 """Shared contracts: the index spec, message schemas, collection schemas and settings."""
 
 from medsearch.contracts.messages import DeadLetter, DicomObject, MessageError, Report
-from medsearch.contracts.naming import IndexNames, names_for
+from medsearch.contracts.naming import IndexNames, IndexRef, names_for, names_of
 from medsearch.contracts.spec import (
     MedicalSearchIndex,
     MedicalSearchIndexSpec,
@@ -15,6 +15,7 @@ __all__ = [
     "DeadLetter",
     "DicomObject",
     "IndexNames",
+    "IndexRef",
     "MedicalSearchIndex",
     "MedicalSearchIndexSpec",
     "MessageError",
@@ -22,6 +23,7 @@ __all__ = [
     "SpecError",
     "load_index_file",
     "names_for",
+    "names_of",
     "parse_index",
     "parse_spec",
 ]

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from medsearch.contracts.naming import IndexNames, names_for
+
 
 def default_data_dir() -> Path:
     """``$MEDSEARCH_DATA_DIR``, else ``$XDG_DATA_HOME/medsearch``, else ``~/.local/share/medsearch``."""
@@ -33,7 +35,17 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MEDSEARCH_", extra="ignore")
 
+    def index_names(self) -> IndexNames:
+        """The external names of the index this process serves (scoped by ``index_namespace`` when set)."""
+        return names_for(self.index, self.index_namespace)
+
     index: str = Field(default="demo", description="Name of the MedicalSearchIndex this process serves.")
+    index_namespace: str | None = Field(
+        default=None,
+        description="Kubernetes namespace of that MedicalSearchIndex (set by the operator and the chart): scopes its "
+        "topics, consumer groups, collections, PostgreSQL schema and object-store prefix (docs/architecture.md, "
+        "'Names'). Unset: the local stack's unscoped names.",
+    )
     index_spec_file: Path | None = Field(
         default=None,
         description="The index's MedicalSearchIndex YAML (set by the local stack and the operator): workers read "

@@ -23,6 +23,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from medsearch.contracts.naming import IndexRef, names_of
+
 log = logging.getLogger("medsearch.deid")
 
 METHOD = "medsearch basic: PS3.15 Basic Application Level Confidentiality Profile (dicognito)"
@@ -144,11 +146,11 @@ def ensure_secret_file(data_dir: Path) -> str:
     return value
 
 
-def policy_url(store_url: str, index: str) -> str:
+def policy_url(store_url: str, index: IndexRef) -> str:
     """Where an index's privacy policy is recorded in the object store (read by publishers without the spec)."""
     from medsearch import store
 
-    return store.join(store_url, index, "policy", "privacy.json")
+    return store.join(store_url, names_of(index).object_prefix, "policy", "privacy.json")
 
 
 def _privacy_from_spec_files(index: str, data_dir: Path | None) -> Any | None:
@@ -169,12 +171,13 @@ def _privacy_from_spec_files(index: str, data_dir: Path | None) -> Any | None:
     return None
 
 
-def _recorded_policy(store_url: str, index: str, privacy: Any | None) -> Any | None:
+def _recorded_policy(store_url: str, index: IndexRef, privacy: Any | None) -> Any | None:
     """Record ``privacy`` in the object store when known (and changed); else return the recorded one, if any."""
     from medsearch import store
     from medsearch.contracts.spec import PrivacySpec
 
     url = policy_url(store_url, index)
+    index = names_of(index).index  # for messages
     try:
         current = store.get_bytes(url)
     except store.ObjectNotFound:
@@ -197,18 +200,20 @@ def _recorded_policy(store_url: str, index: str, privacy: Any | None) -> Any | N
         raise ValueError(f"the privacy policy {url} is unreadable ({err})") from err
 
 
-def deidentifier_for(index: str, *, data_dir: Path | None = None, store_url: str | None = None) -> Deidentifier | None:
+def deidentifier_for(index: IndexRef, *, data_dir: Path | None = None,
+                     store_url: str | None = None) -> Deidentifier | None:
     """The de-identifier the index's ``spec.privacy`` asks for, or None for ``deidentify: none``.
 
     The spec comes from ``MEDSEARCH_INDEX_SPEC_FILE``, else the local stack's ``<data-dir>/run/index.yaml`` when it
     describes ``index``. With ``store_url``, a publisher that knows the spec records its privacy policy in the
-    object store (``<store>/<index>/policy/privacy.json``) and one that does not (a gateway without the spec, a
+    object store (``<store>/<index prefix>/policy/privacy.json``) and one that does not (a gateway without the spec, a
     hand-run CLI) applies the recorded policy: an index that asked for de-identification is never fed identifiable
     data by a component that was not told.
 
     Raises ValueError when de-identification is asked for but no secret is configured: nothing may be stored
     identifiable by mistake."""
-    privacy = _privacy_from_spec_files(index, data_dir)
+    name = names_of(index).index
+    privacy = _privacy_from_spec_files(name, data_dir)
     if store_url:
         privacy = _recorded_policy(store_url, index, privacy)
     if privacy is None or privacy.deidentify == "none":
@@ -216,7 +221,7 @@ def deidentifier_for(index: str, *, data_dir: Path | None = None, store_url: str
     secret = secret_from_env(data_dir)
     if not secret:
         raise ValueError(
-            f"index {index!r} has spec.privacy.deidentify: {privacy.deidentify} but no secret is configured: "
+            f"index {name!r} has spec.privacy.deidentify: {privacy.deidentify} but no secret is configured: "
             f"set {SECRET_ENV} (at least 16 characters, the same for every component of the index)"
         )
     return Deidentifier(secret, quarantine_burned_in_annotation=privacy.quarantine_burned_in_annotation)

@@ -5,8 +5,8 @@ instance not imported before, in its stored transfer syntax (``transfer-syntax=*
 to :meth:`medsearch.producer.Publisher.publish_dicom` like every other way in.
 
 Resumable and never re-importing: the state of a source (which studies are complete, with how many instances) is
-kept in the object store under ``<store>/<index>/pull/<source>.json``, and each imported instance leaves a marker
-``<store>/<index>/pull/instances/<sha256(SOPInstanceUID)>`` once the broker acknowledged it. A later run skips
+kept in the object store under ``<store>/<index prefix>/pull/<source>.json``, and each imported instance leaves a marker
+``<store>/<index prefix>/pull/instances/<sha256(SOPInstanceUID)>`` once the broker acknowledged it. A later run skips
 complete studies whose instance count did not change and instances with a marker, so an interrupted pull goes on
 where it stopped. Keys are hashes: no original UID is written in clear (de-identified indexes remap UIDs).
 """
@@ -88,7 +88,7 @@ class DicomwebPuller:
         self.publisher = publisher
         self.http = http
         self.progress = progress
-        base = store.join(publisher.object_store_url, publisher.index, "pull")
+        base = store.join(publisher.object_store_url, publisher.names.object_prefix, "pull")
         self.state_url = store.join(base, f"{_hash(self.url)[:24]}.json")
         self.markers = store.join(base, "instances")
 

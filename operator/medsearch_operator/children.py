@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import yaml
 
-from medsearch.contracts.naming import names_for
+from medsearch.contracts.naming import IndexNames, names_for
 from medsearch.contracts.spec import API_GROUP, API_VERSION, KIND, MedicalSearchIndexSpec
 from medsearch_operator.settings import OperatorSettings
 
@@ -38,6 +38,12 @@ class Owner:
     def from_body(cls, body: Any) -> Owner:
         meta = body["metadata"]
         return cls(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+
+    @property
+    def names(self) -> IndexNames:
+        """Topics, consumer groups, collections, schema: scoped by namespace and name (two ``demo`` indexes in two
+        namespaces never share one)."""
+        return names_for(self.name, self.namespace)
 
 
 def owner_reference(owner: Owner) -> dict[str, Any]:
@@ -123,6 +129,7 @@ def spec_document(owner: Owner, spec: MedicalSearchIndexSpec) -> str:
 def build_configmap(owner: Owner, spec: MedicalSearchIndexSpec, settings: OperatorSettings) -> dict[str, Any]:
     data = {
         "MEDSEARCH_INDEX": owner.name,
+        "MEDSEARCH_INDEX_NAMESPACE": owner.namespace,
         "MEDSEARCH_INDEX_SPEC_FILE": SPEC_FILE,
         "MEDSEARCH_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "MEDSEARCH_KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
@@ -408,7 +415,7 @@ def build_scaled_object(owner: Owner, spec: MedicalSearchIndexSpec, settings: Op
     partitions (more consumers than partitions sit idle)."""
     auto = worker_spec(spec, kind).autoscaling
     assert auto is not None  # only called for autoscaled kinds
-    names = names_for(owner.name)
+    names = owner.names
     topic = names.dicom_topic if kind == "dicom" else names.reports_topic
     group = names.dicom_consumer_group if kind == "dicom" else names.report_consumer_group
     metadata: dict[str, str] = {

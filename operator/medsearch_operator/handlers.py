@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 
+from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import API_GROUP, API_VERSION, KIND, PLURAL
 from medsearch.provision import ProvisionError
 from medsearch_operator.kube import Kube, KubeError
@@ -129,7 +130,7 @@ def on_delete(body: kopf.Body, spec: kopf.Spec, memo: Any, retry: int, logger: L
     policy = str(spec.get("deletionPolicy", "Retain"))
     name = body["metadata"]["name"]
     try:
-        done = teardown(name, policy, memo["services"])
+        done = teardown(names_for(name, body["metadata"]["namespace"]), policy, memo["services"])
     except ProvisionError as err:
         kopf.event(body, type="Warning", reason=err.reason, message=f"deletion waits: {err}"[:1024])
         raise kopf.TemporaryError(f"{err.reason}: {err}", delay=backoff_seconds(retry, settings)) from err

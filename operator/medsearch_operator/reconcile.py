@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medsearch import provision
-from medsearch.contracts.naming import names_for
+from medsearch.contracts.naming import IndexNames, IndexRef, names_of
 from medsearch.contracts.spec import SpecError, parse_spec
 from medsearch.kafka_security import KafkaSecurityError, kafka_security_options
 from medsearch_operator import children as ch
@@ -33,8 +33,8 @@ class Services:
     kafka_admin: Callable[[], Any]
     milvus_client: Callable[[], Any]
     # (index, spec) -> EnsureResult: the index's PostgreSQL schema (None: not managed by this operator)
-    ensure_schema: Callable[[str, Any], provision.EnsureResult] | None = None
-    drop_schema: Callable[[str], list[str]] | None = None
+    ensure_schema: Callable[[IndexRef, Any], provision.EnsureResult] | None = None
+    drop_schema: Callable[[IndexRef], list[str]] | None = None
 
     @classmethod
     def from_settings(cls, settings: OperatorSettings) -> Services:
@@ -75,7 +75,7 @@ def _close(client: Any) -> None:
         log.debug("closing %s failed: %s", type(client).__name__, err)
 
 
-def _topics(services: Services, index: str, spec: Any) -> tuple[st.Cond, bool]:
+def _topics(services: Services, index: IndexNames, spec: Any) -> tuple[st.Cond, bool]:
     try:
         admin = services.kafka_admin()
     except provision.ProvisionError as err:
@@ -88,7 +88,7 @@ def _topics(services: Services, index: str, spec: Any) -> tuple[st.Cond, bool]:
         _close(admin)
 
 
-def _database(services: Services, index: str, spec: Any) -> tuple[st.Cond, bool]:
+def _database(services: Services, index: IndexNames, spec: Any) -> tuple[st.Cond, bool]:
     if services.ensure_schema is None:
         return st.Cond(st.DATABASE, "True", "NotManaged", "no PostgreSQL configured for this operator"), False
     try:
@@ -97,7 +97,7 @@ def _database(services: Services, index: str, spec: Any) -> tuple[st.Cond, bool]
         return st.Cond(st.DATABASE, "False", err.reason, str(err)), True
 
 
-def _collections(services: Services, index: str, spec: Any) -> tuple[st.Cond, bool, dict[str, int]]:
+def _collections(services: Services, index: IndexNames, spec: Any) -> tuple[st.Cond, bool, dict[str, int]]:
     counts: dict[str, int] = {}
     try:
         client = services.milvus_client()
@@ -105,7 +105,7 @@ def _collections(services: Services, index: str, spec: Any) -> tuple[st.Cond, bo
         return st.Cond(st.COLLECTIONS, "False", err.reason, str(err)), True, counts
     try:
         cond = st.from_ensure(st.COLLECTIONS, provision.ensure_collections(client, index, spec), "Collections")
-        names = names_for(index)
+        names = names_of(index)
         try:
             counts = {"images": provision.count_rows(client, names.images_collection),
                       "reports": provision.count_rows(client, names.reports_collection)}
@@ -160,9 +160,9 @@ def reconcile(body: dict[str, Any], kube: Kube, services: Services, settings: Op
             else:  # the ConfigMap or a worker Deployment: the workers cannot be right
                 workers_cond = st.Cond(st.WORKERS, "False", "ApplyFailed", str(err))
 
-    topics_cond, topics_retry = _topics(services, owner.name, spec)
-    db_cond, db_retry = _database(services, owner.name, spec)
-    colls_cond, colls_retry, counts = _collections(services, owner.name, spec)
+    topics_cond, topics_retry = _topics(services, owner.names, spec)
+    db_cond, db_retry = _database(services, owner.names, spec)
+    colls_cond, colls_retry, counts = _collections(services, owner.names, spec)
     retry = retry or topics_retry or db_retry or colls_retry
     if predictor_cond is None:
         predictor_cond = st.predictor_condition(applied.get(ch.inference_service_name(owner.name)))
@@ -171,7 +171,7 @@ def reconcile(body: dict[str, Any], kube: Kube, services: Services, settings: Op
     parts = [topics_cond, db_cond, colls_cond, predictor_cond, workers_cond]
     extra = [auto_cond] if auto_cond is not None else []
     merged = st.merge_conditions(old_conditions, [*parts, st.ready_condition(parts), *extra], generation, now)
-    names = names_for(owner.name)
+    names = owner.names
     status: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": merged,
@@ -229,9 +229,10 @@ class Teardown:
     schemas: list[str] = field(default_factory=list)
 
 
-def teardown(index: str, deletion_policy: str, services: Services) -> Teardown:
-    """Drop topics, the PostgreSQL schema and collections when the policy is ``Delete``; raises ProvisionError to
-    be retried."""
+def teardown(index: IndexNames, deletion_policy: str, services: Services) -> Teardown:
+    """Drop the topics, the PostgreSQL schema and the collections of ``index`` (scoped by its namespace: a same-named
+    index in another namespace keeps its own) when the policy is ``Delete``; raises ProvisionError to be
+    retried."""
     if deletion_policy != "Delete":
         return Teardown([], [])
     admin = services.kafka_admin()

@@ -115,6 +115,8 @@ def test_configmap_holds_services_and_the_spec_and_checksum_follows_config() -> 
     cm = ch.build_configmap(OWNER, spec, SETTINGS)
     data = cm["data"]
     assert data["MEDSEARCH_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    # Workers and the receiver scope the index's names by its namespace, as the operator does.
+    assert (data["MEDSEARCH_INDEX"], data["MEDSEARCH_INDEX_NAMESPACE"]) == ("chest", "radiology")
     assert data["MEDSEARCH_MILVUS_URI"] == "http://milvus:19530"
     assert data["MEDSEARCH_OBJECT_STORE_URL"] == "s3://bucket/medsearch"
     assert data["MEDSEARCH_MODEL_SERVER_URL"] == "http://chest-embedder-predictor.radiology.svc.cluster.local"

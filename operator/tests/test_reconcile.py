@@ -10,7 +10,10 @@ from medsearch_operator.kube import KubeError, resource_path
 from medsearch_operator.reconcile import Services, backoff_seconds, reconcile, teardown
 from medsearch_operator.settings import OperatorSettings
 
+from medsearch.contracts.naming import IndexNames, names_for
 from medsearch.provision import ProvisionError
+
+N = names_for("idx", "ns")  # the names of body(): index idx in namespace ns
 
 SETTINGS = OperatorSettings(kafka_bootstrap="k:9092", milvus_uri="http://m:19530")
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
@@ -181,8 +184,9 @@ def unreachable() -> Any:
 def test_reconcile_creates_everything_and_reports_counts() -> None:
     kube, admin, milvus = FakeKube(), FakeAdmin(), FakeMilvus()
     out = reconcile(body(), kube, Services(lambda: admin, lambda: milvus), SETTINGS, now=T0)  # type: ignore[arg-type]
-    assert admin.topics == {"idx.dicom": 2, "idx.reports": 2, "idx.dlq": 2} and admin.closed
-    assert set(milvus.collections) == {"idx_images", "idx_reports"}
+    assert admin.topics == {"ns.idx.dicom": 2, "ns.idx.reports": 2, "ns.idx.dlq": 2} and admin.closed
+    assert set(milvus.collections) == set(N.collections)
+    assert (out.status["topics"], out.status["collections"]) == (list(N.topics), list(N.collections))
     assert kube.applies == 6  # ConfigMap, two worker Deployments, InferenceService, two NetworkPolicies
     conds = {c["type"]: c for c in out.status["conditions"]}
     assert conds["TopicsReady"]["status"] == "True" and conds["CollectionsReady"]["status"] == "True"
@@ -209,17 +213,17 @@ def test_broker_outage_is_a_false_condition_and_a_retry() -> None:
 def test_database_is_provisioned_by_the_shared_code_and_an_outage_is_a_retry() -> None:
     from medsearch.provision import EnsureResult, ProvisionError
 
-    calls: list[str] = []
+    calls: list[IndexNames] = []
 
-    def ensure(index: str, spec: Any) -> EnsureResult:
+    def ensure(index: IndexNames, spec: Any) -> EnsureResult:
         calls.append(index)
-        return EnsureResult(created=[f"medsearch_{index} migration 1"])
+        return EnsureResult(created=[f"{index.pg_schema} migration 1"])
 
     out = reconcile(body(), FakeKube(), Services(FakeAdmin, FakeMilvus, ensure), SETTINGS,  # type: ignore[arg-type]
                     now=T0)
     db = next(c for c in out.status["conditions"] if c["type"] == "DatabaseReady")
-    assert calls == ["idx"] and (db["status"], db["reason"]) == ("True", "DatabaseReady")
-    assert out.status["databaseSchema"] == "medsearch_idx"
+    assert calls == [N] and (db["status"], db["reason"]) == ("True", "DatabaseReady")
+    assert out.status["databaseSchema"] == N.pg_schema
 
     def down(index: str, spec: Any) -> EnsureResult:
         raise ProvisionError("DatabaseUnreachable", "PostgreSQL at postgresql://x is unreachable")
@@ -232,12 +236,12 @@ def test_database_is_provisioned_by_the_shared_code_and_an_outage_is_a_retry() -
 
 
 def test_refused_shrink_names_the_field_without_retry_storm() -> None:
-    admin = FakeAdmin({"idx.dicom": 4, "idx.reports": 4, "idx.dlq": 4})
+    admin = FakeAdmin(dict.fromkeys(N.topics, 4))
     out = reconcile(body(), FakeKube(), Services(lambda: admin, FakeMilvus), SETTINGS, now=T0)  # type: ignore[arg-type]
     topics = next(c for c in out.status["conditions"] if c["type"] == "TopicsReady")
     assert (topics["status"], topics["reason"]) == ("False", "PartitionShrinkRefused")
     assert topics["message"].startswith("spec.kafka.partitions:")
-    assert admin.topics["idx.dicom"] == 4
+    assert admin.topics[N.dicom_topic] == 4
     assert not out.retry  # a spec problem waits for a spec change (and the periodic resync)
 
 
@@ -259,17 +263,21 @@ def test_invalid_spec_is_reported_not_applied() -> None:
     assert kube.applies == 0 and not out.retry
 
 
-def test_teardown_follows_the_deletion_policy() -> None:
-    admin, milvus = FakeAdmin({"idx.dicom": 1, "idx.reports": 1, "idx.dlq": 1, "other.dicom": 1}), FakeMilvus()
-    milvus.collections = {"idx_images": "COSINE", "idx_reports": "COSINE", "other_images": "COSINE"}
-    services = Services(lambda: admin, lambda: milvus)
-    assert teardown("idx", "Retain", services).topics == []
-    assert len(admin.topics) == 4
-    done = teardown("idx", "Delete", services)
-    assert sorted(done.topics) == ["idx.dicom", "idx.dlq", "idx.reports"]
-    assert admin.topics == {"other.dicom": 1} and milvus.collections == {"other_images": "COSINE"}
+def test_teardown_follows_the_deletion_policy_and_spares_a_same_named_index_elsewhere() -> None:
+    other = names_for("idx", "other-ns")   # same name, another namespace: must survive
+    admin, milvus = FakeAdmin(dict.fromkeys([*N.topics, *other.topics], 1)), FakeMilvus()
+    milvus.collections = dict.fromkeys([*N.collections, *other.collections], "COSINE")
+    dropped: list[IndexNames] = []
+    services = Services(lambda: admin, lambda: milvus, drop_schema=lambda i: dropped.append(i) or [i.pg_schema])
+    assert teardown(N, "Retain", services).topics == []
+    assert len(admin.topics) == 6 and not dropped
+    done = teardown(N, "Delete", services)
+    assert sorted(done.topics) == ["ns.idx.dicom", "ns.idx.dlq", "ns.idx.reports"]
+    assert done.schemas == [N.pg_schema] and dropped == [N]
+    assert admin.topics == dict.fromkeys(other.topics, 1)
+    assert milvus.collections == dict.fromkeys(other.collections, "COSINE")
     with pytest.raises(ProvisionError):
-        teardown("idx", "Delete", Services(unreachable, lambda: milvus))
+        teardown(N, "Delete", Services(unreachable, lambda: milvus))
 
 
 def test_backoff_grows_and_is_capped() -> None:
@@ -356,7 +364,8 @@ def test_autoscaling_with_keda_scaled_object_owns_the_replicas() -> None:
     assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (1, 3)  # capped at the 3 partitions
     (trigger,) = scaled["triggers"]
     assert trigger["type"] == "kafka"
-    assert trigger["metadata"]["topic"] == "idx.dicom" and trigger["metadata"]["lagThreshold"] == "50"
+    assert trigger["metadata"]["consumerGroup"] == "medsearch-ns.idx-dicom"
+    assert trigger["metadata"]["topic"] == "ns.idx.dicom" and trigger["metadata"]["lagThreshold"] == "50"
     assert "replicas" not in kube.objects[("Deployment", "idx-dicom-worker")]["spec"]  # KEDA's HPA owns it
     assert kube.objects[("Deployment", "idx-report-worker")]["spec"]["replicas"] == 1  # not autoscaled
     assert ("ScaledObject", "idx-report-worker-lag") not in kube.objects

@@ -845,9 +845,8 @@ def test_audit_records_stream_to_the_audit_topic_when_enabled(seeded: Seeded, po
     from kafka.admin import NewTopic
     from medsearch_api.app import create_app
 
-    from medsearch.audit import audit_topic
 
-    topic = audit_topic(seeded.index)
+    topic = names_for(seeded.index).audit_topic
     admin = kafka_admin(seeded.kafka)
     if topic not in admin.list_topics():
         admin.create_topics([NewTopic(name=topic, num_partitions=1, replication_factor=1)])

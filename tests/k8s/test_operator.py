@@ -24,7 +24,7 @@ from medsearch_dev.localstack import procs
 
 from medsearch import provision
 from medsearch.contracts.collections import IMAGE_VECTOR, REPORT_VECTOR
-from medsearch.contracts.naming import names_for
+from medsearch.contracts.naming import IndexNames, names_for
 
 pytestmark = pytest.mark.k8s
 
@@ -132,7 +132,8 @@ def env_vars(values: dict[str, str]) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def run_operator(operator_kubeconfig: Path, kafka_bootstrap: str, milvus_uri: str,
                  postgres_dsn: str) -> Callable[..., Any]:
-    """``with run_operator(namespace, bootstrap=...) as runner:`` runs the operator in-process."""
+    """``with run_operator(namespace, [more namespaces...], bootstrap=...) as runner:`` runs the operator
+    in-process, watching the namespaces given."""
     base = {**OPERATOR_ENV, "KUBECONFIG": str(operator_kubeconfig), "MEDSEARCH_KAFKA_BOOTSTRAP": kafka_bootstrap,
             "MEDSEARCH_MILVUS_URI": milvus_uri, "MEDSEARCH_POSTGRES_DSN": postgres_dsn}
     with env_vars(base):
@@ -141,11 +142,12 @@ def run_operator(operator_kubeconfig: Path, kafka_bootstrap: str, milvus_uri: st
     assert handlers.resync.__name__ == "resync"
 
     @contextlib.contextmanager
-    def run(namespace: str, **overrides: str) -> Iterator[Any]:
+    def run(namespace: str, *more: str, **overrides: str) -> Iterator[Any]:
         from kopf.testing import KopfRunner
 
+        watched = [arg for ns in (namespace, *more) for arg in ("--namespace", ns)]
         with env_vars({**base, **overrides}):
-            runner = KopfRunner(["run", "--standalone", "--namespace", namespace], timeout=60)
+            runner = KopfRunner(["run", "--standalone", *watched], timeout=60)
             with runner:
                 yield runner
         assert runner.exit_code == 0, runner.output[-3000:]
@@ -248,20 +250,20 @@ def unique_name(prefix: str = "demo") -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
 
 
-def topic_partitions(bootstrap: str, index: str) -> dict[str, int]:
+def topic_partitions(bootstrap: str, index: IndexNames) -> dict[str, int]:
     admin = provision.kafka_admin(bootstrap)
     try:
-        return provision.topic_partitions(admin, list(names_for(index).topics))
+        return provision.topic_partitions(admin, list(index.topics))
     finally:
         admin.close()
 
 
-def collections(milvus_uri: str, index: str) -> dict[str, str | None]:
+def collections(milvus_uri: str, index: IndexNames) -> dict[str, str | None]:
     """Existing collections of the index → metric type of their vector index."""
     client = provision.milvus_client(milvus_uri)
     try:
         out: dict[str, str | None] = {}
-        n = names_for(index)
+        n = index
         for coll, vfield in ((n.images_collection, IMAGE_VECTOR), (n.reports_collection, REPORT_VECTOR)):
             if client.has_collection(coll):
                 out[coll] = provision._vector_dim_and_metric(client, coll, vfield)[1]
@@ -319,9 +321,11 @@ def test_sample_creates_children_topics_collections_and_converges(
         assert pred["batcher"] == {"maxBatchSize": 16, "maxLatency": 5}
         assert pred["containers"][0]["image"] == "registry.example/medsearch-model-server:test"
         # Topics and collections, with the spec's partitions and metric.
-        assert topic_partitions(kafka_bootstrap, name) == {f"{name}.dicom": 2, f"{name}.reports": 2, f"{name}.dlq": 2}
-        assert collections(milvus_uri, name) == {f"{name.replace('-', '_')}_images": "COSINE",
-                                                 f"{name.replace('-', '_')}_reports": "COSINE"}
+        n = names_for(name, ns)
+        assert cm["MEDSEARCH_INDEX_NAMESPACE"] == ns
+        assert topic_partitions(kafka_bootstrap, n) == {f"{ns}.{name}.dicom": 2, f"{ns}.{name}.reports": 2,
+                                                        f"{ns}.{name}.dlq": 2}
+        assert collections(milvus_uri, n) == {n.images_collection: "COSINE", n.reports_collection: "COSINE"}
         # Nothing runs the pods here: the parts depending on them are honestly not ready.
         api.wait_condition(ns, name, "WorkersReady", "False", "DeploymentsProgressing")
         api.wait_condition(ns, name, "PredictorReady", "Unknown", "InferenceServicePending")
@@ -388,9 +392,10 @@ def test_spec_change_updates_children_and_reports_refused_changes(
             c = api.condition(ns, name, "TopicsReady") or {}
             if c.get("reason") == "PartitionGrowthUnsupported":
                 assert "spec.kafka.partitions" in c["message"]
-                assert set(topic_partitions(kafka_bootstrap, name).values()) == {2}
+                assert set(topic_partitions(kafka_bootstrap, names_for(name, ns)).values()) == {2}
                 return "refused"
-            if c.get("status") == "True" and set(topic_partitions(kafka_bootstrap, name).values()) == {4}:
+            grown = set(topic_partitions(kafka_bootstrap, names_for(name, ns)).values()) == {4}
+            if c.get("status") == "True" and grown:
                 return "grown"
             return None
 
@@ -403,7 +408,7 @@ def test_spec_change_updates_children_and_reports_refused_changes(
         refused = api.wait_condition(ns, name, "CollectionsReady", "False", "IncompatibleMetric")
         assert "spec.images.metric" in refused["message"]
         assert api.condition(ns, name, "Ready")["status"] == "False"  # type: ignore[index]
-        assert collections(milvus_uri, name)[f"{name.replace('-', '_')}_images"] == "COSINE"
+        assert collections(milvus_uri, names_for(name, ns))[names_for(name, ns).images_collection] == "COSINE"
         obj = api.get(MSI, ns, name)
         assert obj is not None and obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
 
@@ -451,6 +456,7 @@ def test_kubectl_server_dry_run_of_the_samples(cluster: Any, ns: str, kubectl_bi
 def test_deletion_policy_delete_drops_and_retain_keeps(
         api: Api, ns: str, run_operator: Any, kafka_bootstrap: str, milvus_uri: str, postgres_dsn: str) -> None:
     drop, keep = unique_name("drop"), unique_name("keep")
+    dropped, kept = names_for(drop, ns), names_for(keep, ns)
     with run_operator(ns):
         api.create(sample(drop, ns, deletionPolicy="Delete"))
         api.create(sample(keep, ns, deletionPolicy="Retain"))
@@ -458,27 +464,91 @@ def test_deletion_policy_delete_drops_and_retain_keeps(
             api.wait_condition(ns, name, "TopicsReady", "True")
             api.wait_condition(ns, name, "DatabaseReady", "True")
             api.wait_condition(ns, name, "CollectionsReady", "True")
-        assert schemas(postgres_dsn, drop, keep) == {drop, keep}
+        assert schemas(postgres_dsn, dropped, kept) == {dropped, kept}
         api.delete(MSI, ns, drop)
         api.delete(MSI, ns, keep)
         for name in (drop, keep):
             wait_for(lambda n=name: api.get(MSI, ns, n) is None, timeout=60, what=f"{name} deleted")
         events = {(e["involvedObject"]["name"], e["reason"]) for e in api.list(("v1", "Event"), ns, "")}
         assert {(drop, "ResourcesDeleted"), (keep, "ResourcesRetained")} <= events
-    assert topic_partitions(kafka_bootstrap, drop) == {}
-    assert collections(milvus_uri, drop) == {}
-    assert len(topic_partitions(kafka_bootstrap, keep)) == 3
-    assert len(collections(milvus_uri, keep)) == 2
-    assert schemas(postgres_dsn, drop, keep) == {keep}
+    assert topic_partitions(kafka_bootstrap, dropped) == {}
+    assert collections(milvus_uri, dropped) == {}
+    assert len(topic_partitions(kafka_bootstrap, kept)) == 3
+    assert len(collections(milvus_uri, kept)) == 2
+    assert schemas(postgres_dsn, dropped, kept) == {kept}
 
 
-def schemas(dsn: str, *indexes: str) -> set[str]:
+def schemas(dsn: str, *indexes: IndexNames) -> set[IndexNames]:
     """Which of ``indexes`` have their PostgreSQL schema."""
     from medsearch import pgstore
 
     with pgstore.connect(dsn) as conn:
         found = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace").fetchall()}
-    return {i for i in indexes if names_for(i).pg_schema in found}
+    return {i for i in indexes if i.pg_schema in found}
+
+
+def external_names(n: IndexNames) -> set[str]:
+    return {*n.topics, n.audit_topic, n.dicom_consumer_group, n.report_consumer_group, *n.collections, n.pg_schema,
+            n.object_prefix}
+
+
+def test_same_name_in_two_namespaces_shares_nothing_and_delete_keeps_the_other(
+        api: Api, cluster: Any, run_operator: Any, kafka_bootstrap: str, milvus_uri: str, postgres_dsn: str) -> None:
+    from kafka import KafkaProducer
+    from medsearch_dev.localstack.stack import topic_message_count
+
+    ns_a, ns_b = f"t-{secrets.token_hex(4)}", f"t-{secrets.token_hex(4)}"
+    for n in (ns_a, ns_b):
+        cluster.create_namespace(n)
+    name = unique_name()
+    a, b = names_for(name, ns_a), names_for(name, ns_b)
+    assert not external_names(a) & external_names(b)
+    with run_operator(ns_a, ns_b):
+        uids = {n: api.create(sample(name, n, deletionPolicy="Delete"))["metadata"]["uid"] for n in (ns_a, ns_b)}
+        for n in (ns_a, ns_b):
+            for cond in ("TopicsReady", "DatabaseReady", "CollectionsReady"):
+                api.wait_condition(n, name, cond, "True")
+        # What the operator reports and renders for each index is that index's own names.
+        for n, names in ((ns_a, a), (ns_b, b)):
+            status = (api.get(MSI, n, name) or {})["status"]
+            assert (status["topics"], status["collections"], status["databaseSchema"]) == (
+                list(names.topics), list(names.collections), names.pg_schema)
+            (cm,) = api.list(("v1", "ConfigMap"), n, f"medsearch.io/index={name}")
+            assert (cm["data"]["MEDSEARCH_INDEX"], cm["data"]["MEDSEARCH_INDEX_NAMESPACE"]) == (name, n)
+            children = [*api.list(("apps/v1", "Deployment"), n, f"medsearch.io/index={name}"),
+                        *api.list(ISVC, n, f"medsearch.io/index={name}")]
+            assert len(children) == 3
+            assert {c["metadata"]["ownerReferences"][0]["uid"] for c in children} == {uids[n]}
+        # Both exist in the shared services, apart.
+        assert len(topic_partitions(kafka_bootstrap, a)) == len(topic_partitions(kafka_bootstrap, b)) == 3
+        assert len(collections(milvus_uri, a)) == len(collections(milvus_uri, b)) == 2
+        assert schemas(postgres_dsn, a, b) == {a, b}
+        # B holds data: a message on its topic, a row in its PostgreSQL schema.
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+        producer.send(b.dicom_topic, value=b"{}").get(timeout=30)
+        producer.close()
+        from medsearch import pgstore
+
+        with pgstore.connect(postgres_dsn) as conn, conn.transaction():
+            conn.execute(f'INSERT INTO "{b.pg_schema}".ingest_ledger (kind, key, subject, sha256, uri, topic, '
+                         "message, state) VALUES ('dicom', 'k', 's', 'h', 'u', 't', '{}', 'published')")
+        api.delete(MSI, ns_a, name)
+        wait_for(lambda: api.get(MSI, ns_a, name) is None, timeout=60, what=f"{ns_a}/{name} deleted")
+        events = {(e["involvedObject"]["name"], e["reason"]) for e in api.list(("v1", "Event"), ns_a, "")}
+        assert (name, "ResourcesDeleted") in events
+        # A's data is gone; B's is untouched and B's operator keeps it ready.
+        assert topic_partitions(kafka_bootstrap, a) == {}
+        assert collections(milvus_uri, a) == {}
+        assert schemas(postgres_dsn, a, b) == {b}
+        assert len(topic_partitions(kafka_bootstrap, b)) == 3
+        assert len(collections(milvus_uri, b)) == 2
+        assert topic_message_count(kafka_bootstrap, b.dicom_topic) == 1
+        with pgstore.connect(postgres_dsn) as conn:
+            assert conn.execute(f'SELECT count(*) FROM "{b.pg_schema}".ingest_ledger').fetchone() == (1,)
+        assert api.condition(ns_b, name, "TopicsReady")["status"] == "True"  # type: ignore[index]
+        api.delete(MSI, ns_b, name)
+        wait_for(lambda: api.get(MSI, ns_b, name) is None, timeout=60, what=f"{ns_b}/{name} deleted")
+    assert topic_partitions(kafka_bootstrap, b) == {} and schemas(postgres_dsn, b) == set()
 
 
 def test_broker_outage_shows_and_heals(api: Api, ns: str, run_operator: Any, service_logs: Path) -> None:
@@ -501,7 +571,7 @@ def test_broker_outage_shows_and_heals(api: Api, ns: str, run_operator: Any, ser
         assert api.condition(ns, name, "CollectionsReady")["status"] == "True"  # type: ignore[index]
         with broker():
             api.wait_condition(ns, name, "TopicsReady", "True", timeout=60)
-            assert len(topic_partitions(bootstrap, name)) == 3
+            assert len(topic_partitions(bootstrap, names_for(name, ns))) == 3
         events = api.list(("v1", "Event"), ns, "")
         assert any(e["reason"] == "BrokerUnreachable" and e["type"] == "Warning" for e in events)
 
@@ -533,8 +603,8 @@ def test_operator_restart_mid_reconcile_converges_without_duplicates(
     assert sorted(d["metadata"]["name"] for d in deps) == [f"{name}-dicom-worker", f"{name}-report-worker"]
     assert {d["metadata"]["name"]: d["spec"]["replicas"] for d in deps}[f"{name}-report-worker"] == 2
     assert len(api.list(ISVC, ns, sel)) == 1
-    assert sorted(topic_partitions(kafka_bootstrap, name)) == sorted(names_for(name).topics)
-    assert len(collections(milvus_uri, name)) == 2
+    assert sorted(topic_partitions(kafka_bootstrap, names_for(name, ns))) == sorted(names_for(name, ns).topics)
+    assert len(collections(milvus_uri, names_for(name, ns))) == 2
 
 
 def test_operator_entry_point_runs_as_a_process(
@@ -580,7 +650,7 @@ def test_periodic_resync_repairs_drift(api: Api, ns: str, run_operator: Any, kaf
         api.patch(deployment, ns, f"{name}-report-worker", {"spec": {"replicas": 5}})
         admin = provision.kafka_admin(kafka_bootstrap)
         try:
-            admin.delete_topics([f"{name}.dlq"])
+            admin.delete_topics([names_for(name, ns).dlq_topic])
         finally:
             admin.close()
 
@@ -588,7 +658,7 @@ def test_periodic_resync_repairs_drift(api: Api, ns: str, run_operator: Any, kaf
             dicom = api.get(deployment, ns, f"{name}-dicom-worker")
             report = api.get(deployment, ns, f"{name}-report-worker") or {}
             return (dicom is not None and report.get("spec", {}).get("replicas") == 1
-                    and f"{name}.dlq" in topic_partitions(kafka_bootstrap, name))
+                    and names_for(name, ns).dlq_topic in topic_partitions(kafka_bootstrap, names_for(name, ns)))
 
         wait_for(repaired, timeout=30, what="resync to restore the Deployment, the replicas and the topic")
 

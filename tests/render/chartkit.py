@@ -167,64 +167,6 @@ def schema_errors(validator: Any, obj: dict[str, Any]) -> list[str]:
             for e in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))]
 
 
-# A minimal schema of KServe's serving.kserve.io/v1beta1 InferenceService: the fields the operator sets, with
-# KServe's types and required keys (kserve 0.15 CRD); unknown predictor fields are rejected so a typo shows.
-_CONTAINER = {
-    "type": "object",
-    "required": ["name", "image"],
-    "properties": {
-        "name": {"type": "string"}, "image": {"type": "string", "minLength": 1},
-        "imagePullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
-        "args": {"type": "array", "items": {"type": "string"}},
-        "command": {"type": "array", "items": {"type": "string"}},
-        "ports": {"type": "array", "items": {"type": "object", "required": ["containerPort"],
-                                             "properties": {"containerPort": {"type": "integer"}}}},
-        "env": {"type": "array", "items": {"type": "object", "required": ["name"]}},
-        "resources": {"type": "object", "additionalProperties": False,
-                      "properties": {"requests": {"type": "object"}, "limits": {"type": "object"}}},
-        "securityContext": {"type": "object"},
-        "volumeMounts": {"type": "array"},
-    },
-}
-INFERENCE_SERVICE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"enum": ["serving.kserve.io/v1beta1"]},
-        "kind": {"enum": ["InferenceService"]},
-        "metadata": {"type": "object", "required": ["name"],
-                     "properties": {"name": {"type": "string", "pattern": r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
-                                             "maxLength": 63}}},
-        "spec": {
-            "type": "object", "required": ["predictor"], "additionalProperties": False,
-            "properties": {
-                "predictor": {
-                    "type": "object", "additionalProperties": False,
-                    "properties": {
-                        "minReplicas": {"type": "integer", "minimum": 0},
-                        "maxReplicas": {"type": "integer", "minimum": 0},
-                        "batcher": {"type": "object", "additionalProperties": False, "properties": {
-                            "maxBatchSize": {"type": "integer"}, "maxLatency": {"type": "integer"},
-                            "timeout": {"type": "integer"}}},
-                        "containers": {"type": "array", "minItems": 1, "items": _CONTAINER},
-                        "nodeSelector": {"type": "object", "additionalProperties": {"type": "string"}},
-                        "tolerations": {"type": "array", "items": {"type": "object"}},
-                        "serviceAccountName": {"type": "string"},
-                        "imagePullSecrets": {"type": "array"},
-                        "securityContext": {"type": "object"},
-                        "model": {"type": "object"},
-                        "scaleMetric": {"enum": ["cpu", "memory", "concurrency", "rps"]},
-                        "scaleTarget": {"type": "integer"},
-                        "timeout": {"type": "integer"},
-                        "annotations": {"type": "object"}, "labels": {"type": "object"},
-                    },
-                },
-            },
-        },
-    },
-}
-
-
 def validate_core(obj: dict[str, Any]) -> None:
     """kubernetes-validate (strict: unknown fields are errors) against Kubernetes ``KUBE_VERSION``."""
     import kubernetes_validate

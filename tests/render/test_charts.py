@@ -346,7 +346,10 @@ def test_default_index_is_a_valid_medical_search_index(helm_bin: str, staged: di
     msi = one(objs, "MedicalSearchIndex")
     index = parse_index(msi)   # the shared pydantic model accepts it too
     assert index.name == "chest-xray" and index.spec.predictor.gpu == 1
-    assert one(objs, "ConfigMap")["data"]["MEDSEARCH_INDEX"] == "chest-xray"
+    cm = one(objs, "ConfigMap")["data"]
+    assert cm["MEDSEARCH_INDEX"] == "chest-xray"
+    # The gateway scopes the index's names by the namespace the index is created in (the release's).
+    assert msi["metadata"]["namespace"] == cm["MEDSEARCH_INDEX_NAMESPACE"] == "medsearch"
     bad = {**msi, "spec": {**msi["spec"], "predictor": {**msi["spec"]["predictor"], "gpu": 99}}}
     errors = schema_errors(crd_validator(yaml.safe_load(OPERATOR_CRD.read_text()), "v1alpha1"), bad)
     assert any("spec.predictor.gpu" in e for e in errors), errors   # the validator is not a rubber stamp

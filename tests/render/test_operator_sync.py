@@ -1,6 +1,7 @@
 """The charts and the operator agree: same CRD, same RBAC rules, and what the chart configures (images, env,
-the default index) makes the operator build children that validate (InferenceService against a KServe
-schema, Deployments/ConfigMaps with kubernetes-validate)."""
+the default index) makes the operator build children that validate (the InferenceService and the KEDA
+ScaledObjects against the types KServe and KEDA publish, see crdmodels.py; Deployments/ConfigMaps with
+kubernetes-validate)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import chartkit
-import jsonschema
 import pytest
 import yaml
 from chartkit import (
-    INFERENCE_SERVICE_SCHEMA,
     MAIN_CHART,
     OPERATOR_RBAC,
     by_kind,
@@ -21,6 +20,7 @@ from chartkit import (
     render,
     validate_core,
 )
+from crdmodels import CRD_MODELS_HINT, keda_errors, keda_models, kserve_errors
 
 
 def _operator_cluster_role() -> dict[str, Any]:
@@ -84,7 +84,7 @@ def test_default_index_children_validate(helm_bin: str, staged: dict[str, Path])
     children = build_children(owner, index.spec, settings)
     isvcs = by_kind(children, "InferenceService")
     assert len(isvcs) == 1
-    jsonschema.validate(isvcs[0], INFERENCE_SERVICE_SCHEMA)
+    assert kserve_errors(isvcs[0]) == []
     container = isvcs[0]["spec"]["predictor"]["containers"][0]
     assert container["image"] == settings.operator_predictor_image
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -105,15 +105,78 @@ def test_default_index_children_validate(helm_bin: str, staged: dict[str, Path])
         assert cm[key] == chart_cm[key], key
 
 
-def test_inference_service_schema_rejects_a_typo() -> None:
-    bad = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": {"name": "x"},
-           "spec": {"predictor": {"minReplica": 1, "containers": [{"name": "c", "image": "i"}]}}}
-    try:
-        jsonschema.validate(bad, INFERENCE_SERVICE_SCHEMA)
-    except jsonschema.ValidationError as err:
-        assert "minReplica" in err.message
-    else:
-        raise AssertionError("the InferenceService schema accepted an unknown predictor field")
+AUTOSCALED_SPEC = {
+    "kafka": {"partitions": 6},
+    "workers": {"dicom": {"autoscaling": {"minReplicas": 1, "maxReplicas": 8, "lagThreshold": 200}},
+                "report": {"autoscaling": {"minReplicas": 0, "maxReplicas": 3, "lagThreshold": 50}}},
+    "predictor": {"minReplicas": 1, "maxReplicas": 4, "deploymentMode": "Standard", "scaleMetric": "cpu",
+                  "scaleTarget": 70},
+}
+
+
+def _autoscaled_children(**settings: Any) -> list[dict[str, Any]]:
+    from medsearch_operator.children import Owner, build_children
+    from medsearch_operator.settings import OperatorSettings
+
+    from medsearch.contracts.spec import parse_spec
+
+    ours = OperatorSettings(kafka_bootstrap="kafka:9092", operator_worker_image="registry.test/w:1",
+                            operator_predictor_image="registry.test/p:1", **settings)
+    return build_children(Owner("chest", "radiology", "00000000-0000-0000-0000-000000000001"),
+                          parse_spec(AUTOSCALED_SPEC), ours, keda=True)
+
+
+@pytest.fixture(scope="module")
+def keda() -> Any:
+    models = keda_models()
+    if models is None:
+        pytest.skip(CRD_MODELS_HINT)
+    return models
+
+
+@pytest.mark.parametrize("security", [{}, {"kafka_security_protocol": "SASL_SSL", "kafka_sasl_mechanism": "PLAIN",
+                                           "kafka_sasl_username": "medsearch"}])
+def test_scaled_objects_and_standard_predictor_validate_against_the_published_types(
+        keda: Any, security: dict[str, Any]) -> None:
+    children = _autoscaled_children(**security)
+    scaled = by_kind(children, "ScaledObject")
+    assert len(scaled) == 2
+    for obj in scaled:
+        assert keda_errors(keda, obj) == [], obj["metadata"]["name"]
+        assert obj["spec"]["maxReplicaCount"] <= 6
+        assert ("authenticationRef" in obj["spec"]["triggers"][0]) == bool(security)
+    (isvc,) = by_kind(children, "InferenceService")
+    assert kserve_errors(isvc) == []
+    assert isvc["spec"]["predictor"]["scaleMetric"] == "cpu"
+
+
+def test_keda_validation_rejects_broken_scaled_objects(keda: Any) -> None:
+    good = by_kind(_autoscaled_children(), "ScaledObject")[0]
+    spec = good["spec"]
+    typo = {**good, "spec": {**spec, "maxReplicas": 3}}                          # KEDA's field is maxReplicaCount
+    no_target = {**good, "spec": {k: v for k, v in spec.items() if k != "scaleTargetRef"}}
+    trigger = {**spec["triggers"][0], "metadata": {**spec["triggers"][0]["metadata"], "lagThreshold": 200}}
+    number = {**good, "spec": {**spec, "triggers": [trigger]}}                  # trigger metadata are strings
+    assert any("maxReplicas: unknown field" in e for e in keda_errors(keda, typo))
+    assert any("scaleTargetRef" in e for e in keda_errors(keda, no_target))
+    assert any("lagThreshold" in e for e in keda_errors(keda, number))
+
+
+def test_kserve_validation_rejects_broken_inference_services() -> None:
+    import copy
+
+    (good,) = by_kind(_autoscaled_children(), "InferenceService")
+    typo = copy.deepcopy(good)
+    typo["spec"]["predictor"]["minReplica"] = 1
+    wrong = copy.deepcopy(good)
+    wrong["spec"]["predictor"]["maxReplicas"] = "4"
+    wrong["spec"]["predictor"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": 1}}
+    unnamed = copy.deepcopy(good)
+    del unnamed["spec"]["predictor"]["containers"][0]["name"]
+    assert any("minReplica: unknown field" in e for e in kserve_errors(typo))
+    assert {e.split(":")[0] for e in kserve_errors(wrong)} == {
+        "spec.predictor.maxReplicas", "spec.predictor.containers.0.resources.limits.nvidia.com/gpu"}
+    assert any("containers.0.name: required" in e for e in kserve_errors(unnamed))
 
 
 def test_values_schema_spec_is_generated_from_the_crd() -> None:

@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from medsearch.audit import AuditEvent, AuditTrail, audit_topic, from_row, insert_sql, list_sql
+from medsearch.audit import AuditEvent, AuditTrail, from_row, insert_sql, list_sql
+from medsearch.contracts.naming import names_for
 
 
 def test_a_trail_becomes_one_event_without_duplicates_or_blanks() -> None:
@@ -31,7 +32,7 @@ def test_fhir_audit_event_json() -> None:
     assert j["agent"][0]["who"]["identifier"]["value"] == "bob" and j["agent"][0]["network"]["address"] == "10.0.0.1"
     assert [(e["type"]["code"], e["what"]["identifier"]["value"]) for e in j["entity"]] == [
         ("image", "1.2.3.1"), ("study", "1.2.3")]
-    assert audit_topic("demo") == "demo.audit"
+    assert names_for("demo").audit_topic == "demo.audit"
 
 
 def test_sql_and_rows() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from medsearch.contracts.collections import (
     reports_schema,
     scalar_indexes,
 )
+from medsearch.contracts.naming import KAFKA_TOPIC_MAX, MILVUS_NAME_MAX, PG_IDENTIFIER_MAX, IndexNames
 from medsearch.contracts.spec import MedicalSearchIndexSpec, SpecError, load_index_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,6 +64,67 @@ def test_names() -> None:
     n = names_for("chest-xray")
     assert n.topics == ("chest-xray.dicom", "chest-xray.reports", "chest-xray.dlq")
     assert n.collections == ("chest_xray_images", "chest_xray_reports")
+    # The local stack's names are those written before namespaces were known: its data stays where it is.
+    assert (n.pg_schema, n.dicom_consumer_group, n.report_consumer_group, n.audit_topic, n.object_prefix) == (
+        "medsearch_chest_xray", "medsearch-chest-xray-dicom", "medsearch-chest-xray-report", "chest-xray.audit",
+        "chest-xray")
+    assert names_for("chest-xray", None) == names_for("chest-xray", "") == n
+
+
+def _external(n: IndexNames) -> set[str]:
+    return {*n.topics, n.audit_topic, n.dicom_consumer_group, n.report_consumer_group, *n.collections, n.pg_schema,
+            n.object_prefix}
+
+
+def test_names_are_scoped_by_namespace() -> None:
+    n = names_for("demo", "radiology")
+    assert n.topics == ("radiology.demo.dicom", "radiology.demo.reports", "radiology.demo.dlq")
+    assert n.dicom_consumer_group == "medsearch-radiology.demo-dicom"
+    assert n.object_prefix == "radiology/demo"
+    h = hashlib.sha256(b"radiology/demo").hexdigest()[:8]
+    assert n.pg_schema == f"medsearch_radiology__demo_{h}"
+    assert n.collections == (f"medsearch_radiology__demo_{h}_images", f"medsearch_radiology__demo_{h}_reports")
+    # Two same-named indexes in two namespaces, and the local one, share no external name.
+    other, local = names_for("demo", "cardiology"), names_for("demo")
+    assert not _external(n) & _external(other)
+    assert not _external(n) & _external(local) and not _external(other) & _external(local)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    (("a--b", "c"), ("a", "b--c")),      # both read a__b__c once '-' becomes '_': the hash tells them apart
+    (("a-b", "c-d"), ("a-b-c", "d")),
+])
+def test_scoped_names_tell_apart_pairs_that_read_alike(a: tuple[str, str], b: tuple[str, str]) -> None:
+    na, nb = names_for(a[1], a[0]), names_for(b[1], b[0])
+    assert not _external(na) & _external(nb)
+
+
+def test_scoped_names_fit_the_stores_limits() -> None:
+    n = names_for("x" + "y" * 39, "n" * 63)   # the longest index name in the longest namespace
+    assert all(len(t) <= KAFKA_TOPIC_MAX and re.fullmatch(r"[a-zA-Z0-9._-]+", t) for t in (*n.topics, n.audit_topic))
+    assert all(len(c) <= MILVUS_NAME_MAX and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", c) for c in n.collections)
+    assert len(n.pg_schema.encode()) == PG_IDENTIFIER_MAX and re.fullmatch(r"[a-z_][a-z0-9_]*", n.pg_schema)
+    # A shortened schema keeps the hash: two long namespaces differing only at the end stay apart.
+    assert names_for("demo", "n" * 62 + "a").pg_schema != names_for("demo", "n" * 62 + "b").pg_schema
+    # A namespace that starts with a digit still gives valid Milvus and PostgreSQL names.
+    d = names_for("demo", "1team")
+    assert d.collections[0].startswith("medsearch_1team__demo_") and d.pg_schema.startswith("medsearch_1team__demo_")
+
+
+@pytest.mark.parametrize("namespace", ["Team", "team_a", "-a", "a" * 64, "a.b"])
+def test_bad_namespaces_are_refused(namespace: str) -> None:
+    with pytest.raises(SpecError, match=r"metadata\.namespace"):
+        names_for("demo", namespace)
+
+
+def test_settings_carry_the_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsearch.contracts.settings import WorkerSettings
+
+    monkeypatch.setenv("MEDSEARCH_INDEX", "demo")
+    monkeypatch.delenv("MEDSEARCH_INDEX_NAMESPACE", raising=False)
+    assert WorkerSettings().index_names() == names_for("demo")
+    monkeypatch.setenv("MEDSEARCH_INDEX_NAMESPACE", "radiology")
+    assert WorkerSettings().index_names() == names_for("demo", "radiology")
 
 
 def test_load_index_file(tmp_path: Path) -> None:

@@ -69,6 +69,18 @@ def test_summary_groups_by_topic_stage_and_reason() -> None:
     assert groups[("demo.dicom", "fetch", "object not found")] == 1
     assert groups[("?", "?", "unreadable record")] == 1
     assert sum(groups.values()) == 6
+    json.dumps(s)  # what `medsearch dlq list --json` prints
+    assert s["index"] == "demo"
+
+
+def test_a_namespaced_index_replays_only_its_own_topics() -> None:
+    from medsearch.contracts.naming import names_for
+
+    scoped = names_for("demo", "radiology")
+    # The local index's dead letters (topic demo.dicom) are not this index's to replay.
+    assert all(plan(e, scoped).message is None for e in entries())
+    s = summarize(entries(), scoped)
+    assert json.loads(json.dumps(s))["index"] == "radiology/demo" and s["replayable"] == 0
 
 
 class FakePublisher:

@@ -91,6 +91,27 @@ def test_publish_dicom_uploads_keys_by_study_and_skips_duplicates(tmp_path: Path
     assert pub2.publish_dicom(b"not dicom at all", filename="x").status == "rejected"
 
 
+def test_a_namespaced_index_publishes_on_its_own_topics_and_store_folder(tmp_path: Path) -> None:
+    from medsearch.contracts.naming import names_for
+
+    root = f"file://{tmp_path / 'objects'}"
+    data = Path(get_testdata_file("CT_small.dcm") or "").read_bytes()
+    sent: dict[str, FakeProducer] = {}
+    for ns in ("radiology", "cardiology"):
+        sent[ns] = FakeProducer()
+        pub = Publisher(bootstrap="unused:1", object_store_url=root, index=names_for("demo", ns), producer=sent[ns])
+        # The same object in another namespace's index of the same name is not a duplicate of this one's.
+        first = pub.publish_dicom(data, filename="a.dcm")
+        assert first.status == "published" and first.uri is not None
+        assert first.uri.endswith(f"/{ns}/demo/dicom/{store.sha256_hex(data)}.dcm")
+        assert pub.publish_report(report_id="r1", text="No effusion.").status == "published"
+        pub.close()
+        topics = [t for t, _, _ in sent[ns].sent]
+        assert topics == [f"{ns}.demo.dicom", f"{ns}.demo.reports"]
+        # Messages carry the index name; the namespace is in the topic.
+        assert DicomObject.from_bytes(sent[ns].sent[0][2]).index == "demo"
+
+
 def test_unacknowledged_publication_is_retried_next_run(tmp_path: Path) -> None:
     root = f"file://{tmp_path / 'objects'}"
     data = Path(get_testdata_file("CT_small.dcm") or "").read_bytes()
