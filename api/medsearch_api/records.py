@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from medsearch.contracts.entities import EntityRecord, stored_entities
+
 # Re-exported: filters encode dates exactly as the workers store them.
 from medsearch.contracts.messages import date_to_yyyymmdd as date_to_yyyymmdd
 
@@ -100,7 +102,7 @@ class ReportRecord:
     negative_diagnoses: tuple[str, ...] = ()
     positive_symptoms: tuple[str, ...] = ()
     negative_symptoms: tuple[str, ...] = ()
-    entities: tuple[Mapping[str, Any], ...] = ()
+    entities: tuple[EntityRecord, ...] = ()
     nlp_backend: str = ""
     ingested_at: int = 0
 
@@ -152,7 +154,6 @@ IMAGE_READ_FIELDS = (
 
 def report_from_row(row: Mapping[str, Any]) -> ReportRecord:
     sections = row.get("sections") or {}
-    entities = row.get("entities") or []
     return ReportRecord(
         report_id=str(row["report_id"]),
         study_uid=str(row.get("study_uid") or ""),
@@ -163,7 +164,7 @@ def report_from_row(row: Mapping[str, Any]) -> ReportRecord:
         sections={str(k): str(v) for k, v in sections.items()} if isinstance(sections, Mapping) else {},
         report_date=int(row.get("report_date") or 0),
         **{name: _strs(row.get(name)) for name in REPORT_ARRAYS},
-        entities=tuple(e for e in entities if isinstance(e, Mapping)) if isinstance(entities, list) else (),
+        entities=stored_entities(row.get("entities")),
         nlp_backend=str(row.get("nlp_backend") or ""),
         ingested_at=int(row.get("ingested_at") or 0),
     )
