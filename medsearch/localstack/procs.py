@@ -86,22 +86,9 @@ def milvus_lite_command(data_dir: Path, port: int, host: str = "127.0.0.1") -> l
 
 
 def kafka_ready(bootstrap: str) -> bool:
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
+    from medsearch.provision import kafka_reachable
 
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap.split(","), request_timeout_ms=3000
-        )
-    except (KafkaError, OSError, ValueError):
-        return False
-    try:
-        admin.list_topics()
-        return True
-    except (KafkaError, OSError):
-        return False
-    finally:
-        admin.close()
+    return kafka_reachable(bootstrap)
 
 
 def milvus_ready(uri: str) -> bool:
