@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import TypeVar
 
 from medsearch_api.records import ImageFilterSpec, ReportFilterSpec
 
@@ -108,37 +109,40 @@ def conj(parts: Iterable[str | None]) -> str:
     return " and ".join(f"({p})" for p in kept)
 
 
-def validate_report_filter(f: ReportFilterSpec) -> ReportFilterSpec:
-    """Validated copy of a report filter (raises :class:`FilterInputError`)."""
+# What each filter list must hold, and the GraphQL argument named when it does not.
+_FILTER_LISTS: dict[str, tuple[ValueKind, str]] = {
+    "positive_codes": (ICD10_CODE, "filter.positiveCodes"),
+    "negative_codes": (ICD10_CODE, "filter.negativeCodes"),
+    "uncertain_codes": (ICD10_CODE, "filter.uncertainCodes"),
+    "modalities": (CODE_STRING, "filter.modality"),
+    "view_positions": (CODE_STRING, "filter.viewPosition"),
+    "body_parts": (CODE_STRING, "filter.bodyPart"),
+    "lateralities": (CODE_STRING, "filter.laterality"),
+    "study_uids": (UID, "filter.studyUids"),
+}
+_Spec = TypeVar("_Spec", ReportFilterSpec, ImageFilterSpec)
+
+
+def _validated(f: _Spec) -> _Spec:
+    """A copy of the filter with its GraphQL parts checked, in field order (raises :class:`FilterInputError`);
+    internal parts (a report filter's ``report_ids``) are not carried over."""
     if f.date_from is not None and f.date_to is not None and f.date_from > f.date_to:
         raise FilterInputError("filter.dateFrom", "is after filter.dateTo")
-    return ReportFilterSpec(
-        positive_codes=check_all(ICD10_CODE, f.positive_codes, "filter.positiveCodes"),
-        negative_codes=check_all(ICD10_CODE, f.negative_codes, "filter.negativeCodes"),
-        uncertain_codes=check_all(ICD10_CODE, f.uncertain_codes, "filter.uncertainCodes"),
-        modalities=check_all(CODE_STRING, f.modalities, "filter.modality"),
-        view_positions=check_all(CODE_STRING, f.view_positions, "filter.viewPosition"),
-        body_parts=check_all(CODE_STRING, f.body_parts, "filter.bodyPart"),
-        date_from=f.date_from,
-        date_to=f.date_to,
-        study_uids=check_all(UID, f.study_uids, "filter.studyUids"),
-    )
+    lists: dict[str, tuple[str, ...]] = {}
+    for d in fields(f):
+        if d.name in _FILTER_LISTS:
+            kind, argument = _FILTER_LISTS[d.name]
+            lists[d.name] = check_all(kind, getattr(f, d.name), argument)
+    return type(f)(**lists, date_from=f.date_from, date_to=f.date_to)
+
+
+def validate_report_filter(f: ReportFilterSpec) -> ReportFilterSpec:
+    """Validated copy of a report filter (raises :class:`FilterInputError`)."""
+    return _validated(f)
 
 
 def validate_image_filter(f: ImageFilterSpec) -> ImageFilterSpec:
-    if f.date_from is not None and f.date_to is not None and f.date_from > f.date_to:
-        raise FilterInputError("filter.dateFrom", "is after filter.dateTo")
-    return ImageFilterSpec(
-        modalities=check_all(CODE_STRING, f.modalities, "filter.modality"),
-        view_positions=check_all(CODE_STRING, f.view_positions, "filter.viewPosition"),
-        body_parts=check_all(CODE_STRING, f.body_parts, "filter.bodyPart"),
-        lateralities=check_all(CODE_STRING, f.lateralities, "filter.laterality"),
-        date_from=f.date_from,
-        date_to=f.date_to,
-        study_uids=check_all(UID, f.study_uids, "filter.studyUids"),
-        positive_codes=check_all(ICD10_CODE, f.positive_codes, "filter.positiveCodes"),
-        negative_codes=check_all(ICD10_CODE, f.negative_codes, "filter.negativeCodes"),
-    )
+    return _validated(f)
 
 
 def report_expr(f: ReportFilterSpec, study_uids: Sequence[str] | None = None) -> str:

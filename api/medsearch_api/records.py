@@ -53,13 +53,19 @@ def entity_field(kind: EntityKind, polarity: Polarity) -> str:
     return f"{polarity.value.lower()}_{_KIND_PLURAL[kind]}"
 
 
-def yyyymmdd_to_date(value: Any) -> dt.date | None:
-    """``20240131`` -> date; 0 / None / malformed -> None."""
+def _positive(value: Any) -> int | None:
+    """A stored date or time field as a number; 0 (unknown), None and malformed values as None."""
     try:
         n = int(value or 0)
     except (TypeError, ValueError):
         return None
-    if n <= 0:
+    return n if n > 0 else None
+
+
+def yyyymmdd_to_date(value: Any) -> dt.date | None:
+    """``20240131`` -> date; 0 / None / malformed -> None."""
+    n = _positive(value)
+    if n is None:
         return None
     try:
         return dt.date(n // 10000, (n // 100) % 100, n % 100)
@@ -68,13 +74,8 @@ def yyyymmdd_to_date(value: Any) -> dt.date | None:
 
 
 def epoch_ms_to_datetime(value: Any) -> dt.datetime | None:
-    try:
-        n = int(value or 0)
-    except (TypeError, ValueError):
-        return None
-    if n <= 0:
-        return None
-    return dt.datetime.fromtimestamp(n / 1000.0, tz=dt.UTC)
+    n = _positive(value)
+    return None if n is None else dt.datetime.fromtimestamp(n / 1000.0, tz=dt.UTC)
 
 
 def _strs(value: Any) -> tuple[str, ...]:

@@ -34,14 +34,7 @@ from medsearch.contracts.messages import DeadLetter, Report
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 from medsearch.localstack import procs
-from medsearch.provision import (
-    count_rows,
-    ensure_collections,
-    ensure_schema,
-    ensure_topics,
-    kafka_admin,
-    milvus_client,
-)
+from medsearch.provision import count_rows, milvus_client
 from medsearch.testing import read_dead_letters, wait_for
 
 pytestmark = pytest.mark.integration
@@ -390,29 +383,21 @@ def test_dead_letter_replay_after_the_cause_is_fixed(env: Env, tmp_path: Path) -
 
 
 def test_milvus_outage_loses_nothing(
-    kafka_bootstrap: str, model_server: ModelServer, object_store_url: str, unique_index: str, service_logs: Path,
+    make_index_env: Callable[..., Env], model_server: ModelServer, unique_index: str, service_logs: Path,
     tmp_path: Path, postgres_dsn: str,
 ) -> None:
     """Milvus stops mid-ingest (its own server here, so the session's is untouched): the worker retries without
     committing, nothing is dead-lettered, and once Milvus is back on the same data every image is there."""
-    spec = MedicalSearchIndexSpec()
-    admin = kafka_admin(kafka_bootstrap)
-    ensure_topics(admin, unique_index, spec)
-    admin.close()
     data_dir, port = tmp_path / "milvus-data", procs.free_port()
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
     second.mkdir()
     before = set(_fresh_copies("CT_small.dcm", 6, first, seed="milvus-before"))
     uids = set(before)
-    ensure_schema(postgres_dsn, unique_index, spec)
-    e = Env(unique_index, object_store_url, kafka_bootstrap, f"http://127.0.0.1:{port}", service_logs, postgres_dsn,
-            model=model_server)
+    e = make_index_env(Env, milvus_uri=f"http://127.0.0.1:{port}", model=model_server)
     try:
         with procs.milvus_lite(data_dir, service_logs, port=port):
-            client = milvus_client(e.milvus_uri)
-            ensure_collections(client, unique_index, spec)
-            client.close()
+            e.provision(MedicalSearchIndexSpec())
             assert e.ingest(first)["published"] == 6
             e.start_worker()
             wait_for(lambda: e.count() == 6 or e.count(), 120, "the first images")
