@@ -145,22 +145,33 @@ def validate_image_filter(f: ImageFilterSpec) -> ImageFilterSpec:
     return _validated(f)
 
 
+# Filter lists -> the collection fields they constrain (code arrays: all listed; image fields: any listed).
+_CODE_ARRAYS = {"positive_codes": "icd10_positive", "negative_codes": "icd10_negative",
+                "uncertain_codes": "icd10_uncertain"}
+_IMAGE_FIELDS = {"modalities": "modality", "view_positions": "view_position", "body_parts": "body_part",
+                 "lateralities": "laterality"}
+
+
+def _studies(own: Sequence[str], resolved: Sequence[str] | None) -> list[str] | None:
+    """The studies an expression keeps ([]: any), given the filter's own and those resolved through the other
+    collection (None: not resolved); None when the two do not meet, so that nothing matches."""
+    uids = list(own)
+    if resolved is not None:
+        uids = [u for u in uids if u in set(resolved)] if uids else list(resolved)
+        if not uids:
+            return None
+    return uids
+
+
 def report_expr(f: ReportFilterSpec, study_uids: Sequence[str] | None = None) -> str:
     """Expression over the report collection's own fields. ``study_uids`` (already resolved through the
     images collection, validated) restricts the study; an empty sequence means "no study matches"."""
-    parts: list[str | None] = []
-    if f.positive_codes:
-        parts.append(contains_all("icd10_positive", f.positive_codes))
-    if f.negative_codes:
-        parts.append(contains_all("icd10_negative", f.negative_codes))
-    if f.uncertain_codes:
-        parts.append(contains_all("icd10_uncertain", f.uncertain_codes))
+    parts: list[str | None] = [contains_all(field, getattr(f, name)) for name, field in _CODE_ARRAYS.items()
+                               if getattr(f, name)]
     parts.extend(date_range("report_date", f.date_from, f.date_to))
-    uids = list(f.study_uids)
-    if study_uids is not None:
-        uids = [u for u in uids if u in set(study_uids)] if uids else list(study_uids)
-        if not uids:
-            return "report_id == \"\" and report_id != \"\""  # matches nothing
+    uids = _studies(f.study_uids, study_uids)
+    if uids is None:
+        return "report_id == \"\" and report_id != \"\""  # matches nothing
     if uids:
         parts.append(eq_any("study_uid", uids))
     if f.report_ids:
@@ -170,46 +181,16 @@ def report_expr(f: ReportFilterSpec, study_uids: Sequence[str] | None = None) ->
 
 def image_expr(f: ImageFilterSpec, study_uids: Sequence[str] | None = None,
                exclude_ids: Sequence[str] = ()) -> str:
-    parts: list[str | None] = []
-    if f.modalities:
-        parts.append(eq_any("modality", f.modalities))
-    if f.view_positions:
-        parts.append(eq_any("view_position", f.view_positions))
-    if f.body_parts:
-        parts.append(eq_any("body_part", f.body_parts))
-    if f.lateralities:
-        parts.append(eq_any("laterality", f.lateralities))
+    parts: list[str | None] = [eq_any(field, getattr(f, name)) for name, field in _IMAGE_FIELDS.items()
+                               if getattr(f, name)]
     parts.extend(date_range("study_date", f.date_from, f.date_to))
-    uids = list(f.study_uids)
-    if study_uids is not None:
-        uids = [u for u in uids if u in set(study_uids)] if uids else list(study_uids)
-        if not uids:
-            return "sop_instance_uid == \"\" and sop_instance_uid != \"\""
+    uids = _studies(f.study_uids, study_uids)
+    if uids is None:
+        return "sop_instance_uid == \"\" and sop_instance_uid != \"\""
     if uids:
         parts.append(eq_any("study_uid", uids))
     for x in exclude_ids:
         parts.append(f"sop_instance_uid != {literal(x)}")
-    return conj(parts)
-
-
-def images_for_report_filter(f: ReportFilterSpec) -> str:
-    """Expression over images selecting the studies a report filter's image part asks for."""
-    parts: list[str | None] = []
-    if f.modalities:
-        parts.append(eq_any("modality", f.modalities))
-    if f.view_positions:
-        parts.append(eq_any("view_position", f.view_positions))
-    if f.body_parts:
-        parts.append(eq_any("body_part", f.body_parts))
-    return conj(parts)
-
-
-def reports_for_image_filter(f: ImageFilterSpec) -> str:
-    parts: list[str | None] = []
-    if f.positive_codes:
-        parts.append(contains_all("icd10_positive", f.positive_codes))
-    if f.negative_codes:
-        parts.append(contains_all("icd10_negative", f.negative_codes))
     return conj(parts)
 
 

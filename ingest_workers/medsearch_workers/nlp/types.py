@@ -35,18 +35,12 @@ class Trait:
     name: str
     score: float = 1.0
 
-    def to_record(self) -> EntityTrait:
-        return EntityTrait(name=self.name, score=round(self.score, 4))
-
 
 @dataclass(frozen=True)
 class IcdCandidate:
     code: str
     description: str
     score: float
-
-    def to_record(self) -> EntityCode:
-        return EntityCode(code=self.code, description=self.description, score=round(self.score, 4))
 
 
 @dataclass(frozen=True)
@@ -99,12 +93,14 @@ class Entity:
         return "present"
 
     def to_record(self) -> EntityRecord:
-        """The stored shape (the ``entities`` JSON of a report row), shared with the gateway."""
+        """The stored shape (the ``entities`` JSON of a report row), shared with the gateway; scores to 4 places."""
         return EntityRecord(
             text=self.text, start=self.start, end=self.end, category=self.category, type=self.type,
-            score=round(self.score, 4), section=self.section, traits=tuple(t.to_record() for t in self.traits),
-            icd10=tuple(c.to_record() for c in self.icd10), assertion=self.assertion, concept=self.concept,
-            name=self.name, code=self.code,
+            score=round(self.score, 4), section=self.section,
+            traits=tuple(EntityTrait(name=t.name, score=round(t.score, 4)) for t in self.traits),
+            icd10=tuple(EntityCode(code=c.code, description=c.description, score=round(c.score, 4))
+                        for c in self.icd10),
+            assertion=self.assertion, concept=self.concept, name=self.name, code=self.code,
         )
 
     def to_dict(self) -> dict[str, Any]:
