@@ -20,29 +20,12 @@ export function SimilarControlsBar({ value, onChange }: { value: SimilarControls
   const options = useAsync("filter-options", (signal) => fetchFilterOptions(signal));
   return (
     <div className="similar-controls" role="group" aria-label="Similar image options">
-      <SelectField
-        id={`${id}-k`}
-        label="Neighbours (k)"
-        value={value.k}
-        choices={K_CHOICES}
-        onChange={(k) => onChange({ ...value, k: Number(k) })}
-      />
-      <SelectField
-        id={`${id}-mod`}
-        label="Modality"
-        value={value.modality}
-        anyLabel="Any"
-        choices={options.data?.modalities ?? []}
-        onChange={(modality) => onChange({ ...value, modality })}
-      />
-      <SelectField
-        id={`${id}-view`}
-        label="View position"
-        value={value.viewPosition}
-        anyLabel="Any"
-        choices={options.data?.viewPositions ?? []}
-        onChange={(viewPosition) => onChange({ ...value, viewPosition })}
-      />
+      <SelectField id={`${id}-k`} label="Neighbours (k)" value={value.k} choices={K_CHOICES}
+        onChange={(k) => onChange({ ...value, k: Number(k) })} />
+      <SelectField id={`${id}-mod`} label="Modality" value={value.modality} anyLabel="Any"
+        choices={options.data?.modalities ?? []} onChange={(modality) => onChange({ ...value, modality })} />
+      <SelectField id={`${id}-view`} label="View position" value={value.viewPosition} anyLabel="Any"
+        choices={options.data?.viewPositions ?? []} onChange={(viewPosition) => onChange({ ...value, viewPosition })} />
     </div>
   );
 }
