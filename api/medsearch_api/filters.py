@@ -123,7 +123,7 @@ _FILTER_LISTS: dict[str, tuple[ValueKind, str]] = {
 _Spec = TypeVar("_Spec", ReportFilterSpec, ImageFilterSpec)
 
 
-def _validated(f: _Spec) -> _Spec:
+def validate_filter(f: _Spec) -> _Spec:
     """A copy of the filter with its GraphQL parts checked, in field order (raises :class:`FilterInputError`);
     internal parts (a report filter's ``report_ids``) are not carried over."""
     if f.date_from is not None and f.date_to is not None and f.date_from > f.date_to:
@@ -138,11 +138,11 @@ def _validated(f: _Spec) -> _Spec:
 
 def validate_report_filter(f: ReportFilterSpec) -> ReportFilterSpec:
     """Validated copy of a report filter (raises :class:`FilterInputError`)."""
-    return _validated(f)
+    return validate_filter(f)
 
 
 def validate_image_filter(f: ImageFilterSpec) -> ImageFilterSpec:
-    return _validated(f)
+    return validate_filter(f)
 
 
 # Filter lists -> the collection fields they constrain (code arrays: all listed; image fields: any listed).

@@ -4,16 +4,36 @@ BAD_USER_INPUT naming the argument)."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import fields
+from typing import Any, TypeVar
 
 import strawberry
 
 from medsearch_api import errors
-from medsearch_api.filters import FilterInputError, validate_image_filter, validate_report_filter
+from medsearch_api.filters import FilterInputError, validate_filter
 from medsearch_api.records import ImageFilterSpec, ReportFilterSpec, date_to_yyyymmdd
 
+# Input fields whose spec field has another name (the input's are singular, as in the web client's URLs).
+_SPEC_FIELDS = {"modality": "modalities", "view_position": "view_positions", "body_part": "body_parts",
+                "laterality": "lateralities"}
+_Spec = TypeVar("_Spec", ReportFilterSpec, ImageFilterSpec)
 
-def _yyyymmdd(day: dt.date | None) -> int | None:
-    return date_to_yyyymmdd(day) if day else None
+
+def _spec(f: ReportFilter | ImageFilter | None, spec: type[_Spec]) -> _Spec:
+    """The validated ``spec`` of an input filter: lists as tuples, dates as YYYYMMDD (no filter: everything)."""
+    if f is None:
+        return spec()
+    values: dict[str, Any] = {}
+    for field in fields(f):
+        value = getattr(f, field.name)
+        if field.name in ("date_from", "date_to"):
+            values[field.name] = date_to_yyyymmdd(value) if value else None
+        else:
+            values[_SPEC_FIELDS.get(field.name, field.name)] = tuple(value or ())
+    try:
+        return validate_filter(spec(**values))
+    except FilterInputError as err:
+        raise errors.bad_input(str(err), err.argument) from err
 
 
 @strawberry.input(description="Report filter: every given part must hold.")
@@ -33,17 +53,7 @@ class ReportFilter:
     @staticmethod
     def to_spec(f: ReportFilter | None) -> ReportFilterSpec:
         """The validated spec of ``f`` (no filter: everything)."""
-        if f is None:
-            return ReportFilterSpec()
-        try:
-            return validate_report_filter(ReportFilterSpec(
-                positive_codes=tuple(f.positive_codes or ()), negative_codes=tuple(f.negative_codes or ()),
-                uncertain_codes=tuple(f.uncertain_codes or ()), modalities=tuple(f.modality or ()),
-                view_positions=tuple(f.view_position or ()), body_parts=tuple(f.body_part or ()),
-                date_from=_yyyymmdd(f.date_from), date_to=_yyyymmdd(f.date_to), study_uids=tuple(f.study_uids or ()),
-            ))
-        except FilterInputError as err:
-            raise errors.bad_input(str(err), err.argument) from err
+        return _spec(f, ReportFilterSpec)
 
 
 @strawberry.input(description="Image filter: every given part must hold.")
@@ -62,14 +72,4 @@ class ImageFilter:
     @staticmethod
     def to_spec(f: ImageFilter | None) -> ImageFilterSpec:
         """The validated spec of ``f`` (no filter: everything)."""
-        if f is None:
-            return ImageFilterSpec()
-        try:
-            return validate_image_filter(ImageFilterSpec(
-                modalities=tuple(f.modality or ()), view_positions=tuple(f.view_position or ()),
-                body_parts=tuple(f.body_part or ()), lateralities=tuple(f.laterality or ()),
-                date_from=_yyyymmdd(f.date_from), date_to=_yyyymmdd(f.date_to), study_uids=tuple(f.study_uids or ()),
-                positive_codes=tuple(f.positive_codes or ()), negative_codes=tuple(f.negative_codes or ()),
-            ))
-        except FilterInputError as err:
-            raise errors.bad_input(str(err), err.argument) from err
+        return _spec(f, ImageFilterSpec)
