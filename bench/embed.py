@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from medsearch_dev.localstack.procs import free_port, http_ready, running
 
 from medsearch.embedding_client import EmbeddingClient
 from medsearch.imaging import decode_image_bytes, preprocess
-from medsearch.localstack.procs import free_port, http_ready, running
 
 
 def progress(msg: str) -> None:

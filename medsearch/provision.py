@@ -80,25 +80,6 @@ def kafka_admin(bootstrap: str, *, client_id: str = "medsearch-provision", timeo
         raise ProvisionError("BrokerUnreachable", f"Kafka at {bootstrap} is unreachable: {err}") from err
 
 
-def kafka_reachable(bootstrap: str, *, client_id: str = "medsearch-readiness", timeout_ms: int = 3000,
-                    security: dict[str, Any] | None = None) -> bool:
-    """The broker answers a metadata request within ``timeout_ms`` (readiness checks; ``security`` as for
-    :func:`kafka_admin`, so that a secured cluster does not read as unreachable)."""
-    from kafka.errors import KafkaError
-
-    try:
-        admin = kafka_admin(bootstrap, client_id=client_id, timeout_ms=timeout_ms, security=security)
-    except (ProvisionError, ValueError):
-        return False
-    try:
-        admin.list_topics()
-        return True
-    except (KafkaError, OSError):
-        return False
-    finally:
-        admin.close()
-
-
 def topic_partitions(admin: Any, topics: list[str]) -> dict[str, int]:
     """Partition counts of those ``topics`` that exist."""
     existing = set(admin.list_topics())

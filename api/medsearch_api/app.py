@@ -508,20 +508,20 @@ def _safe_check(check: Callable[[], bool]) -> bool:
 def _kafka_reachable(s: ApiSettings, timeout_ms: int = 3000) -> bool:
     """The broker answers metadata within ``timeout_ms`` (kafka-python's own bootstrap wait is 30 s), with the same
     TLS/SASL options as every other client (a secured cluster must not read as unreachable)."""
+    from medsearch.health import kafka_ready
     from medsearch.kafka_security import KafkaSecurityError, kafka_security_options
-    from medsearch.provision import kafka_reachable
 
     try:
         security = kafka_security_options(s)
     except (KafkaSecurityError, ValueError):
         return False
-    return kafka_reachable(s.kafka_bootstrap, client_id="medsearch-api-readiness", timeout_ms=timeout_ms,
-                           security=security)
+    return kafka_ready(s.kafka_bootstrap, security=security, client_id="medsearch-api-readiness",
+                       timeout_ms=timeout_ms)
 
 
 def _default_readiness(s: ApiSettings) -> dict[str, Callable[[], bool]]:
     from medsearch import pgstore
-    from medsearch.localstack.procs import http_ready, milvus_ready
+    from medsearch.health import http_ready, milvus_ready
 
     uri = s.milvus_uri
     return {

@@ -192,7 +192,3 @@ def image_expr(f: ImageFilterSpec, study_uids: Sequence[str] | None = None,
     for x in exclude_ids:
         parts.append(f"sop_instance_uid != {literal(x)}")
     return conj(parts)
-
-
-def ids_expr(field: str, ids: Sequence[str]) -> str:
-    return eq_any(field, ids)

@@ -1,6 +1,6 @@
 """Fixtures of the integration tier: the test's index on the session's services (``make_index_env`` /
 ``index_env``) and that index with the report worker running (``report_worker``). The services themselves come
-from ``medsearch.testing``."""
+from ``medsearch_dev.testing``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from ingest_env import IndexEnv
+from medsearch_dev.localstack import procs
 
 from medsearch.contracts.spec import parse_spec
-from medsearch.localstack import procs
 from medsearch.provision import drop_schema
 
 

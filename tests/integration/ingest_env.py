@@ -8,8 +8,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medsearch_dev.localstack import procs
+
 from medsearch.contracts.spec import MedicalSearchIndexSpec
-from medsearch.localstack import procs
 from medsearch.provision import ensure_collections, ensure_schema, ensure_topics, kafka_admin, milvus_client
 
 # Small batches and short waits, so that tests see each step quickly.

@@ -24,6 +24,8 @@ import numpy as np
 import pydicom
 import pytest
 from ingest_env import IndexEnv
+from medsearch_dev.localstack import procs
+from medsearch_dev.testing import read_dead_letters, wait_for
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
@@ -33,9 +35,7 @@ from medsearch import store
 from medsearch.contracts.messages import DeadLetter, Report
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import MedicalSearchIndexSpec
-from medsearch.localstack import procs
 from medsearch.provision import count_rows, milvus_client
-from medsearch.testing import read_dead_letters, wait_for
 
 pytestmark = pytest.mark.integration
 

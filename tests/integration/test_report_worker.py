@@ -13,13 +13,13 @@ import time
 from typing import Any
 
 import pytest
+from medsearch_dev.testing import read_dead_letters, wait_for
 
 from medsearch import pgstore
 from medsearch.contracts.collections import MAX_TEXT_BYTES, REPORT_VECTOR
 from medsearch.contracts.messages import Report
 from medsearch.contracts.naming import names_for
 from medsearch.provision import count_rows, milvus_client
-from medsearch.testing import read_dead_letters, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -2,6 +2,8 @@
 
 In process with the model server's own code (``--weights``, ``--backend``), or through a running model server
 (``--url``). Text output: ``FILE<TAB>1024 space-separated floats``; ``--json``: one JSON object per line.
+Registered on the ``medsearch`` command through this distribution's ``medsearch.cli`` entry point ``embed``; the
+model code (torch, onnxruntime) is imported inside the command, so ``medsearch --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ def register(app: typer.Typer) -> None:
                 from medsearch_model_server.weights import WeightsError
             except ImportError as err:
                 typer.echo(
-                    f"error: in-process embedding needs the model server package ({err}); or use --url", err=True
+                    f"error: in-process embedding needs the model server's dependencies ({err}); or use --url",
+                    err=True,
                 )
                 raise typer.Exit(2) from None
             try:
