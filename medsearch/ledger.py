@@ -94,35 +94,24 @@ class Ledger:
     between threads without the caller's lock)."""
 
     def __init__(self, dsn: str, index: IndexRef, *, password: str | None = None) -> None:
+        from medsearch.pgstore import LazyConnection
+
         self.dsn = dsn
         self.index = index
-        self._password = password
-        self._conn: Any = None
+        self._db = LazyConnection(dsn, password)
         self._lock = threading.Lock()  # sibling publishers (one per DICOM association) share one ledger
-
-    def _connect(self) -> Any:
-        from medsearch.pgstore import connect
-
-        if self._conn is None or self._conn.closed:
-            self._conn = connect(self.dsn, self._password)
-        return self._conn
 
     def _run(self, stmt: Any, params: Sequence[Any] = (), *, fetch: bool = False) -> list[Any]:
         from medsearch.pgstore import DatabaseError, is_transient
 
         try:
             with self._lock:
-                conn = self._connect()
+                conn = self._db.get()
                 with conn.transaction():
                     cur = conn.execute(stmt, params)
                     return list(cur.fetchall()) if fetch else []
         except Exception as err:  # psycopg errors: reconnect next time, say which store and whether to retry
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                try:
-                    conn.close()
-                except Exception:  # noqa: BLE001 - closing a broken connection
-                    pass
+            self._db.reset()
             raise DatabaseError(f"ingest ledger of index {self.index}: {type(err).__name__}: {err}",
                                 transient=is_transient(err)) from err
 
@@ -202,9 +191,7 @@ class Ledger:
                  "failed_at": t.isoformat()} for k, s, u, st, r, a, t in rows]
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+        self._db.close()
 
 
 def mark_dead_letters(ledger: Ledger, dicom_topic: str, letters: Iterable[tuple[bytes, str, str, str]]) -> None:

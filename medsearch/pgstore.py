@@ -318,6 +318,36 @@ def is_transient(err: BaseException) -> bool:
     return state[:2] in _TRANSIENT_SQLSTATE_CLASSES
 
 
+class LazyConnection:
+    """A psycopg connection opened on first use, and again after :meth:`reset` (what a failed statement calls, so
+    that the next one reconnects). Not locked: its owner serialises its use."""
+
+    def __init__(self, dsn: str, password: str | None = None, *, timeout: float = 10.0) -> None:
+        self.dsn = dsn
+        self._password = password
+        self.timeout = timeout
+        self._conn: Any = None
+
+    def get(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.dsn, self._password, timeout=self.timeout)
+        return self._conn
+
+    def reset(self) -> None:
+        """Forget the connection, closing it quietly (after a failure it may be broken)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
 class PostgresWriter:
     """Upserts rows of one index into PostgreSQL, one transaction per call; connects lazily and reconnects after
     a failure. Raises :class:`DatabaseError` with ``transient`` set from :func:`is_transient`."""
@@ -327,33 +357,19 @@ class PostgresWriter:
 
         self.dsn = dsn
         self.index = index
-        self._password = password
         self.timeout = timeout
-        self._conn: Any = None
+        self._db = LazyConnection(dsn, password, timeout=timeout)
         self._lock = threading.Lock()
-
-    def _connect(self) -> Any:
-        if self._conn is None or self._conn.closed:
-            self._conn = connect(self.dsn, self._password, timeout=self.timeout)
-        return self._conn
-
-    def _reset(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
 
     def _write(self, fn: Any, rows: Sequence[dict[str, Any]]) -> None:
         with self._lock:
             try:
-                fn(self._connect(), self.index, rows)
+                fn(self._db.get(), self.index, rows)
             except DatabaseError:
-                self._reset()
+                self._db.reset()
                 raise
             except Exception as err:  # psycopg.Error and adaptation errors
-                self._reset()
+                self._db.reset()
                 raise DatabaseError(f"PostgreSQL refused {len(rows)} rows of index {self.index}: "
                                     f"{type(err).__name__}: {err}", transient=is_transient(err)) from err
 
@@ -365,4 +381,4 @@ class PostgresWriter:
 
     def close(self) -> None:
         with self._lock:
-            self._reset()
+            self._db.reset()

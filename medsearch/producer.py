@@ -330,6 +330,17 @@ class Publisher:
         """Already sent by this publisher (pending or acknowledged) or acknowledged before (its marker)."""
         return (kind, sha) in self._seen or store.exists(self._marker(kind, sha))
 
+    def _store_new(self, kind: Literal["dicom", "report"], item_id: str, key: str, uri: str, data: bytes
+                   ) -> PublishResult | None:
+        """The result for content that must not be published now (:meth:`_already`); otherwise None, once the
+        object is in the store (written unless it is there already)."""
+        already = self._already(kind, key)
+        if already is not None:
+            return PublishResult(kind, item_id, uri, key, already[0], already[1])  # type: ignore[arg-type]  # a status literal
+        if not store.exists(uri):
+            store.put_bytes(uri, data)
+        return None
+
     def _already(self, kind: Literal["dicom", "report"], key: str) -> tuple[str, str] | None:
         """(status, reason) when this content must not be published now; None to publish it (new, dead, or
         published longer than ``republish_after`` ago and never indexed)."""
@@ -403,11 +414,9 @@ class Publisher:
             if ds is None:
                 return PublishResult("dicom", filename, None, sha, "rejected", "de-identified file unreadable")
         uri = store.join(self.object_store_url, self.names.object_prefix, "dicom", f"{sha}.dcm")
-        already = self._already("dicom", sha)
-        if already is not None:
-            return PublishResult("dicom", filename, uri, sha, already[0], already[1])  # type: ignore[arg-type]  # a status literal
-        if not store.exists(uri):
-            store.put_bytes(uri, data)
+        known = self._store_new("dicom", filename, sha, uri, data)
+        if known is not None:
+            return known
         study = _study_uid(ds)
         msg = DicomObject(index=self.index, uri=uri, sha256=sha, study_uid=study, source=self.source)
         self._record("dicom", sha, sha, sha, uri, self.names.dicom_topic, msg)
@@ -449,11 +458,9 @@ class Publisher:
             )
         text_sha = store.sha256_hex(data)
         uri = store.join(self.object_store_url, self.names.object_prefix, "reports", f"{text_sha}.txt")
-        already = self._already("report", sha)
-        if already is not None:
-            return PublishResult("report", report_id, uri, sha, already[0], already[1])  # type: ignore[arg-type]  # a status literal
-        if not store.exists(uri):
-            store.put_bytes(uri, data)
+        known = self._store_new("report", report_id, sha, uri, data)
+        if known is not None:
+            return known
         msg = Report(
             index=self.index, report_id=report_id, uri=uri, sha256=text_sha, study_uid=study_uid,
             report_date=report_date, source=self.source,

@@ -11,20 +11,6 @@ have_all() {
 if have_all; then
   exit 0
 fi
-if ! command -v apt-get >/dev/null; then
-  echo "error: dcmtk/Orthanc are missing and apt-get is not available; install dcmtk, orthanc, orthanc-dicomweb" >&2
-  exit 1
-fi
-if [ "$(id -u)" != 0 ]; then
-  sudo=sudo
-  command -v sudo >/dev/null || { echo "error: run as root: apt-get install -y dcmtk orthanc orthanc-dicomweb" >&2; exit 1; }
-else
-  sudo=
-fi
-echo "installing dcmtk, orthanc and orthanc-dicomweb with apt-get (one time)" >&2
-export DEBIAN_FRONTEND=noninteractive
-pkgs=(dcmtk orthanc orthanc-dicomweb)
-$sudo apt-get install -y -q --no-install-recommends "${pkgs[@]}" >&2 \
-  || { $sudo apt-get update -q >&2 && $sudo apt-get install -y -q --no-install-recommends "${pkgs[@]}" >&2; } \
-  || true
+. "$(dirname "$0")/lib/apt-install.sh"
+apt_install "dcmtk or Orthanc" "install dcmtk, orthanc, orthanc-dicomweb" dcmtk orthanc orthanc-dicomweb || true
 have_all || { echo "error: apt-get finished but echoscu/storescu/Orthanc/the DICOMweb plugin are missing" >&2; exit 1; }

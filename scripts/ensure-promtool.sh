@@ -9,21 +9,8 @@ for candidate in "${MEDSEARCH_PROMTOOL:-}" "$(command -v promtool || true)" /usr
     exit 0
   fi
 done
-if ! command -v apt-get >/dev/null; then
-  echo "error: promtool is missing and apt-get is not available; install Prometheus and set MEDSEARCH_PROMTOOL" >&2
-  exit 1
-fi
-if [ "$(id -u)" != 0 ]; then
-  sudo=sudo
-  command -v sudo >/dev/null || { echo "error: promtool is missing; run as root: apt-get install -y prometheus" >&2; exit 1; }
-else
-  sudo=
-fi
-echo "installing prometheus (for promtool) with apt-get (one time)" >&2
-export DEBIAN_FRONTEND=noninteractive
+. "$(dirname "$0")/lib/apt-install.sh"
 # The package's post-install tries to start a system service; without an init system that fails harmlessly.
-$sudo apt-get install -y -q --no-install-recommends prometheus >&2 \
-  || { $sudo apt-get update -q >&2 && $sudo apt-get install -y -q --no-install-recommends prometheus >&2; } \
-  || [ -x /usr/bin/promtool ]
+apt_install promtool "install Prometheus and set MEDSEARCH_PROMTOOL" prometheus || [ -x /usr/bin/promtool ]
 [ -x /usr/bin/promtool ] || { echo "error: apt-get finished but /usr/bin/promtool is missing" >&2; exit 1; }
 echo /usr/bin/promtool

@@ -12,6 +12,7 @@ from medsearch.contracts.settings import ApiSettings
 from medsearch.kafka_security import kafka_security_options
 from medsearch_api import blocking, errors
 from medsearch_api.context import Ingest
+from medsearch_api.lazy import Lazy
 
 
 async def embed_query_text(text: str) -> list[float]:
@@ -37,23 +38,20 @@ class ImageEmbedder:
         self.base_url = base_url
         self.model_name = model_name
         self.timeout = timeout
-        self._client: Any = None
-        self._lock = threading.Lock()
 
-    def _get(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                from medsearch.embedding_client import EmbeddingClient
+        def make() -> Any:
+            from medsearch.embedding_client import EmbeddingClient
 
-                self._client = EmbeddingClient(self.base_url, self.model_name, timeout=self.timeout)
-            return self._client
+            return EmbeddingClient(base_url, model_name, timeout=timeout)
+
+        self._client: Lazy[Any] = Lazy(make, lambda c: c.close())
 
     async def __call__(self, data: bytes) -> list[float]:
         from medsearch.embedding_client import EmbeddingRejected, EmbeddingUnavailable
 
         def run() -> list[float]:
             try:
-                return [float(x) for x in self._get().embed_image_bytes(data)]
+                return [float(x) for x in self._client.get().embed_image_bytes(data)]
             except EmbeddingRejected as err:
                 raise errors.bad_input(f"the model server rejected the upload: {err}", "upload") from err
             except EmbeddingUnavailable as err:
@@ -63,10 +61,7 @@ class ImageEmbedder:
         return await blocking.run("model-server", run)
 
     def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        self._client.close()
 
 
 class PublisherIngest(Ingest):

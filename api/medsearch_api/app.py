@@ -508,23 +508,15 @@ def _safe_check(check: Callable[[], bool]) -> bool:
 def _kafka_reachable(s: ApiSettings, timeout_ms: int = 3000) -> bool:
     """The broker answers metadata within ``timeout_ms`` (kafka-python's own bootstrap wait is 30 s), with the same
     TLS/SASL options as every other client (a secured cluster must not read as unreachable)."""
-    from kafka.errors import KafkaError
-
+    from medsearch.health import kafka_ready
     from medsearch.kafka_security import KafkaSecurityError, kafka_security_options
-    from medsearch.provision import ProvisionError, kafka_admin
 
     try:
-        admin = kafka_admin(s.kafka_bootstrap, client_id="medsearch-api-readiness", timeout_ms=timeout_ms,
-                            security=kafka_security_options(s))
-    except (ProvisionError, KafkaSecurityError, ValueError):
+        security = kafka_security_options(s)
+    except (KafkaSecurityError, ValueError):
         return False
-    try:
-        admin.list_topics()
-        return True
-    except (KafkaError, OSError):
-        return False
-    finally:
-        admin.close()
+    return kafka_ready(s.kafka_bootstrap, security=security, client_id="medsearch-api-readiness",
+                       timeout_ms=timeout_ms)
 
 
 def _default_readiness(s: ApiSettings) -> dict[str, Callable[[], bool]]:

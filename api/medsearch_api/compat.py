@@ -16,18 +16,24 @@ from typing import Annotated, Any
 
 import strawberry
 from strawberry import Info
-from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.schema.config import StrawberryConfig
 
 from medsearch.contracts.settings import ApiSettings
-from medsearch_api import records as rec
-from medsearch_api import resolvers as R
-from medsearch_api.audit import audit_extension
+from medsearch_api import resolvers
 from medsearch_api.context import Context
 from medsearch_api.icd10 import describe
-from medsearch_api.limits import CostLimiter
 from medsearch_api.logs import Schema as LoggingSchema
 from medsearch_api.permissions import IsReader
+from medsearch_api.records import (
+    FacetCount,
+    ImageFilterSpec,
+    ImageRecord,
+    Polarity,
+    ReportFilterSpec,
+    ReportRecord,
+    SearchMode,
+)
+from medsearch_api.schema.extensions import extensions
 
 SEARCH_SIZE = 100  # hits returned by searchReports (the seed had no paging argument)
 FACET_SIZE = 25
@@ -42,7 +48,7 @@ COMPAT_FIELD_WORK = dict.fromkeys(
 THUMBNAIL_BUCKET = "thumbnails"
 
 
-def _thumbnail(info: Info[Context, None], i: rec.ImageRecord) -> tuple[str | None, str | None]:
+def _thumbnail(info: Info[Context, None], i: ImageRecord) -> tuple[str | None, str | None]:
     """(Bucket, Key) of the image's signed gateway thumbnail URL ``/thumbnails/<id>?…``; Nones without one."""
     if not i.thumbnail_uri:
         return None, None
@@ -63,7 +69,7 @@ class CImage:
     ViewPosition: str | None
 
     @staticmethod
-    def of(info: Info[Context, None], i: rec.ImageRecord) -> CImage:
+    def from_record(i: ImageRecord, info: Info[Context, None]) -> CImage:
         bucket, key = _thumbnail(info, i)
         return CImage(ImageId=i.sop_instance_uid, ReportId=i.report_id or None, Bucket=bucket, Key=key,
                       BodyPartExamined=i.body_part or None, Modality=i.modality or None,
@@ -72,7 +78,7 @@ class CImage:
 
 @strawberry.type(name="Report")
 class CReport:
-    r: strawberry.Private[rec.ReportRecord]
+    r: strawberry.Private[ReportRecord]
     ReportId: str | None
     Impression: str | None
     Findings: str | None
@@ -88,10 +94,10 @@ class CReport:
     @strawberry.field
     async def Images(self, info: Info[Context, None]) -> list[CImage | None] | None:
         images = await info.context.loaders.images_by_study.load(self.r.study_uid) if self.r.study_uid else []
-        return [CImage.of(info, i) for i in images]
+        return [CImage.from_record(i, info) for i in images]
 
     @staticmethod
-    def of(r: rec.ReportRecord) -> CReport:
+    def from_record(r: ReportRecord) -> CReport:
         return CReport(
             r=r, ReportId=r.report_id, Impression=r.impression, Findings=r.findings,
             PositiveSigns=list(r.positive_signs), NegativeSigns=list(r.negative_signs),
@@ -108,7 +114,7 @@ class CBucket:
     doc_count: int | None
 
 
-def _code_buckets(counts: list[rec.FacetCount]) -> list[CBucket | None]:
+def _code_buckets(counts: list[FacetCount]) -> list[CBucket | None]:
     merged: dict[str, int] = {}
     for c in counts:
         d = describe(c.key)
@@ -120,8 +126,8 @@ def _ids(input: str | None) -> list[str]:
     return [p.strip() for p in (input or "").split(",") if p.strip()]
 
 
-async def _icd(info: Info[Context, None], query: str | None, polarity: rec.Polarity) -> list[CBucket | None]:
-    counts = await R.icd10_facets(info.context, query=query, spec=rec.ReportFilterSpec(), polarity=polarity,
+async def _icd(info: Info[Context, None], query: str | None, polarity: Polarity) -> list[CBucket | None]:
+    counts = await resolvers.icd10_facets(info.context, query=query, spec=ReportFilterSpec(), polarity=polarity,
                                   size=FACET_SIZE)
     return _code_buckets(counts)
 
@@ -130,11 +136,34 @@ async def _by_reports(info: Info[Context, None], input: str | None, field: str, 
     ids = _ids(input)
     if not ids:
         return []
-    counts = await R.term_facets(info.context, field=field, report_ids=ids, query=None,
-                                 spec=rec.ReportFilterSpec(), size=FACET_SIZE)
+    counts = await resolvers.term_facets(info.context, field=field, report_ids=ids, query=None,
+                                 spec=ReportFilterSpec(), size=FACET_SIZE)
     if codes:
         return _code_buckets(counts)
     return [CBucket(key=c.key, doc_count=c.count) for c in counts]
+
+
+def _icd_field(polarity: Polarity, *, over_all: bool = False) -> Any:
+    """``get<Polarity>ICD10CMs(input)``: code buckets over the reports matching ``input``; ``getAll…``: over all."""
+    if over_all:
+        async def resolve_all(info: Info[Context, None]) -> list[CBucket | None] | None:
+            return await _icd(info, None, polarity)
+
+        return strawberry.field(resolver=resolve_all, permission_classes=[IsReader])
+
+    async def resolve(info: Info[Context, None], input: str | None = None) -> list[CBucket | None] | None:
+        return await _icd(info, input, polarity)
+
+    return strawberry.field(resolver=resolve, permission_classes=[IsReader])
+
+
+def _by_reports_field(field: str) -> Any:
+    """``get<Polarity><Kind>byReports(input)``: buckets of a report array over the comma-separated report ids."""
+
+    async def resolve(info: Info[Context, None], input: str | None = None) -> list[CBucket | None] | None:
+        return await _by_reports(info, input, field, codes=field.startswith("icd10_"))
+
+    return strawberry.field(resolver=resolve, permission_classes=[IsReader])
 
 
 @strawberry.type(name="Query")
@@ -143,120 +172,65 @@ class CompatQuery:
     async def searchReports(self, info: Info[Context, None], input: str | None = None) -> list[CReport | None] | None:
         if not input or not input.strip():
             return []
-        page, _, _ = await R.search_reports(info.context, query=input, mode=rec.SearchMode.KEYWORD,
-                                            spec=rec.ReportFilterSpec(),
+        page, _, _ = await resolvers.search_reports(info.context, query=input, mode=SearchMode.KEYWORD,
+                                            spec=ReportFilterSpec(),
                                             first=min(SEARCH_SIZE, info.context.settings.max_first))
-        return [CReport.of(h.report) for h in page.hits]
+        return [CReport.from_record(h.report) for h in page.hits]
 
     @strawberry.field(permission_classes=[IsReader])
     async def listReports(self, info: Info[Context, None],
                           from_: Annotated[int | None, strawberry.argument(name="from")] = 0,
                           size: int | None = 10) -> list[CReport | None] | None:
-        page, _, _ = await R.search_reports(info.context, query=None, mode=rec.SearchMode.KEYWORD,
-                                            spec=rec.ReportFilterSpec(), first=size or 10,
+        page, _, _ = await resolvers.search_reports(info.context, query=None, mode=SearchMode.KEYWORD,
+                                            spec=ReportFilterSpec(), first=size or 10,
                                             offset=max(0, from_ or 0))
-        return [CReport.of(h.report) for h in page.hits]
+        return [CReport.from_record(h.report) for h in page.hits]
 
-    @strawberry.field(permission_classes=[IsReader])
-    async def getPositiveICD10CMs(self, info: Info[Context, None],
-                                  input: str | None = None) -> list[CBucket | None] | None:
-        return await _icd(info, input, rec.Polarity.POSITIVE)
-
-    @strawberry.field(permission_classes=[IsReader])
-    async def getNegativeICD10CMs(self, info: Info[Context, None],
-                                  input: str | None = None) -> list[CBucket | None] | None:
-        return await _icd(info, input, rec.Polarity.NEGATIVE)
-
-    @strawberry.field(permission_classes=[IsReader])
-    async def getAllPositiveICD10CMs(self, info: Info[Context, None]) -> list[CBucket | None] | None:
-        return await _icd(info, None, rec.Polarity.POSITIVE)
-
-    @strawberry.field(permission_classes=[IsReader])
-    async def getAllNegativeICD10CMs(self, info: Info[Context, None]) -> list[CBucket | None] | None:
-        return await _icd(info, None, rec.Polarity.NEGATIVE)
+    getPositiveICD10CMs = _icd_field(Polarity.POSITIVE)
+    getNegativeICD10CMs = _icd_field(Polarity.NEGATIVE)
+    getAllPositiveICD10CMs = _icd_field(Polarity.POSITIVE, over_all=True)
+    getAllNegativeICD10CMs = _icd_field(Polarity.NEGATIVE, over_all=True)
 
     @strawberry.field(permission_classes=[IsReader])
     async def getReport(self, info: Info[Context, None],
                         ReportId: str | None = None) -> CReport | None:
         if not ReportId:
             return None
-        r = await R.get_report(info.context, ReportId)
-        return CReport.of(r) if r else None
+        r = await resolvers.get_report(info.context, ReportId)
+        return CReport.from_record(r) if r else None
 
     @strawberry.field(permission_classes=[IsReader])
     async def getImage(self, info: Info[Context, None], ImageId: str | None = None) -> CImage | None:
         if not ImageId:
             return None
-        i = await R.get_image(info.context, ImageId)
-        return CImage.of(info, i) if i else None
+        i = await resolvers.get_image(info.context, ImageId)
+        return CImage.from_record(i, info) if i else None
 
     @strawberry.field(permission_classes=[IsReader])
     async def getSimilarImages(self, info: Info[Context, None], ImageId: str | None = None,
                                k: int | None = 10) -> list[CImage | None] | None:
         if not ImageId:
             return []
-        hits = await R.similar_images(info.context, image_id=ImageId, data=None, k=k or 10,
-                                      spec=rec.ImageFilterSpec())
-        return [CImage.of(info, h.image) for h in hits]
+        hits = await resolvers.similar_images(info.context, image_id=ImageId, data=None, k=k or 10,
+                                      spec=ImageFilterSpec())
+        return [CImage.from_record(h.image, info) for h in hits]
 
-    @strawberry.field(permission_classes=[IsReader])
-    async def getPositiveICD10CMsbyReports(self, info: Info[Context, None],
-                                           input: str | None = None) -> list[CBucket | None] | None:
-        return await _by_reports(info, input, "icd10_positive", True)
-
-    @strawberry.field(permission_classes=[IsReader])
-    async def getNegativeICD10CMsbyReports(self, info: Info[Context, None],
-                                           input: str | None = None) -> list[CBucket | None] | None:
-        return await _by_reports(info, input, "icd10_negative", True)
-
-    @strawberry.field(permission_classes=[IsReader])
-    async def getPositiveSignsbyReports(self, info: Info[Context, None],
-                                        input: str | None = None) -> list[CBucket | None] | None:
-        return await _by_reports(info, input, "positive_signs", False)
-
-    @strawberry.field(permission_classes=[IsReader])
-    async def getNegativeSignsbyReports(self, info: Info[Context, None],
-                                        input: str | None = None) -> list[CBucket | None] | None:
-        return await _by_reports(info, input, "negative_signs", False)
-
-    @strawberry.field(permission_classes=[IsReader])
-    async def getPositiveDiagnosesbyReports(self, info: Info[Context, None],
-                                            input: str | None = None) -> list[CBucket | None] | None:
-        return await _by_reports(info, input, "positive_diagnoses", False)
-
-    @strawberry.field(permission_classes=[IsReader])
-    async def getNegativeDiagnosesbyReports(self, info: Info[Context, None],
-                                            input: str | None = None) -> list[CBucket | None] | None:
-        return await _by_reports(info, input, "negative_diagnoses", False)
-
-    @strawberry.field(permission_classes=[IsReader])
-    async def getPositiveSymptomsbyReports(self, info: Info[Context, None],
-                                           input: str | None = None) -> list[CBucket | None] | None:
-        return await _by_reports(info, input, "positive_symptoms", False)
-
-    @strawberry.field(permission_classes=[IsReader])
-    async def getNegativeSymptomsbyReports(self, info: Info[Context, None],
-                                           input: str | None = None) -> list[CBucket | None] | None:
-        return await _by_reports(info, input, "negative_symptoms", False)
+    getPositiveICD10CMsbyReports = _by_reports_field("icd10_positive")
+    getNegativeICD10CMsbyReports = _by_reports_field("icd10_negative")
+    getPositiveSignsbyReports = _by_reports_field("positive_signs")
+    getNegativeSignsbyReports = _by_reports_field("negative_signs")
+    getPositiveDiagnosesbyReports = _by_reports_field("positive_diagnoses")
+    getNegativeDiagnosesbyReports = _by_reports_field("negative_diagnoses")
+    getPositiveSymptomsbyReports = _by_reports_field("positive_symptoms")
+    getNegativeSymptomsbyReports = _by_reports_field("negative_symptoms")
 
 
 def build_compat_schema(settings: ApiSettings | None = None) -> strawberry.Schema:
-    from medsearch_api.schema import mask_unexpected
-
-    s = settings or ApiSettings()
-    extensions: list[Any] = [
-        lambda: QueryDepthLimiter(max_depth=s.max_query_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=20),
-        lambda: MaxTokensLimiter(max_token_count=2000),
-        lambda: CostLimiter(max_cost=s.max_query_cost, max_first=s.max_first, max_k=s.max_k,
-                            field_work=COMPAT_FIELD_WORK, listing_work={"listReports": 500},
-                            default_pages={"searchReports": SEARCH_SIZE, "listReports": 10, "getSimilarImages": 10,
-                                           **dict.fromkeys(COMPAT_FIELD_WORK, FACET_SIZE)}),
-        audit_extension("compat"),
-        lambda: MaskErrors(should_mask_error=mask_unexpected, error_message="internal error"),
-    ]
-    return LoggingSchema(query=CompatQuery, config=StrawberryConfig(auto_camel_case=False),
-                             extensions=extensions)
+    exts = extensions(settings or ApiSettings(), endpoint="compat", field_work=COMPAT_FIELD_WORK,
+                      listing_work={"listReports": 500},
+                      default_pages={"searchReports": SEARCH_SIZE, "listReports": 10, "getSimilarImages": 10,
+                                     **dict.fromkeys(COMPAT_FIELD_WORK, FACET_SIZE)})
+    return LoggingSchema(query=CompatQuery, config=StrawberryConfig(auto_camel_case=False), extensions=exts)
 
 
 compat_schema = build_compat_schema()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -194,8 +194,28 @@ def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: IndexRef, object_
         except store.StoreError:
             return _problem(503, "object store unavailable", "UNAVAILABLE")
 
-    async def retrieve(request: Request, study: str, series: str | None = None, sop: str | None = None
-                       ) -> Response:
+    async def first_object(study: str, series: str | None, sop: str | None
+                           ) -> tuple[list[dict[str, Any]], bytes] | Response:
+        """The instances at the path and the stored object of the first (missing: the error, before any answer)."""
+        found = await stored(study, series, sop)
+        if isinstance(found, Response):
+            return found
+        data = await fetch(str(found[0]["source_uri"]))
+        return data if isinstance(data, Response) else (found, data)
+
+    def at_each_level(suffix: str, handler: Callable[[Request, str, str | None, str | None], Awaitable[Response]]
+                      ) -> None:
+        """GET ``handler`` for a study, a series and an instance (the WADO-RS resource paths + ``suffix``)."""
+
+        async def endpoint(request: Request) -> Response:
+            p = request.path_params
+            return await handler(request, p["study"], p.get("series"), p.get("sop"))
+
+        for path in ("/studies/{study}", "/studies/{study}/series/{series}",
+                     "/studies/{study}/series/{series}/instances/{sop}"):
+            app.add_api_route(f"/dicomweb{path}{suffix}", endpoint, methods=["GET"], include_in_schema=False)
+
+    async def retrieve(request: Request, study: str, series: str | None, sop: str | None) -> Response:
         principal = await reader(request)
         if principal is None:
             return forbidden()
@@ -203,12 +223,10 @@ def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: IndexRef, object_
         if accept and not any(t in accept for t in ("application/dicom", "*/*", "multipart/related")):
             return _problem(406, "instances are served as multipart/related; type=\"application/dicom\"",
                             "NOT_ACCEPTABLE")
-        found = await stored(study, series, sop)
-        if isinstance(found, Response):
-            return found
-        first = await fetch(str(found[0]["source_uri"]))  # a missing object fails before the stream starts
-        if isinstance(first, Response):
-            return first
+        got = await first_object(study, series, sop)
+        if isinstance(got, Response):
+            return got
+        found, first = got
         failed = await audit_phi_read(audit_log, request, principal, "WADO-RS retrieve",
                                       [str(r["sop_instance_uid"]) for r in found])
         if failed is not None:
@@ -228,20 +246,9 @@ def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: IndexRef, object_
         return StreamingResponse(
             parts(), media_type=f'multipart/related; type="application/dicom"; boundary={boundary}')
 
-    @app.get("/dicomweb/studies/{study}", include_in_schema=False)
-    async def retrieve_study(study: str, request: Request) -> Response:
-        return await retrieve(request, study)
+    at_each_level("", retrieve)
 
-    @app.get("/dicomweb/studies/{study}/series/{series}", include_in_schema=False)
-    async def retrieve_series(study: str, series: str, request: Request) -> Response:
-        return await retrieve(request, study, series)
-
-    @app.get("/dicomweb/studies/{study}/series/{series}/instances/{sop}", include_in_schema=False)
-    async def retrieve_instance(study: str, series: str, sop: str, request: Request) -> Response:
-        return await retrieve(request, study, series, sop)
-
-    async def metadata(request: Request, study: str, series: str | None = None, sop: str | None = None
-                       ) -> Response:
+    async def metadata(request: Request, study: str, series: str | None, sop: str | None) -> Response:
         principal = await reader(request)
         if principal is None:
             return forbidden()
@@ -265,17 +272,7 @@ def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: IndexRef, object_
             return failed
         return JSONResponse(out, media_type=DICOM_JSON)
 
-    @app.get("/dicomweb/studies/{study}/metadata", include_in_schema=False)
-    async def study_metadata(study: str, request: Request) -> Response:
-        return await metadata(request, study)
-
-    @app.get("/dicomweb/studies/{study}/series/{series}/metadata", include_in_schema=False)
-    async def series_metadata(study: str, series: str, request: Request) -> Response:
-        return await metadata(request, study, series)
-
-    @app.get("/dicomweb/studies/{study}/series/{series}/instances/{sop}/metadata", include_in_schema=False)
-    async def instance_metadata(study: str, series: str, sop: str, request: Request) -> Response:
-        return await metadata(request, study, series, sop)
+    at_each_level("/metadata", metadata)
 
     @app.get("/dicomweb/studies/{study}/series/{series}/instances/{sop}/frames/{frames}", include_in_schema=False)
     async def retrieve_frames(study: str, series: str, sop: str, frames: str, request: Request) -> Response:
@@ -288,12 +285,10 @@ def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: IndexRef, object_
             numbers = dw.parse_frame_list(frames)
         except dw.QidoError as err:
             return _problem(400, str(err))
-        found = await stored(study, series, sop)
-        if isinstance(found, Response):
-            return found
-        data = await fetch(str(found[0]["source_uri"]))
-        if isinstance(data, Response):
-            return data
+        obj = await first_object(study, series, sop)
+        if isinstance(obj, Response):
+            return obj
+        data = obj[1]
         stored_ok = dw.accepts_stored_syntax(request.headers.get("accept"))
         try:
             got = await blocking.run("imaging", dw.frame_bytes, data, numbers, stored_ok=stored_ok)
@@ -330,12 +325,10 @@ def register_dicomweb_reads(app: FastAPI, *, repo: Any, index: IndexRef, object_
         quality = params.get("quality", "90")
         if not quality.isdigit() or not 1 <= int(quality) <= 100:
             return _problem(400, "quality: an integer 1..100")
-        found = await stored(study, series, sop)
-        if isinstance(found, Response):
-            return found
-        data = await fetch(str(found[0]["source_uri"]))
-        if isinstance(data, Response):
-            return data
+        obj = await first_object(study, series, sop)
+        if isinstance(obj, Response):
+            return obj
+        data = obj[1]
 
         def render() -> bytes:
             decoded = decode_dicom(data, source=f"instance {sop}", frame=frame, window=window)

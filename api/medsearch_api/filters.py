@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import TypeVar
 
 from medsearch_api.records import ImageFilterSpec, ReportFilterSpec
 
@@ -108,55 +109,69 @@ def conj(parts: Iterable[str | None]) -> str:
     return " and ".join(f"({p})" for p in kept)
 
 
-def validate_report_filter(f: ReportFilterSpec) -> ReportFilterSpec:
-    """Validated copy of a report filter (raises :class:`FilterInputError`)."""
+# What each filter list must hold, and the GraphQL argument named when it does not.
+_FILTER_LISTS: dict[str, tuple[ValueKind, str]] = {
+    "positive_codes": (ICD10_CODE, "filter.positiveCodes"),
+    "negative_codes": (ICD10_CODE, "filter.negativeCodes"),
+    "uncertain_codes": (ICD10_CODE, "filter.uncertainCodes"),
+    "modalities": (CODE_STRING, "filter.modality"),
+    "view_positions": (CODE_STRING, "filter.viewPosition"),
+    "body_parts": (CODE_STRING, "filter.bodyPart"),
+    "lateralities": (CODE_STRING, "filter.laterality"),
+    "study_uids": (UID, "filter.studyUids"),
+}
+_Spec = TypeVar("_Spec", ReportFilterSpec, ImageFilterSpec)
+
+
+def validate_filter(f: _Spec) -> _Spec:
+    """A copy of the filter with its GraphQL parts checked, in field order (raises :class:`FilterInputError`);
+    internal parts (a report filter's ``report_ids``) are not carried over."""
     if f.date_from is not None and f.date_to is not None and f.date_from > f.date_to:
         raise FilterInputError("filter.dateFrom", "is after filter.dateTo")
-    return ReportFilterSpec(
-        positive_codes=check_all(ICD10_CODE, f.positive_codes, "filter.positiveCodes"),
-        negative_codes=check_all(ICD10_CODE, f.negative_codes, "filter.negativeCodes"),
-        uncertain_codes=check_all(ICD10_CODE, f.uncertain_codes, "filter.uncertainCodes"),
-        modalities=check_all(CODE_STRING, f.modalities, "filter.modality"),
-        view_positions=check_all(CODE_STRING, f.view_positions, "filter.viewPosition"),
-        body_parts=check_all(CODE_STRING, f.body_parts, "filter.bodyPart"),
-        date_from=f.date_from,
-        date_to=f.date_to,
-        study_uids=check_all(UID, f.study_uids, "filter.studyUids"),
-    )
+    lists: dict[str, tuple[str, ...]] = {}
+    for d in fields(f):
+        if d.name in _FILTER_LISTS:
+            kind, argument = _FILTER_LISTS[d.name]
+            lists[d.name] = check_all(kind, getattr(f, d.name), argument)
+    return type(f)(**lists, date_from=f.date_from, date_to=f.date_to)
+
+
+def validate_report_filter(f: ReportFilterSpec) -> ReportFilterSpec:
+    """Validated copy of a report filter (raises :class:`FilterInputError`)."""
+    return validate_filter(f)
 
 
 def validate_image_filter(f: ImageFilterSpec) -> ImageFilterSpec:
-    if f.date_from is not None and f.date_to is not None and f.date_from > f.date_to:
-        raise FilterInputError("filter.dateFrom", "is after filter.dateTo")
-    return ImageFilterSpec(
-        modalities=check_all(CODE_STRING, f.modalities, "filter.modality"),
-        view_positions=check_all(CODE_STRING, f.view_positions, "filter.viewPosition"),
-        body_parts=check_all(CODE_STRING, f.body_parts, "filter.bodyPart"),
-        lateralities=check_all(CODE_STRING, f.lateralities, "filter.laterality"),
-        date_from=f.date_from,
-        date_to=f.date_to,
-        study_uids=check_all(UID, f.study_uids, "filter.studyUids"),
-        positive_codes=check_all(ICD10_CODE, f.positive_codes, "filter.positiveCodes"),
-        negative_codes=check_all(ICD10_CODE, f.negative_codes, "filter.negativeCodes"),
-    )
+    return validate_filter(f)
+
+
+# Filter lists -> the collection fields they constrain (code arrays: all listed; image fields: any listed).
+_CODE_ARRAYS = {"positive_codes": "icd10_positive", "negative_codes": "icd10_negative",
+                "uncertain_codes": "icd10_uncertain"}
+_IMAGE_FIELDS = {"modalities": "modality", "view_positions": "view_position", "body_parts": "body_part",
+                 "lateralities": "laterality"}
+
+
+def _studies(own: Sequence[str], resolved: Sequence[str] | None) -> list[str] | None:
+    """The studies an expression keeps ([]: any), given the filter's own and those resolved through the other
+    collection (None: not resolved); None when the two do not meet, so that nothing matches."""
+    uids = list(own)
+    if resolved is not None:
+        uids = [u for u in uids if u in set(resolved)] if uids else list(resolved)
+        if not uids:
+            return None
+    return uids
 
 
 def report_expr(f: ReportFilterSpec, study_uids: Sequence[str] | None = None) -> str:
     """Expression over the report collection's own fields. ``study_uids`` (already resolved through the
     images collection, validated) restricts the study; an empty sequence means "no study matches"."""
-    parts: list[str | None] = []
-    if f.positive_codes:
-        parts.append(contains_all("icd10_positive", f.positive_codes))
-    if f.negative_codes:
-        parts.append(contains_all("icd10_negative", f.negative_codes))
-    if f.uncertain_codes:
-        parts.append(contains_all("icd10_uncertain", f.uncertain_codes))
+    parts: list[str | None] = [contains_all(field, getattr(f, name)) for name, field in _CODE_ARRAYS.items()
+                               if getattr(f, name)]
     parts.extend(date_range("report_date", f.date_from, f.date_to))
-    uids = list(f.study_uids)
-    if study_uids is not None:
-        uids = [u for u in uids if u in set(study_uids)] if uids else list(study_uids)
-        if not uids:
-            return "report_id == \"\" and report_id != \"\""  # matches nothing
+    uids = _studies(f.study_uids, study_uids)
+    if uids is None:
+        return "report_id == \"\" and report_id != \"\""  # matches nothing
     if uids:
         parts.append(eq_any("study_uid", uids))
     if f.report_ids:
@@ -166,21 +181,12 @@ def report_expr(f: ReportFilterSpec, study_uids: Sequence[str] | None = None) ->
 
 def image_expr(f: ImageFilterSpec, study_uids: Sequence[str] | None = None,
                exclude_ids: Sequence[str] = ()) -> str:
-    parts: list[str | None] = []
-    if f.modalities:
-        parts.append(eq_any("modality", f.modalities))
-    if f.view_positions:
-        parts.append(eq_any("view_position", f.view_positions))
-    if f.body_parts:
-        parts.append(eq_any("body_part", f.body_parts))
-    if f.lateralities:
-        parts.append(eq_any("laterality", f.lateralities))
+    parts: list[str | None] = [eq_any(field, getattr(f, name)) for name, field in _IMAGE_FIELDS.items()
+                               if getattr(f, name)]
     parts.extend(date_range("study_date", f.date_from, f.date_to))
-    uids = list(f.study_uids)
-    if study_uids is not None:
-        uids = [u for u in uids if u in set(study_uids)] if uids else list(study_uids)
-        if not uids:
-            return "sop_instance_uid == \"\" and sop_instance_uid != \"\""
+    uids = _studies(f.study_uids, study_uids)
+    if uids is None:
+        return "sop_instance_uid == \"\" and sop_instance_uid != \"\""
     if uids:
         parts.append(eq_any("study_uid", uids))
     for x in exclude_ids:

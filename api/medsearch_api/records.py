@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from medsearch.contracts.entities import EntityRecord, stored_entities
+
 # Re-exported: filters encode dates exactly as the workers store them.
 from medsearch.contracts.messages import date_to_yyyymmdd as date_to_yyyymmdd
 
@@ -51,13 +53,19 @@ def entity_field(kind: EntityKind, polarity: Polarity) -> str:
     return f"{polarity.value.lower()}_{_KIND_PLURAL[kind]}"
 
 
-def yyyymmdd_to_date(value: Any) -> dt.date | None:
-    """``20240131`` -> date; 0 / None / malformed -> None."""
+def _positive(value: Any) -> int | None:
+    """A stored date or time field as a number; 0 (unknown), None and malformed values as None."""
     try:
         n = int(value or 0)
     except (TypeError, ValueError):
         return None
-    if n <= 0:
+    return n if n > 0 else None
+
+
+def yyyymmdd_to_date(value: Any) -> dt.date | None:
+    """``20240131`` -> date; 0 / None / malformed -> None."""
+    n = _positive(value)
+    if n is None:
         return None
     try:
         return dt.date(n // 10000, (n // 100) % 100, n % 100)
@@ -66,13 +74,8 @@ def yyyymmdd_to_date(value: Any) -> dt.date | None:
 
 
 def epoch_ms_to_datetime(value: Any) -> dt.datetime | None:
-    try:
-        n = int(value or 0)
-    except (TypeError, ValueError):
-        return None
-    if n <= 0:
-        return None
-    return dt.datetime.fromtimestamp(n / 1000.0, tz=dt.UTC)
+    n = _positive(value)
+    return None if n is None else dt.datetime.fromtimestamp(n / 1000.0, tz=dt.UTC)
 
 
 def _strs(value: Any) -> tuple[str, ...]:
@@ -100,7 +103,7 @@ class ReportRecord:
     negative_diagnoses: tuple[str, ...] = ()
     positive_symptoms: tuple[str, ...] = ()
     negative_symptoms: tuple[str, ...] = ()
-    entities: tuple[Mapping[str, Any], ...] = ()
+    entities: tuple[EntityRecord, ...] = ()
     nlp_backend: str = ""
     ingested_at: int = 0
 
@@ -152,7 +155,6 @@ IMAGE_READ_FIELDS = (
 
 def report_from_row(row: Mapping[str, Any]) -> ReportRecord:
     sections = row.get("sections") or {}
-    entities = row.get("entities") or []
     return ReportRecord(
         report_id=str(row["report_id"]),
         study_uid=str(row.get("study_uid") or ""),
@@ -163,7 +165,7 @@ def report_from_row(row: Mapping[str, Any]) -> ReportRecord:
         sections={str(k): str(v) for k, v in sections.items()} if isinstance(sections, Mapping) else {},
         report_date=int(row.get("report_date") or 0),
         **{name: _strs(row.get(name)) for name in REPORT_ARRAYS},
-        entities=tuple(e for e in entities if isinstance(e, Mapping)) if isinstance(entities, list) else (),
+        entities=stored_entities(row.get("entities")),
         nlp_backend=str(row.get("nlp_backend") or ""),
         ingested_at=int(row.get("ingested_at") or 0),
     )

@@ -25,6 +25,7 @@ from medsearch.findings import query_findings
 from medsearch.provision import ensure_loaded, with_loaded
 from medsearch_api import filters as fx
 from medsearch_api import sql as q
+from medsearch_api.lazy import Lazy
 from medsearch_api.records import (
     ICD10_FIELD,
     FacetCount,
@@ -127,30 +128,22 @@ class LazyClient:
 
     def __init__(self, uri: str, token: str | None = None, timeout: float = 10.0) -> None:
         self.uri = uri
-        self._token = token
-        self._timeout = timeout
-        self._client: Any = None
-        self._lock = threading.Lock()
 
-    def _get(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                from medsearch.provision import ProvisionError, milvus_client
+        def make() -> Any:
+            from medsearch.provision import ProvisionError, milvus_client
 
-                try:
-                    self._client = milvus_client(self.uri, self._token, timeout=self._timeout)
-                except ProvisionError as err:
-                    raise RepositoryError(str(err)) from err
-            return self._client
+            try:
+                return milvus_client(uri, token, timeout=timeout)
+            except ProvisionError as err:
+                raise RepositoryError(str(err)) from err
+
+        self._client: Lazy[Any] = Lazy(make, lambda c: c.close())
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._get(), name)
+        return getattr(self._client.get(), name)
 
     def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        self._client.close()
 
 
 class PgPool:
@@ -291,34 +284,29 @@ class SearchRepository:
     def _good(ids: Sequence[str]) -> list[str]:
         return [i for i in ids if len(i) <= fx.IDENT.max_len and fx.IDENT.pattern.fullmatch(i)]
 
+    async def _lookup(self, build: Callable[[q.Tables, str, Sequence[str]], q.Query], column: str,
+                      values: Sequence[str]) -> list[dict[str, Any]]:
+        """Rows whose ``column`` is one of ``values`` (malformed values match nothing, unqueried)."""
+        good = self._good(values)
+        return await self._rows(build(self.tables, column, good)) if good else []
+
     async def reports_by_ids(self, ids: Sequence[str]) -> dict[str, ReportRecord]:
-        good = self._good(ids)
-        if not good:
-            return {}
-        rows = await self._rows(q.reports_by(self.tables, "report_id", good))
-        return {str(r["report_id"]): report_from_row(r) for r in rows}
+        return {str(r["report_id"]): report_from_row(r) for r in await self._lookup(q.reports_by, "report_id", ids)}
 
     async def images_by_ids(self, ids: Sequence[str]) -> dict[str, ImageRecord]:
-        good = self._good(ids)
-        if not good:
-            return {}
-        rows = await self._rows(q.images_by(self.tables, "sop_instance_uid", good))
+        rows = await self._lookup(q.images_by, "sop_instance_uid", ids)
         return {str(r["sop_instance_uid"]): image_from_row(r) for r in rows}
 
     async def images_by_studies(self, study_uids: Sequence[str]) -> dict[str, list[ImageRecord]]:
         out: dict[str, list[ImageRecord]] = {u: [] for u in study_uids}
-        good = self._good(study_uids)
-        if good:
-            for r in await self._rows(q.images_by(self.tables, "study_uid", good)):
-                out.setdefault(str(r["study_uid"]), []).append(image_from_row(r))
+        for r in await self._lookup(q.images_by, "study_uid", study_uids):
+            out.setdefault(str(r["study_uid"]), []).append(image_from_row(r))
         return out
 
     async def reports_by_studies(self, study_uids: Sequence[str]) -> dict[str, list[ReportRecord]]:
         out: dict[str, list[ReportRecord]] = {u: [] for u in study_uids}
-        good = self._good(study_uids)
-        if good:
-            for r in await self._rows(q.reports_by(self.tables, "study_uid", good)):
-                out.setdefault(str(r["study_uid"]), []).append(report_from_row(r))
+        for r in await self._lookup(q.reports_by, "study_uid", study_uids):
+            out.setdefault(str(r["study_uid"]), []).append(report_from_row(r))
         return out
 
     # -- report search ---------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from medsearch_api.records import (
 )
 from medsearch_api.search import rrf
 
+from medsearch.contracts.entities import stored_entities
 from medsearch.contracts.settings import ApiSettings
 
 _TOK = re.compile(r"\w+")
@@ -244,9 +245,9 @@ def sample_data() -> tuple[list[ReportRecord], list[ImageRecord], dict[str, list
             positive_signs=("effusion",) if "J91.8" in pos else (),
             negative_signs=("pneumothorax",) if "J93.9" in neg else (),
             positive_diagnoses=tuple("pneumothorax" for c in pos if c == "J93.9"),
-            entities=({"text": "effusion", "start": 0, "end": 8, "category": "sign",
-                       "traits": [{"name": "negated", "score": 0.1}],
-                       "icd10": [{"code": "J91.8", "score": 0.9}]},),
+            entities=stored_entities([{"text": "effusion", "start": 0, "end": 8, "category": "sign",
+                                       "traits": [{"name": "negated", "score": 0.1}],
+                                       "icd10": [{"code": "J91.8", "score": 0.9}]}]),
             nlp_backend="lexicon", ingested_at=1700000000000,
         ))
     images = []

@@ -1,12 +1,15 @@
-"""The committed SDL (api/schema.graphql, what the web client builds against) equals the printed schema."""
+"""The committed SDLs equal the printed schemas: api/schema.graphql (what the web client builds against) and
+api/compat-schema.graphql (the seed client's names and shapes)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from medsearch_api.compat import compat_schema
 from medsearch_api.schema import schema
 
 SDL = Path(__file__).resolve().parents[1] / "schema.graphql"
+COMPAT_SDL = Path(__file__).resolve().parents[1] / "compat-schema.graphql"
 
 
 def test_committed_sdl_matches_schema() -> None:
@@ -14,6 +17,14 @@ def test_committed_sdl_matches_schema() -> None:
     assert SDL.read_text(encoding="utf-8") == printed, (
         "api/schema.graphql is stale: regenerate it with "
         "`python -m medsearch_api --export-schema > api/schema.graphql`"
+    )
+
+
+def test_committed_compat_sdl_matches_compat_schema() -> None:
+    printed = compat_schema.as_str().rstrip() + "\n"
+    assert COMPAT_SDL.read_text(encoding="utf-8") == printed, (
+        "api/compat-schema.graphql is stale: regenerate it with "
+        "`python -m medsearch_api --export-schema --compat > api/compat-schema.graphql`"
     )
 
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from ingest_env import IndexEnv
 from medsearch_dev.localstack import procs
 from medsearch_dev.testing import read_dead_letters, wait_for
 from PIL import Image
@@ -35,15 +35,7 @@ from medsearch import store
 from medsearch.contracts.messages import DeadLetter, Report
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import MedicalSearchIndexSpec
-from medsearch.provision import (
-    count_rows,
-    drop_schema,
-    ensure_collections,
-    ensure_schema,
-    ensure_topics,
-    kafka_admin,
-    milvus_client,
-)
+from medsearch.provision import count_rows, milvus_client
 
 pytestmark = pytest.mark.integration
 
@@ -123,44 +115,15 @@ def model_server(tmp_path_factory: pytest.TempPathFactory, service_logs: Path) -
 
 
 @dataclass
-class Env:
-    index: str
-    store_url: str
-    bootstrap: str
-    milvus_uri: str
-    model: ModelServer
-    logs: Path
-    workers: list[subprocess.Popen[bytes]]
-    dsn: str = ""
+class Env(IndexEnv):
+    """The test's index with DICOM workers that embed on ``model``."""
 
-    def worker_env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "MEDSEARCH_INDEX": self.index,
-            "MEDSEARCH_KAFKA_BOOTSTRAP": self.bootstrap,
-            "MEDSEARCH_MILVUS_URI": self.milvus_uri,
-            "MEDSEARCH_POSTGRES_DSN": self.dsn,
-            "MEDSEARCH_MODEL_SERVER_URL": self.model.url,
-            "MEDSEARCH_OBJECT_STORE_URL": self.store_url,
-            "MEDSEARCH_WORKER_BATCH_SIZE": "4",
-            "MEDSEARCH_WORKER_MAX_WAIT_MS": "200",
-            "MEDSEARCH_WORKER_RETRY_MAX_SECONDS": "2",
-            "MEDSEARCH_WORKER_SESSION_TIMEOUT_MS": "6000",
-            "MEDSEARCH_WORKER_HEARTBEAT_MS": "1000",
-        }
+    model: ModelServer | None = None
+    worker: str = "dicom"
 
-    def start_worker(self, **extra: str) -> subprocess.Popen[bytes]:
-        with open(self.logs / f"dicom-worker-{self.index}.log", "ab") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "medsearch_workers.dicom_worker"],
-                env={**self.worker_env(), **extra},
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.workers.append(proc)
-        return proc
+    def __post_init__(self) -> None:
+        assert self.model is not None
+        self.extra_env.setdefault("MEDSEARCH_MODEL_SERVER_URL", self.model.url)
 
     def count(self) -> int:
         client = milvus_client(self.milvus_uri)
@@ -210,28 +173,10 @@ class Env:
 
 
 @pytest.fixture()
-def env(
-    kafka_bootstrap: str,
-    milvus_uri: str,
-    model_server: ModelServer,
-    object_store_url: str,
-    unique_index: str,
-    service_logs: Path,
-    postgres_dsn: str,
-) -> Iterator[Env]:
-    spec = MedicalSearchIndexSpec()
-    ensure_schema(postgres_dsn, unique_index, spec)
-    admin = kafka_admin(kafka_bootstrap)
-    ensure_topics(admin, unique_index, spec)
-    admin.close()
-    client = milvus_client(milvus_uri)
-    ensure_collections(client, unique_index, spec)
-    client.close()
-    e = Env(unique_index, object_store_url, kafka_bootstrap, milvus_uri, model_server, service_logs, [], postgres_dsn)
-    yield e
-    for proc in e.workers:
-        procs.stop_process(proc, timeout=15)
-    drop_schema(postgres_dsn, unique_index)
+def env(make_index_env: Callable[..., Env], model_server: ModelServer) -> Env:
+    e = make_index_env(Env, model=model_server)
+    e.provision(MedicalSearchIndexSpec())
+    return e
 
 
 def _fresh_copies(src: str, n: int, dest: Path, *, seed: str) -> list[str]:
@@ -438,29 +383,21 @@ def test_dead_letter_replay_after_the_cause_is_fixed(env: Env, tmp_path: Path) -
 
 
 def test_milvus_outage_loses_nothing(
-    kafka_bootstrap: str, model_server: ModelServer, object_store_url: str, unique_index: str, service_logs: Path,
+    make_index_env: Callable[..., Env], model_server: ModelServer, unique_index: str, service_logs: Path,
     tmp_path: Path, postgres_dsn: str,
 ) -> None:
     """Milvus stops mid-ingest (its own server here, so the session's is untouched): the worker retries without
     committing, nothing is dead-lettered, and once Milvus is back on the same data every image is there."""
-    spec = MedicalSearchIndexSpec()
-    admin = kafka_admin(kafka_bootstrap)
-    ensure_topics(admin, unique_index, spec)
-    admin.close()
     data_dir, port = tmp_path / "milvus-data", procs.free_port()
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
     second.mkdir()
     before = set(_fresh_copies("CT_small.dcm", 6, first, seed="milvus-before"))
     uids = set(before)
-    ensure_schema(postgres_dsn, unique_index, spec)
-    e = Env(unique_index, object_store_url, kafka_bootstrap, f"http://127.0.0.1:{port}", model_server, service_logs,
-            [], postgres_dsn)
+    e = make_index_env(Env, milvus_uri=f"http://127.0.0.1:{port}", model=model_server)
     try:
         with procs.milvus_lite(data_dir, service_logs, port=port):
-            client = milvus_client(e.milvus_uri)
-            ensure_collections(client, unique_index, spec)
-            client.close()
+            e.provision(MedicalSearchIndexSpec())
             assert e.ingest(first)["published"] == 6
             e.start_worker()
             wait_for(lambda: e.count() == 6 or e.count(), 120, "the first images")
@@ -500,5 +437,4 @@ def test_milvus_outage_loses_nothing(
             assert {r["sop_instance_uid"] for r in e.rows()} == uids
         assert e.dead_letters(0, timeout=3) == []
     finally:
-        for proc in e.workers:
-            procs.stop_process(proc, timeout=15)
+        e.stop_workers()

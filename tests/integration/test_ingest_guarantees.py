@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,35 +34,6 @@ from medsearch.provision import (
 pytestmark = pytest.mark.integration
 
 FORBIDDEN = ("file:///etc/passwd", "http://169.254.169.254/latest/meta-data/", "nope://x")
-
-
-@pytest.fixture()
-def report_worker(
-    kafka_bootstrap: str, milvus_uri: str, object_store_url: str, unique_index: str, service_logs: Path,
-    postgres_dsn: str,
-) -> Iterator[str]:
-    spec = parse_spec({"kafka": {"partitions": 2}})
-    admin = kafka_admin(kafka_bootstrap)
-    ensure_topics(admin, unique_index, spec)
-    admin.close()
-    client = milvus_client(milvus_uri)
-    ensure_collections(client, unique_index, spec)
-    client.close()
-    ensure_schema(postgres_dsn, unique_index, spec)
-    env = {
-        **os.environ, "MEDSEARCH_INDEX": unique_index, "MEDSEARCH_POSTGRES_DSN": postgres_dsn,
-        "MEDSEARCH_KAFKA_BOOTSTRAP": kafka_bootstrap, "MEDSEARCH_MILVUS_URI": milvus_uri,
-        "MEDSEARCH_OBJECT_STORE_URL": object_store_url, "MEDSEARCH_WORKER_BATCH_SIZE": "4",
-        "MEDSEARCH_WORKER_MAX_WAIT_MS": "200", "MEDSEARCH_WORKER_RETRY_MAX_SECONDS": "2",
-        "MEDSEARCH_WORKER_SESSION_TIMEOUT_MS": "6000", "MEDSEARCH_WORKER_HEARTBEAT_MS": "1000", "HF_HUB_OFFLINE": "1",
-    }  # fmt: skip
-    with open(service_logs / f"report-worker-{unique_index}.log", "ab") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "medsearch_workers.report_worker"], env=env, stdout=fh,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    yield unique_index
-    procs.stop_process(proc, timeout=20)
-    assert proc.returncode in (0, -15), f"report worker exited with {proc.returncode}"
-    drop_schema(postgres_dsn, unique_index)
 
 
 def _texts(dsn: str, index: str) -> dict[str, str]:

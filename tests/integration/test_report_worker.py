@@ -9,32 +9,17 @@ typed array filters, and re-delivery of the same reports adding no rows.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from medsearch_dev.localstack import procs
 from medsearch_dev.testing import read_dead_letters, wait_for
 
 from medsearch import pgstore
 from medsearch.contracts.collections import MAX_TEXT_BYTES, REPORT_VECTOR
 from medsearch.contracts.messages import Report
 from medsearch.contracts.naming import names_for
-from medsearch.contracts.spec import parse_spec
-from medsearch.provision import (
-    count_rows,
-    drop_schema,
-    ensure_collections,
-    ensure_schema,
-    ensure_topics,
-    kafka_admin,
-    milvus_client,
-)
+from medsearch.provision import count_rows, milvus_client
 
 pytestmark = pytest.mark.integration
 
@@ -67,51 +52,6 @@ EXPECTED = {
     "rpt-normal": {"positive": [], "negative": ["I51.7", "J90", "J93.9"], "uncertain": []},
     "rpt-uncertain": {"positive": ["S22.41XA"], "negative": [], "uncertain": ["J18.9", "J98.11"]},
 }
-
-
-def _worker_env(index: str, bootstrap: str, milvus_uri: str, store_url: str, dsn: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "MEDSEARCH_INDEX": index,
-        "MEDSEARCH_POSTGRES_DSN": dsn,
-        "MEDSEARCH_KAFKA_BOOTSTRAP": bootstrap,
-        "MEDSEARCH_MILVUS_URI": milvus_uri,
-        "MEDSEARCH_OBJECT_STORE_URL": store_url,
-        "MEDSEARCH_WORKER_BATCH_SIZE": "4",
-        "MEDSEARCH_WORKER_MAX_WAIT_MS": "200",
-        "MEDSEARCH_WORKER_RETRY_MAX_SECONDS": "2",
-        "MEDSEARCH_WORKER_SESSION_TIMEOUT_MS": "6000",
-        "MEDSEARCH_WORKER_HEARTBEAT_MS": "1000",
-        "HF_HUB_OFFLINE": "1",
-    }
-
-
-@pytest.fixture()
-def worker(
-    kafka_bootstrap: str, milvus_uri: str, object_store_url: str, unique_index: str, service_logs: Path,
-    postgres_dsn: str,
-) -> Iterator[str]:
-    spec = parse_spec({"kafka": {"partitions": 2}})
-    admin = kafka_admin(kafka_bootstrap)
-    ensure_topics(admin, unique_index, spec)
-    admin.close()
-    client = milvus_client(milvus_uri)
-    ensure_collections(client, unique_index, spec)
-    client.close()
-    ensure_schema(postgres_dsn, unique_index, spec)
-    with open(service_logs / f"report-worker-{unique_index}.log", "ab") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "medsearch_workers.report_worker"],
-            env=_worker_env(unique_index, kafka_bootstrap, milvus_uri, object_store_url, postgres_dsn),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    yield unique_index
-    procs.stop_process(proc, timeout=20)
-    assert proc.returncode in (0, -15), f"report worker exited with {proc.returncode}"
-    drop_schema(postgres_dsn, unique_index)
 
 
 def _rows(dsn: str, index: str) -> list[dict[str, Any]]:
@@ -151,11 +91,11 @@ def _send_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
 
 
 def test_reports_indexed_searchable_dead_lettered_and_idempotent(
-    worker: str, kafka_bootstrap: str, milvus_uri: str, object_store_url: str, postgres_dsn: str
+    report_worker: str, kafka_bootstrap: str, milvus_uri: str, object_store_url: str, postgres_dsn: str
 ) -> None:
     from medsearch.producer import Publisher
 
-    index = worker
+    index = report_worker
     names = names_for(index)
     publisher = Publisher(bootstrap=kafka_bootstrap, object_store_url=object_store_url, index=index, source="test")
     try:

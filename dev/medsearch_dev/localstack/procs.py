@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from medsearch.health import http_ready as http_ready  # re-exported: the stack's and the tests' probes
+from medsearch.health import kafka_ready as kafka_ready
 from medsearch.health import milvus_ready as milvus_ready
 
 
@@ -82,25 +83,6 @@ def milvus_lite_command(data_dir: Path, port: int, host: str = "127.0.0.1") -> l
             raise ServiceError("milvus-lite is not installed: install medsearch-dev (pip install -e ./dev)")
         exe = Path(found)
     return [str(exe), "server", "--data-dir", str(data_dir), "--host", host, "--port", str(port)]
-
-
-def kafka_ready(bootstrap: str) -> bool:
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap.split(","), request_timeout_ms=3000
-        )
-    except (KafkaError, OSError, ValueError):
-        return False
-    try:
-        admin.list_topics()
-        return True
-    except (KafkaError, OSError):
-        return False
-    finally:
-        admin.close()
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from medsearch.contracts.entities import EntityCode, EntityRecord, EntityTrait
+
 Category = Literal["MEDICAL_CONDITION", "ANATOMY", "TEST_TREATMENT_PROCEDURE", "DEVICE", "MEDICATION", "OTHER"]
 Assertion = Literal["present", "absent", "uncertain", "historical", "hypothetical", "family"]
 
@@ -33,18 +35,12 @@ class Trait:
     name: str
     score: float = 1.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "score": round(self.score, 4)}
-
 
 @dataclass(frozen=True)
 class IcdCandidate:
     code: str
     description: str
     score: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "description": self.description, "score": round(self.score, 4)}
 
 
 @dataclass(frozen=True)
@@ -96,22 +92,19 @@ class Entity:
             return "historical"
         return "present"
 
+    def to_record(self) -> EntityRecord:
+        """The stored shape (the ``entities`` JSON of a report row), shared with the gateway; scores to 4 places."""
+        return EntityRecord(
+            text=self.text, start=self.start, end=self.end, category=self.category, type=self.type,
+            score=round(self.score, 4), section=self.section,
+            traits=tuple(EntityTrait(name=t.name, score=round(t.score, 4)) for t in self.traits),
+            icd10=tuple(EntityCode(code=c.code, description=c.description, score=round(c.score, 4))
+                        for c in self.icd10),
+            assertion=self.assertion, concept=self.concept, name=self.name, code=self.code,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "start": self.start,
-            "end": self.end,
-            "category": self.category,
-            "type": self.type,
-            "score": round(self.score, 4),
-            "section": self.section,
-            "traits": [t.to_dict() for t in self.traits],
-            "icd10": [c.to_dict() for c in self.icd10],
-            "assertion": self.assertion,
-            "concept": self.concept,
-            "name": self.name,
-            "code": self.code,
-        }
+        return self.to_record().model_dump(mode="json")
 
 
 @dataclass

@@ -1,5 +1,6 @@
 import { useEffect, useId, useMemo, useRef, useState } from "react";
 import { fetchFilterOptions, similarImages, type SimilarQuery } from "../api/client";
+import { SelectField } from "./SelectField";
 import { Loading, EmptyState, ErrorState } from "./States";
 import { Thumbnail } from "./Thumbnail";
 import { imageHref } from "../lib/router";
@@ -19,38 +20,12 @@ export function SimilarControlsBar({ value, onChange }: { value: SimilarControls
   const options = useAsync("filter-options", (signal) => fetchFilterOptions(signal));
   return (
     <div className="similar-controls" role="group" aria-label="Similar image options">
-      <div className="field">
-        <label htmlFor={`${id}-k`}>Neighbours (k)</label>
-        <select id={`${id}-k`} value={value.k} onChange={(e) => onChange({ ...value, k: Number(e.target.value) })}>
-          {K_CHOICES.map((k) => (
-            <option key={k} value={k}>
-              {k}
-            </option>
-          ))}
-        </select>
-      </div>
-      <div className="field">
-        <label htmlFor={`${id}-mod`}>Modality</label>
-        <select id={`${id}-mod`} value={value.modality} onChange={(e) => onChange({ ...value, modality: e.target.value })}>
-          <option value="">Any</option>
-          {(options.data?.modalities ?? []).map((m) => (
-            <option key={m} value={m}>
-              {m}
-            </option>
-          ))}
-        </select>
-      </div>
-      <div className="field">
-        <label htmlFor={`${id}-view`}>View position</label>
-        <select id={`${id}-view`} value={value.viewPosition} onChange={(e) => onChange({ ...value, viewPosition: e.target.value })}>
-          <option value="">Any</option>
-          {(options.data?.viewPositions ?? []).map((v) => (
-            <option key={v} value={v}>
-              {v}
-            </option>
-          ))}
-        </select>
-      </div>
+      <SelectField id={`${id}-k`} label="Neighbours (k)" value={value.k} choices={K_CHOICES}
+        onChange={(k) => onChange({ ...value, k: Number(k) })} />
+      <SelectField id={`${id}-mod`} label="Modality" value={value.modality} anyLabel="Any"
+        choices={options.data?.modalities ?? []} onChange={(modality) => onChange({ ...value, modality })} />
+      <SelectField id={`${id}-view`} label="View position" value={value.viewPosition} anyLabel="Any"
+        choices={options.data?.viewPositions ?? []} onChange={(viewPosition) => onChange({ ...value, viewPosition })} />
     </div>
   );
 }

@@ -6,6 +6,7 @@ import { CodeFilterInput } from "../components/CodeFilter";
 import { DateRangeFilter } from "../components/DateRangeFilter";
 import { FacetChart } from "../components/FacetChart";
 import { Pager } from "../components/Pager";
+import { Options, SelectField } from "../components/SelectField";
 import { CardSkeletons, EmptyState, ErrorState } from "../components/States";
 import { Thumbnail } from "../components/Thumbnail";
 import { ViewerLink } from "../components/ViewerLink";
@@ -110,36 +111,12 @@ export function SearchPage({ params }: { params: URLSearchParams }) {
         <aside className="sidebar" aria-label="Filters and facets">
           <section className="panel" aria-labelledby={`${id}-filters`}>
             <h2 id={`${id}-filters`}>Filters</h2>
-            <div className="field">
-              <label htmlFor={`${id}-modality`}>Modality</label>
-              <select
-                id={`${id}-modality`}
-                value={state.modality}
-                onChange={(e) => go({ ...state, modality: e.target.value, page: 1 })}
-              >
-                <option value="">Any modality</option>
-                {withCurrent(options.data?.modalities ?? [], state.modality).map((m) => (
-                  <option key={m} value={m}>
-                    {m}
-                  </option>
-                ))}
-              </select>
-            </div>
-            <div className="field">
-              <label htmlFor={`${id}-view`}>View position</label>
-              <select
-                id={`${id}-view`}
-                value={state.viewPosition}
-                onChange={(e) => go({ ...state, viewPosition: e.target.value, page: 1 })}
-              >
-                <option value="">Any view</option>
-                {withCurrent(options.data?.viewPositions ?? [], state.viewPosition).map((v) => (
-                  <option key={v} value={v}>
-                    {v}
-                  </option>
-                ))}
-              </select>
-            </div>
+            <SelectField id={`${id}-modality`} label="Modality" value={state.modality} anyLabel="Any modality"
+              choices={withCurrent(options.data?.modalities ?? [], state.modality)}
+              onChange={(modality) => go({ ...state, modality, page: 1 })} />
+            <SelectField id={`${id}-view`} label="View position" value={state.viewPosition} anyLabel="Any view"
+              choices={withCurrent(options.data?.viewPositions ?? [], state.viewPosition)}
+              onChange={(viewPosition) => go({ ...state, viewPosition, page: 1 })} />
             <DateRangeFilter
               value={{ dateFrom: state.dateFrom, dateTo: state.dateTo }}
               onChange={(range) => go({ ...state, ...range, page: 1 })}
@@ -189,11 +166,7 @@ export function SearchPage({ params }: { params: URLSearchParams }) {
                 style={{ width: "auto", minHeight: 32, padding: "0.2rem 0.4rem" }}
                 onChange={(e) => go({ ...state, pageSize: Number(e.target.value), page: 1 })}
               >
-                {PAGE_SIZES.map((s) => (
-                  <option key={s} value={s}>
-                    {s}
-                  </option>
-                ))}
+                <Options choices={PAGE_SIZES} />
               </select>
             </label>
           </div>
