@@ -1,12 +1,16 @@
-"""Ingest guarantees with real processes (Tansu broker, embedded PostgreSQL, milvus-lite server, the report worker
-as a process): workers read only inside the object store; reports travel as claim checks (no text on Kafka);
-limits count UTF-8 bytes; a report dead-lettered because its object was missing is replayed once it is back.
+"""Ingest guarantees with real processes (Tansu broker, embedded PostgreSQL, milvus-lite server, the model server,
+the DICOM and report workers as processes): workers read only inside the object store; reports travel as claim checks
+(no text on Kafka); limits count UTF-8 bytes; a report dead-lettered because its object was missing is replayed once
+it is back; a DICOM whose decoding takes the worker over its memory limit (killed, as the kernel's OOM killer would)
+is dead-lettered after maxAttempts restarts and the partition drains; a report dead-lettered at `write` while Milvus
+was down past the retry budget is replayed and searchable once Milvus is back.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_dicom_ingest import Env, _fresh_copies, env, model_server  # noqa: F401  # shared real-process fixtures
 from typer.testing import CliRunner
 
 from medsearch import pgstore, store
@@ -50,7 +55,7 @@ def report_worker(
     ensure_collections(client, unique_index, spec)
     client.close()
     ensure_schema(postgres_dsn, unique_index, spec)
-    env = {
+    worker_env = {
         **os.environ, "MEDSEARCH_INDEX": unique_index, "MEDSEARCH_POSTGRES_DSN": postgres_dsn,
         "MEDSEARCH_KAFKA_BOOTSTRAP": kafka_bootstrap, "MEDSEARCH_MILVUS_URI": milvus_uri,
         "MEDSEARCH_OBJECT_STORE_URL": object_store_url, "MEDSEARCH_WORKER_BATCH_SIZE": "4",
@@ -58,7 +63,7 @@ def report_worker(
         "MEDSEARCH_WORKER_SESSION_TIMEOUT_MS": "6000", "MEDSEARCH_WORKER_HEARTBEAT_MS": "1000", "HF_HUB_OFFLINE": "1",
     }  # fmt: skip
     with open(service_logs / f"report-worker-{unique_index}.log", "ab") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "medsearch_workers.report_worker"], env=env, stdout=fh,
+        proc = subprocess.Popen([sys.executable, "-m", "medsearch_workers.report_worker"], env=worker_env, stdout=fh,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     yield unique_index
     procs.stop_process(proc, timeout=20)
@@ -177,7 +182,6 @@ def test_broker_killed_with_reports_queued_then_resume_indexes_each_once(
     """2,000 reports published, the broker SIGKILLed before any is consumed (memory storage: all lost) and started
     again; `medsearch ingest --resume` publishes again what the ledger holds as published but not indexed; every
     report is then indexed exactly once, and the same ingest reports them as duplicates only once indexed."""
-    import signal
 
     from medsearch.cli import app
     from medsearch.ledger import Ledger
@@ -269,3 +273,115 @@ def test_broker_killed_with_reports_queued_then_resume_indexes_each_once(
         procs.stop_process(broker)
         ledger.close()
         drop_schema(postgres_dsn, unique_index)
+
+
+# --------------------------------------------------------------------------------------- a message that kills
+
+MEMORY_LIMIT_MB = 700  # the worker's memory limit; the worker idles at ~300 MB, the huge image needs ~1 GB
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
+    return 0.0
+
+
+def _huge_dicom(path: Path, side: int = 6300) -> str:
+    """A valid 16-bit image of side x side pixels (within the image limits: 40 million pixels a frame) whose decoding
+    needs about 1 GB; the study of CT_small, so it shares a partition with copies of it. Returns its SOPInstanceUID."""
+    import numpy as np
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.Rows = ds.Columns = side
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = (np.arange(side * side, dtype=np.uint32) % 4000).astype(np.uint16).tobytes()
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=["huge", str(side)])
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    return str(ds.SOPInstanceUID)
+
+
+def _attempts(dsn: str, index: str) -> list[tuple[int, int, int | None, str | None]]:
+    with pgstore.connect(dsn) as conn:
+        return [tuple(r) for r in conn.execute(  # type: ignore[misc]  # rows of 4 columns
+            f'SELECT "offset", attempts, stage, error FROM {names_for(index).pg_schema}.delivery_attempts '
+            'ORDER BY "offset"').fetchall()]
+
+
+def _group_lag(bootstrap: str, group: str, topic: str) -> int:
+    from kafka import KafkaConsumer, TopicPartition
+
+    admin = kafka_admin(bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        committed = {tp.partition: om.offset for tp, om in admin.list_group_offsets(group)[group].items()
+                     if tp.topic == topic}
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        ends = consumer.end_offsets(parts)
+        return sum(end - max(0, committed.get(tp.partition, 0)) for tp, end in ends.items())
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def test_a_dicom_that_kills_the_worker_is_dead_lettered_after_max_attempts_restarts(
+    env: Env, tmp_path: Path,  # noqa: F811  # the fixture imported from test_dicom_ingest
+) -> None:
+    """The worker runs under a memory limit: whenever its memory goes over it, it is SIGKILLed (what the kernel's
+    OOM killer does to a container) and started again (what Kubernetes does). A huge, valid DICOM takes it over the
+    limit every time it is decoded. Its attempts are counted in the ledger across the restarts; after
+    maxAttempts (the spec's default, 3) kills the next worker dead-letters it at `decode` without decoding it, the
+    images queued behind it on the same partition are indexed, and the group's lag is 0."""
+    from medsearch.ledger import Ledger
+
+    huge_dir, normal_dir = tmp_path / "huge", tmp_path / "normal"
+    huge_dir.mkdir()
+    normal_dir.mkdir()
+    huge_uid = _huge_dicom(huge_dir / "huge.dcm")
+    uids = set(_fresh_copies("CT_small.dcm", 5, normal_dir, seed="behind-the-poison"))
+    assert env.ingest(huge_dir)["published"] == 1  # first on the partition (one study: one partition)
+    assert env.ingest(normal_dir)["published"] == 5
+    names = names_for(env.index)
+
+    t0 = time.monotonic()
+    for kill in (1, 2, 3):
+        worker = env.start_worker()
+        deadline = time.monotonic() + 120
+        while _rss_mb(worker.pid) <= MEMORY_LIMIT_MB:
+            assert worker.poll() is None, f"the worker exited with {worker.returncode}"
+            assert time.monotonic() < deadline, f"start {kill}: the worker never went over its memory limit"
+            time.sleep(0.02)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+        rows = _attempts(env.dsn, env.index)
+        assert rows and rows[0][:2] == (0, kill), rows  # counted durably, before the decoding began
+        if kill > 1:
+            assert rows[0][2] == "decode", rows  # handled alone: the stage it died in is recorded
+        assert env.count() == 0  # nothing behind it got through: the partition was stuck on it
+    worker = env.start_worker()  # the fourth start: dead-lettered without being decoded again
+    (letter,) = env.dead_letters(1, timeout=90)
+    assert letter.stage == "decode" and letter.attempts == 3, letter
+    assert "handled 3 times without finishing, last in stage decode" in letter.error
+    assert letter.original["uri"].endswith(".dcm") and letter.topic == names.dicom_topic
+    wait_for(lambda: env.count() == len(uids) or env.count(), 90, "the images behind the poison message")
+    assert {r["sop_instance_uid"] for r in env.rows()} == uids and huge_uid not in uids
+    wait_for(lambda: _group_lag(env.bootstrap, names.dicom_consumer_group, names.dicom_topic) == 0, 30, "lag 0")
+    assert _attempts(env.dsn, env.index) == []  # forgotten once committed
+    assert _rss_mb(worker.pid) < MEMORY_LIMIT_MB and worker.poll() is None
+    ledger = Ledger(env.dsn, env.index)
+    try:
+        assert ledger.counts() == {"published": 0, "indexed": 5, "dead": 1}
+        (dead,) = ledger.dead()
+        assert dead["stage"] == "decode" and "3 times" in dead["reason"]
+    finally:
+        ledger.close()
+    print(f"poison DICOM isolated after 3 kills in {time.monotonic() - t0:.1f}s")
