@@ -133,8 +133,10 @@ def _table(index: str, name: str = "ingest_ledger") -> Any:
     return sql.SQL("{}.{}").format(_ident(names_for(index).pg_schema), _ident(name))
 
 
+# Also over 'indexed': a report written to PostgreSQL (which marks it indexed) whose Milvus write outlived the retry
+# budget is dead-lettered at `write`; it is not searchable until replayed, so the ledger must not call it indexed.
 _DEAD_SQL = ("UPDATE {} SET state = 'dead', stage = %s, reason = %s, updated_at = now() "
-             "WHERE kind = %s AND subject = %s AND sha256 = %s AND state = 'published'")
+             "WHERE kind = %s AND subject = %s AND sha256 = %s AND state <> 'dead'")
 
 
 def mark_indexed_in(cur: Any, index: str, kind: Kind, pairs: Iterable[tuple[str, str]]) -> None:

@@ -385,3 +385,104 @@ def test_a_dicom_that_kills_the_worker_is_dead_lettered_after_max_attempts_resta
     finally:
         ledger.close()
     print(f"poison DICOM isolated after 3 kills in {time.monotonic() - t0:.1f}s")
+
+
+# --------------------------------------------------------------------------------------- write-stage replay
+
+
+def test_a_report_dead_lettered_at_write_while_milvus_was_down_is_replayed_and_searchable(
+    kafka_bootstrap: str, object_store_url: str, unique_index: str, service_logs: Path, postgres_dsn: str,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Milvus (its own milvus-lite server, so the session's is untouched) stops; a report published then is
+    written to PostgreSQL but not to Milvus, retried for the worker's retry budget (4 s here), then dead-lettered
+    at `write` (the ledger says dead, not indexed). Once Milvus is back, `medsearch dlq replay --stage write`
+    sends it again and it is indexed and found by a k-NN search on its own vector."""
+    from medsearch.cli import app
+    from medsearch.ledger import Ledger
+    from medsearch.producer import Publisher
+
+    spec = parse_spec({"kafka": {"partitions": 1}})
+    admin = kafka_admin(kafka_bootstrap)
+    ensure_topics(admin, unique_index, spec)
+    admin.close()
+    ensure_schema(postgres_dsn, unique_index, spec)
+    names = names_for(unique_index)
+    data_dir, port = tmp_path / "milvus-data", procs.free_port()
+    milvus = f"http://127.0.0.1:{port}"
+    worker_env = {
+        **os.environ, "MEDSEARCH_INDEX": unique_index, "MEDSEARCH_POSTGRES_DSN": postgres_dsn,
+        "MEDSEARCH_KAFKA_BOOTSTRAP": kafka_bootstrap, "MEDSEARCH_MILVUS_URI": milvus,
+        "MEDSEARCH_OBJECT_STORE_URL": object_store_url, "MEDSEARCH_WORKER_BATCH_SIZE": "4",
+        "MEDSEARCH_WORKER_MAX_WAIT_MS": "200", "MEDSEARCH_WORKER_RETRY_MAX_SECONDS": "1",
+        "MEDSEARCH_WORKER_RETRY_BUDGET_SECONDS": "4",
+        "MEDSEARCH_WORKER_SESSION_TIMEOUT_MS": "6000", "MEDSEARCH_WORKER_HEARTBEAT_MS": "1000", "HF_HUB_OFFLINE": "1",
+    }  # fmt: skip
+    ledger = Ledger(postgres_dsn, unique_index)
+    publisher = Publisher(bootstrap=kafka_bootstrap, object_store_url=object_store_url, index=unique_index,
+                          source="test", ledger=ledger, republish_after=3600)
+    worker: subprocess.Popen[bytes] | None = None
+
+    def in_milvus(report_id: str) -> bool:
+        client = milvus_client(milvus)
+        try:
+            client.load_collection(names.reports_collection)  # a restarted milvus-lite has its collections released
+            rows = client.query(names.reports_collection, filter=f'report_id == "{report_id}"',
+                                output_fields=["report_id"])
+            return [r["report_id"] for r in rows] == [report_id]
+        finally:
+            client.close()
+
+    try:
+        with procs.milvus_lite(data_dir, service_logs, port=port):
+            client = milvus_client(milvus)
+            ensure_collections(client, unique_index, spec)
+            client.close()
+            with open(service_logs / f"report-worker-{unique_index}.log", "ab") as fh:
+                worker = subprocess.Popen([sys.executable, "-m", "medsearch_workers.report_worker"], env=worker_env,
+                                          stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          start_new_session=True)
+            assert publisher.publish_report(report_id="before", text="IMPRESSION: No acute disease.").status == \
+                "published"
+            publisher.flush()
+            wait_for(lambda: in_milvus("before"), 300, "the first report in Milvus (worker start-up included)")
+        # Milvus is down now.
+        t0 = time.monotonic()
+        text = "FINDINGS: Large right pleural effusion.\nIMPRESSION: Right pleural effusion."
+        assert publisher.publish_report(report_id="during", text=text).status == "published"
+        publisher.flush()
+        (letter,) = read_dead_letters(kafka_bootstrap, unique_index, expect=1, timeout=60)
+        print(f"dead-lettered at {letter.stage} {time.monotonic() - t0:.1f}s after publishing (budget 4 s)")
+        assert letter.stage == "write" and "retry budget of 4s" in letter.error, letter
+        assert letter.original["report_id"] == "during"
+        assert worker.poll() is None, "the worker must survive the outage"
+        (dead,) = ledger.dead()
+        assert (dead["subject"], dead["stage"]) == ("during", "write")  # dead, not "indexed", in the ledger
+        assert ledger.counts() == {"published": 0, "indexed": 1, "dead": 1}
+
+        with procs.milvus_lite(data_dir, service_logs, port=port):
+            assert not in_milvus("during")
+            monkeypatch.setenv("MEDSEARCH_OBJECT_STORE_URL", object_store_url)
+            result = CliRunner().invoke(app, ["dlq", "replay", "--index", unique_index, "--bootstrap",
+                                              kafka_bootstrap, "--stage", "write", "--json"])
+            assert result.exit_code == 0, result.output
+            assert json.loads(result.stdout)["replayed"] == 1
+            wait_for(lambda: ledger.counts()["indexed"] == 2 or ledger.counts(), 60, "the replayed report")
+            wait_for(lambda: in_milvus("during"), 30, "the replayed report in Milvus")
+            with pgstore.connect(postgres_dsn) as conn:
+                (vector,) = conn.execute(f"SELECT text_vector::text FROM {names.pg_schema}.reports "
+                                         "WHERE report_id = 'during'").fetchone() or (None,)
+            client = milvus_client(milvus)
+            try:
+                hits = client.search(names.reports_collection, data=[json.loads(vector)], limit=1,
+                                     output_fields=["report_id"], anns_field="text_vector")
+            finally:
+                client.close()
+            assert hits[0][0]["entity"]["report_id"] == "during"  # searchable
+            assert ledger.dead() == []
+    finally:
+        publisher.close()
+        ledger.close()
+        if worker is not None:
+            procs.stop_process(worker, timeout=20)
+        drop_schema(postgres_dsn, unique_index)
