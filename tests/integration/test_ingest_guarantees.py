@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_dicom_ingest import Env, _fresh_copies, env, model_server  # noqa: F401  # shared real-process fixtures
+from test_dicom_ingest import Env, ModelServer, _fresh_copies, env, model_server  # noqa: F401  # shared fixtures
 from typer.testing import CliRunner
 
 from medsearch import pgstore, store
@@ -175,16 +175,19 @@ def test_allow_list_claim_checks_limits_and_replay(
             assert fragment.encode() not in raw.lower()
 
 
-def test_broker_killed_with_reports_queued_then_resume_indexes_each_once(
+def test_broker_killed_with_reports_and_dicom_queued_then_resume_indexes_each_once(
     milvus_uri: str, object_store_url: str, unique_index: str, service_logs: Path, postgres_dsn: str,
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_server: ModelServer,  # noqa: F811  # shared fixture
 ) -> None:
-    """2,000 reports published, the broker SIGKILLed before any is consumed (memory storage: all lost) and started
-    again; `medsearch ingest --resume` publishes again what the ledger holds as published but not indexed; every
-    report is then indexed exactly once, and the same ingest reports them as duplicates only once indexed."""
+    """2,000 reports and 50 DICOM files (the demo's 24 sample files and 26 copies with fresh UIDs) published, the
+    broker SIGKILLed before any is consumed (memory storage: all lost) and started again; `medsearch ingest
+    --resume` publishes again what the ledger holds as published but not indexed; every object and report is then
+    indexed exactly once, and the same ingest reports them as duplicates only once indexed."""
+    import pydicom
 
     from medsearch.cli import app
     from medsearch.ledger import Ledger
+    from medsearch.localstack.demo import default_manifest, read_manifest
 
     n = 2000
     spec = parse_spec({"kafka": {"partitions": 2}})
@@ -199,6 +202,17 @@ def test_broker_killed_with_reports_queued_then_resume_indexes_each_once(
             finding = ("Small left pleural effusion." if i % 3 == 0 else "Moderate right pneumothorax." if i % 3 == 1
                        else "No acute cardiopulmonary process.")
             fh.write(json.dumps({"report_id": f"R{i:05d}", "text": f"FINDINGS: {finding} Case {i}."}) + "\n")
+    dicom = folder / "dicom"
+    dicom.mkdir()
+    samples = read_manifest(default_manifest()).dicom_files
+    assert len(samples) == 24
+    for src in samples:
+        (dicom / src.name).write_bytes(src.read_bytes())
+    _fresh_copies("CT_small.dcm", 13, dicom, seed="broker-ct")
+    _fresh_copies("MR_small.dcm", 13, dicom, seed="broker-mr")
+    sops = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in dicom.iterdir()}
+    m = len(list(dicom.iterdir()))
+    assert m == 50
     port = procs.free_port()
     bootstrap = f"127.0.0.1:{port}"
     monkeypatch.setenv("MEDSEARCH_POSTGRES_DSN", postgres_dsn)
@@ -224,23 +238,26 @@ def test_broker_killed_with_reports_queued_then_resume_indexes_each_once(
     ledger = Ledger(postgres_dsn, unique_index)
     broker = start_broker()
     worker: subprocess.Popen[bytes] | None = None
+    dicom_worker: subprocess.Popen[bytes] | None = None
     try:
         t0 = time.monotonic()
         first = ingest(str(folder))
-        print(f"published {first['published']} reports in {time.monotonic() - t0:.1f}s")
-        assert first["published"] == n and ledger.counts() == {"published": n, "indexed": 0, "dead": 0}
+        print(f"published {first['published']} reports and DICOM files in {time.monotonic() - t0:.1f}s")
+        assert first["published"] == n + m and ledger.counts() == {"published": n + m, "indexed": 0, "dead": 0}
+        assert first["by_kind"]["dicom:published"] == m
         again = ingest(str(folder))  # before the re-publish delay: pending, not "already there"
-        assert again["pending"] == n and again["duplicate"] == 0 and again["published"] == 0
+        assert again["pending"] == n + m and again["duplicate"] == 0 and again["published"] == 0
 
         os.kill(broker.pid, signal.SIGKILL)  # everything queued is lost (memory storage)
         broker.wait(timeout=10)
         broker = start_broker()
         assert _raw_topic(bootstrap, names_for(unique_index).reports_topic) == []
+        assert _raw_topic(bootstrap, names_for(unique_index).dicom_topic) == []
 
         resumed = ingest("--resume", "--republish-after", "0")
-        assert resumed["republished"] == n and resumed["published"] == 0
+        assert resumed["republished"] == n + m and resumed["published"] == 0
 
-        env = {
+        worker_env = {
             **os.environ, "MEDSEARCH_INDEX": unique_index, "MEDSEARCH_POSTGRES_DSN": postgres_dsn,
             "MEDSEARCH_KAFKA_BOOTSTRAP": bootstrap, "MEDSEARCH_MILVUS_URI": milvus_uri,
             "MEDSEARCH_OBJECT_STORE_URL": object_store_url, "MEDSEARCH_WORKER_BATCH_SIZE": "64",
@@ -249,27 +266,37 @@ def test_broker_killed_with_reports_queued_then_resume_indexes_each_once(
             "HF_HUB_OFFLINE": "1",
         }  # fmt: skip
         with open(service_logs / f"report-worker-{unique_index}.log", "ab") as fh:
-            worker = subprocess.Popen([sys.executable, "-m", "medsearch_workers.report_worker"], env=env, stdout=fh,
-                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            worker = subprocess.Popen([sys.executable, "-m", "medsearch_workers.report_worker"], env=worker_env,
+                                      stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      start_new_session=True)
+        with open(service_logs / f"dicom-worker-{unique_index}.log", "ab") as fh:
+            dicom_worker = subprocess.Popen(
+                [sys.executable, "-m", "medsearch_workers.dicom_worker"],
+                env={**worker_env, "MEDSEARCH_MODEL_SERVER_URL": model_server.url, "MEDSEARCH_WORKER_BATCH_SIZE": "8"},
+                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         t1 = time.monotonic()
-        wait_for(lambda: ledger.counts()["indexed"] == n or ledger.counts(), 900, "every report indexed")
-        print(f"indexed {n} reports in {time.monotonic() - t1:.1f}s (worker start-up included)")
+        wait_for(lambda: ledger.counts()["indexed"] == n + m or ledger.counts(), 900, "everything indexed")
+        print(f"indexed {n} reports and {m} DICOM files in {time.monotonic() - t1:.1f}s (workers' start-up included)")
+        assert ledger.counts() == {"published": 0, "indexed": n + m, "dead": 0}
         with pgstore.connect(postgres_dsn) as conn:
-            got = pgstore.count_rows(conn, unique_index)["reports"]
-        assert got == n
+            got = pgstore.count_rows(conn, unique_index)
+        assert got["reports"] == n and got["images"] == len(sops)  # once each (the J2K twins share a SOP UID)
         client = milvus_client(milvus_uri)
         try:
             from medsearch.provision import count_rows
 
             assert count_rows(client, names_for(unique_index).reports_collection) == n
+            assert count_rows(client, names_for(unique_index).images_collection) == len(sops)
         finally:
             client.close()
         last = ingest(str(folder))  # now, and only now, they are "already there"
-        assert last["duplicate"] == n and last["published"] == 0 and last["pending"] == 0
+        assert last["duplicate"] == n + m and last["published"] == 0 and last["pending"] == 0
         assert ingest("--resume", "--republish-after", "0")["republished"] == 0
+        assert read_dead_letters(bootstrap, unique_index, expect=0, timeout=2) == []
     finally:
-        if worker is not None:
-            procs.stop_process(worker, timeout=20)
+        for proc in (worker, dicom_worker):
+            if proc is not None:
+                procs.stop_process(proc, timeout=20)
         procs.stop_process(broker)
         ledger.close()
         drop_schema(postgres_dsn, unique_index)
