@@ -290,7 +290,8 @@ class Ledger:
         return {Delivery(t, int(p), int(o), d): Attempt(int(n), st, e) for t, p, o, d, n, st, e in rows}
 
     def begin(self, deliveries: Sequence[Delivery]) -> None:
-        """Before handling: one more attempt for each message (durable before the first byte is read)."""
+        """Before handling: one more attempt for each message (durable before the first byte is read); the stage
+        and the error of the previous one are cleared."""
         from psycopg import sql
 
         if not deliveries:
@@ -302,7 +303,7 @@ class Ledger:
             "SELECT topic, part, off, digest, 1 FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::text[]) "
             "AS d(topic, part, off, digest) "
             'ON CONFLICT (topic, part, "offset", digest) DO UPDATE SET attempts = a.attempts + 1, stage = NULL, '
-            "updated_at = now()"
+            "error = NULL, updated_at = now()"
         ).format(table), (topics, parts, offsets, digests))
 
     def reached(self, delivery: Delivery, stage: str) -> None:
