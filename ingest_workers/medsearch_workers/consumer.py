@@ -348,12 +348,12 @@ class _DeadLetterSink:
             log.warning("dead letters published but still in the outbox (%s): the next start sends them again", err)
 
     def drain(self) -> int:
-        """Publish what an earlier worker left in the outbox (it died between the ledger and the broker)."""
+        """Publish what an earlier worker left in the outbox (it died between the ledger and the broker); raises
+        TransientError when the ledger or the broker does not answer (called again later)."""
         try:
             left = self.ledger.outbox()
-        except Exception as err:  # noqa: BLE001 - the next batch's ledger calls retry; say why here
-            log.warning("dead-letter outbox not readable yet (%s)", err)
-            return 0
+        except Exception as err:  # DatabaseError
+            raise TransientError(f"dead-letter outbox not readable ({err})") from err
         mine = [x for x in left if x[0].topic == self.source_topic]
         if mine:
             self._publish(mine)
@@ -653,15 +653,16 @@ def run_consumer(
                      metrics=metrics)
         log.info("%s: consuming %s as group %s (batch %d)", worker_name, topic, group_id, size)
         last_lag = 0.0
-        drained = False
+        drained, next_drain = False, 0.0
         try:
             while not stop.is_set():
-                if not drained:
+                if not drained and time.monotonic() >= next_drain:
                     try:
                         sink.drain()
                         drained = True
                     except TransientError as err:
-                        log.warning("%s: dead-letter outbox: %s", worker_name, err)
+                        next_drain = time.monotonic() + ceiling
+                        log.warning("%s: %s; tried again in %.0fs", worker_name, err, ceiling)
                 try:
                     polled = consumer.poll(timeout_ms=settings.worker_max_wait_ms or 100, max_records=size)
                 except KafkaError as err:
