@@ -102,3 +102,62 @@ def test_setup_logging_quiets_pydicom_decoder_tracebacks_unless_debugging() -> N
     logging.getLogger("pydicom").setLevel(logging.NOTSET)
     setup_logging(WorkerSettings(log_level="DEBUG"))
     assert logging.getLogger("pydicom").getEffectiveLevel() < logging.CRITICAL
+
+
+class _Ledger:
+    """Records the ledger calls of the dead-letter sink (the SQL is covered against PostgreSQL in
+    test_consumer_kafka.py)."""
+
+    def __init__(self, calls: list[str], fail: bool = False) -> None:
+        self.calls, self.fail = calls, fail
+
+    def dead_letter(self, letters: list[object]) -> None:
+        if self.fail:
+            raise RuntimeError("PostgreSQL is down")
+        self.calls.append(f"ledger.dead_letter({len(letters)})")
+
+    def sent(self, deliveries: list[object]) -> None:
+        self.calls.append(f"ledger.sent({len(deliveries)})")
+
+
+class _Producer:
+    def __init__(self, calls: list[str], ack: bool = True) -> None:
+        self.calls, self.ack = calls, ack
+
+    def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> object:
+        self.calls.append(f"send({topic})")
+        ack = self.ack
+
+        class _Future:
+            def get(self, timeout: float | None = None) -> None:
+                if not ack:
+                    raise TimeoutError("not acknowledged")
+
+        return _Future()
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.calls.append("flush")
+
+
+def test_the_ledger_marks_dead_letters_before_they_are_published_and_forgets_them_once_acknowledged() -> None:
+    from medsearch_workers.consumer import _DeadLetterSink
+
+    failure = Failure(Incoming(b'{"not": "a message"}', None, "t.dicom", 0, 4), "fetch", "object not found")
+
+    def sink(calls: list[str], *, ack: bool = True, ledger_down: bool = False) -> _DeadLetterSink:
+        return _DeadLetterSink(_Producer(calls, ack), "t.dlq", "w", None, _Ledger(calls, ledger_down),  # type: ignore[arg-type]  # recording doubles
+                               "t.dicom", "t.dicom")
+
+    calls: list[str] = []
+    sink(calls).send([failure], attempts=1)
+    assert calls == ["ledger.dead_letter(1)", "send(t.dlq)", "flush", "ledger.sent(1)"]
+
+    calls = []
+    with pytest.raises(TransientError, match="not acknowledged"):
+        sink(calls, ack=False).send([failure], attempts=1)
+    assert calls == ["ledger.dead_letter(1)", "send(t.dlq)", "flush"]  # left in the outbox for the retry
+
+    calls = []
+    with pytest.raises(TransientError, match="ingest ledger"):
+        sink(calls, ledger_down=True).send([failure], attempts=1)
+    assert calls == []  # nothing published that the ledger does not hold
