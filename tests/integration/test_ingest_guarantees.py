@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from medsearch_dev.localstack import procs
+from medsearch_dev.testing import read_dead_letters, wait_for
 from test_dicom_ingest import Env, ModelServer, _fresh_copies, env, model_server  # noqa: F401  # shared fixtures
 from typer.testing import CliRunner
 
@@ -26,7 +28,6 @@ from medsearch import pgstore, store
 from medsearch.contracts.messages import Report
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import parse_spec
-from medsearch.localstack import procs
 from medsearch.provision import (
     drop_schema,
     ensure_collections,
@@ -35,7 +36,6 @@ from medsearch.provision import (
     kafka_admin,
     milvus_client,
 )
-from medsearch.testing import read_dead_letters, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -184,10 +184,10 @@ def test_broker_killed_with_reports_and_dicom_queued_then_resume_indexes_each_on
     --resume` publishes again what the ledger holds as published but not indexed; every object and report is then
     indexed exactly once, and the same ingest reports them as duplicates only once indexed."""
     import pydicom
+    from medsearch_dev.localstack.demo import default_manifest, read_manifest
 
     from medsearch.cli import app
     from medsearch.ledger import Ledger
-    from medsearch.localstack.demo import default_manifest, read_manifest
 
     n = 2000
     spec = parse_spec({"kafka": {"partitions": 2}})
