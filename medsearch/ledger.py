@@ -2,16 +2,22 @@
 
 A transactional outbox for the memory-only (or any) broker: the publisher records a row *before* it publishes;
 workers mark rows ``indexed`` in the transaction of their writes (:func:`mark_indexed_in`) and ``dead`` once the
-dead letter is acknowledged; whatever stays ``published`` longer than ``republish_after`` seconds is published
-again (by the next ingest of the same content, or ``medsearch ingest --resume``). Rows hold claim checks (URIs,
-hashes, report ids) and the message to re-publish, never report text.
+dead letter is written to the outbox (:meth:`Ledger.dead_letter`, one transaction); whatever stays ``published``
+longer than ``republish_after`` seconds is published again (by the next ingest of the same content, or
+``medsearch ingest --resume``). Rows hold claim checks (URIs, hashes, report ids) and the message to re-publish,
+never report text.
+
+The workers' side (migration 0004): ``delivery_attempts`` counts, durably, the handlings of each message begun and
+never committed (so a message that kills the worker is isolated after ``maxAttempts`` restarts), and
+``dead_letter_outbox`` holds the dead letters between the transaction that marks their rows dead and the broker's
+acknowledgement.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -59,16 +65,78 @@ class Pending:
     message: bytes
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """One message as a worker received it: its position and the sha256 of its bytes (offsets of a memory-only
+    broker start again at 0 after a restart, so the position alone does not name a message)."""
+
+    topic: str
+    partition: int
+    offset: int
+    digest: str
+
+    @classmethod
+    def of(cls, topic: str, partition: int, offset: int, raw: bytes) -> Delivery:
+        import hashlib
+
+        return cls(topic, partition, offset, hashlib.sha256(raw).hexdigest())
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What the ledger holds of a message's uncommitted handlings: how many began, the last stage reached, the
+    last error."""
+
+    attempts: int
+    stage: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class OutboxLetter:
+    """A dead letter to publish: the message it replaces (``delivery``), where and with which key, the
+    ``DeadLetter`` JSON, and the ledger row it marks dead (``(kind, subject, sha256)``; None for a message that is
+    not a valid ingest message)."""
+
+    delivery: Delivery
+    dlq_topic: str
+    key: bytes | None
+    letter: bytes
+    row: tuple[Kind, str, str] | None
+    stage: str
+    reason: str
+
+
+def ledger_row_of(raw: bytes, topic: str, dicom_topic: str) -> tuple[Kind, str, str] | None:
+    """The (kind, subject, sha256) of the ledger row of an ingest message; None when it is not one."""
+    from medsearch.contracts.messages import DicomObject, MessageError, Report
+
+    try:
+        if topic == dicom_topic:
+            obj = DicomObject.from_bytes(raw)
+            return "dicom", obj.sha256, obj.sha256
+        rep = Report.from_bytes(raw)
+        return "report", rep.report_id, rep.sha256
+    except MessageError:
+        return None
+
+
 def _ident(name: str) -> Any:
     from psycopg import sql
 
     return sql.Identifier(name)
 
 
-def _table(index: IndexRef) -> Any:
+def _table(index: IndexRef, name: str = "ingest_ledger") -> Any:
     from psycopg import sql
 
-    return sql.SQL("{}.ingest_ledger").format(_ident(names_of(index).pg_schema))
+    return sql.SQL("{}.{}").format(_ident(names_of(index).pg_schema), _ident(name))
+
+
+# Also over 'indexed': a report written to PostgreSQL (which marks it indexed) whose Milvus write outlived the retry
+# budget is dead-lettered at `write`; it is not searchable until replayed, so the ledger must not call it indexed.
+_DEAD_SQL = ("UPDATE {} SET state = 'dead', stage = %s, reason = %s, updated_at = now() "
+             "WHERE kind = %s AND subject = %s AND sha256 = %s AND state <> 'dead'")
 
 
 def mark_indexed_in(cur: Any, index: IndexRef, kind: Kind, pairs: Iterable[tuple[str, str]]) -> None:
@@ -102,14 +170,21 @@ class Ledger:
         self._lock = threading.Lock()  # sibling publishers (one per DICOM association) share one ledger
 
     def _run(self, stmt: Any, params: Sequence[Any] = (), *, fetch: bool = False) -> list[Any]:
+        def one(conn: Any) -> list[Any]:
+            cur = conn.execute(stmt, params)
+            return list(cur.fetchall()) if fetch else []
+
+        return self._tx(one)
+
+    def _tx(self, work: Callable[[Any], list[Any]]) -> list[Any]:
+        """``work(connection)`` in one transaction; :class:`~medsearch.pgstore.DatabaseError` on failure."""
         from medsearch.pgstore import DatabaseError, is_transient
 
         try:
             with self._lock:
                 conn = self._db.get()
                 with conn.transaction():
-                    cur = conn.execute(stmt, params)
-                    return list(cur.fetchall()) if fetch else []
+                    return work(conn)
         except Exception as err:  # psycopg errors: reconnect next time, say which store and whether to retry
             self._db.reset()
             raise DatabaseError(f"ingest ledger of index {self.index}: {type(err).__name__}: {err}",
@@ -164,10 +239,7 @@ class Ledger:
         """A dead letter was acknowledged: the row is ``dead`` with the stage and the reason."""
         from psycopg import sql
 
-        self._run(sql.SQL(
-            "UPDATE {} SET state = 'dead', stage = %s, reason = %s, updated_at = now() "
-            "WHERE kind = %s AND subject = %s AND sha256 = %s AND state = 'published'"
-        ).format(_table(self.index)), (stage, reason[:2000], kind, subject, sha256))
+        self._run(sql.SQL(_DEAD_SQL).format(_table(self.index)), (stage, reason[:2000], kind, subject, sha256))
 
     def counts(self) -> dict[str, int]:
         """Rows by state (``published``, ``indexed``, ``dead``)."""
@@ -190,22 +262,130 @@ class Ledger:
         return [{"kind": k, "subject": s, "uri": u, "stage": st, "reason": r, "attempts": int(a),
                  "failed_at": t.isoformat()} for k, s, u, st, r, a, t in rows]
 
+    # ------------------------------------------------------------------------------------------- the workers' side
+
+    def attempts_of(self, deliveries: Sequence[Delivery]) -> dict[Delivery, Attempt]:
+        """The uncommitted handlings recorded for these messages (absent: none)."""
+        from psycopg import sql
+
+        if not deliveries:
+            return {}
+        topics, parts, offsets, digests = _columns(deliveries)
+        rows = self._run(sql.SQL(
+            'SELECT a.topic, a.part, a."offset", a.digest, a.attempts, a.stage, a.error FROM {} AS a '
+            "JOIN unnest(%s::text[], %s::int[], %s::bigint[], %s::text[]) AS d(topic, part, off, digest) "
+            'ON a.topic = d.topic AND a.part = d.part AND a."offset" = d.off AND a.digest = d.digest'
+        ).format(_table(self.index, "delivery_attempts")), (topics, parts, offsets, digests), fetch=True)
+        return {Delivery(t, int(p), int(o), d): Attempt(int(n), st, e) for t, p, o, d, n, st, e in rows}
+
+    def begin(self, deliveries: Sequence[Delivery]) -> None:
+        """Before handling: one more attempt for each message (durable before the first byte is read); the stage
+        and the error of the previous one are cleared."""
+        from psycopg import sql
+
+        if not deliveries:
+            return
+        topics, parts, offsets, digests = _columns(deliveries)
+        table = _table(self.index, "delivery_attempts")
+        self._run(sql.SQL(
+            'INSERT INTO {} AS a (topic, part, "offset", digest, attempts) '
+            "SELECT topic, part, off, digest, 1 FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::text[]) "
+            "AS d(topic, part, off, digest) "
+            'ON CONFLICT (topic, part, "offset", digest) DO UPDATE SET attempts = a.attempts + 1, stage = NULL, '
+            "error = NULL, updated_at = now()"
+        ).format(table), (topics, parts, offsets, digests))
+
+    def reached(self, delivery: Delivery, stage: str) -> None:
+        """The message's handling reached ``stage`` (recorded for messages handled alone)."""
+        self._update_attempt([delivery], "stage = %s", (stage,))
+
+    def failed(self, deliveries: Sequence[Delivery], error: str) -> None:
+        """The last handling raised ``error`` (no report text in it)."""
+        self._update_attempt(deliveries, "error = %s", (error[:2000],))
+
+    def undo(self, deliveries: Sequence[Delivery]) -> None:
+        """A handling stopped by an outage (a transient error) does not count against the message."""
+        self._update_attempt(deliveries, "attempts = greatest(attempts - 1, 0)", ())
+
+    def done(self, deliveries: Sequence[Delivery]) -> None:
+        """The messages' offsets are committed: forget their attempts."""
+        from psycopg import sql
+
+        if not deliveries:
+            return
+        topics, parts, offsets, digests = _columns(deliveries)
+        self._run(sql.SQL(
+            'DELETE FROM {} AS a USING unnest(%s::text[], %s::int[], %s::bigint[], %s::text[]) '
+            "AS d(topic, part, off, digest) "
+            'WHERE a.topic = d.topic AND a.part = d.part AND a."offset" = d.off AND a.digest = d.digest'
+        ).format(_table(self.index, "delivery_attempts")), (topics, parts, offsets, digests))
+
+    def _update_attempt(self, deliveries: Sequence[Delivery], assignment: str, params: tuple[Any, ...]) -> None:
+        from psycopg import sql
+
+        if not deliveries:
+            return
+        topics, parts, offsets, digests = _columns(deliveries)
+        self._run(sql.SQL(
+            "UPDATE {} AS a SET " + assignment + ", updated_at = now() "
+            "FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::text[]) AS d(topic, part, off, digest) "
+            'WHERE a.topic = d.topic AND a.part = d.part AND a."offset" = d.off AND a.digest = d.digest'
+        ).format(_table(self.index, "delivery_attempts")), (*params, topics, parts, offsets, digests))
+
+    def dead_letter(self, letters: Sequence[OutboxLetter]) -> None:
+        """One transaction: the letters' ledger rows are ``dead`` (stage, reason) and the letters are in the outbox.
+        Publish them next, then :meth:`sent`. Repeating it (a re-delivered batch) changes nothing."""
+        from psycopg import sql
+        from psycopg.types.json import Jsonb
+
+        if not letters:
+            return
+        dead = sql.SQL(_DEAD_SQL).format(_table(self.index))
+        outbox = sql.SQL(
+            'INSERT INTO {} (topic, part, "offset", digest, dlq_topic, message_key, letter) '
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+        ).format(_table(self.index, "dead_letter_outbox"))
+
+        def work(conn: Any) -> list[Any]:
+            with conn.cursor() as cur:
+                for lt in letters:
+                    if lt.row is not None:
+                        kind, subject, sha = lt.row
+                        cur.execute(dead, (lt.stage, lt.reason[:2000], kind, subject, sha))
+                    d = lt.delivery
+                    cur.execute(outbox, (d.topic, d.partition, d.offset, d.digest, lt.dlq_topic, lt.key,
+                                         Jsonb(json.loads(lt.letter))))
+            return []
+
+        self._tx(work)
+
+    def outbox(self, limit: int = 10_000) -> list[tuple[Delivery, str, bytes | None, bytes]]:
+        """Dead letters not yet acknowledged by the broker, oldest first: (message, DLQ topic, key, letter)."""
+        from psycopg import sql
+
+        rows = self._run(sql.SQL(
+            'SELECT topic, part, "offset", digest, dlq_topic, message_key, letter::text FROM {} '
+            "ORDER BY created_at LIMIT %s").format(_table(self.index, "dead_letter_outbox")), (limit,), fetch=True)
+        return [(Delivery(t, int(p), int(o), d), q, bytes(k) if k is not None else None, v.encode("utf-8"))
+                for t, p, o, d, q, k, v in rows]
+
+    def sent(self, deliveries: Sequence[Delivery]) -> None:
+        """The broker acknowledged these dead letters: out of the outbox."""
+        from psycopg import sql
+
+        if not deliveries:
+            return
+        topics, parts, offsets, digests = _columns(deliveries)
+        self._run(sql.SQL(
+            'DELETE FROM {} AS a USING unnest(%s::text[], %s::int[], %s::bigint[], %s::text[]) '
+            "AS d(topic, part, off, digest) "
+            'WHERE a.topic = d.topic AND a.part = d.part AND a."offset" = d.off AND a.digest = d.digest'
+        ).format(_table(self.index, "dead_letter_outbox")), (topics, parts, offsets, digests))
+
     def close(self) -> None:
         self._db.close()
 
 
-def mark_dead_letters(ledger: Ledger, dicom_topic: str, letters: Iterable[tuple[bytes, str, str, str]]) -> None:
-    """(raw message, topic, stage, error) of acknowledged dead letters: their ledger rows are ``dead``. Messages
-    that are not valid ingest messages have no row."""
-    from medsearch.contracts.messages import DicomObject, MessageError, Report
-
-    for raw, topic, stage, error in letters:
-        try:
-            if topic == dicom_topic:
-                obj = DicomObject.from_bytes(raw)
-                ledger.mark_dead("dicom", obj.sha256, obj.sha256, stage, error)
-            else:
-                rep = Report.from_bytes(raw)
-                ledger.mark_dead("report", rep.report_id, rep.sha256, stage, error)
-        except MessageError:
-            continue
+def _columns(deliveries: Sequence[Delivery]) -> tuple[list[str], list[int], list[int], list[str]]:
+    return ([d.topic for d in deliveries], [d.partition for d in deliveries], [d.offset for d in deliveries],
+            [d.digest for d in deliveries])

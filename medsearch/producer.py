@@ -7,9 +7,10 @@ Reports: the text (UTF-8, at most ``MAX_TEXT_BYTES``) is stored at ``<store>/<in
 check) and a :class:`~medsearch.contracts.messages.Report` carrying its URI and sha256, never the text, is published on
 ``<index>.reports``.
 
-Duplicates are detected by sha256: once the broker has acknowledged a message, a small marker
-``<store>/<index>/published/<kind>/<sha256>`` is written, and later publications of the same content are skipped.
-An object uploaded whose message was never acknowledged (a crash in between) is published again next time.
+Duplicates are what the index's ingest ledger (:mod:`medsearch.ledger`, PostgreSQL) holds as indexed; every object
+and report is recorded there before it is published (a transactional outbox), so a message a broker restart lost is
+published again (the next ingest of the same content, or ``medsearch ingest --resume``). A publisher without a
+ledger (benchmarks) only skips what it sent itself. Quarantined objects are dead-lettered again when received again.
 No torch or NLP imports here; nothing here logs report text or patient identifiers.
 """
 
@@ -251,7 +252,7 @@ class Publisher:
         :func:`medsearch.dicomnet.deid.deidentifier_for`); None never de-identifies; or a ``Deidentifier``.
         ``ledger``: the index's :class:`medsearch.ledger.Ledger`: every DICOM object and report is recorded there
         before it is published and duplicates are what it holds as indexed (or published less than
-        ``republish_after`` seconds ago: "pending"); without one, "published" markers in the object store."""
+        ``republish_after`` seconds ago: "pending"); without one (benchmarks), only what this publisher sent."""
         from medsearch.ledger import DEFAULT_REPUBLISH_AFTER
 
         self.ledger = ledger
@@ -271,8 +272,8 @@ class Publisher:
         self.bootstrap = bootstrap
         self.object_store_url = object_store_url.rstrip("/")
         self.source = source
-        # (future, duplicate marker url or None, (kind, sha256) or None)
-        self._pending: list[tuple[Any, str | None, tuple[str, str] | None]] = []
+        # (future, (kind, sha256) or None)
+        self._pending: list[tuple[Any, tuple[str, str] | None]] = []
         self._seen: set[tuple[str, str]] = set()
         self._producer = producer if producer is not None else self._connect()
         self._shared = False
@@ -307,11 +308,8 @@ class Publisher:
         other._shared = True
         return other
 
-    def _marker(self, kind: str, sha: str) -> str:
-        return store.join(self.object_store_url, self.names.object_prefix, "published", kind, sha)
-
     def _send(self, topic: str, key: str | None, value: bytes, kind: str | None, sha: str | None) -> None:
-        """Send; with ``kind``/``sha`` the duplicate marker is written once the broker acknowledged."""
+        """Send; ``kind``/``sha``: remembered, so that this publisher does not send the same content twice."""
         from kafka.errors import KafkaError
 
         seen = (kind, sha) if kind and sha else None
@@ -319,16 +317,15 @@ class Publisher:
             fut = self._producer.send(topic, key=key.encode("utf-8") if key else None, value=value)
         except KafkaError as err:
             raise PublishError(f"cannot publish to {topic} on {self.bootstrap}: {err}") from err
-        if seen:  # only once handed to the producer: a failure before this point leaves nothing marked
+        if seen:  # only once handed to the producer: a failure before this point leaves nothing remembered
             self._seen.add(seen)
-        marker = self._marker(*seen) if seen and (self.ledger is None or seen[0] not in ("dicom", "report")) else None
-        self._pending.append((fut, marker, seen))
+        self._pending.append((fut, seen))
         if len(self._pending) >= _FLUSH_EVERY:
             self.flush()
 
     def _duplicate(self, kind: str, sha: str) -> bool:
-        """Already sent by this publisher (pending or acknowledged) or acknowledged before (its marker)."""
-        return (kind, sha) in self._seen or store.exists(self._marker(kind, sha))
+        """Already sent by this publisher (pending or acknowledged)."""
+        return (kind, sha) in self._seen
 
     def _store_new(self, kind: Literal["dicom", "report"], item_id: str, key: str, uri: str, data: bytes
                    ) -> PublishResult | None:
@@ -344,10 +341,10 @@ class Publisher:
     def _already(self, kind: Literal["dicom", "report"], key: str) -> tuple[str, str] | None:
         """(status, reason) when this content must not be published now; None to publish it (new, dead, or
         published longer than ``republish_after`` ago and never indexed)."""
-        if self.ledger is None:
-            return ("duplicate", "same content already published") if self._duplicate(kind, key) else None
-        if (kind, key) in self._seen:
+        if self._duplicate(kind, key):
             return "duplicate", "same content already published in this run"
+        if self.ledger is None:
+            return None
         from medsearch.pgstore import DatabaseError
 
         try:
@@ -429,7 +426,8 @@ class Publisher:
         sha = store.sha256_hex(q.data)
         uri = store.join(self.object_store_url, self.names.object_prefix, "quarantine", f"{sha}.dcm")
         if self._duplicate("quarantine", sha):
-            return PublishResult("dicom", filename, uri, sha, "duplicate", "same content already quarantined")
+            return PublishResult("dicom", filename, uri, sha, "duplicate",
+                                 "same content already quarantined in this run")
         if not store.exists(uri):
             store.put_bytes(uri, q.data)
         msg = DicomObject(index=self.index, uri=uri, sha256=sha, study_uid=q.study_uid, source=self.source)
@@ -444,7 +442,7 @@ class Publisher:
         if self.deidentifier is not None and study_uid:
             study_uid = self.deidentifier.map_uid(study_uid)  # the images' StudyInstanceUIDs are remapped too
         content: list[str | None] = [report_id, study_uid, text]
-        if report_date is not None:  # (undated reports keep the duplicate markers they had before dates existed)
+        if report_date is not None:  # (undated reports keep the content hash they had before dates existed)
             content.append(report_date.isoformat())
         sha = store.sha256_hex(json.dumps(content).encode("utf-8"))
         if not 1 <= len(report_id) <= 256:
@@ -479,9 +477,10 @@ class Publisher:
         return topic
 
     def flush(self, timeout: float = 60.0) -> None:
-        """Wait for every pending acknowledgement, then record the duplicate markers.
+        """Wait for every pending acknowledgement.
 
-        On failure nothing of the pending batch counts as published: publishing the same content again retries.
+        On failure nothing of the pending batch counts as published: publishing the same content again retries (the
+        ledger's rows stay ``published``: ``--resume`` publishes them again too).
         """
         from kafka.errors import KafkaError
 
@@ -490,18 +489,15 @@ class Publisher:
             return
         try:
             self._producer.flush(timeout=timeout)
-            for fut, _marker, _key in pending:
+            for fut, _key in pending:
                 fut.get(timeout=timeout)
         except KafkaError as err:
-            for _fut, _marker, key in pending:
+            for _fut, key in pending:
                 if key:
                     self._seen.discard(key)
             raise PublishError(
                 f"the broker at {self.bootstrap} did not acknowledge {len(pending)} messages: {err}"
             ) from err
-        for _fut, marker, _key in pending:
-            if marker:
-                store.put_bytes(marker, b"")
 
     def close(self) -> None:
         try:

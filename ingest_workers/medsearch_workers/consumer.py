@@ -3,15 +3,22 @@
 Kafka I/O lives here; the per-message logic lives in a ``Handler`` (a plain function over a batch), so it can
 be unit-tested without a broker.
 
-Delivery contract (at-least-once, idempotent writes):
+Delivery contract (at-least-once, idempotent writes, nothing stuck):
 
-* a batch is polled, handed to the handler, which writes its results (upserts keyed by data-derived ids) and
+* a batch is polled; before the handler sees it, one attempt per message is recorded in the index's ingest ledger
+  (PostgreSQL, ``delivery_attempts``); the handler writes its results (upserts keyed by data-derived ids) and
   returns the *permanent* failures;
-* the failures are published to the dead-letter topic and flushed; only then are the batch's offsets committed;
-* a ``TransientError`` from the handler (a service is down) commits nothing: the consumer seeks back to the
-  batch start and retries with exponential backoff, forever, keeping its group membership alive by polling;
-* any other exception is retried ``worker_max_attempts`` times; then the batch is split into single messages and
-  the messages that still fail are dead-lettered (so one poison message cannot block a partition);
+* the failures' ledger rows are marked dead and their dead letters stored in the outbox in one transaction, then
+  published and flushed; only then are the batch's offsets committed (and the attempts forgotten);
+* a ``TransientError`` from the handler (a service is down) does not count as an attempt and commits nothing: the
+  consumer seeks back and retries with exponential backoff, keeping its group membership alive by polling; forever,
+  or until ``worker_retry_budget_seconds`` when set, after which the batch's messages are dead-lettered at the
+  failing stage (replayable once the service is back);
+* a batch holding a message with an unfinished attempt (the worker died handling it: out of memory, SIGKILL; or
+  the handler raised) is handled message by message, each committed on its own, its stages recorded: a message
+  whose handlings never finished ``max_attempts`` times (spec ``workers.<kind>.maxAttempts``) is dead-lettered
+  with the last stage and error without being handled again, so one poison message cannot block a partition,
+  even one that kills the process;
 * SIGTERM / SIGINT (or ``stop.set()``) ends the loop after the current handler call; a batch interrupted while
   backing off is abandoned without a commit.
 """
@@ -25,9 +32,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -36,6 +44,9 @@ from medsearch.contracts.naming import IndexNames
 from medsearch.contracts.settings import WorkerSettings
 from medsearch.contracts.spec import MedicalSearchIndexSpec, WorkerSpec
 from medsearch.kafka_security import kafka_security_options
+
+if TYPE_CHECKING:
+    from medsearch.ledger import Attempt, Delivery, Ledger
 
 log = logging.getLogger("medsearch.workers.consumer")
 
@@ -67,7 +78,12 @@ class Failure:
 
 
 class TransientError(Exception):
-    """Raised by a handler when a dependency is unavailable: the whole batch is retried, nothing is committed."""
+    """Raised by a handler when a dependency is unavailable: the whole batch is retried, nothing is committed.
+    ``stage``: where (a DeadLetter stage), for the dead letters of a batch that outlives the retry budget."""
+
+    def __init__(self, message: str, *, stage: str = "write") -> None:
+        super().__init__(message)
+        self.stage = stage
 
 
 Handler = Callable[[list[Incoming]], list[Failure]]
@@ -270,40 +286,42 @@ def _connect(factory: Callable[[], Any], what: str, stop: threading.Event, ceili
 
 
 class _DeadLetterSink:
+    """Dead letters through the ledger's outbox: their ledger rows are marked dead and the letters stored in one
+    PostgreSQL transaction, then published and flushed, then taken out of the outbox. A failure before the broker's
+    acknowledgement raises TransientError (the batch is retried: nothing was committed, and marking again is a
+    no-op); what a crash leaves in the outbox is published by :meth:`drain` when a worker starts."""
+
     def __init__(self, producer: Any, topic: str, worker_name: str, metrics: WorkerMetrics | None,
-                 on_dead: Callable[[list[Failure]], None] | None = None) -> None:
-        self.on_dead = on_dead
+                 ledger: Ledger, dicom_topic: str, source_topic: str) -> None:
+        self.source_topic = source_topic
         self.producer = producer
         self.topic = topic
         self.worker_name = worker_name
         self.metrics = metrics
+        self.ledger = ledger
+        self.dicom_topic = dicom_topic
 
     def send(self, failures: list[Failure], attempts: int) -> None:
-        """Publish and flush; raises TransientError when the broker does not acknowledge."""
+        """Mark, publish and flush; raises TransientError when the ledger or the broker does not answer."""
+        from medsearch.ledger import OutboxLetter, ledger_row_of
+
         if not failures:
             return
-        futures = []
+        letters: list[OutboxLetter] = []
         for f in failures:
+            d = delivery_of(f.message)
             letter = DeadLetter.for_message(
-                f.message.raw,
-                topic=f.message.topic,
-                stage=f.stage,
-                error=f.error,
-                attempts=attempts,
+                f.message.raw, topic=f.message.topic, stage=f.stage, error=f.error, attempts=max(1, attempts),
                 worker=self.worker_name,
             )
-            futures.append(self.producer.send(self.topic, key=f.message.key, value=letter.to_bytes()))
+            letters.append(OutboxLetter(d, self.topic, f.message.key, letter.to_bytes(),
+                                        ledger_row_of(f.message.raw, f.message.topic, self.dicom_topic), f.stage,
+                                        f.error))
         try:
-            self.producer.flush(timeout=30)
-            for fut in futures:
-                fut.get(timeout=30)
-        except Exception as err:
-            raise TransientError(f"dead-letter topic {self.topic}: not acknowledged ({err})") from err
-        if self.on_dead is not None:
-            try:
-                self.on_dead(failures)
-            except Exception as err:  # the ledger is down: retry the batch (dead letters are then sent again)
-                raise TransientError(f"ingest ledger: {err}") from err
+            self.ledger.dead_letter(letters)
+        except Exception as err:  # DatabaseError: the ledger is down, retry the batch
+            raise TransientError(f"ingest ledger: {err}") from err
+        self._publish([(lt.delivery, lt.dlq_topic, lt.key, lt.letter) for lt in letters])
         for f in failures:
             log.warning(
                 "dead-lettered %s[%d]@%d stage=%s: %s",
@@ -316,44 +334,261 @@ class _DeadLetterSink:
             if self.metrics is not None:
                 self.metrics.dead_lettered(f.stage)
 
-
-def _run_isolated(batch: list[Incoming], handler: Handler, attempts: int) -> list[Failure]:
-    """After repeated unexpected errors: run message by message, turning the ones that still raise into failures.
-
-    A TransientError from a single message still propagates (the whole batch is then retried).
-    """
-    failures: list[Failure] = []
-    for msg in batch:
+    def _publish(self, letters: list[tuple[Delivery, str, bytes | None, bytes]]) -> None:
+        futures = [self.producer.send(topic, key=key, value=value) for _, topic, key, value in letters]
         try:
-            failures.extend(handler([msg]))
-        except TransientError:
-            raise
-        except Exception as err:  # noqa: BLE001 - a poison message must not block the partition
-            stage = getattr(err, "stage", None)
-            failures.append(
-                Failure(
-                    msg,
-                    stage if stage in STAGES else "write",
-                    f"unexpected error after {attempts} attempts: {type(err).__name__}: {err}",
-                )
-            )
-    return failures
+            self.producer.flush(timeout=30)
+            for fut in futures:
+                fut.get(timeout=30)
+        except Exception as err:
+            raise TransientError(f"dead-letter topic {self.topic}: not acknowledged ({err})") from err
+        try:
+            self.ledger.sent([d for d, *_ in letters])
+        except Exception as err:  # noqa: BLE001 - published: at worst the next start publishes them once more
+            log.warning("dead letters published but still in the outbox (%s): the next start sends them again", err)
+
+    def drain(self) -> int:
+        """Publish what an earlier worker left in the outbox (it died between the ledger and the broker); raises
+        TransientError when the ledger or the broker does not answer (called again later)."""
+        try:
+            left = self.ledger.outbox()
+        except Exception as err:  # DatabaseError
+            raise TransientError(f"dead-letter outbox not readable ({err})") from err
+        mine = [x for x in left if x[0].topic == self.source_topic]
+        if mine:
+            self._publish(mine)
+            log.warning("published %d dead letters left in the outbox by an earlier worker", len(mine))
+        return len(mine)
 
 
-def process_batch(
-    batch: list[Incoming],
-    handler: Handler,
-    *,
-    unexpected_attempt: int,
-    max_attempts: int,
-) -> list[Failure]:
-    """Run the handler once; raise TransientError (retry) or return the failures to dead-letter.
+def delivery_of(msg: Incoming) -> Delivery:
+    from medsearch.ledger import Delivery
 
-    Unexpected exceptions propagate until ``unexpected_attempt >= max_attempts``; then messages are isolated.
-    """
-    if unexpected_attempt >= max_attempts:
-        return _run_isolated(batch, handler, unexpected_attempt)
-    return handler(batch)
+    return Delivery.of(msg.topic, msg.partition, msg.offset, msg.raw)
+
+
+# The stage the current handling reached, recorded in the ledger for messages handled alone (see ``reached``).
+_stage_hook: ContextVar[Callable[[str], None] | None] = ContextVar("medsearch_stage_hook", default=None)
+
+
+def reached(stage: str) -> None:
+    """Handlers call this on entering a stage (a DeadLetter stage literal). For a message handled alone after a
+    crash or a failure, the stage is recorded durably, so that the dead letter of a message that kills the worker
+    names the stage it died in; otherwise it costs nothing."""
+    hook = _stage_hook.get()
+    if hook is not None and stage in STAGES:
+        hook(stage)
+
+
+def crash_failure(msg: Incoming, attempt: Attempt) -> Failure:
+    """The dead letter of a message whose handlings never finished: the worker died (out of memory, killed) or
+    failed every time."""
+    stage = attempt.stage if attempt.stage in STAGES else "decode_message"
+    last = f"; last error: {attempt.error}" if attempt.error else "; the worker died (killed or out of memory)"
+    return Failure(msg, stage, f"handled {attempt.attempts} times without finishing, last in stage {stage}{last}")
+
+
+def spec_max_attempts(worker: WorkerSpec) -> int:
+    """``MEDSEARCH_WORKER_MAX_ATTEMPTS`` when set, else the spec's ``maxAttempts``."""
+    if "MEDSEARCH_WORKER_MAX_ATTEMPTS" in os.environ:
+        return WorkerSettings().worker_max_attempts
+    return worker.max_attempts
+
+
+class _Loop:
+    """One consumer's batch loop state: commits, durable attempts, backoff (see the module docstring)."""
+
+    def __init__(self, *, consumer: Any, sink: _DeadLetterSink, handler: Handler, ledger: Ledger,
+                 settings: WorkerSettings, max_attempts: int, worker_name: str, stop: threading.Event,
+                 metrics: WorkerMetrics | None) -> None:
+        from kafka import TopicPartition
+
+        self.consumer = consumer
+        self.sink = sink
+        self.handler = handler
+        self.ledger = ledger
+        self.settings = settings
+        self.max_attempts = max_attempts
+        self.worker_name = worker_name
+        self.stop = stop
+        self.metrics = metrics
+        self.tp = TopicPartition
+        self.transient_attempt = 0
+        self.transient_since: float | None = None
+
+    def _backoff(self, batch: list[Incoming], kind: str, err: BaseException) -> None:
+        _rewind(self.consumer, batch, self.tp)
+        self.transient_attempt += 1
+        delay = backoff_seconds(self.transient_attempt, self.settings.worker_retry_max_seconds)
+        log.warning("%s: %s error (%s); %d messages retried in %.1fs (attempt %d)", self.worker_name, kind, err,
+                    len(batch), delay, self.transient_attempt)
+        if self.metrics is not None:
+            self.metrics.retried(kind)
+        self.stop.wait(delay)
+
+    def _commit(self, batch: list[Incoming]) -> bool:
+        from kafka.errors import CommitFailedError, KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        offsets: dict[Any, Any] = {}
+        for msg in batch:
+            tp = self.tp(msg.topic, msg.partition)
+            nxt = msg.offset + 1
+            if tp not in offsets or offsets[tp].offset < nxt:
+                offsets[tp] = OffsetAndMetadata(nxt, "", -1)
+        try:
+            self.consumer.commit(offsets=offsets)
+        except (CommitFailedError, KafkaError) as err:
+            # Rebalanced away (or broker gone): the batch will be re-delivered; writes are idempotent.
+            log.warning("%s: commit failed (%s); the batch will be re-delivered", self.worker_name, err)
+            self.transient_attempt += 1
+            return False
+        try:
+            self.ledger.done([delivery_of(m) for m in batch])
+        except Exception as err:  # noqa: BLE001 - stale rows only matter if the same message comes again
+            log.warning("%s: attempts not cleared (%s)", self.worker_name, err)
+        self.transient_attempt = 0
+        self.transient_since = None
+        return True
+
+    def _over_budget(self, batch: list[Incoming], err: TransientError) -> list[Failure] | None:
+        """Past ``worker_retry_budget_seconds`` of transient errors: the batch's messages as failures at the
+        failing stage (replayable once the dependency is back); else None."""
+        budget = self.settings.worker_retry_budget_seconds
+        now = time.monotonic()
+        if self.transient_since is None:
+            self.transient_since = now
+        if budget <= 0 or now - self.transient_since < budget:
+            return None
+        stage = err.stage if err.stage in STAGES else "write"
+        reason = f"{err} (still failing after the retry budget of {budget:g}s)"
+        return [Failure(m, stage, reason) for m in batch]
+
+    def step(self, batch: list[Incoming]) -> None:
+        """Handle one polled batch: together when none of its messages has an unfinished handling, else alone."""
+        from medsearch.pgstore import DatabaseError
+
+        deliveries = [delivery_of(m) for m in batch]
+        try:
+            prior = {d: a for d, a in self.ledger.attempts_of(deliveries).items() if a.attempts > 0}
+        except DatabaseError as err:
+            self._backoff(batch, "transient", err)
+            return
+        if prior:
+            self._isolated(batch, prior)
+            return
+        started = time.perf_counter()
+        try:
+            self.ledger.begin(deliveries)
+            failures = self.handler(batch)
+        except (TransientError, DatabaseError) as err:
+            self._undo(deliveries)
+            over = self._over_budget(batch, err) if isinstance(err, TransientError) else None
+            if over is None:
+                self._backoff(batch, "transient", err)
+                return
+            failures = over
+        except Exception as err:  # a bug or a poison message: the next poll handles them alone
+            self._note(deliveries, err)
+            log.exception("%s: unexpected error in a batch of %d; its messages are handled alone next",
+                          self.worker_name, len(batch))
+            self._backoff(batch, "unexpected", err)
+            return
+        if not self._send(batch, failures, 1):
+            return
+        elapsed = time.perf_counter() - started
+        if self._commit(batch):
+            if self.metrics is not None:
+                self.metrics.observe_batch(elapsed)
+                self.metrics.indexed(len(batch) - len(failures))
+            log.info("%s: batch of %d done in %.2fs (%d dead-lettered)", self.worker_name, len(batch), elapsed,
+                     len(failures))
+
+    def _send(self, batch: list[Incoming], failures: list[Failure], attempts: int) -> bool:
+        """Dead-letter ``failures``; False (the batch rewound, backing off) when the ledger or the DLQ is down."""
+        try:
+            self.sink.send(failures, attempts=attempts)
+        except TransientError as err:
+            self._backoff(batch, "transient", err)
+            return False
+        return True
+
+    def _undo(self, deliveries: list[Delivery]) -> None:
+        try:
+            self.ledger.undo(deliveries)
+        except Exception as err:  # noqa: BLE001 - the ledger is down too: the attempt counts, harmlessly
+            log.warning("%s: attempt not undone (%s)", self.worker_name, err)
+
+    def _note(self, deliveries: list[Delivery], err: BaseException) -> None:
+        try:
+            self.ledger.failed(deliveries, f"{type(err).__name__}: {err}")
+        except Exception as e:  # noqa: BLE001 - the count was recorded before; the reason is a nicety
+            log.warning("%s: error not recorded (%s)", self.worker_name, e)
+
+    def _alone(self, msg: Incoming, d: Delivery) -> list[Failure]:
+        """Handle one message, recording the stages it reaches."""
+
+        def hook(stage: str) -> None:
+            self.ledger.reached(d, stage)
+
+        self.ledger.begin([d])
+        token = _stage_hook.set(hook)
+        try:
+            return self.handler([msg])
+        finally:
+            _stage_hook.reset(token)
+
+    def _isolated(self, batch: list[Incoming], prior: dict[Delivery, Attempt]) -> None:
+        """Message by message, each committed on its own: a message whose handlings never finished
+        ``max_attempts`` times is dead-lettered without being handled again; the others are handled alone, their
+        stages recorded, and one that raises again is dead-lettered once it reaches ``max_attempts``."""
+        from medsearch.ledger import Attempt
+        from medsearch.pgstore import DatabaseError
+
+        for pos, msg in enumerate(batch):
+            rest = batch[pos:]
+            if self.stop.is_set():
+                _rewind(self.consumer, rest, self.tp)
+                return
+            d = delivery_of(msg)
+            before = prior.get(d, Attempt(0, None, None))
+            attempts = before.attempts
+            failures: list[Failure]
+            if attempts >= self.max_attempts:
+                failures = [crash_failure(msg, before)]
+                log.warning("%s: %s[%d]@%d was handled %d times without finishing: dead-lettered", self.worker_name,
+                            msg.topic, msg.partition, msg.offset, attempts)
+            else:
+                attempts += 1
+                try:
+                    failures = self._alone(msg, d)
+                except (TransientError, DatabaseError) as err:
+                    self._undo([d])
+                    over = self._over_budget([msg], err) if isinstance(err, TransientError) else None
+                    if over is None:
+                        self._backoff(rest, "transient", err)
+                        return
+                    failures = over
+                except Exception as err:  # counted; dead-lettered at the last attempt
+                    self._note([d], err)
+                    log.exception("%s: unexpected error handling %s[%d]@%d alone (attempt %d/%d)", self.worker_name,
+                                  msg.topic, msg.partition, msg.offset, attempts, self.max_attempts)
+                    if attempts < self.max_attempts:
+                        self._backoff(rest, "unexpected", err)
+                        return
+                    try:
+                        now = self.ledger.attempts_of([d]).get(d)
+                    except DatabaseError:
+                        now = None
+                    stage = getattr(err, "stage", None) or (now.stage if now else None)
+                    failures = [crash_failure(msg, Attempt(attempts, stage, f"{type(err).__name__}: {err}"))]
+            if not self._send(rest, failures, max(1, attempts)):
+                return
+            if not self._commit([msg]):
+                _rewind(self.consumer, batch[pos + 1:], self.tp)
+                return
+            if self.metrics is not None:
+                self.metrics.indexed(1 - len(failures))
 
 
 def run_consumer(
@@ -364,23 +599,25 @@ def run_consumer(
     dlq_topic: str,
     handler: Handler,
     worker_name: str,
+    ledger: Ledger,
+    dicom_topic: str,
+    max_attempts: int | None = None,
     batch_size: int | None = None,
     stop: threading.Event | None = None,
     metrics: WorkerMetrics | None = None,
     consumer_options: dict[str, Any] | None = None,
-    on_dead: Callable[[list[Failure]], None] | None = None,
 ) -> None:
     """Consume ``topic`` in group ``group_id`` until stopped (see the module docstring for the contract).
 
-    ``on_dead`` is called with the failures once their dead letters are acknowledged (the ingest ledger's rows
-    are marked dead); an exception from it retries the batch.
+    ``ledger``: the index's ingest ledger (durable attempts, dead rows, the dead-letter outbox); ``dicom_topic``
+    tells its DICOM rows from its report rows; ``max_attempts``: handlings of one message that crashed or failed
+    before it is dead-lettered (default ``settings.worker_max_attempts``).
 
     ``consumer_options`` are extra ``KafkaConsumer`` keyword arguments; group timeouts also come from
     ``MEDSEARCH_WORKER_SESSION_TIMEOUT_MS`` / ``MEDSEARCH_WORKER_HEARTBEAT_MS`` (short ones in tests).
     """
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-    from kafka.errors import CommitFailedError, KafkaError
-    from kafka.structs import OffsetAndMetadata
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.errors import KafkaError
 
     stop = stop if stop is not None else threading.Event()
     size = batch_size or settings.worker_batch_size
@@ -410,18 +647,27 @@ def run_consumer(
         if producer is None:
             consumer.close()
             return
-        sink = _DeadLetterSink(producer, dlq_topic, worker_name, metrics, on_dead)
+        sink = _DeadLetterSink(producer, dlq_topic, worker_name, metrics, ledger, dicom_topic, topic)
+        loop = _Loop(consumer=consumer, sink=sink, handler=handler, ledger=ledger, settings=settings,
+                     max_attempts=max_attempts or settings.worker_max_attempts, worker_name=worker_name, stop=stop,
+                     metrics=metrics)
         log.info("%s: consuming %s as group %s (batch %d)", worker_name, topic, group_id, size)
-        transient_attempt = 0
-        unexpected_attempt = 0
         last_lag = 0.0
+        drained, next_drain = False, 0.0
         try:
             while not stop.is_set():
+                if not drained and time.monotonic() >= next_drain:
+                    try:
+                        sink.drain()
+                        drained = True
+                    except TransientError as err:
+                        next_drain = time.monotonic() + ceiling
+                        log.warning("%s: %s; tried again in %.0fs", worker_name, err, ceiling)
                 try:
                     polled = consumer.poll(timeout_ms=settings.worker_max_wait_ms or 100, max_records=size)
                 except KafkaError as err:
-                    transient_attempt += 1
-                    delay = backoff_seconds(transient_attempt, ceiling)
+                    loop.transient_attempt += 1
+                    delay = backoff_seconds(loop.transient_attempt, ceiling)
                     log.warning("%s: poll failed (%s); retrying in %.1fs", worker_name, err, delay)
                     stop.wait(delay)
                     continue
@@ -443,70 +689,7 @@ def run_consumer(
                 ]
                 if metrics is not None:
                     metrics.consumed(len(batch))
-                started = time.perf_counter()
-                try:
-                    failures = process_batch(
-                        batch,
-                        handler,
-                        unexpected_attempt=unexpected_attempt + 1,
-                        max_attempts=settings.worker_max_attempts,
-                    )
-                    sink.send(failures, attempts=max(1, unexpected_attempt + 1, transient_attempt + 1))
-                except TransientError as err:
-                    transient_attempt += 1
-                    delay = backoff_seconds(transient_attempt, ceiling)
-                    log.warning(
-                        "%s: transient error (%s); batch of %d retried in %.1fs (attempt %d)",
-                        worker_name,
-                        err,
-                        len(batch),
-                        delay,
-                        transient_attempt,
-                    )
-                    if metrics is not None:
-                        metrics.retried("transient")
-                    _rewind(consumer, batch, TopicPartition)
-                    stop.wait(delay)
-                    continue
-                except Exception as err:
-                    unexpected_attempt += 1
-                    delay = backoff_seconds(unexpected_attempt, ceiling)
-                    log.exception(
-                        "%s: unexpected error in batch of %d (attempt %d/%d); retrying in %.1fs: %s",
-                        worker_name,
-                        len(batch),
-                        unexpected_attempt,
-                        settings.worker_max_attempts,
-                        delay,
-                        err,
-                    )
-                    if metrics is not None:
-                        metrics.retried("unexpected")
-                    _rewind(consumer, batch, TopicPartition)
-                    stop.wait(delay)
-                    continue
-                elapsed = time.perf_counter() - started
-                offsets: dict[Any, Any] = {}
-                for msg in batch:
-                    tp = TopicPartition(msg.topic, msg.partition)
-                    nxt = msg.offset + 1
-                    if tp not in offsets or offsets[tp].offset < nxt:
-                        offsets[tp] = OffsetAndMetadata(nxt, "", -1)
-                try:
-                    consumer.commit(offsets=offsets)
-                except (CommitFailedError, KafkaError) as err:
-                    # Rebalanced away (or broker gone): the batch will be re-delivered; writes are idempotent.
-                    log.warning("%s: commit failed (%s); the batch will be re-delivered", worker_name, err)
-                    transient_attempt += 1
-                    continue
-                transient_attempt = 0
-                unexpected_attempt = 0
-                if metrics is not None:
-                    metrics.observe_batch(elapsed)
-                    metrics.indexed(len(batch) - len(failures))
-                log.info(
-                    "%s: batch of %d done in %.2fs (%d dead-lettered)", worker_name, len(batch), elapsed, len(failures)
-                )
+                loop.step(batch)
         finally:
             log.info("%s: closing consumer", worker_name)
             try:
@@ -543,15 +726,8 @@ def _lag(consumer: Any) -> int:
     return total
 
 
-def ledger_dead_marker(settings: WorkerSettings) -> tuple[Callable[[list[Failure]], None], Callable[[], None]]:
-    """(on_dead for :func:`run_consumer`, close): marks the ingest ledger's rows of dead-lettered messages."""
-    from medsearch.ledger import Ledger, mark_dead_letters
+def worker_ledger(settings: WorkerSettings) -> Ledger:
+    """The ingest ledger of the worker's index (its own PostgreSQL connection)."""
+    from medsearch.ledger import Ledger
 
-    names = settings.index_names()
-    ledger = Ledger(settings.postgres_dsn, names, password=settings.postgres_secret())
-    dicom_topic = names.dicom_topic
-
-    def on_dead(failures: list[Failure]) -> None:
-        mark_dead_letters(ledger, dicom_topic, [(f.message.raw, f.message.topic, f.stage, f.error) for f in failures])
-
-    return on_dead, ledger.close
+    return Ledger(settings.postgres_dsn, settings.index_names(), password=settings.postgres_secret())

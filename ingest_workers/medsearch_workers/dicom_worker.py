@@ -35,7 +35,7 @@ from medsearch.contracts.naming import IndexRef, names_of
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 from medsearch.imaging import ImageDecodeError, decode_dicom, looks_like_dicom, preprocess, thumbnail_png
 from medsearch.ledger import LEDGER_PAIRS
-from medsearch_workers.consumer import Failure, Incoming, TransientError
+from medsearch_workers.consumer import Failure, Incoming, TransientError, reached
 from medsearch_workers.dicom_meta import MetadataError, extract_metadata
 
 log = logging.getLogger("medsearch.workers.dicom")
@@ -66,6 +66,7 @@ class StageTimes:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        reached(name)  # recorded in the ingest ledger when the message is handled alone (after a crash)
         t0 = time.perf_counter()
         try:
             yield
@@ -149,7 +150,7 @@ class DicomBatchHandler:
             except store.PermanentStoreError as err:
                 return Failure(msg, "fetch", str(err))
             except store.StoreError as err:
-                raise TransientError(f"object store: {err}") from err
+                raise TransientError(f"object store: {err}", stage="fetch") from err
         if store.sha256_hex(data) != obj.sha256:
             return Failure(msg, "fetch", f"{obj.uri}: content does not match the message's sha256")
 
@@ -175,7 +176,7 @@ class DicomBatchHandler:
             try:
                 store.put_bytes(thumb, png)
             except store.StoreError as err:
-                raise TransientError(f"object store: {err}") from err
+                raise TransientError(f"object store: {err}", stage="thumbnail") from err
 
         with self.times.stage("preprocess"):
             tensor = preprocess(decoded.image, self.input_size)
@@ -199,7 +200,7 @@ class DicomBatchHandler:
         try:
             vectors = self.embedder.embed_tensors(batch)
         except self.unavailable_errors as err:
-            raise TransientError(f"model server: {err}") from err
+            raise TransientError(f"model server: {err}", stage="embed") from err
         except self.rejected_errors as err:
             self._check_model_changed()
             if len(prepared) == 1:
@@ -214,7 +215,7 @@ class DicomBatchHandler:
             return kept, failures
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.shape[0] != len(prepared) or vectors.ndim != 2:
-            raise TransientError(f"model server returned {vectors.shape} for a batch of {len(prepared)}")
+            raise TransientError(f"model server returned {vectors.shape} for a batch of {len(prepared)}", stage="embed")
         for p, vec in zip(prepared, vectors, strict=True):
             p.row["embedding"] = vec.tolist()
         return prepared, []
@@ -227,7 +228,7 @@ class DicomBatchHandler:
         try:
             size, version = self.model_info()
         except Exception as err:
-            raise TransientError(f"model server metadata: {err}") from err
+            raise TransientError(f"model server metadata: {err}", stage="embed") from err
         if size != self.input_size or (version and version != self.model_version):
             log.warning(
                 "model server changed (input %d -> %d, version %r -> %r): retrying the batch",
@@ -238,7 +239,7 @@ class DicomBatchHandler:
             )
             self.input_size = size
             self.model_version = version or self.model_version
-            raise TransientError("the model server's input size or version changed")
+            raise TransientError("the model server's input size or version changed", stage="embed")
 
     def __call__(self, batch: list[Incoming]) -> list[Failure]:
         failures: list[Failure] = []
@@ -514,9 +515,9 @@ def run(
         times=times,
         model_info=lambda: _model_info(client, spec, version),
     )
-    from medsearch_workers.consumer import ledger_dead_marker
+    from medsearch_workers.consumer import spec_max_attempts, worker_ledger
 
-    on_dead, close_ledger = ledger_dead_marker(settings)
+    ledger = worker_ledger(settings)
     try:
         run_consumer(
             settings=settings,
@@ -525,14 +526,16 @@ def run(
             dlq_topic=names.dlq_topic,
             handler=handler,
             worker_name=f"dicom-worker-{os.getpid()}",
+            ledger=ledger,
+            dicom_topic=names.dicom_topic,
+            max_attempts=spec_max_attempts(spec.workers.dicom),
             batch_size=spec_batch_size(spec.workers.dicom),
             stop=stop,
             metrics=metrics,
             consumer_options=consumer_options,
-            on_dead=on_dead,
         )
     finally:
-        close_ledger()
+        ledger.close()
         writer.close()
         client.close()
 

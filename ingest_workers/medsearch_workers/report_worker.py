@@ -41,7 +41,7 @@ from medsearch.contracts.collections import (
 from medsearch.contracts.messages import MessageError, Report, date_to_yyyymmdd
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 from medsearch.ledger import LEDGER_PAIRS
-from medsearch_workers.consumer import Failure, Incoming, TransientError
+from medsearch_workers.consumer import Failure, Incoming, TransientError, reached
 
 log = logging.getLogger("medsearch.workers.report")
 
@@ -186,16 +186,18 @@ class ReportBatchHandler:
             return Failure(msg, "decode_message", str(err))
         if report.index != self.index:
             return Failure(msg, "decode_message", f"report for index {report.index!r} on the topic of {self.index!r}")
+        reached("fetch")
         try:
             store.check_within(report.uri, self.object_store_url)
             data = self.fetch(report.uri)
         except store.PermanentStoreError as err:
             return Failure(msg, "fetch", f"report {report.report_id!r}: {err}")
         except store.StoreError as err:
-            raise TransientError(f"object store: {err}") from err
+            raise TransientError(f"object store: {err}", stage="fetch") from err
         if store.sha256_hex(data) != report.sha256:
             return Failure(msg, "fetch", f"report {report.report_id!r}: {report.uri}: content does not match the "
                                          "message's sha256")
+        reached("decode")
         try:
             text = check_text(data)
         except InvalidReportText as err:
@@ -220,6 +222,7 @@ class ReportBatchHandler:
         if not items:
             return failures
         analyses: list[Any] = []
+        reached("analyze")
         try:
             analyses = list(self.analyzer.analyze_many([r.text for r in items]))
         except Exception:  # noqa: BLE001 - isolate the report that breaks the analyzer, keep the others
@@ -234,10 +237,11 @@ class ReportBatchHandler:
             items = kept
         if not items:
             return failures
+        reached("embed")
         try:
             vectors = self.embed([embedding_text(a, r.text) for r, a in zip(items, analyses, strict=True)])
         except Exception as err:
-            raise TransientError(f"text embedding failed: {err}") from err
+            raise TransientError(f"text embedding failed: {err}", stage="embed") from err
         now_ms = int(time.time() * 1000)
         rows = [
             build_row(r.report, r.text, a, v, backend_name=self.backend_name, now_ms=now_ms)
@@ -245,6 +249,7 @@ class ReportBatchHandler:
         ]
         for row in rows:  # not a column: the ledger rows of the messages this batch collapsed into the row
             row[LEDGER_PAIRS] = superseded.get(row[REPORT_PK], [])
+        reached("write")
         self.writer.upsert(rows)
         log.info("indexed %d reports (%d dead-lettered)", len(rows), len(failures))
         return failures
@@ -290,9 +295,9 @@ def run(
         object_store_url=settings.object_store_url,
         backend_name=backend_name,
     )
-    from medsearch_workers.consumer import ledger_dead_marker
+    from medsearch_workers.consumer import spec_max_attempts, worker_ledger
 
-    on_dead, close_ledger = ledger_dead_marker(settings)
+    ledger = worker_ledger(settings)
     try:
         run_consumer(
             settings=settings,
@@ -301,14 +306,16 @@ def run(
             dlq_topic=names.dlq_topic,
             handler=handler,
             worker_name=f"report-worker-{os.getpid()}",
+            ledger=ledger,
+            dicom_topic=names.dicom_topic,
+            max_attempts=spec_max_attempts(spec.workers.report),
             batch_size=spec_batch_size(spec.workers.report),
             stop=stop,
             metrics=metrics,
             consumer_options=consumer_options,
-            on_dead=on_dead,
         )
     finally:
-        close_ledger()
+        ledger.close()
         writer.close()
 
 

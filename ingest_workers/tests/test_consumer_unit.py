@@ -1,4 +1,5 @@
-"""Pure parts of the batch consumer: failures, backoff, poison-message isolation, metrics."""
+"""Pure parts of the batch consumer: failures, backoff, dead letters of messages that never finished, stage hook,
+metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from medsearch_workers.consumer import (
     TransientError,
     WorkerMetrics,
     backoff_seconds,
-    process_batch,
+    crash_failure,
+    reached,
+    spec_max_attempts,
 )
 
 
@@ -27,26 +30,49 @@ def test_backoff_grows_and_is_capped() -> None:
     assert [backoff_seconds(a, 3.0) for a in (1, 2, 3, 4, 10)] == [0.5, 1.0, 2.0, 3.0, 3.0]
 
 
-def test_unexpected_errors_propagate_until_the_last_attempt_then_isolate_the_poison_message() -> None:
-    def handler(batch: list[Incoming]) -> list[Failure]:
-        if any(m.raw == b"m2" for m in batch):
-            raise KeyError("boom")
-        return []
+def test_a_message_that_never_finished_is_dead_lettered_at_the_stage_it_died_in() -> None:
+    from medsearch.ledger import Attempt
 
-    batch = [_msg(i) for i in range(4)]
-    with pytest.raises(KeyError):
-        process_batch(batch, handler, unexpected_attempt=1, max_attempts=3)
-    failures = process_batch(batch, handler, unexpected_attempt=3, max_attempts=3)
-    assert [f.message.offset for f in failures] == [2]
-    assert failures[0].stage == "write" and "KeyError" in failures[0].error
+    died = crash_failure(_msg(3), Attempt(3, "decode", None))
+    assert died.stage == "decode" and died.message.offset == 3
+    assert "handled 3 times without finishing, last in stage decode" in died.error
+    assert "the worker died" in died.error
+    raised = crash_failure(_msg(1), Attempt(3, "write", "KeyError: 'boom'"))
+    assert raised.stage == "write" and raised.error.endswith("last error: KeyError: 'boom'")
+    assert crash_failure(_msg(1), Attempt(2, "preprocess", None)).stage == "decode_message"  # not a DLQ stage
 
 
-def test_transient_errors_are_never_isolated() -> None:
-    def handler(batch: list[Incoming]) -> list[Failure]:
-        raise TransientError("down")
+def test_stages_reach_the_hook_only_while_one_is_set() -> None:
+    from medsearch_workers import consumer
 
-    with pytest.raises(TransientError):
-        process_batch([_msg(0)], handler, unexpected_attempt=5, max_attempts=3)
+    reached("decode")  # no hook: nothing happens
+    seen: list[str] = []
+    token = consumer._stage_hook.set(seen.append)
+    try:
+        reached("fetch")
+        reached("preprocess")  # not a dead-letter stage: not recorded
+        reached("write")
+    finally:
+        consumer._stage_hook.reset(token)
+    reached("embed")
+    assert seen == ["fetch", "write"]
+
+
+def test_max_attempts_comes_from_the_spec_unless_the_environment_sets_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsearch.contracts.spec import WorkerSpec
+
+    monkeypatch.delenv("MEDSEARCH_WORKER_MAX_ATTEMPTS", raising=False)
+    assert spec_max_attempts(WorkerSpec()) == 3
+    assert spec_max_attempts(WorkerSpec(max_attempts=5)) == 5
+    monkeypatch.setenv("MEDSEARCH_WORKER_MAX_ATTEMPTS", "7")
+    assert spec_max_attempts(WorkerSpec(max_attempts=5)) == 7
+    with pytest.raises(ValueError):
+        WorkerSpec(max_attempts=1)  # the last attempt is made alone, so at least two
+
+
+def test_transient_errors_name_their_stage() -> None:
+    assert TransientError("milvus down").stage == "write"
+    assert TransientError("model server down", stage="embed").stage == "embed"
 
 
 def test_metrics_have_their_own_registry() -> None:
@@ -76,3 +102,62 @@ def test_setup_logging_quiets_pydicom_decoder_tracebacks_unless_debugging() -> N
     logging.getLogger("pydicom").setLevel(logging.NOTSET)
     setup_logging(WorkerSettings(log_level="DEBUG"))
     assert logging.getLogger("pydicom").getEffectiveLevel() < logging.CRITICAL
+
+
+class _Ledger:
+    """Records the ledger calls of the dead-letter sink (the SQL is covered against PostgreSQL in
+    test_consumer_kafka.py)."""
+
+    def __init__(self, calls: list[str], fail: bool = False) -> None:
+        self.calls, self.fail = calls, fail
+
+    def dead_letter(self, letters: list[object]) -> None:
+        if self.fail:
+            raise RuntimeError("PostgreSQL is down")
+        self.calls.append(f"ledger.dead_letter({len(letters)})")
+
+    def sent(self, deliveries: list[object]) -> None:
+        self.calls.append(f"ledger.sent({len(deliveries)})")
+
+
+class _Producer:
+    def __init__(self, calls: list[str], ack: bool = True) -> None:
+        self.calls, self.ack = calls, ack
+
+    def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> object:
+        self.calls.append(f"send({topic})")
+        ack = self.ack
+
+        class _Future:
+            def get(self, timeout: float | None = None) -> None:
+                if not ack:
+                    raise TimeoutError("not acknowledged")
+
+        return _Future()
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.calls.append("flush")
+
+
+def test_the_ledger_marks_dead_letters_before_they_are_published_and_forgets_them_once_acknowledged() -> None:
+    from medsearch_workers.consumer import _DeadLetterSink
+
+    failure = Failure(Incoming(b'{"not": "a message"}', None, "t.dicom", 0, 4), "fetch", "object not found")
+
+    def sink(calls: list[str], *, ack: bool = True, ledger_down: bool = False) -> _DeadLetterSink:
+        return _DeadLetterSink(_Producer(calls, ack), "t.dlq", "w", None, _Ledger(calls, ledger_down),  # type: ignore[arg-type]  # recording doubles
+                               "t.dicom", "t.dicom")
+
+    calls: list[str] = []
+    sink(calls).send([failure], attempts=1)
+    assert calls == ["ledger.dead_letter(1)", "send(t.dlq)", "flush", "ledger.sent(1)"]
+
+    calls = []
+    with pytest.raises(TransientError, match="not acknowledged"):
+        sink(calls, ack=False).send([failure], attempts=1)
+    assert calls == ["ledger.dead_letter(1)", "send(t.dlq)", "flush"]  # left in the outbox for the retry
+
+    calls = []
+    with pytest.raises(TransientError, match="ingest ledger"):
+        sink(calls, ledger_down=True).send([failure], attempts=1)
+    assert calls == []  # nothing published that the ledger does not hold

@@ -47,11 +47,14 @@ def kafka_security(settings: Any) -> dict[str, Any]:
 
 
 def ledger_for(index: IndexNames, settings: Any) -> Any:
-    """The index's ingest ledger: in the running local stack's PostgreSQL when it serves ``index`` (as
-    ``medsearch reindex`` finds it), else at ``MEDSEARCH_POSTGRES_DSN``. Connects on first use."""
+    """The index's ingest ledger: at ``MEDSEARCH_POSTGRES_DSN`` when it is set (services of the local stack, such as
+    its DICOM receiver, are started with it), else in the running local stack's PostgreSQL when it serves ``index``
+    (as ``medsearch reindex`` finds it), else at the default DSN. Connects on first use."""
+    import os
+
     from medsearch.ledger import Ledger
 
-    local = local_stack(None, index)
+    local = None if os.environ.get("MEDSEARCH_POSTGRES_DSN") else local_stack(None, index)
     if local is not None:
         return Ledger(local[0], index, password=local[1])
     return Ledger(settings.postgres_dsn, index, password=settings.postgres_secret())

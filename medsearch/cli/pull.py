@@ -19,7 +19,7 @@ def pull_dicomweb(url: str, *, since: str | None, index: str | None, bootstrap: 
                   as_json: bool, dry_run: bool, follow: float | None = None) -> None:
     import httpx
 
-    from medsearch.cli.common import kafka_security, resolve_index
+    from medsearch.cli.common import kafka_security, ledger_for, resolve_index
     from medsearch.dicomnet.pull import DicomwebPuller, PullError
     from medsearch.producer import Publisher, PublishError
     from medsearch.store import StoreError
@@ -41,12 +41,21 @@ def pull_dicomweb(url: str, *, since: str | None, index: str | None, bootstrap: 
     headers = {}
     if settings.dicomweb_authorization is not None:
         headers["Authorization"] = settings.dicomweb_authorization.get_secret_value()
+    ledger = ledger_for(index_name, settings)  # recorded before published: a broker restart loses nothing
     try:
+        ledger.counts()
         publisher = Publisher(bootstrap=bootstrap or settings.kafka_bootstrap,
                               object_store_url=store_url or settings.object_store_url, index=index_name,
-                              source="dicomweb-pull", security=kafka_security(settings))
+                              source="dicomweb-pull", security=kafka_security(settings), ledger=ledger,
+                              republish_after=settings.ingest_republish_after_seconds)
     except PublishError as err:
+        ledger.close()
         console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(1) from None
+    except Exception as err:  # noqa: BLE001 - DatabaseError: say what to check
+        ledger.close()
+        console.print(f"[red]error:[/red] {err}: the ingest ledger is in PostgreSQL; start the local stack "
+                      "(medsearch up) or set MEDSEARCH_POSTGRES_DSN, and provision the index")
         raise typer.Exit(1) from None
     stop = threading.Event()
     if follow is not None:
@@ -81,6 +90,8 @@ def pull_dicomweb(url: str, *, since: str | None, index: str | None, bootstrap: 
     except PublishError as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(1) from None
+    finally:
+        ledger.close()
     if failed:
         raise typer.Exit(1)
 

@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         SIGINT/SIGTERM, letting open associations finish."""
         from pydantic import ValidationError
 
-        from medsearch.cli.common import kafka_security, resolve_index
+        from medsearch.cli.common import kafka_security, ledger_for, resolve_index
         from medsearch.contracts.settings import ReceiverSettings
         from medsearch.dicomnet.receiver import Receiver
         from medsearch.producer import Publisher, PublishError
@@ -58,13 +58,22 @@ def register(app: typer.Typer) -> None:
         except ValidationError as err:
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
+        ledger = ledger_for(index_name, settings)  # what is acknowledged is recorded before it is published
         try:
+            ledger.counts()
             publisher = Publisher(
                 bootstrap=settings.kafka_bootstrap, object_store_url=settings.object_store_url, index=index_name,
-                source="dicom-receiver", security=kafka_security(settings),
+                source="dicom-receiver", security=kafka_security(settings), ledger=ledger,
+                republish_after=settings.ingest_republish_after_seconds,
             )
         except PublishError as err:
+            ledger.close()
             console.print(f"[red]error:[/red] {err}")
+            raise typer.Exit(1) from None
+        except Exception as err:  # noqa: BLE001 - DatabaseError: say what to check
+            ledger.close()
+            console.print(f"[red]error:[/red] {err}: the ingest ledger is in PostgreSQL; start the local stack "
+                          "(medsearch up) or set MEDSEARCH_POSTGRES_DSN, and provision the index")
             raise typer.Exit(1) from None
         receiver = Receiver(settings, publisher)
         try:
@@ -76,6 +85,7 @@ def register(app: typer.Typer) -> None:
             receiver.start()
         except OSError as err:
             publisher.close()
+            ledger.close()
             console.print(
                 f"[red]error:[/red] cannot listen on {settings.receiver_host}:{settings.receiver_port}: {err.strerror}"
             )
@@ -94,4 +104,5 @@ def register(app: typer.Typer) -> None:
         while not stop.wait(0.5):
             pass
         receiver.stop()
+        ledger.close()
         console.print(json.dumps(receiver.totals))

@@ -155,9 +155,16 @@ class WorkerSettings(ServiceSettings):
     worker_batch_size: int = Field(default=16, ge=1, le=512, description="Messages per batch.")
     worker_max_wait_ms: int = Field(default=500, ge=0, description="Longest wait to fill a batch.")
     worker_max_attempts: int = Field(
-        default=3, ge=1, description="Attempts on a permanent-looking error before dead-lettering."
+        default=3, ge=2, le=100,
+        description="Handlings of one message that crashed or failed the worker before it is dead-lettered "
+        "(overrides spec.workers.<kind>.maxAttempts when set).",
     )
     worker_retry_max_seconds: float = Field(default=30.0, gt=0, description="Backoff ceiling for transient errors.")
+    worker_retry_budget_seconds: float = Field(
+        default=0, ge=0,
+        description="How long a batch is retried after transient errors (a store or the model server down) before "
+        "its messages are dead-lettered at the failing stage, replayable once it is back (0: retried forever).",
+    )
     worker_metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port (0: off).")
     worker_metrics_host: str = Field(default="0.0.0.0", description="Address the metrics endpoint binds.")
     worker_session_timeout_ms: int | None = Field(

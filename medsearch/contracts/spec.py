@@ -141,6 +141,12 @@ class WorkerSpec(_Model):
     replicas: int = Field(default=1, ge=0, le=100, description="Fixed replicas (without autoscaling, or no KEDA).")
     batch_size: int = Field(default=16, ge=1, le=512)
     max_poll_interval_seconds: int = Field(default=300, ge=10, le=3600)
+    max_attempts: int = Field(
+        default=3, ge=2, le=100,
+        description="Handlings of one message that crashed or failed the worker (counted in the ingest ledger, "
+        "across restarts) before it is dead-lettered with the reason; the last one is made alone, so the dead "
+        "letter names the stage. Permanent failures are never retried.",
+    )
     resources: Resources = Field(default_factory=Resources)
     autoscaling: AutoscalingSpec | None = Field(
         default=None, description="Lag-based autoscaling with KEDA (falls back to `replicas` without KEDA)."

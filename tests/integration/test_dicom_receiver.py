@@ -74,7 +74,8 @@ def start_receiver(e: Env, tmp: Path, *extra: str, store_url: str | None = None,
            "--host", "127.0.0.1", "--bootstrap", e.bootstrap, "--store", store_url or e.store_url, *extra]
     with open(log, "ab") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(environ or {})}, start_new_session=True)
+                                env={**os.environ, "MEDSEARCH_POSTGRES_DSN": e.dsn, **(environ or {})},
+                                start_new_session=True)
     procs.wait_until(lambda: procs.port_in_use(port), timeout=60, what="medsearch receive", proc=proc)
     return Receiver(port, "MEDSEARCH", log, proc)
 

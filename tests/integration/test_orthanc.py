@@ -6,6 +6,7 @@ re-importing, honouring ``--since``."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -121,7 +122,8 @@ def _pull(env: Env, url: str, *extra: str) -> dict[str, Any]:  # noqa: F811  # e
     from medsearch.cli import app
 
     result = CliRunner().invoke(app, ["ingest", "--from-dicomweb", url, "--index", env.index, "--bootstrap",
-                                      env.bootstrap, "--store", env.store_url, "--json", *extra])
+                                      env.bootstrap, "--store", env.store_url, "--json", *extra],
+                                env={"MEDSEARCH_POSTGRES_DSN": env.dsn})
     assert result.exit_code == 0, result.output
     out: dict[str, Any] = json.loads(result.stdout)
     return out
@@ -177,6 +179,7 @@ def test_follow_mode_imports_new_studies_as_they_arrive_and_stops_cleanly(
             [sys.executable, "-m", "medsearch.cli", "ingest", "--from-dicomweb", f"{pacs.http}/dicom-web", "--index",
              env.index, "--bootstrap", env.bootstrap, "--store", env.store_url, "--json", "--follow", "1"],
             stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "MEDSEARCH_POSTGRES_DSN": env.dsn},
         )  # fmt: skip
     try:
         wait_for(lambda: imported() == 1 or imported(), 60, "the first study imported")

@@ -79,14 +79,18 @@ def read_manifest(path: Path) -> SampleSet:
 
 
 def publish_samples(samples: SampleSet, *, bootstrap: str, object_store_url: str, index: str,
-                    console: Any = None) -> dict[str, int]:
+                    ledger: Any, console: Any = None) -> dict[str, int]:
+    """Publish the sample set through the index's ingest ledger (``ledger``: a :class:`medsearch.ledger.Ledger`),
+    as ``medsearch ingest`` does: what the ledger holds as indexed is a duplicate, what it holds as published
+    recently is pending, and a broker restart loses nothing it acknowledged (``medsearch ingest --resume``)."""
     from rich.progress import Progress
 
     from medsearch.producer import DicomFile, Publisher, Rejected, discover
 
     items = list(discover([*samples.dicom_files, *( [samples.reports_file] if samples.reports_file else [])]))
-    summary = {"published": 0, "duplicate": 0, "rejected": 0}
-    publisher = Publisher(bootstrap=bootstrap, object_store_url=object_store_url, index=index, source="demo")
+    summary = {"published": 0, "duplicate": 0, "pending": 0, "rejected": 0}
+    publisher = Publisher(bootstrap=bootstrap, object_store_url=object_store_url, index=index, source="demo",
+                          ledger=ledger)
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("publishing sample data", total=len(items))
@@ -148,11 +152,21 @@ def load_samples(paths: Any, *, manifest: Path | None, timeout: float, console: 
     samples = read_manifest(manifest or default_manifest())
     ports = state["ports"]
     bootstrap = f"127.0.0.1:{ports['kafka']}"
-    summary = publish_samples(samples, bootstrap=bootstrap, object_store_url=f"file://{paths.objects}",
-                              index=state["index"], console=console)
+    from medsearch.ledger import Ledger
+    from medsearch_dev.localstack import postgres as pg
+
+    if not ports.get("postgres"):
+        raise DemoError("the local stack runs no PostgreSQL (the ingest ledger): run `medsearch up` again")
+    ledger = Ledger(pg.dsn(ports["postgres"]), state["index"], password=pg.password(paths.data_dir))
+    try:
+        summary = publish_samples(samples, bootstrap=bootstrap, object_store_url=f"file://{paths.objects}",
+                                  index=state["index"], ledger=ledger, console=console)
+    finally:
+        ledger.close()
     if console is not None:
         console.print(f"[green]✓[/green] sample data: {summary['published']} published, "
-                      f"{summary['duplicate']} already there, {summary['rejected']} rejected")
+                      f"{summary['duplicate']} already indexed, {summary['pending']} pending, "
+                      f"{summary['rejected']} rejected")
     n_img, n_rep = wait_indexed(index=state["index"], milvus_uri=f"http://127.0.0.1:{ports['milvus']}",
                                 images=samples.expected_images, reports=samples.expected_reports,
                                 timeout=timeout, console=console, bootstrap=bootstrap)
