@@ -86,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit (status 3) when the weights cannot be loaded, instead of staying up unready",
     )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--export-onnx",
+        metavar="PATH",
+        nargs="?",
+        const="",
+        default=None,
+        help="export the embedding network for --weights at --input-size to ONNX and exit (needs PyTorch): to "
+        "PATH, or without PATH into --cache-dir, where --backend onnx later serves it without PyTorch",
+    )
     return p
 
 
@@ -122,6 +131,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.argv = sys.argv[:1]
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("medsearch_model_server").setLevel(args.log_level)
+    if args.export_onnx is not None:
+        from .embedder import export_onnx
+        from .weights import WeightsError
+
+        try:
+            print(export_onnx(cfg, Path(args.export_onnx) if args.export_onnx else None))
+        except WeightsError as err:
+            sys.exit(f"error: {err}")
+        return
     from .server import serve
 
     serve(cfg, host=args.host)

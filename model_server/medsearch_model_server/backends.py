@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .config import ServerConfig
-from .weights import ResolvedWeights, WeightsError
+from .weights import ResolvedWeights, WeightsError, torch_network
 
 log = logging.getLogger("medsearch_model_server.backends")
 ONNX_OPSET = 17
@@ -72,7 +72,7 @@ class OnnxBackend:
     device = "cpu"
     precision = "fp32"
 
-    def __init__(self, path: Path, *, threads: int = 0, normalise: bool = False) -> None:
+    def __init__(self, path: Path, input_size: int, *, threads: int = 0, normalise: bool = False) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -83,7 +83,14 @@ class OnnxBackend:
             self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
             raise WeightsError(f"{path}: onnxruntime cannot load the model: {err}") from err
-        self._input = self._session.get_inputs()[0].name
+        model_input = self._session.get_inputs()[0]
+        fixed = [d for d in model_input.shape[2:] if isinstance(d, int)]
+        if any(d != input_size for d in fixed):
+            raise WeightsError(
+                f"{path}: the ONNX model takes {model_input.shape[2:]} images, the server is configured for "
+                f"{input_size}x{input_size} (set --input-size to the model's size, or export it again at {input_size})"
+            )
+        self._input = model_input.name
         self._output = self._session.get_outputs()[0].name
         self._normalise = normalise
         self.path = path
@@ -115,19 +122,19 @@ def onnx_cache_path(cfg: ServerConfig, weights_key: str) -> Path:
     return cfg.cache_dir / "onnx" / f"densenet121-emb-{weights_key}-s{cfg.input_size}-opset{ONNX_OPSET}.onnx"
 
 
-def ensure_onnx(weights: ResolvedWeights, cfg: ServerConfig) -> Path:
-    """The exported ONNX file for these weights and input size, exporting it once (cached by weights hash)."""
-    from . import network
-
-    path = onnx_cache_path(cfg, weights.info.key)
-    if path.exists():
+def ensure_onnx(weights: ResolvedWeights, cfg: ServerConfig, dest: Path | None = None) -> Path:
+    """The ONNX export of these weights at the configured input size: written to ``dest``, or to the cache (once,
+    keyed by the weights; a cached export is used without building the torch module)."""
+    path = dest or onnx_cache_path(cfg, weights.info.key)
+    if dest is None and path.exists():
         log.info("using cached ONNX export %s", path)
         return path
-    if weights.module is None:
+    module = weights.module
+    if module is None:
         raise WeightsError(f"{weights.info.source}: nothing to export to ONNX")
     log.info("exporting the embedding network to ONNX (opset %d, input %d) -> %s", ONNX_OPSET, cfg.input_size, path)
     tmp_name = path.with_name(f"{path.stem}.{os.getpid()}.onnx")
-    network.export_onnx(weights.module, tmp_name, cfg.input_size, opset=ONNX_OPSET)
+    torch_network("exporting to ONNX").export_onnx(module, tmp_name, cfg.input_size, opset=ONNX_OPSET)
     tmp_name.replace(path)
     return path
 
@@ -145,8 +152,8 @@ def build_backend(weights: ResolvedWeights, cfg: ServerConfig) -> Backend:
     name = choose_backend_name(cfg, weights)
     if name == "onnx":
         if weights.info.kind == "onnx" and weights.onnx_path is not None:
-            return OnnxBackend(weights.onnx_path, threads=cfg.threads, normalise=True)
-        return OnnxBackend(ensure_onnx(weights, cfg), threads=cfg.threads)
+            return OnnxBackend(weights.onnx_path, cfg.input_size, threads=cfg.threads, normalise=True)
+        return OnnxBackend(ensure_onnx(weights, cfg), cfg.input_size, threads=cfg.threads)
     if weights.module is None:
         raise WeightsError(f"{weights.info.source}: ONNX weights run on the onnx backend only (use --backend onnx)")
     device = cfg.device or ("cuda" if cuda_available() else "cpu")

@@ -12,6 +12,11 @@ from medsearch.contracts.settings import ModelServerSettings, default_data_dir
 Backend = Literal["auto", "torch", "onnx"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 EMBEDDING_DIM = 1024
+IMAGENET_FILE = "densenet121-a639ec97.pth"  # torchvision's DenseNet121 ImageNet checkpoint
+
+
+class WeightsError(RuntimeError):
+    """The weights cannot be loaded; the message says which file/spec and why, and what to do."""
 
 
 def default_cache_dir() -> Path:

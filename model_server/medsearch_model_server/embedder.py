@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,9 +18,9 @@ from numpy.typing import NDArray
 
 from medsearch.imaging import decode_image_bytes, preprocess
 
-from .backends import Backend, build_backend
+from .backends import Backend, build_backend, ensure_onnx
 from .config import EMBEDDING_DIM, ServerConfig
-from .weights import WeightsError, WeightsInfo, resolve_weights
+from .weights import ResolvedWeights, WeightsError, WeightsInfo, resolve_weights
 
 log = logging.getLogger("medsearch_model_server.embedder")
 
@@ -95,11 +96,21 @@ class Embedder:
         return self.backend(pixels)
 
 
+def _resolve(cfg: ServerConfig) -> ResolvedWeights:
+    return resolve_weights(cfg.weights, seed=cfg.seed, cache_dir=cfg.cache_dir, sha256=cfg.weights_sha256,
+                           allow_pickle=cfg.allow_pickle)
+
+
+def export_onnx(cfg: ServerConfig, dest: Path | None = None) -> Path:
+    """Export the configured weights at the configured input size to ONNX (``dest``, else the cache file that
+    ``--backend onnx`` then serves without PyTorch). Needs PyTorch. Raises WeightsError."""
+    return ensure_onnx(_resolve(cfg), cfg, dest)
+
+
 def load_embedder(cfg: ServerConfig) -> Embedder:
     """Resolve the weights, build the backend, run one warm-up batch and check the output. Raises WeightsError."""
     t0 = time.monotonic()
-    weights = resolve_weights(cfg.weights, seed=cfg.seed, cache_dir=cfg.cache_dir, sha256=cfg.weights_sha256,
-                              allow_pickle=cfg.allow_pickle)
+    weights = _resolve(cfg)
     backend = build_backend(weights, cfg)
     info = ModelInfo(
         model_name=cfg.model_name,

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F  # the usual torch alias
 from torch import nn
 
-from .weights import IMAGENET_FILE, WeightsError
+from .config import IMAGENET_FILE, WeightsError
 
 
 class DenseNetEmbedding(nn.Module):
@@ -129,15 +129,6 @@ def load_torchscript(path: Path) -> nn.Module:
     if isinstance(features, nn.Module):
         return DenseNetEmbedding(features).eval()
     return PooledEmbedding(scripted).eval()
-
-
-def check_onnx_file(path: Path) -> None:
-    import onnx
-
-    try:
-        onnx.checker.check_model(str(path))
-    except Exception as err:  # onnx raises ValidationError / DecodeError / OSError
-        raise WeightsError(f"{path}: not a valid ONNX model: {err}") from err
 
 
 def export_onnx(module: nn.Module, path: Path, input_size: int, *, opset: int = 17) -> None:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import sys
 import threading
 from typing import Any
 
@@ -134,10 +132,10 @@ def serve(cfg: ServerConfig, host: str = "0.0.0.0") -> None:
         if model.load():
             log.info("model %s is ready (HTTP %d, gRPC %d)", model.name, cfg.http_port, cfg.grpc_port)
         elif cfg.exit_on_load_failure:
+            # Nothing was served: exit at once (a signal could arrive before the servers handle signals).
             log.error("exiting: --exit-on-load-failure is set")
-            os.kill(os.getpid(), signal.SIGTERM)
+            logging.shutdown()
+            os._exit(3)
 
     threading.Thread(target=load_in_background, name="model-load", daemon=True).start()
     server.start([])
-    if model.load_error and cfg.exit_on_load_failure:
-        sys.exit(3)

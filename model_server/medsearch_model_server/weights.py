@@ -19,27 +19,29 @@ cache directory first; only ``https://`` and object stores (``s3://``, ``gs://``
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import logging
 import re
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
+
+from .config import IMAGENET_FILE
+from .config import WeightsError as WeightsError  # re-exported: callers catch it from here
 
 log = logging.getLogger("medsearch_model_server.weights")
 
 WeightsKind = Literal["imagenet", "random", "state_dict", "full_model", "torchscript", "onnx"]
-IMAGENET_FILE = "densenet121-a639ec97.pth"
 _MODEL_FILE_NAMES = ("model.onnx", "model.pt", "model.pth", "model.ts", "model.torchscript")
 _MODEL_SUFFIXES = (".onnx", ".pt", ".pth", ".ts", ".torchscript", ".bin")
 # torchvision's legacy DenseNet checkpoints name layers "norm.1" instead of "norm1".
 _LEGACY_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
 )
-
-
-class WeightsError(RuntimeError):
-    """The weights cannot be loaded; the message says which file/spec and why, and what to do."""
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,29 @@ class WeightsInfo:
 
 @dataclass
 class ResolvedWeights:
+    """Weights identified (``info``, torch-free); the torch module is built only when :attr:`module` is read, so a
+    cached ONNX export of these weights serves without PyTorch installed."""
+
     info: WeightsInfo
-    module: Any | None  # torch.nn.Module mapping [N,3,S,S] -> [N,1024] unit norm (None for ONNX files)
     onnx_path: Path | None  # a user ONNX file to run as is
+    load_module: Callable[[], Any] | None = field(default=None, repr=False)
+
+    @cached_property
+    def module(self) -> Any | None:
+        """torch.nn.Module mapping [N,3,S,S] -> [N,1024] unit norm (None for ONNX files)."""
+        return None if self.load_module is None else self.load_module()
+
+
+def torch_network(what: str) -> ModuleType:
+    """:mod:`.network` (PyTorch), or a WeightsError saying that ``what`` needs PyTorch and how to do without."""
+    try:
+        from . import network
+    except ImportError as err:
+        raise WeightsError(
+            f"{what} needs PyTorch, which is not installed ({err}): install medsearch-model-server[torch], or "
+            "serve an ONNX export of the model (medsearch-model-server --export-onnx, run where torch is installed)"
+        ) from err
+    return network
 
 
 ALLOWED_SCHEMES = ("https", "s3", "gs", "gcs", "az", "abfs", "abfss", "file")
@@ -189,36 +211,64 @@ def _tensor_state_dict(obj: Any) -> bool:
     )
 
 
+def check_onnx_file(path: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as err:  # onnx raises ValidationError / DecodeError / OSError
+        raise WeightsError(f"{path}: not a valid ONNX model: {err}") from err
+
+
+def _torch_file_module(path: Path, source: str, allow_pickle: bool) -> tuple[WeightsKind, Any]:
+    network = torch_network(f"{path} (a PyTorch file)")
+    if is_torchscript(path):
+        return "torchscript", network.load_torchscript(path)
+    obj = network.torch_load(path, allow_pickle=allow_pickle)
+    if _tensor_state_dict(obj):
+        return "state_dict", network.densenet_from_state_dict(normalise_state_dict(obj, str(path)), str(path))
+    log.warning("%s: loaded a whole pickled model (allowed by --allow-pickle)", path)
+    return "full_model", network.from_full_model(obj, source)
+
+
 def resolve_weights(spec: str, *, seed: int, cache_dir: Path, sha256: str | None = None,
                     allow_pickle: bool = False) -> ResolvedWeights:
     """Turn ``--weights`` into a ready torch module (or an ONNX file). Raises :class:`WeightsError`.
 
     ``sha256``: the expected digest of the model file (refused on mismatch); ``allow_pickle``: the explicit
-    opt-in to unpickle a whole pickled model (never done otherwise)."""
-    from . import network
-
+    opt-in to unpickle a whole pickled model (never done otherwise). ``imagenet`` and ``random`` are only
+    identified here: their torch module is built when first needed (not at all when an ONNX export is cached)."""
     spec = spec.strip()
     if sha256 is not None and spec == "random":
         raise WeightsError("a weights sha256 was given but the weights are 'random' (there is no file to check)")
     if spec == "random":
-        module = network.random_densenet(seed)
-        import torch
-
+        try:
+            torch_version = importlib.metadata.version("torch").split("+")[0]
+        except importlib.metadata.PackageNotFoundError:
+            torch_network("--weights random")  # raises: random weights are drawn by torch
+            raise
         version = f"random-seed{seed}"
-        info = WeightsInfo("random", spec, version, None, f"{version}-torch{torch.__version__.split('+')[0]}")
+        info = WeightsInfo("random", spec, version, None, f"{version}-torch{torch_version}")
         log.warning(
             "WARNING: serving RANDOM DenseNet121 weights (seed %d): embeddings are NOT meaningful for search. "
             "Use --weights imagenet or a trained model for real use.",
             seed,
         )
-        return ResolvedWeights(info, module, None)
+        return ResolvedWeights(info, None, lambda: torch_network("--weights random").random_densenet(seed))
     if spec == "imagenet":
-        module, path = network.imagenet_densenet()
-        if sha256 is not None:
-            check_sha256(path, sha256_file(path), sha256)
         digest = IMAGENET_FILE.split("-")[1].split(".")[0]
-        info = WeightsInfo("imagenet", spec, f"imagenet1k_v1-{digest}", path, f"imagenet1k_v1-{digest}")
-        return ResolvedWeights(info, module, None)
+        info = WeightsInfo("imagenet", spec, f"imagenet1k_v1-{digest}", None, f"imagenet1k_v1-{digest}")
+
+        def imagenet() -> Any:
+            module, path = torch_network("--weights imagenet").imagenet_densenet()
+            if sha256 is not None:
+                check_sha256(path, sha256_file(path), sha256)
+            return module
+
+        weights = ResolvedWeights(info, None, imagenet)
+        if sha256 is not None:
+            _ = weights.module  # the pinned digest is checked before anything is served
+        return weights
 
     local = fetch_uri(spec, cache_dir) if is_uri(spec) else Path(spec).expanduser()
     path = find_model_file(local)
@@ -227,15 +277,7 @@ def resolve_weights(spec: str, *, seed: int, cache_dir: Path, sha256: str | None
     version = f"sha256:{digest[:12]}"
     key = f"file-{digest[:16]}"
     if path.suffix == ".onnx":
-        network.check_onnx_file(path)
-        return ResolvedWeights(WeightsInfo("onnx", spec, version, path, key), None, path)
-    if is_torchscript(path):
-        module = network.load_torchscript(path)
-        return ResolvedWeights(WeightsInfo("torchscript", spec, version, path, key), module, None)
-    obj = network.torch_load(path, allow_pickle=allow_pickle)
-    if _tensor_state_dict(obj):
-        module = network.densenet_from_state_dict(normalise_state_dict(obj, str(path)), str(path))
-        return ResolvedWeights(WeightsInfo("state_dict", spec, version, path, key), module, None)
-    log.warning("%s: loaded a whole pickled model (allowed by --allow-pickle)", path)
-    module = network.from_full_model(obj, str(path))
-    return ResolvedWeights(WeightsInfo("full_model", spec, version, path, key), module, None)
+        check_onnx_file(path)
+        return ResolvedWeights(WeightsInfo("onnx", spec, version, path, key), path)
+    kind, module = _torch_file_module(path, str(path), allow_pickle)
+    return ResolvedWeights(WeightsInfo(kind, spec, version, path, key), None, lambda: module)
