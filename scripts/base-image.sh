@@ -26,7 +26,9 @@ if [ -z "$mirror" ]; then
   [ -n "$mirror" ] || mirror=$(awk '$1=="deb"{print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
   [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
 fi
-key=$( { echo "$suite $mirror $packages"; cat "$here/base-image.sh"; } | sha256sum | cut -c1-12)
+# Bump when the recipe below changes what the root filesystem holds.
+recipe=1
+key=$(echo "$recipe $suite $mirror $packages" | sha256sum | cut -c1-12)
 python_ref=medsearch-base-python:$key
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
@@ -70,7 +72,7 @@ node_base() {
   case "$version" in v1[0-9].*|v[0-9].*) say "node $version is too old for Vite (20+ needed)"; exit 3 ;; esac
   npm_dir=$(dirname "$node")/../lib/node_modules/npm
   [ -f "$npm_dir/bin/npm-cli.js" ] || { say "npm not found beside $node"; exit 3; }
-  nkey=$(echo "$base $version $(sha256sum "$node" | cut -c1-16)" | sha256sum | cut -c1-12)
+  nkey=$(echo "$recipe $base $version $(sha256sum "$node" | cut -c1-16)" | sha256sum | cut -c1-12)
   ref=medsearch-base-node:$nkey
   if have "$ref"; then echo "$ref"; return; fi
   ctx=$(mktemp -d /tmp/medsearch-node.XXXXXX)
@@ -81,6 +83,8 @@ node_base() {
 FROM $base
 COPY node /usr/bin/node
 COPY npm /usr/lib/node_modules/npm
+# Node.js trusts its own CA list only; registries are reached through the system store (it may hold a proxy's CA).
+ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
 RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/bin/npm && node --version && npm --version
 EOF
   say "building $ref (node $version)"

@@ -43,15 +43,55 @@ def pick_container(pod_spec: dict[str, Any], name: str | None = None) -> dict[st
     raise PodSpecError(f"no container {name!r} (have {[c['name'] for c in containers]})")
 
 
+def objects_data(objects: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """Rendered ConfigMaps and Secrets → ``{"ConfigMap/NAME": data, "Secret/NAME": data}`` for ``run_args``."""
+    import base64
+
+    out: dict[str, dict[str, str]] = {}
+    for obj in objects:
+        if obj.get("kind") == "ConfigMap":
+            out[f"ConfigMap/{obj['metadata']['name']}"] = {k: str(v) for k, v in (obj.get("data") or {}).items()}
+        elif obj.get("kind") == "Secret":
+            data = {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+            data.update({k: str(v) for k, v in (obj.get("stringData") or {}).items()})
+            out[f"Secret/{obj['metadata']['name']}"] = data
+    return out
+
+
+def _env_from(c: dict[str, Any], sources: dict[str, dict[str, str]]) -> dict[str, str]:
+    """``envFrom`` and ``env[].valueFrom`` resolved against ``sources`` (see :func:`objects_data`)."""
+    out: dict[str, str] = {}
+    for ref in c.get("envFrom", []):
+        kind, body = ("ConfigMap", ref["configMapRef"]) if "configMapRef" in ref else ("Secret", ref["secretRef"])
+        data = sources.get(f"{kind}/{body['name']}")
+        if data is None:
+            if body.get("optional"):
+                continue
+            raise PodSpecError(f"envFrom {kind} {body['name']!r}: not among the given objects")
+        out.update({k: v for k, v in data.items() if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)})
+    for e in c.get("env", []):
+        src = e.get("valueFrom") or {}
+        for key, kind in (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")):
+            if key in src:
+                sel = src[key]
+                value = sources.get(f"{kind}/{sel['name']}", {}).get(sel["key"])
+                if value is None and not sel.get("optional"):
+                    raise PodSpecError(f"env {e['name']}: {kind} {sel['name']!r} key {sel['key']!r} not given")
+                if value is not None:
+                    out[e["name"]] = value
+    return out
+
+
 def run_args(pod_spec: dict[str, Any], *, container: str | None = None, image_user: str = "",
              volumes: dict[str, Path] | None = None, env: dict[str, str] | None = None,
-             name: str | None = None) -> list[str]:
+             sources: dict[str, dict[str, str]] | None = None, name: str | None = None) -> list[str]:
     """Arguments after ``docker run`` up to and including the image placeholder ``{image}`` (the caller substitutes
     the image reference) and the container's command/args.
 
     ``volumes`` maps the pod's non-emptyDir volume names to host directories; ``env`` adds or overrides
     environment variables (the values the ConfigMap/Secret ``envFrom`` would give, pointed at the test's services).
     ``image_user`` is the image's configured ``USER`` (``docker image inspect``), used when the spec sets no user.
+    ``sources`` resolves ``envFrom`` and ``valueFrom`` (ConfigMaps and Secrets, see :func:`objects_data`).
     """
     c = pick_container(pod_spec, container)
     pod_sc: dict[str, Any] = pod_spec.get("securityContext") or {}
@@ -110,7 +150,7 @@ def run_args(pod_spec: dict[str, Any], *, container: str | None = None, image_us
         source = Path(host) / mount["subPath"] if mount.get("subPath") else Path(host)
         args += ["-v", f"{source}:{path}:{'ro' if mount.get('readOnly') else 'rw'}"]
 
-    merged: dict[str, str] = {}
+    merged: dict[str, str] = _env_from(c, sources or {})
     for e in c.get("env", []):
         if "value" in e:
             merged[e["name"]] = str(e["value"])

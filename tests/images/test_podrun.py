@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from podrun import PodSpecError, quantity_bytes, run_args
+from podrun import PodSpecError, objects_data, quantity_bytes, run_args
 
 RESTRICTED = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
               "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
@@ -24,7 +24,8 @@ def pod(**container: object) -> dict[str, object]:
 
 
 def test_restricted_pod_becomes_locked_down_flags(tmp_path: Path) -> None:
-    args = run_args(pod(env=[{"name": "A", "value": "1"}, {"name": "S", "valueFrom": {"secretKeyRef": {}}}],
+    optional = {"secretKeyRef": {"name": "s", "key": "k", "optional": True}}
+    args = run_args(pod(env=[{"name": "A", "value": "1"}, {"name": "S", "valueFrom": optional}],
                         command=["python", "-m", "mod"], args=["--x", 3]),
                     volumes={"spec": tmp_path}, env={"B": "2"})
     joined = " ".join(args)
@@ -49,7 +50,7 @@ def test_image_user_is_used_when_the_spec_sets_none() -> None:
 
 
 def test_every_mount_needs_a_source() -> None:
-    with pytest.raises(PodSpecError, match="'spec'.*configMap"):
+    with pytest.raises(PodSpecError, match=r"'spec'.*configMap"):
         run_args(pod())
     bad = pod()
     bad["containers"][0]["volumeMounts"].append({"name": "nope", "mountPath": "/n"})  # type: ignore[index]
@@ -61,3 +62,16 @@ def test_quantities() -> None:
     assert quantity_bytes("64Mi") == 64 * 2**20 and quantity_bytes("1G") == 10**9 and quantity_bytes("512") == 512
     with pytest.raises(PodSpecError):
         quantity_bytes("1.5Gi")
+
+
+def test_env_from_configmaps_and_secrets() -> None:
+    spec = pod(envFrom=[{"configMapRef": {"name": "cfg"}}, {"secretRef": {"name": "opt", "optional": True}}],
+               env=[{"name": "K", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                    {"name": "A", "value": "x"}])
+    sources = objects_data([{"kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"A": "cm", "B": "2",
+                                                                                         "index.yaml": "not env"}},
+                            {"kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "c2VjcmV0"}}])
+    joined = " ".join(run_args(spec, volumes={"spec": Path("/x")}, sources=sources))
+    assert "-e A=x" in joined and "-e B=2" in joined and "-e K=secret" in joined and "index.yaml" not in joined
+    with pytest.raises(PodSpecError, match="'s' key 'k'"):
+        run_args(spec, volumes={"spec": Path("/x")}, sources={"ConfigMap/cfg": {}})
