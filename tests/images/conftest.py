@@ -156,3 +156,46 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     rep = outcome.get_result()  # type: ignore[attr-defined]
     if rep.when == "call":
         item.rep_call = rep  # type: ignore[attr-defined]
+
+
+def start_model_server(containers: Containers, ref: str, folder: Path, size: int) -> str:
+    """The model-server image as the operator's InferenceService runs it (``build_inference_service``: ``--weights
+    /mnt/models``), serving an ONNX export of seeded random weights made here at ``size`` (none can be downloaded)
+    from ``folder/models`` where KServe's storage initializer would put the ``storageUri`` contents. Host
+    networking: free ports instead of 8080/8081. Returns the base URL once ``/v2/health/ready`` answers."""
+    from medsearch_model_server.config import ServerConfig
+    from medsearch_model_server.embedder import export_onnx
+    from medsearch_operator import children as ch
+    from medsearch_operator.settings import OperatorSettings
+    from test_operator import wait_for
+
+    from medsearch.contracts.spec import parse_spec
+    from medsearch.localstack.procs import free_port, http_ready
+
+    models = folder / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    onnx = models / "model.onnx"
+    if not onnx.exists():
+        export_onnx(ServerConfig(weights="random", input_size=size, seed=0, cache_dir=folder / "cache"), onnx)
+    for p in (folder, models):
+        p.chmod(0o755)
+    onnx.chmod(0o644)
+    spec = parse_spec({"embedding": {"inputSize": size}, "predictor": {"storageUri": "s3://models/densenet121"}})
+    isvc = ch.build_inference_service(ch.Owner(name="img", namespace="t", uid="u"), spec,
+                                      OperatorSettings(operator_predictor_image=ref))
+    (container,) = isvc["spec"]["predictor"]["containers"]
+    assert container["image"] == ref
+    assert container["args"][container["args"].index("--weights") + 1] == ch.MODEL_MOUNT
+    http_port, grpc_port = free_port(), free_port()
+    args = container["args"]
+    args[args.index("--http-port") + 1] = str(http_port)
+    args[args.index("--grpc-port") + 1] = str(grpc_port)
+    container["volumeMounts"] = [{"name": "kserve-provision-location", "mountPath": ch.MODEL_MOUNT,
+                                  "readOnly": True}]
+    pod = {"containers": [container], "volumes": [{"name": "kserve-provision-location", "hostPath": {}}]}
+    name = containers.start(ref, pod, volumes={"kserve-provision-location": models})
+    url = f"http://127.0.0.1:{http_port}"
+    wait_for(lambda: http_ready(f"{url}/v2/health/ready") or not containers.running(name), timeout=180,
+             what="model server ready")
+    assert containers.running(name), containers.logs(name)
+    return url

@@ -166,3 +166,37 @@ def run_args(pod_spec: dict[str, Any], *, container: str | None = None, image_us
         args += list(command[1:])
     args += [str(a) for a in c.get("args", [])]
     return args
+
+
+def volume_dirs(pod_spec: dict[str, Any], sources: dict[str, dict[str, str]], root: Path) -> dict[str, Path]:
+    """Host folders holding the pod's configMap and secret volumes as the kubelet would project them: the listed
+    ``items`` (else every key) as files with ``defaultMode`` (0644 unless set), group-owned by the pod's
+    ``fsGroup`` when it has one. Volumes whose object is missing are left out (an ``optional`` one is then
+    simply absent; a required one makes :func:`run_args` name it)."""
+    import os
+
+    fs_group = (pod_spec.get("securityContext") or {}).get("fsGroup")
+    out: dict[str, Path] = {}
+    for vol in pod_spec.get("volumes", []):
+        for key, kind, name_key in (("configMap", "ConfigMap", "name"), ("secret", "Secret", "secretName")):
+            if key not in vol:
+                continue
+            body = vol[key]
+            data = sources.get(f"{kind}/{body[name_key]}")
+            if data is None:
+                continue
+            folder = root / vol["name"]
+            folder.mkdir(parents=True, exist_ok=True)
+            items = body.get("items") or [{"key": k, "path": k} for k in data]
+            for item in items:
+                if item["key"] not in data:
+                    raise PodSpecError(f"volume {vol['name']!r}: {kind} {body[name_key]!r} has no key {item['key']!r}")
+                path = folder / item["path"]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(data[item["key"]])
+                path.chmod(int(item.get("mode", body.get("defaultMode", 0o644))))
+                if fs_group is not None:
+                    os.chown(path, -1, int(fs_group))
+            folder.chmod(0o755)
+            out[vol["name"]] = folder
+    return out
