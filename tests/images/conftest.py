@@ -52,12 +52,15 @@ from test_operator import api, cluster, ns, operator_kubeconfig  # noqa: E402, F
 TIER_BUILD_ARGS = ("--build-arg API_EXTRAS= --build-arg WORKER_EXTRAS= --build-arg TORCH_INDEX_URL= "
                    "--build-arg BAKE_IMAGENET_WEIGHTS=false")
 TIER_TAG = os.environ.get("MEDSEARCH_IMAGES_TAG", "images-tier")
+BUILD_TIMEOUT = 2400
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.parent == HERE and item.path.name.startswith("test_image_"):
             item.add_marker(pytest.mark.images)
+            # the first test to need an image builds it (cold: minutes), inside the test's time
+            item.add_marker(pytest.mark.timeout(BUILD_TIMEOUT))
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +76,7 @@ def docker_host() -> str:
 
 
 def build(images: list[str], *, context: Path = REPO, extra_env: dict[str, str] | None = None,
-          timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+          timeout: float = BUILD_TIMEOUT) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "IMAGE_TAG": TIER_TAG, "DOCKER_BUILD_ARGS": TIER_BUILD_ARGS, **(extra_env or {})}
     return subprocess.run(["bash", str(REPO / "scripts" / "build-images.sh"), "--context", str(context), *images],
                           capture_output=True, text=True, timeout=timeout, env=env)
