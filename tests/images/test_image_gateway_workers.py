@@ -73,6 +73,13 @@ def _split(ref: str) -> tuple[str, str]:
     return repo, tag
 
 
+def _with_store(pod: dict[str, Any], store: Path) -> dict[str, Any]:
+    """The ``file://`` object store mounted at its own path (the S3 bucket of a cluster)."""
+    pod["volumes"].append({"name": "object-store", "hostPath": {"path": str(store)}})
+    pod["containers"][0]["volumeMounts"].append({"name": "object-store", "mountPath": str(store)})
+    return pod
+
+
 def _image_rows(dsn: str, index: str) -> list[dict[str, Any]]:
     from medsearch import pgstore
 
@@ -107,10 +114,11 @@ def test_workers_index_a_dicom_and_the_gateway_serves_it(
                                 object_store_url=store_url, operator_worker_image=workers_ref)
     configmap = ch.build_configmap(owner, spec, settings)
     deployment = ch.build_worker_deployment(owner, spec, settings, "dicom", ch.config_checksum(configmap))
-    worker_pod = pod_spec(deployment)
+    worker_pod = _with_store(pod_spec(deployment), store)
     sources = objects_data([configmap])
     worker = containers.start(workers_ref, worker_pod, sources=sources,
-                              volumes=volume_dirs(worker_pod, sources, tmp_path / "worker-volumes"),
+                              volumes={**volume_dirs(worker_pod, sources, tmp_path / "worker-volumes"),
+                                       "object-store": store},
                               env={"MEDSEARCH_MODEL_SERVER_URL": model_url,        # the InferenceService's URL
                                    "MEDSEARCH_WORKER_METRICS_PORT": str(free_port()),  # host network
                                    "MEDSEARCH_WORKER_MAX_WAIT_MS": "200",
@@ -138,13 +146,14 @@ def test_workers_index_a_dicom_and_the_gateway_serves_it(
         "externalKafka.brokerList": kafka_bootstrap, "config.modelServerUrl": model_url,
         "gateway.auth.staticTokens.enabled": True, "gateway.auth.staticTokens.tokens[0].token": TOKEN,
         "gateway.auth.staticTokens.tokens[0].role": "reader"})
-    gateway_pod = pod_spec(one(objs, "Deployment", "-gateway"))
+    gateway_pod = _with_store(pod_spec(one(objs, "Deployment", "-gateway")), store)
     (container,) = gateway_pod["containers"]
     assert container["image"] == gateway_ref
     gw_sources = {**objects_data(by_kind(objs, "ConfigMap") + by_kind(objs, "Secret")), **sources}
     port = free_port()
     gateway = containers.start(gateway_ref, gateway_pod, sources=gw_sources,
-                               volumes=volume_dirs(gateway_pod, gw_sources, tmp_path / "gateway-volumes"),
+                               volumes={**volume_dirs(gateway_pod, gw_sources, tmp_path / "gateway-volumes"),
+                                        "object-store": store},
                                env={"MEDSEARCH_API_PORT": str(port),              # host network
                                     "MEDSEARCH_OBJECT_STORE_URL": store_url})     # S3 in the chart
     base = f"http://127.0.0.1:{port}"
