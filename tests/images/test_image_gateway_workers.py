@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +36,7 @@ from pydicom.data import get_testdata_file
 from test_operator import wait_for
 from typer.testing import CliRunner
 
-from conftest import start_model_server
+from conftest import image_user, start_model_server
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import parse_spec
 from medsearch.localstack.procs import free_port, http_ready
@@ -103,7 +104,6 @@ def test_workers_index_a_dicom_and_the_gateway_serves_it(
 
     store = tmp_path / "objects"
     store.mkdir()
-    store.chmod(0o777)   # the workers (uid 10001) write thumbnails; in a cluster this is an S3 bucket
     store_url = f"file://{store}"
     tmp_path.chmod(0o755)
 
@@ -131,6 +131,11 @@ def test_workers_index_a_dicom_and_the_gateway_serves_it(
     result = CliRunner().invoke(app, ["ingest", str(ct), "--index", index, "--bootstrap", kafka_bootstrap,
                                       "--store", store_url, "--json"], env={"MEDSEARCH_POSTGRES_DSN": postgres_dsn})
     assert result.exit_code == 0, result.output
+    # What `medsearch ingest` stored here (as root) is the containers' to write beside (thumbnails), as a bucket
+    # would be: hand the folder to the images' user.
+    uid, gid = (int(x) for x in image_user(workers_ref).split(":"))
+    for path in [store, *store.rglob("*")]:
+        os.chown(path, uid, gid)
     wait_for(lambda: (len(_image_rows(postgres_dsn, index)) == 1 and _milvus_images(milvus_uri, index) == 1)
              or not containers.running(worker), timeout=240, what="the DICOM indexed by the worker container")
     assert containers.running(worker), containers.logs(worker)
@@ -142,7 +147,7 @@ def test_workers_index_a_dicom_and_the_gateway_serves_it(
     repo, tag = _split(gateway_ref)
     objs = render(helm_binary, MAIN_CHART, sets={
         "gateway.image.repository": repo, "gateway.image.tag": tag, "config.index": index,
-        "externalPostgres.dsn": postgres_dsn, "externalMilvus.uri": milvus_uri,
+        "externalPostgres.dsn": "postgresql://medsearch@127.0.0.1/medsearch", "externalMilvus.uri": milvus_uri,
         "externalKafka.brokerList": kafka_bootstrap, "config.modelServerUrl": model_url,
         "gateway.auth.staticTokens.enabled": True, "gateway.auth.staticTokens.tokens[0].token": TOKEN,
         "gateway.auth.staticTokens.tokens[0].role": "reader"})
@@ -155,6 +160,8 @@ def test_workers_index_a_dicom_and_the_gateway_serves_it(
                                volumes={**volume_dirs(gateway_pod, gw_sources, tmp_path / "gateway-volumes"),
                                         "object-store": store},
                                env={"MEDSEARCH_API_PORT": str(port),              # host network
+                                    # the local PostgreSQL's keyword DSN (the chart takes a URI + a Secret)
+                                    "MEDSEARCH_POSTGRES_DSN": postgres_dsn,
                                     "MEDSEARCH_OBJECT_STORE_URL": store_url})     # S3 in the chart
     base = f"http://127.0.0.1:{port}"
     health = container["livenessProbe"]["httpGet"]["path"]
@@ -183,8 +190,8 @@ def test_workers_index_a_dicom_and_the_gateway_serves_it(
 
     page = httpx.get(f"{base}/", timeout=30, follow_redirects=True)
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    scripts = re.findall(r'src="(/[^"]+\.js)"', page.text)
-    assert scripts, page.text[:500]
+    scripts = re.findall(r'<script[^>]*src="\.?(/[^"]+\.js)"', page.text)
+    assert scripts, page.text[-800:]
     asset = httpx.get(f"{base}{scripts[0]}", timeout=30)
     assert asset.status_code == 200 and "javascript" in asset.headers["content-type"]
     for name in (worker, gateway):
