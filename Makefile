@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-$(STAMP): pyproject.toml model_server/pyproject.toml ingest_workers/pyproject.toml api/pyproject.toml operator/pyproject.toml requirements-dev.txt constraints.txt
+$(STAMP): pyproject.toml dev/pyproject.toml model_server/pyproject.toml ingest_workers/pyproject.toml api/pyproject.toml operator/pyproject.toml requirements-dev.txt constraints.txt
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (medsearch needs Python 3.11)"; exit 1; }
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install $(PIP_FLAGS) -q --upgrade pip
@@ -36,9 +36,10 @@ down: ## stop the local stack
 status: ## show the local stack's services and counts
 	$(BIN)/medsearch status
 
-lint: $(STAMP) ## ruff and mypy (strict) on the source
+lint: $(STAMP) ## ruff, mypy (strict) and the layering contracts (import-linter) on the source
 	$(BIN)/ruff check .
-	$(BIN)/mypy medsearch model_server/medsearch_model_server ingest_workers/medsearch_workers api/medsearch_api operator/medsearch_operator
+	$(BIN)/mypy medsearch dev/medsearch_dev model_server/medsearch_model_server ingest_workers/medsearch_workers api/medsearch_api operator/medsearch_operator
+	$(BIN)/lint-imports
 
 k8s-assets: $(STAMP) ## fetch/build kube-apiserver, etcd and helm for the k8s tier (cached)
 	@bash scripts/k8s-assets.sh

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from medsearch_dev.localstack.procs import free_port, http_ready, running
 
 from medsearch.embedding_client import EmbeddingClient
 from medsearch.imaging import decode_image_bytes, preprocess
-from medsearch.localstack.procs import free_port, http_ready, running
 
 
 def progress(msg: str) -> None:
@@ -71,8 +71,9 @@ def throughput(fn: Any, images: np.ndarray, batch: int, n: int) -> float:
 
 def in_process(args: argparse.Namespace, images: np.ndarray, cache: Path) -> dict[str, Any]:
     from medsearch_model_server.backends import cuda_available
-    from medsearch_model_server.config import ServerConfig
     from medsearch_model_server.embedder import load_embedder
+
+    from medsearch.contracts.settings import ModelServerSettings
 
     variants: list[tuple[str, dict[str, Any]]] = [
         ("torch_cpu", {"backend": "torch", "device": "cpu"}),
@@ -84,7 +85,7 @@ def in_process(args: argparse.Namespace, images: np.ndarray, cache: Path) -> dic
     for name, kw in variants:
         if name not in args.backends:
             continue
-        cfg = ServerConfig(weights=args.weights, input_size=args.size, cache_dir=cache, **kw)
+        cfg = ModelServerSettings(weights=args.weights, input_size=args.size, cache_dir=cache, **kw)
         t0 = time.perf_counter()
         embedder = load_embedder(cfg)
         load_s = time.perf_counter() - t0

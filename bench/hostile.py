@@ -51,9 +51,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from medsearch_api.search import make_snippet
+    from medsearch_dev.hostile import deflated_dicom_bomb, png_header_only
 
     from medsearch.imaging import check_image_limits, decode_image_bytes
-    from medsearch.testing_hostile import deflated_dicom_bomb, png_header_only
 
     bomb = deflated_dicom_bomb(zeros=args.zeros)
     png = png_header_only(20000, 10000)

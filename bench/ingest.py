@@ -52,7 +52,7 @@ def _replicas(samples: list[str], n: int) -> Iterator[tuple[str, bytes]]:
 
 @contextlib.contextmanager
 def _model_server(url: str | None, input_size: int, backend: str, log_dir: Path) -> Iterator[str]:
-    from medsearch.localstack import procs
+    from medsearch_dev.localstack import procs
 
     if url:
         yield url
@@ -76,7 +76,7 @@ def _model_server(url: str | None, input_size: int, backend: str, log_dir: Path)
 
 @contextlib.contextmanager
 def _services(args: argparse.Namespace, tmp: Path) -> Iterator[tuple[str, str, str]]:
-    from medsearch.localstack import procs
+    from medsearch_dev.localstack import procs
 
     with contextlib.ExitStack() as stack:
         bootstrap = args.bootstrap or stack.enter_context(procs.tansu(tmp))

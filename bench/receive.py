@@ -61,12 +61,12 @@ def _storescu_cmd(storescu: str, cfg: Path, port: int, files: list[Path], aet: s
 
 @contextlib.contextmanager
 def _receiver(index: str, bootstrap: str, store_url: str, log: Path) -> Iterator[int]:
-    from medsearch.localstack import procs
+    from medsearch_dev.localstack import procs
 
     port = procs.free_port()
     cmd = [sys.executable, "-m", "medsearch.cli", "receive", "--index", index, "--port", str(port), "--bootstrap",
            bootstrap, "--store", store_url]
-    with procs.running(cmd, ready=lambda: procs.tcp_ready(port), what="medsearch receive", log_path=log,
+    with procs.running(cmd, ready=lambda: procs.port_in_use(port), what="medsearch receive", log_path=log,
                        timeout=60):
         yield port
 
@@ -83,10 +83,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timeout", type=float, default=120.0, help="longest wait for one study to be searchable")
     args = p.parse_args(argv)
 
+    from medsearch_dev.localstack import procs
+
     from medsearch.contracts.naming import names_for
     from medsearch.contracts.spec import MedicalSearchIndexSpec
     from medsearch.dicomnet.dcmtk import dcmtk_tool, storescu_profile
-    from medsearch.localstack import procs
     from medsearch.provision import ensure_collections, ensure_topics, kafka_admin, milvus_client
 
     storescu = dcmtk_tool("storescu")

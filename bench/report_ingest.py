@@ -32,13 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64, help="report worker batch size")
     args = p.parse_args(argv)
 
+    from medsearch_dev.localstack import postgres, procs
     from scale import generate
 
     from medsearch import pgstore
     from medsearch.contracts.naming import names_for
     from medsearch.contracts.settings import WorkerSettings
     from medsearch.contracts.spec import MedicalSearchIndexSpec
-    from medsearch.localstack import postgres, procs
     from medsearch.producer import Publisher
     from medsearch.provision import count_rows, ensure_collections, ensure_schema, ensure_topics, kafka_admin
     from medsearch.provision import milvus_client as connect_milvus

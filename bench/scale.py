@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     n_images = args.images or round(args.reports * 377110 / 227835)
 
-    from medsearch.localstack import postgres, procs
+    from medsearch_dev.localstack import postgres, procs
 
     out: dict[str, Any] = {"benchmark": "scale", "reports": args.reports, "images": n_images,
                            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}

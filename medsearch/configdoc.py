@@ -12,6 +12,7 @@ from medsearch.contracts.settings import (
     ReceiverSettings,
     ServiceSettings,
     WorkerSettings,
+    default_data_dir,
 )
 
 SECTIONS: list[tuple[str, type[BaseSettings], type[BaseSettings] | None]] = [
@@ -32,7 +33,7 @@ def _default(field: Any) -> str:
         return "—"
     if hasattr(value, "get_secret_value"):
         return "(secret)"
-    text = str(value)
+    text = str(value).replace(str(default_data_dir()), "<data-dir>")
     if "medsearch/objects" in text or text.startswith("file:///"):
         return "`file://<data-dir>/objects`"
     return f"`{text}`" if text != "" else "`\"\"`"

@@ -541,13 +541,6 @@ def thumbnail_png(image: FloatImage | ByteImage, max_side: int = THUMBNAIL_MAX_S
     return buf.getvalue()
 
 
-def render_png(image: FloatImage | ByteImage) -> bytes:
-    """Full-resolution 8-bit PNG of a display image."""
-    buf = io.BytesIO()
-    _pil(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def render_raster(image: FloatImage | ByteImage, media_type: Literal["image/png", "image/jpeg"], *,
                   quality: int = 90) -> bytes:
     """Full-resolution 8-bit PNG (fast zlib level) or JPEG of a display image (the DICOMweb rendered frames)."""

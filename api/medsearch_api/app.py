@@ -529,7 +529,7 @@ def _kafka_reachable(s: ApiSettings, timeout_ms: int = 3000) -> bool:
 
 def _default_readiness(s: ApiSettings) -> dict[str, Callable[[], bool]]:
     from medsearch import pgstore
-    from medsearch.localstack.procs import http_ready, milvus_ready
+    from medsearch.health import http_ready, milvus_ready
 
     uri = s.milvus_uri
     return {

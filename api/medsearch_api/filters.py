@@ -186,28 +186,3 @@ def image_expr(f: ImageFilterSpec, study_uids: Sequence[str] | None = None,
     for x in exclude_ids:
         parts.append(f"sop_instance_uid != {literal(x)}")
     return conj(parts)
-
-
-def images_for_report_filter(f: ReportFilterSpec) -> str:
-    """Expression over images selecting the studies a report filter's image part asks for."""
-    parts: list[str | None] = []
-    if f.modalities:
-        parts.append(eq_any("modality", f.modalities))
-    if f.view_positions:
-        parts.append(eq_any("view_position", f.view_positions))
-    if f.body_parts:
-        parts.append(eq_any("body_part", f.body_parts))
-    return conj(parts)
-
-
-def reports_for_image_filter(f: ImageFilterSpec) -> str:
-    parts: list[str | None] = []
-    if f.positive_codes:
-        parts.append(contains_all("icd10_positive", f.positive_codes))
-    if f.negative_codes:
-        parts.append(contains_all("icd10_negative", f.negative_codes))
-    return conj(parts)
-
-
-def ids_expr(field: str, ids: Sequence[str]) -> str:
-    return eq_any(field, ids)

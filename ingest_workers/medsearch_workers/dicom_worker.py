@@ -29,6 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from medsearch import store
+from medsearch.contracts.collections import ann_row
 from medsearch.contracts.messages import DicomObject, MessageError
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 from medsearch.imaging import ImageDecodeError, decode_dicom, looks_like_dicom, preprocess, thumbnail_png
@@ -394,7 +395,7 @@ class SystemOfRecordWriter:
             if err.transient:
                 raise TransientError(str(err)) from err
             raise WriteError(str(err)) from err
-        self.milvus.upsert([{k: r[k] for k in self.ann_fields} for r in rows])
+        self.milvus.upsert([ann_row(r, self.ann_fields) for r in rows])
 
     def close(self) -> None:
         for close in self._closers:

@@ -253,9 +253,8 @@ def test_a_short_upsert_count_is_a_failed_write() -> None:
 
 
 def test_milvus_writer_down_is_transient() -> None:
+    from medsearch_dev.localstack.procs import free_port
     from medsearch_workers.dicom_worker import MilvusImageWriter
-
-    from medsearch.localstack.procs import free_port
 
     writer = MilvusImageWriter(f"http://127.0.0.1:{free_port()}", "x_images", timeout=3)
     with pytest.raises(TransientError, match="Milvus"):
@@ -286,7 +285,7 @@ def test_a_redeployed_model_with_another_input_size_is_adopted_not_dead_lettered
 
 
 def test_a_decompression_bomb_is_dead_lettered_with_the_limit(root: str) -> None:
-    from medsearch.testing_hostile import deflated_dicom_bomb
+    from medsearch_dev.hostile import deflated_dicom_bomb
 
     emb, writer = FakeEmbedder(), FakeWriter()
     batch = [_publish(root, deflated_dicom_bomb(), 0), _publish(root, _data("CT_small.dcm"), 1)]

@@ -15,12 +15,18 @@ from medsearch_workers.nlp.lexicon import (
     finding_for_code,
     fuzzy_concept,
     icd_index_terms,
-    is_billable,
     load_concepts,
     load_extras,
     typo_distance,
 )
 from medsearch_workers.nlp.linking import LexicalOnlyLinker
+
+
+def is_billable(code: str) -> bool:
+    """A valid ICD-10-CM code with no children (a billable leaf)."""
+    import simple_icd_10_cm as icd
+
+    return bool(icd.is_valid_item(code) and icd.is_leaf(code))
 
 
 @pytest.fixture(scope="module")

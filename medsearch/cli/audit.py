@@ -53,10 +53,10 @@ def register(app: typer.Typer) -> None:
         stack when it serves the index, else MEDSEARCH_POSTGRES_DSN."""
         from medsearch import audit as core
         from medsearch import pgstore
-        from medsearch.cli.reindex import _local_stack
+        from medsearch.cli.common import local_stack
 
         name, settings = resolve_index(index)
-        local = _local_stack(data_dir, name)
+        local = local_stack(data_dir, name)
         dsn, password = (local[0], local[1]) if local is not None else (settings.postgres_dsn,
                                                                        settings.postgres_secret())
         start = _since(since)

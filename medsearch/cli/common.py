@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -44,10 +46,22 @@ def kafka_security(settings: Any) -> dict[str, Any]:
 def ledger_for(index: str, settings: Any) -> Any:
     """The index's ingest ledger: in the running local stack's PostgreSQL when it serves ``index`` (as
     ``medsearch reindex`` finds it), else at ``MEDSEARCH_POSTGRES_DSN``. Connects on first use."""
-    from medsearch.cli.reindex import _local_stack
     from medsearch.ledger import Ledger
 
-    local = _local_stack(None, index)
+    local = local_stack(None, index)
     if local is not None:
         return Ledger(local[0], index, password=local[1])
     return Ledger(settings.postgres_dsn, index, password=settings.postgres_secret())
+
+
+LOCAL_STACK_GROUP = "medsearch.local_stack"
+
+
+def local_stack(data_dir: Path | None, index: str) -> tuple[str, str | None, str, Any] | None:
+    """(PostgreSQL DSN, password, Milvus URI, index spec or None) of a running local stack that serves ``index``,
+    else None. The local stack lives in the development tools (medsearch-dev), which provide the lookup through
+    the ``medsearch.local_stack`` entry point ``locate``; without them there is no local stack to find."""
+    for ep in entry_points(group=LOCAL_STACK_GROUP, name="locate"):
+        found: tuple[str, str | None, str, Any] | None = ep.load()(data_dir, index)
+        return found
+    return None

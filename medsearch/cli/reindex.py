@@ -8,30 +8,9 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from medsearch.cli.common import resolve_index
+from medsearch.cli.common import local_stack, resolve_index
 
 console = Console(stderr=True, soft_wrap=True)
-
-
-def _local_stack(data_dir: Path | None, index: str) -> tuple[str, str | None, str, Any] | None:
-    """(DSN, password, Milvus URI, spec) of a running local stack serving ``index``, else None."""
-    from medsearch.contracts.settings import default_data_dir
-    from medsearch.contracts.spec import load_index_file
-    from medsearch.localstack import postgres as pg
-    from medsearch.localstack.stack import StackError, StackPaths, is_running, read_state
-
-    paths = StackPaths((data_dir or default_data_dir()).expanduser())
-    if not is_running(paths):
-        return None
-    try:
-        state = read_state(paths)
-    except StackError:
-        return None
-    ports = state.get("ports") or {}
-    if state.get("index") != index or not ports.get("postgres"):
-        return None
-    spec = load_index_file(paths.index_spec).spec if paths.index_spec.exists() else None
-    return (pg.dsn(ports["postgres"]), pg.password(paths.data_dir), f"http://127.0.0.1:{ports['milvus']}", spec)
 
 
 def register(app: typer.Typer) -> None:
@@ -63,7 +42,7 @@ def register(app: typer.Typer) -> None:
         if bad:
             console.print(f"[red]error:[/red] --only: {', '.join(bad)} is not one of {', '.join(KINDS)}")
             raise typer.Exit(2)
-        local = _local_stack(data_dir, name)
+        local = local_stack(data_dir, name)
         if local is not None:
             dsn, password, milvus_uri, spec = local
         else:

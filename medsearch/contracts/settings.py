@@ -186,22 +186,45 @@ class ReceiverSettings(ServiceSettings):
     receiver_metrics_host: str = Field(default="0.0.0.0", description="Address the metrics endpoint binds.")
 
 
+def _model_cache_dir() -> Path:
+    return default_data_dir() / "model-cache"
+
+
 class ModelServerSettings(BaseSettings):
-    """The embedding model server (flags override these)."""
+    """The embedding model server: each field is also its flag (``--max-batch-size``), which overrides it."""
 
     model_config = SettingsConfigDict(env_prefix="MEDSEARCH_MODEL_", extra="ignore")
 
     name: str = Field(default="densenet121", description="Model name served.")
-    weights: str = Field(default="imagenet", description="imagenet | random | PATH | URI (https or object store).")
+    weights: str = Field(
+        default="imagenet",
+        description="imagenet | random (seeded; tests and demos only) | PATH (.pth state dict, TorchScript, .onnx, "
+        "or a directory such as /mnt/models) | URI (https, s3, gs, az, file; never http).",
+    )
     weights_sha256: str | None = Field(
         default=None, pattern=r"^[0-9a-f]{64}$", description="Expected sha256 of the model file (mismatch: refused)."
     )
     allow_pickle: bool = Field(
         default=False, description="Allow whole pickled models (unpickling runs code; only for trusted files)."
     )
-    backend: Literal["auto", "torch", "onnx"] = Field(default="auto", description="Inference backend.")
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        default="auto", description="Inference backend (auto: torch on CUDA when a GPU is visible, else onnxruntime)."
+    )
     input_size: int = Field(default=224, ge=64, le=1024, description="Square input size.")
     max_batch_size: int = Field(default=32, ge=1, le=1024, description="Dynamic batching: largest batch.")
     max_latency_ms: float = Field(default=5.0, ge=0, description="Dynamic batching: longest wait.")
     http_port: int = Field(default=8080, ge=1, le=65535, description="HTTP port.")
     grpc_port: int = Field(default=8081, ge=1, le=65535, description="gRPC port.")
+    host: str = Field(default="0.0.0.0", description="Listen address of HTTP and gRPC (127.0.0.1 for local use).")
+    seed: int = Field(default=0, description="Seed of weights 'random'.")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        default="auto", description="torch CUDA autocast dtype (auto: fp16 on CUDA, fp32 on CPU)."
+    )
+    device: str | None = Field(default=None, description="torch device (cuda, cuda:1, cpu); default: CUDA if any.")
+    cache_dir: Path = Field(default_factory=_model_cache_dir, description="Exported ONNX files, downloaded weights.")
+    threads: int = Field(default=0, ge=0, description="Intra-op CPU threads (0: the library's default).")
+    channels_last: bool = Field(default=True, description="torch: channels-last memory layout (off for baselines).")
+    exit_on_load_failure: bool = Field(
+        default=False, description="Exit (status 3) when the weights cannot be loaded, instead of staying unready."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +41,6 @@ class Quarantined(Exception):
         self.reason = reason
         self.data = data
         self.study_uid = study_uid
-
-
-@dataclass(frozen=True)
-class Policy:
-    mode: str = "none"  # "none" | "basic"
-    quarantine_burned_in_annotation: bool = True
 
 
 class Deidentifier:

@@ -14,7 +14,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from .config import ServerConfig
+from medsearch.contracts.settings import ModelServerSettings
+
 from .weights import ResolvedWeights, WeightsError, torch_network
 
 log = logging.getLogger("medsearch_model_server.backends")
@@ -118,11 +119,11 @@ def cuda_available() -> bool:
         return False
 
 
-def onnx_cache_path(cfg: ServerConfig, weights_key: str) -> Path:
+def onnx_cache_path(cfg: ModelServerSettings, weights_key: str) -> Path:
     return cfg.cache_dir / "onnx" / f"densenet121-emb-{weights_key}-s{cfg.input_size}-opset{ONNX_OPSET}.onnx"
 
 
-def ensure_onnx(weights: ResolvedWeights, cfg: ServerConfig, dest: Path | None = None) -> Path:
+def ensure_onnx(weights: ResolvedWeights, cfg: ModelServerSettings, dest: Path | None = None) -> Path:
     """The ONNX export of these weights at the configured input size: written to ``dest``, or to the cache (once,
     keyed by the weights; a cached export is used without building the torch module)."""
     path = dest or onnx_cache_path(cfg, weights.info.key)
@@ -139,7 +140,7 @@ def ensure_onnx(weights: ResolvedWeights, cfg: ServerConfig, dest: Path | None =
     return path
 
 
-def choose_backend_name(cfg: ServerConfig, weights: ResolvedWeights) -> str:
+def choose_backend_name(cfg: ModelServerSettings, weights: ResolvedWeights) -> str:
     if cfg.backend != "auto":
         return cfg.backend
     if weights.info.kind == "onnx":
@@ -148,7 +149,7 @@ def choose_backend_name(cfg: ServerConfig, weights: ResolvedWeights) -> str:
     return "torch" if (not wants_cpu and cuda_available()) else "onnx"
 
 
-def build_backend(weights: ResolvedWeights, cfg: ServerConfig) -> Backend:
+def build_backend(weights: ResolvedWeights, cfg: ModelServerSettings) -> Backend:
     name = choose_backend_name(cfg, weights)
     if name == "onnx":
         if weights.info.kind == "onnx" and weights.onnx_path is not None:

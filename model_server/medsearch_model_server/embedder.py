@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from medsearch.contracts.settings import ModelServerSettings
 from medsearch.imaging import decode_image_bytes, preprocess
 
 from .backends import Backend, build_backend, ensure_onnx
-from .config import EMBEDDING_DIM, ServerConfig
-from .weights import ResolvedWeights, WeightsError, WeightsInfo, resolve_weights
+from .config import EMBEDDING_DIM
+from .weights import WeightsError, WeightsInfo, resolve_weights
 
 log = logging.getLogger("medsearch_model_server.embedder")
 
@@ -96,24 +97,19 @@ class Embedder:
         return self.backend(pixels)
 
 
-def _resolve(cfg: ServerConfig) -> ResolvedWeights:
-    return resolve_weights(cfg.weights, seed=cfg.seed, cache_dir=cfg.cache_dir, sha256=cfg.weights_sha256,
-                           allow_pickle=cfg.allow_pickle)
-
-
-def export_onnx(cfg: ServerConfig, dest: Path | None = None) -> Path:
+def export_onnx(cfg: ModelServerSettings, dest: Path | None = None) -> Path:
     """Export the configured weights at the configured input size to ONNX (``dest``, else the cache file that
     ``--backend onnx`` then serves without PyTorch). Needs PyTorch. Raises WeightsError."""
-    return ensure_onnx(_resolve(cfg), cfg, dest)
+    return ensure_onnx(resolve_weights(cfg), cfg, dest)
 
 
-def load_embedder(cfg: ServerConfig) -> Embedder:
+def load_embedder(cfg: ModelServerSettings) -> Embedder:
     """Resolve the weights, build the backend, run one warm-up batch and check the output. Raises WeightsError."""
     t0 = time.monotonic()
-    weights = _resolve(cfg)
+    weights = resolve_weights(cfg)
     backend = build_backend(weights, cfg)
     info = ModelInfo(
-        model_name=cfg.model_name,
+        model_name=cfg.name,
         input_size=cfg.input_size,
         dim=EMBEDDING_DIM,
         weights=weights.info,
@@ -136,7 +132,7 @@ def load_embedder(cfg: ServerConfig) -> Embedder:
         )
     log.info(
         "model %s ready in %.1fs: weights %s (%s), backend %s on %s (%s), input %d",
-        cfg.model_name,
+        cfg.name,
         time.monotonic() - t0,
         weights.info.kind,
         weights.info.version,

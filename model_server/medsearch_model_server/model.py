@@ -30,11 +30,12 @@ from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from numpy.typing import NDArray
 
+from medsearch.contracts.settings import ModelServerSettings
 from medsearch.imaging import ImageDecodeError
 
 from . import metrics
 from .batcher import DynamicBatcher
-from .config import EMBEDDING_DIM, ServerConfig
+from .config import EMBEDDING_DIM
 from .embedder import Embedder, InputError, check_pixels, load_embedder
 
 log = logging.getLogger("medsearch_model_server.model")
@@ -74,8 +75,8 @@ def image_bytes(element: Any, where: str) -> bytes:
 
 
 class EmbeddingModel(Model):  # type: ignore[misc]  # kserve ships no type information
-    def __init__(self, cfg: ServerConfig) -> None:
-        super().__init__(cfg.model_name)
+    def __init__(self, cfg: ModelServerSettings) -> None:
+        super().__init__(cfg.name)
         self.cfg = cfg
         self.embedder: Embedder | None = None
         self.batcher: DynamicBatcher | None = None

@@ -112,6 +112,7 @@ def densenet_from_state_dict(state: dict[str, Any], source: str) -> nn.Module:
 
 
 def from_full_model(obj: Any, source: str) -> nn.Module:
+    """A whole model (or TorchScript archive) as an embedding: DenseNet-like ones by their ``features``."""
     if not isinstance(obj, nn.Module):
         raise WeightsError(f"{source}: expected a state dict or an nn.Module, found {type(obj).__name__}")
     features = getattr(obj, "features", None)
@@ -125,10 +126,7 @@ def load_torchscript(path: Path) -> nn.Module:
         scripted = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]  # untyped in torch
     except Exception as err:  # TorchScript loading raises RuntimeError variants
         raise WeightsError(f"{path}: cannot load the TorchScript archive: {err}") from err
-    features = getattr(scripted, "features", None)
-    if isinstance(features, nn.Module):
-        return DenseNetEmbedding(features).eval()
-    return PooledEmbedding(scripted).eval()
+    return from_full_model(scripted, str(path))
 
 
 def export_onnx(module: nn.Module, path: Path, input_size: int, *, opset: int = 17) -> None:

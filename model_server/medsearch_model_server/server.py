@@ -12,42 +12,45 @@ health, ``/metrics`` — is KServe's.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
+from concurrent import futures
 from typing import Any
 
 from fastapi import Request  # module level: FastAPI resolves the handlers' string annotations here
 from fastapi.responses import ORJSONResponse, Response
+from grpc import aio
+from kserve import ModelServer
+from kserve import model_server as kserve_model_server
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
+from kserve.protocol.grpc.server import GRPCServer
+from kserve.protocol.grpc.servicer import InferenceServicer
+from kserve.protocol.rest.server import RESTServer
 
-from .config import ServerConfig
-from .model import EmbeddingModel
+from medsearch.contracts.settings import ModelServerSettings
+
+from .model import EmbeddingModel, NotReady
+from .protocol import parse_infer_request
 
 log = logging.getLogger("medsearch_model_server")
 
 
-def _models_ready_dataplane() -> type:
-    from kserve.protocol.dataplane import DataPlane
+class ModelsReadyDataPlane(DataPlane):  # type: ignore[misc]  # kserve is untyped
+    """Server readiness = every registered model is ready (KServe's default is "the process is up")."""
 
-    class ModelsReadyDataPlane(DataPlane):  # type: ignore[misc]  # kserve is untyped
-        """Server readiness = every registered model is ready (KServe's default is "the process is up")."""
-
-        async def ready(self) -> bool:
-            models = self.model_registry.get_models()
-            if not models:
-                return False
-            for name in models:
-                if not await self.model_registry.is_model_ready(name):
-                    return False
-            return bool(await super().ready())
-
-    return ModelsReadyDataPlane
+    async def ready(self) -> bool:
+        models = self.model_registry.get_models()
+        ready = [await self.model_registry.is_model_ready(name) for name in models]
+        return bool(models) and all(ready) and bool(await super().ready())
 
 
 def install_routes(app: Any, dataplane: Any, model: EmbeddingModel) -> None:
     """Register the metadata and fast-infer routes on KServe's FastAPI app (before KServe adds its own)."""
-    from .model import NotReady
-    from .protocol import parse_infer_request
 
     async def model_metadata(model_name: str) -> Any:
         if model_name == model.name:
@@ -74,63 +77,74 @@ def install_routes(app: Any, dataplane: Any, model: EmbeddingModel) -> None:
     app.add_api_route("/v2/models/{model_name}/infer", infer, methods=["POST"])
 
 
-def bind_host(host: str) -> None:
-    """Make KServe's REST and gRPC servers listen on ``host`` (KServe 0.21 hard-codes 0.0.0.0 / [::]).
+class EmbeddingServer(ModelServer):  # type: ignore[misc]  # kserve is untyped
+    """KServe's ModelServer for one embedding model, listening on ``cfg.host``.
 
-    Both servers are created inside ``ModelServer.start``; the REST one gets its uvicorn config patched after
-    construction, the gRPC one gets its ``add_insecure_port`` address rewritten.
+    KServe 0.21 has no listen-address option (its REST server sets ``host="0.0.0.0"`` on its uvicorn config, its
+    gRPC server listens on ``[::]``), so :meth:`start` does what ``ModelServer.start`` does with KServe's own
+    classes, giving both servers the host: the REST server's public uvicorn ``config`` and a GRPCServer whose
+    ``start`` binds the host. Readiness is every registered model's (KServe's default: "the process is up").
     """
-    if host in ("0.0.0.0", "::", "[::]"):
-        return
-    import types
 
-    from grpc import aio
-    from kserve import model_server as kserve_model_server
-    from kserve.protocol.grpc import server as kserve_grpc_server
+    def __init__(self, model: EmbeddingModel, cfg: ModelServerSettings) -> None:
+        super().__init__(http_port=cfg.http_port, grpc_port=cfg.grpc_port, enable_latency_logging=False)
+        self.host = cfg.host
+        self.dataplane = ModelsReadyDataPlane(model_registry=self.registered_models)
+        # Registered while still loading: KServe then reports it "not ready" until load() succeeds.
+        self.register_model(model)
 
-    rest_cls = kserve_model_server.RESTServer
+    def start(self, models: list[Any] | None = None) -> None:
+        self._rest_server = RESTServer(
+            FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port,
+            grace_period=self.grace_period, event_loop=self.event_loop, timeout_keep_alive=self.timeout_keep_alive,
+        )
+        self._rest_server.config.host = self.host
+        self._grpc_server = HostGRPCServer(
+            self.host, self.grpc_port, self.dataplane, self.model_repository_extension,
+            kwargs=vars(kserve_model_server.args), grace_period=self.grace_period,  # KServe's parsed flags
+        )
+        self.servers = [self._rest_server.start(), self._grpc_server.start(self.max_threads)]
+        self.setup_event_loop()
+        self.register_signal_handler()
+        asyncio.run(self._serve())
 
-    class HostRESTServer(rest_cls):  # type: ignore[misc,valid-type]  # kserve is untyped
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.config.host = host
 
-    def make_grpc_server(*args: Any, **kwargs: Any) -> Any:
-        srv = aio.server(*args, **kwargs)
-        add_port = srv.add_insecure_port
-        srv.add_insecure_port = lambda address: add_port(address.replace("[::]", host, 1))
-        return srv
+class HostGRPCServer(GRPCServer):  # type: ignore[misc]  # kserve is untyped
+    """KServe's gRPC server (its servicer, interceptors, message sizes and stop) listening on ``host``."""
 
-    kserve_model_server.RESTServer = HostRESTServer  # type: ignore[misc]  # the class ModelServer.start uses
-    kserve_grpc_server.aio = types.SimpleNamespace(server=make_grpc_server)  # only aio.server is used there
+    def __init__(self, host: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if host in ("0.0.0.0", "::"):
+            host = "::"  # every interface, IPv4 and IPv6, as KServe's own gRPC server listens
+        self.address = f"[{host}]:{self._port}" if ":" in host else f"{host}:{self._port}"
+
+    async def start(self, max_workers: int) -> None:
+        self._server = aio.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers),
+            interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
+            options=[(f"grpc.{k}", self._kwargs[f"grpc_{k}"])
+                     for k in ("max_send_message_length", "max_receive_message_length")],
+        )
+        servicer = InferenceServicer(self._data_plane, self._model_repository_extension)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
+        self._server.add_insecure_port(self.address)
+        log.info("gRPC server listening on %s", self.address)
+        await self._server.start()
+        await self._server.wait_for_termination()
 
 
-def serve(cfg: ServerConfig, host: str = "0.0.0.0") -> None:
+def serve(cfg: ModelServerSettings) -> None:
     """Run the model server until SIGTERM/SIGINT (blocks)."""
-    import kserve
-    from kserve import model_server as kserve_model_server
-
-    bind_host(host)
-
     model = EmbeddingModel(cfg)
-    server = kserve.ModelServer(
-        http_port=cfg.http_port,
-        grpc_port=cfg.grpc_port,
-        enable_grpc=True,
-        enable_latency_logging=False,
-    )
+    server = EmbeddingServer(model, cfg)
     # KServe's timing middleware logs three INFO lines per request; keep them for --log-level DEBUG only.
     if not log.isEnabledFor(logging.DEBUG):
         logging.getLogger("kserve.trace").setLevel(logging.WARNING)
-    # KServe's server-level readiness is always true; ours waits for the model (REST /v2/health/ready and gRPC).
-    server.dataplane = _models_ready_dataplane()(model_registry=server.registered_models)
-    # Registered while still loading: KServe then reports it "not ready" until load() succeeds.
-    server.register_model(model)
     install_routes(kserve_model_server.app, server.dataplane, model)
 
     def load_in_background() -> None:
         if model.load():
-            log.info("model %s is ready (HTTP %d, gRPC %d)", model.name, cfg.http_port, cfg.grpc_port)
+            log.info("model %s is ready (HTTP %s:%d, gRPC %d)", model.name, cfg.host, cfg.http_port, cfg.grpc_port)
         elif cfg.exit_on_load_failure:
             # Nothing was served: exit at once (a signal could arrive before the servers handle signals).
             log.error("exiting: --exit-on-load-failure is set")
@@ -138,4 +152,4 @@ def serve(cfg: ServerConfig, host: str = "0.0.0.0") -> None:
             os._exit(3)
 
     threading.Thread(target=load_in_background, name="model-load", daemon=True).start()
-    server.start([])
+    server.start()

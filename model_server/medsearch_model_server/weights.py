@@ -30,6 +30,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
+from medsearch.contracts.settings import ModelServerSettings
+
 from .config import IMAGENET_FILE
 from .config import WeightsError as WeightsError  # re-exported: callers catch it from here
 
@@ -231,14 +233,13 @@ def _torch_file_module(path: Path, source: str, allow_pickle: bool) -> tuple[Wei
     return "full_model", network.from_full_model(obj, source)
 
 
-def resolve_weights(spec: str, *, seed: int, cache_dir: Path, sha256: str | None = None,
-                    allow_pickle: bool = False) -> ResolvedWeights:
-    """Turn ``--weights`` into a ready torch module (or an ONNX file). Raises :class:`WeightsError`.
+def resolve_weights(cfg: ModelServerSettings) -> ResolvedWeights:
+    """Turn ``--weights`` into a torch module (or an ONNX file). Raises :class:`WeightsError`.
 
-    ``sha256``: the expected digest of the model file (refused on mismatch); ``allow_pickle``: the explicit
+    ``weights_sha256``: the expected digest of the model file (refused on mismatch); ``allow_pickle``: the explicit
     opt-in to unpickle a whole pickled model (never done otherwise). ``imagenet`` and ``random`` are only
     identified here: their torch module is built when first needed (not at all when an ONNX export is cached)."""
-    spec = spec.strip()
+    spec, seed, sha256 = cfg.weights.strip(), cfg.seed, cfg.weights_sha256
     if sha256 is not None and spec == "random":
         raise WeightsError("a weights sha256 was given but the weights are 'random' (there is no file to check)")
     if spec == "random":
@@ -270,7 +271,7 @@ def resolve_weights(spec: str, *, seed: int, cache_dir: Path, sha256: str | None
             _ = weights.module  # the pinned digest is checked before anything is served
         return weights
 
-    local = fetch_uri(spec, cache_dir) if is_uri(spec) else Path(spec).expanduser()
+    local = fetch_uri(spec, cfg.cache_dir) if is_uri(spec) else Path(spec).expanduser()
     path = find_model_file(local)
     digest = sha256_file(path)
     check_sha256(path, digest, sha256)
@@ -279,5 +280,5 @@ def resolve_weights(spec: str, *, seed: int, cache_dir: Path, sha256: str | None
     if path.suffix == ".onnx":
         check_onnx_file(path)
         return ResolvedWeights(WeightsInfo("onnx", spec, version, path, key), path)
-    kind, module = _torch_file_module(path, str(path), allow_pickle)
+    kind, module = _torch_file_module(path, str(path), cfg.allow_pickle)
     return ResolvedWeights(WeightsInfo(kind, spec, version, path, key), None, lambda: module)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from medsearch_model_server.config import ServerConfig
 from pydicom.data import get_testdata_file
+
+from medsearch.contracts.settings import ModelServerSettings
 
 SIZE = 64  # the properties tested here do not depend on the input size; 64² keeps the suite fast
 
@@ -19,9 +20,9 @@ def dicom_file(name: str) -> Path:
     return Path(str(path))
 
 
-def config(cache: Path, **kw: object) -> ServerConfig:
+def config(cache: Path, **kw: object) -> ModelServerSettings:
     args: dict[str, object] = {"weights": "random", "input_size": SIZE, "seed": 0, **kw}
-    return ServerConfig(cache_dir=cache, **args)  # type: ignore[arg-type]
+    return ModelServerSettings(cache_dir=cache, **args)  # type: ignore[arg-type]
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -15,7 +15,7 @@ from medsearch_model_server.network import random_densenet
 from medsearch_model_server.weights import WeightsError, normalise_state_dict
 from ms_helpers import SIZE, config, cosine, dicom_file
 
-from medsearch.imaging import ImageDecodeError, decode_image_bytes, render_png
+from medsearch.imaging import ImageDecodeError, decode_image_bytes, render_raster
 
 
 def test_shape_and_unit_norm(onnx_embedder: Embedder, ct_bytes: bytes, chest_bytes: bytes) -> None:
@@ -37,7 +37,7 @@ def test_same_file_twice_is_bit_identical(
 @pytest.mark.parametrize("name", ["RG1_UNCR.dcm", "CT_small.dcm", "MR_small.dcm"])
 def test_dicom_and_its_png_embed_alike(onnx_embedder: Embedder, name: str) -> None:
     data = dicom_file(name).read_bytes()
-    png = render_png(decode_image_bytes(data))
+    png = render_raster(decode_image_bytes(data), "image/png")
     a, b = onnx_embedder.embed_bytes([data, png])
     assert cosine(a, b) > 0.99
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from medsearch_dev.localstack.procs import free_port, http_ready, running, wait_until
 from medsearch_model_server.embedder import Embedder
 from ms_helpers import SIZE
 
 from medsearch.embedding_client import EmbeddingClient, EmbeddingRejected, EmbeddingUnavailable
-from medsearch.localstack.procs import free_port, http_ready, running, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -41,7 +41,7 @@ def test_a_cached_export_is_served_without_building_the_torch_network(
     onnx_embedder: Embedder, model_cache: Path
 ) -> None:
     cfg = config(model_cache, backend="onnx")
-    weights = resolve_weights(cfg.weights, seed=cfg.seed, cache_dir=cfg.cache_dir)
+    weights = resolve_weights(cfg)
     assert ensure_onnx(weights, cfg) == Path(onnx_embedder.backend.path)
     assert "module" not in vars(weights)  # the torch module was never built
     assert weights.module is not None and "module" in vars(weights)  # (and it is built when asked for)

@@ -521,8 +521,3 @@ def build_children(owner: Owner, spec: MedicalSearchIndexSpec, settings: Operato
     if spec.receiver.enabled:
         kids += [build_receiver_deployment(owner, spec, settings, checksum), build_receiver_service(owner, spec)]
     return kids
-
-
-def provisioned_names(index: str) -> tuple[list[str], list[str]]:
-    n = names_for(index)
-    return list(n.topics), list(n.collections)

@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from medsearch_dev.localstack import procs
 
 from medsearch import pgstore, store
 from medsearch.contracts.collections import IMAGE_ANN_FIELDS, IMAGE_FIELDS, REPORT_ANN_FIELDS, REPORT_FIELDS, ann_row
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.settings import ApiSettings
 from medsearch.contracts.spec import MedicalSearchIndexSpec
-from medsearch.localstack import procs
 from medsearch.provision import (
     count_rows,
     drop_collections,

@@ -12,6 +12,8 @@ import pydicom
 import pytest
 import yaml
 from kafka import KafkaConsumer
+from medsearch_dev.localstack import procs
+from medsearch_dev.testing import read_dead_letters, wait_for
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from test_dicom_ingest import Env, env, model_server  # noqa: F401  # the shared real-process fixtures
@@ -19,9 +21,7 @@ from test_dicom_receiver import dcmtk, sample_folder, start_receiver, storescu  
 
 from medsearch.contracts.messages import Report
 from medsearch.contracts.naming import names_for
-from medsearch.localstack import procs
 from medsearch.provision import milvus_client
-from medsearch.testing import read_dead_letters, wait_for
 
 pytestmark = pytest.mark.integration
 SECRET = "integration-deid-secret-0123456789"

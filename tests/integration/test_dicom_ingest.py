@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from medsearch_dev.localstack import procs
+from medsearch_dev.testing import read_dead_letters, wait_for
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
@@ -33,7 +35,6 @@ from medsearch import store
 from medsearch.contracts.messages import DeadLetter, Report
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import MedicalSearchIndexSpec
-from medsearch.localstack import procs
 from medsearch.provision import (
     count_rows,
     drop_schema,
@@ -43,7 +44,6 @@ from medsearch.provision import (
     kafka_admin,
     milvus_client,
 )
-from medsearch.testing import read_dead_letters, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from medsearch_dev.localstack import procs
+from medsearch_dev.testing import wait_for
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from test_dicom_ingest import Env, env, model_server  # noqa: F401  # the shared real-process fixtures
 
 from medsearch.dicomnet.dcmtk import PROFILE_NAME, dcmtk_tool, storescu_profile
-from medsearch.localstack import procs
-from medsearch.testing import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ def start_receiver(e: Env, tmp: Path, *extra: str, store_url: str | None = None,
     with open(log, "ab") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **(environ or {})}, start_new_session=True)
-    procs.wait_until(lambda: procs.tcp_ready(port), timeout=60, what="medsearch receive", proc=proc)
+    procs.wait_until(lambda: procs.port_in_use(port), timeout=60, what="medsearch receive", proc=proc)
     return Receiver(port, "MEDSEARCH", log, proc)
 
 

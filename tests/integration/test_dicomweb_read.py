@@ -23,13 +23,13 @@ import httpx
 import numpy as np
 import pydicom
 import pytest
+from medsearch_dev.localstack import procs
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from test_dicom_receiver import dcmtk  # noqa: F401  # installs the DICOM peers (Orthanc) when missing
 
 from medsearch import store
-from medsearch.localstack import procs
 
 pytestmark = pytest.mark.integration
 TOKEN = "dicomweb-reader-token-0123456789"

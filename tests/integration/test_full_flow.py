@@ -22,9 +22,8 @@ from typing import Any
 
 import httpx
 import pytest
+from medsearch_dev.localstack.procs import free_port
 from PIL import Image
-
-from medsearch.localstack.procs import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +53,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    from medsearch.testing import outside_pytest_tmp
+    from medsearch_dev.testing import outside_pytest_tmp
 
     for data_dir in outside_pytest_tmp("medsearch-demo-"):  # holds a PostgreSQL cluster
         yield from _demo_stack(data_dir)

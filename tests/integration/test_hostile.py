@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from medsearch_dev.localstack import procs
 
 from medsearch.embedding_client import EmbeddingClient, EmbeddingRejected
-from medsearch.localstack import procs
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ UPLOAD = "query($b: String!) { similarImages(uploadBase64: $b, k: 3) { score } }
 
 
 def test_a_deflated_bomb_upload_is_refused_fast_and_costs_no_memory(gateway: Gateway) -> None:
-    from medsearch.testing_hostile import deflated_dicom_bomb
+    from medsearch_dev.hostile import deflated_dicom_bomb
 
     bomb = deflated_dicom_bomb()  # 3 GiB of zeros behind a 128 x 128 header
     payload = base64.b64encode(bomb).decode()
@@ -103,7 +103,7 @@ def test_a_deflated_bomb_upload_is_refused_fast_and_costs_no_memory(gateway: Gat
 
 
 def test_an_oversized_png_upload_is_bad_input_not_a_500(gateway: Gateway) -> None:
-    from medsearch.testing_hostile import png_header_only
+    from medsearch_dev.hostile import png_header_only
 
     for w, h in ((20000, 10000), (8000, 8000)):  # over Pillow's own bomb limit; over ours only
         r = gateway.post(UPLOAD, {"b": base64.b64encode(png_header_only(w, h)).decode()})

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from medsearch_dev.localstack import procs
+from medsearch_dev.testing import read_dead_letters, wait_for
 from typer.testing import CliRunner
 
 from medsearch import pgstore, store
 from medsearch.contracts.messages import Report
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import parse_spec
-from medsearch.localstack import procs
 from medsearch.provision import (
     drop_schema,
     ensure_collections,
@@ -30,7 +31,6 @@ from medsearch.provision import (
     kafka_admin,
     milvus_client,
 )
-from medsearch.testing import read_dead_letters, wait_for
 
 pytestmark = pytest.mark.integration
 

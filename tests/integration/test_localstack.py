@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from medsearch.localstack.procs import free_port
+from medsearch_dev.localstack.procs import free_port
 
 pytestmark = pytest.mark.integration
 

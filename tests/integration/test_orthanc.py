@@ -16,14 +16,13 @@ from typing import Any
 import httpx
 import pydicom
 import pytest
+from medsearch_dev.localstack import procs
+from medsearch_dev.testing import wait_for
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from test_dicom_ingest import Env, env, model_server  # noqa: F401  # the shared real-process fixtures
 from test_dicom_receiver import dcmtk, start_receiver  # noqa: F401  # dcmtk: installs the peers (and Orthanc)
 from typer.testing import CliRunner
-
-from medsearch.localstack import procs
-from medsearch.testing import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -58,7 +58,8 @@ def test_upserts_are_idempotent_and_keep_vectors(postgres_dsn: str, unique_index
 
 
 def test_unreachable_database_is_a_provision_error() -> None:
-    from medsearch.localstack.procs import free_port
+    from medsearch_dev.localstack.procs import free_port
+
     from medsearch.provision import ProvisionError
 
     with pytest.raises(ProvisionError) as err:

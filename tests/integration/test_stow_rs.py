@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from medsearch_dev.localstack import procs
+from medsearch_dev.testing import wait_for
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from test_dicom_ingest import Env, env, model_server  # noqa: F401  # the shared real-process fixtures
-
-from medsearch.localstack import procs
-from medsearch.testing import wait_for
 
 pytestmark = pytest.mark.integration
 TOKEN = "stow-ingester-token-0123456789"

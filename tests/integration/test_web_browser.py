@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from medsearch.localstack import procs
+from medsearch_dev.localstack import procs
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from medsearch_dev.localstack import procs
 from PIL import Image
 from pydicom.data import get_testdata_file
 from test_web_browser import chromium_path, report_rows, web_client  # noqa: F401  # shared fixtures
 
 from medsearch import store
-from medsearch.localstack import procs
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 

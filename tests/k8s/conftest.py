@@ -36,8 +36,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from medsearch.localstack.procs import free_port, stop_process, wait_until
+from medsearch_dev.localstack.procs import free_port, stop_process, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS_HINT = "run `make k8s-assets` (scripts/k8s-assets.sh) to build/fetch kube-apiserver, etcd and helm"

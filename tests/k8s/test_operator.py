@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 import yaml
+from medsearch_dev.localstack import procs
 
 from medsearch import provision
 from medsearch.contracts.collections import IMAGE_VECTOR, REPORT_VECTOR
 from medsearch.contracts.naming import names_for
-from medsearch.localstack import procs
 
 pytestmark = pytest.mark.k8s
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import pydicom
 import pytest
 import yaml
+from medsearch_dev.testing import FakeKafkaProducer
 from pydicom.data import get_testdata_file
 
 from medsearch import store
 from medsearch.contracts.messages import DeadLetter, DicomObject, Report
 from medsearch.dicomnet.deid import Deidentifier, Quarantined, deidentifier_for
 from medsearch.producer import Publisher, PublishError
-from medsearch.testing import FakeKafkaProducer
 
 SECRET = "a-test-secret-of-enough-length"
 

@@ -157,9 +157,9 @@ def _receiver(tmp_path: Path, producer: object, free: int | None = 10 * 2**30) -
 
 def test_store_statuses_success_duplicate_disk_full_and_broker_failure(tmp_path: Path) -> None:
     from kafka.errors import KafkaTimeoutError
+    from medsearch_dev.testing import FakeKafkaProducer
 
     from medsearch.dicomnet.receiver import STATUS_OUT_OF_RESOURCES, STATUS_PROCESSING_FAILURE, STATUS_SUCCESS
-    from medsearch.testing import FakeKafkaProducer
 
     raw = Path(get_testdata_file("CT_small.dcm")).read_bytes()  # type: ignore[arg-type]
     kafka = FakeKafkaProducer()

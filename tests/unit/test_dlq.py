@@ -6,12 +6,12 @@ import json
 from typing import Any
 
 import pytest
+from medsearch_dev.testing import FakeKafkaProducer
 from typer.testing import CliRunner
 
 from medsearch.contracts.messages import DeadLetter, DicomObject, Report
 from medsearch.dlq import DlqEntry, plan, replay, select, summarize
 from medsearch.producer import Publisher, message_key
-from medsearch.testing import FakeKafkaProducer
 
 SHA = "ab" * 32
 
@@ -112,8 +112,9 @@ def test_cli_replay_needs_a_selection() -> None:
 
 
 def test_cli_unreachable_broker_is_a_clear_error() -> None:
+    from medsearch_dev.localstack.procs import free_port
+
     from medsearch.cli import app
-    from medsearch.localstack.procs import free_port
 
     result = CliRunner().invoke(app, ["dlq", "list", "--index", "demo", "--bootstrap", f"127.0.0.1:{free_port()}",
                                       "--timeout", "5"])

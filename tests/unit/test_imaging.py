@@ -15,7 +15,7 @@ from medsearch.imaging import (
     decode_image_bytes,
     looks_like_dicom,
     preprocess,
-    render_png,
+    render_raster,
     thumbnail_png,
 )
 
@@ -87,7 +87,7 @@ def test_dataset_without_transfer_syntax_decodes_as_parsed() -> None:
 
 def test_png_rendering_preprocesses_identically() -> None:
     img = decode_image_bytes(_read("CT_small.dcm"))
-    from_png = decode_image_bytes(render_png(img))
+    from_png = decode_image_bytes(render_raster(img, "image/png"))
     assert np.array_equal(preprocess(img, 96), preprocess(from_png, 96))
 
 
@@ -132,8 +132,9 @@ def test_deflated_bomb_is_refused_quickly_without_inflating_it() -> None:
     import time
     import tracemalloc
 
+    from medsearch_dev.hostile import deflated_dicom_bomb
+
     from medsearch.imaging import check_image_limits
-    from medsearch.testing_hostile import deflated_dicom_bomb
 
     bomb = deflated_dicom_bomb()  # 3 GiB of zeros behind a 128 x 128 header, ~3 MB on the wire
     assert len(bomb) < 8 * 1024 * 1024
@@ -154,7 +155,7 @@ def test_deflated_bomb_is_refused_quickly_without_inflating_it() -> None:
 
 
 def test_deflated_header_declaring_too_many_pixels_is_refused_by_the_pixel_rule() -> None:
-    from medsearch.testing_hostile import deflated_dicom_bomb
+    from medsearch_dev.hostile import deflated_dicom_bomb
 
     with pytest.raises(ImageDecodeError, match="50000 x 50000 = 2500000000 pixels per frame exceeds the limit"):
         decode_dicom(deflated_dicom_bomb(rows=50000, columns=50000, zeros=1 << 20))
@@ -177,7 +178,7 @@ def test_limits_are_configurable_and_cover_frames() -> None:
 
 
 def test_png_beyond_pillows_bomb_limit_is_a_typed_refusal_not_a_crash() -> None:
-    from medsearch.testing_hostile import png_header_only
+    from medsearch_dev.hostile import png_header_only
 
     with pytest.raises(ImageDecodeError, match="the limit is 40000000 pixels") as err:
         decode_image_bytes(png_header_only(20000, 10000), source="big.png")  # 200 MP > Pillow's 179 MP
@@ -185,8 +186,9 @@ def test_png_beyond_pillows_bomb_limit_is_a_typed_refusal_not_a_crash() -> None:
 
 
 def test_png_below_pillows_limit_but_over_ours_is_refused_before_decoding() -> None:
+    from medsearch_dev.hostile import png_header_only
+
     from medsearch.imaging import check_image_limits
-    from medsearch.testing_hostile import png_header_only
 
     png = png_header_only(8000, 8000)  # 64 MP: Pillow would only warn and decode it
     for call in (lambda: decode_image_bytes(png), lambda: check_image_limits(png)):

@@ -6,8 +6,9 @@ import configparser
 import stat
 from pathlib import Path
 
+from medsearch_dev.localstack.stack import Ports, StackPaths, busy_ports, ensure_token, plan_services, supervisor_config
+
 from medsearch.contracts.spec import default_index
-from medsearch.localstack.stack import Ports, StackPaths, busy_ports, ensure_token, plan_services, supervisor_config
 
 
 def test_token_is_private_and_stable(tmp_path: Path) -> None:

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from medsearch_dev.testing import FakeKafkaProducer as FakeProducer
 from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
 from medsearch import store
 from medsearch.contracts.messages import DicomObject, Report, date_to_yyyymmdd, parse_report_date
 from medsearch.producer import DicomFile, Publisher, Rejected, ReportItem, discover
-from medsearch.testing import FakeKafkaProducer as FakeProducer
 
 
 def _copy(name: str, dest: Path, as_name: str | None = None) -> Path:
@@ -181,8 +181,9 @@ def test_cli_dry_run_lists_without_publishing(folder: Path) -> None:
 
 
 def test_cli_unreachable_broker_is_a_clear_error(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medsearch_dev.localstack.procs import free_port
+
     from medsearch.cli import app
-    from medsearch.localstack.procs import free_port
 
     result = CliRunner().invoke(
         app, ["ingest", str(folder), "--index", "demo", "--bootstrap", f"127.0.0.1:{free_port()}"]
@@ -215,8 +216,9 @@ def test_failed_acknowledgement_is_not_a_duplicate(tmp_path: Path) -> None:
 def test_a_decompression_bomb_is_rejected_naming_the_limit_not_inflated(tmp_path: Path) -> None:
     import time
 
+    from medsearch_dev.hostile import deflated_dicom_bomb
+
     from medsearch.producer import classify
-    from medsearch.testing_hostile import deflated_dicom_bomb
 
     bomb = deflated_dicom_bomb()
     path = tmp_path / "bomb.dcm"

@@ -9,12 +9,12 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
+from medsearch_dev.testing import FakeKafkaProducer
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from medsearch.dicomnet.pull import DicomwebPuller, PullError
 from medsearch.producer import Publisher
-from medsearch.testing import FakeKafkaProducer
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 SERIES = "1.2.826.0.1.3680043.8.498.2"

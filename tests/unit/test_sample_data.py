@@ -253,7 +253,7 @@ def test_manifest_dicom_resolves_locally_and_decodes(name: str, manifest: dict[s
 def test_manifest_images_are_unique_and_linked_to_reports(
     manifest: dict[str, Any], demo_reports: list[dict[str, Any]]
 ) -> None:
-    from medsearch.localstack.demo import read_manifest
+    from medsearch_dev.localstack.demo import read_manifest
 
     samples = read_manifest(MANIFEST)
     assert len(samples.dicom_files) == len(manifest["dicom"])

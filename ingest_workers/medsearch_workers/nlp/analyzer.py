@@ -18,7 +18,6 @@ from medsearch_workers.nlp.types import (
     SYMPTOM,
     UNCERTAIN,
     Entity,
-    IcdCandidate,
     Mention,
     ReportAnalysis,
     Section,
@@ -336,7 +335,3 @@ def analyze_report(
     with _default_lock:
         analyzer = _default_analyzer(backend, model, link, indication_positive)
     return analyzer.analyze(text)
-
-
-def icd_candidates(ent: Entity) -> list[IcdCandidate]:
-    return list(ent.icd10)

@@ -86,12 +86,6 @@ def icd_description(code: str) -> str:
     return str(icd.get_description(code)) if icd.is_valid_item(code) else code
 
 
-def is_billable(code: str) -> bool:
-    import simple_icd_10_cm as icd
-
-    return bool(icd.is_valid_item(code) and icd.is_leaf(code))
-
-
 _CLEAN = [
     (re.compile(r"\([^)]*\)|\[[^\]]*\]"), " "),
     (re.compile(r",?\s*(?:unspecified|not elsewhere classified|NOS|NEC)\b.*$", re.IGNORECASE), ""),

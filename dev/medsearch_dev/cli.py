@@ -1,4 +1,9 @@
-"""``medsearch up | down | status | token | demo``: the local stack."""
+"""``medsearch up | down | status | token | demo``: the local stack.
+
+Registered on the ``medsearch`` command through the ``medsearch.cli`` entry point ``stack``. :func:`locate` is the
+``medsearch.local_stack`` entry point through which ``medsearch reindex``, ``audit``, ``ingest`` and ``dlq`` find
+a running local stack's PostgreSQL and Milvus.
+"""
 
 from __future__ import annotations
 
@@ -36,9 +41,28 @@ def _data_dir(value: Path | None) -> Path:
 
 
 def _paths(data_dir: Path | None) -> Any:
-    from medsearch.localstack.stack import StackPaths
+    from medsearch_dev.localstack.stack import StackPaths
 
     return StackPaths(_data_dir(data_dir))
+
+
+def locate(data_dir: Path | None, index: str) -> tuple[str, str | None, str, Any] | None:
+    """(DSN, password, Milvus URI, spec) of a running local stack serving ``index``, else None."""
+    from medsearch_dev.localstack import postgres as pg
+    from medsearch_dev.localstack.stack import StackError, StackPaths, is_running, read_state
+
+    paths = StackPaths((data_dir or default_data_dir()).expanduser())
+    if not is_running(paths):
+        return None
+    try:
+        state = read_state(paths)
+    except StackError:
+        return None
+    ports = state.get("ports") or {}
+    if state.get("index") != index or not ports.get("postgres"):
+        return None
+    spec = load_index_file(paths.index_spec).spec if paths.index_spec.exists() else None
+    return (pg.dsn(ports["postgres"]), pg.password(paths.data_dir), f"http://127.0.0.1:{ports['milvus']}", spec)
 
 
 def _load_index(index_file: Path | None) -> MedicalSearchIndex:
@@ -91,7 +115,7 @@ def resolve_weights(requested: str | None, index: MedicalSearchIndex, *, allow_r
 
 def _ports(offset: int, kafka: int | None, milvus: int | None, model: int | None, api: int | None,
            postgres: int | None = None, dicom: int | None = None) -> Any:
-    from medsearch.localstack.stack import Ports
+    from medsearch_dev.localstack.stack import Ports
 
     d = Ports()
     return Ports(
@@ -107,7 +131,7 @@ def _ports(offset: int, kafka: int | None, milvus: int | None, model: int | None
 
 def _wait_for_signal(paths: Any) -> None:
     """Block until Ctrl-C / SIGTERM or until supervisord disappears."""
-    from medsearch.localstack.stack import supervisor_pid
+    from medsearch_dev.localstack.stack import supervisor_pid
 
     stop = threading.Event()
 
@@ -129,7 +153,7 @@ def _start(
 ) -> Any:
     """Start the stack. For the demo, an already running stack is reused and missing ImageNet weights fall back
     (loudly) to random ones."""
-    from medsearch.localstack.stack import StackError, is_running, start_stack
+    from medsearch_dev.localstack.stack import StackError, is_running, start_stack
 
     paths = _paths(data_dir)
     if demo and is_running(paths):
@@ -157,7 +181,7 @@ def _start(
 
 
 def _print_urls(paths: Any) -> None:
-    from medsearch.localstack.stack import ensure_token, read_state
+    from medsearch_dev.localstack.stack import ensure_token, read_state
 
     state = read_state(paths)
     api = next((s["url"] for s in state["services"] if s["name"] == "api"), None)
@@ -217,7 +241,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """Each service with its URL and health, and per index the counts of images, reports and dead letters."""
-        from medsearch.localstack.stack import StackError, stack_status
+        from medsearch_dev.localstack.stack import StackError, stack_status
 
         paths = _paths(data_dir)
         try:
@@ -250,7 +274,7 @@ def register(app: typer.Typer) -> None:
         data_dir: Path | None = typer.Option(None, "--data-dir", envvar="MEDSEARCH_DATA_DIR", help=DATA_DIR_HELP),
     ) -> None:
         """Print the local API token (<data-dir>/token, created on first use with mode 600)."""
-        from medsearch.localstack.stack import ensure_token
+        from medsearch_dev.localstack.stack import ensure_token
 
         out.print(ensure_token(_paths(data_dir)), highlight=False)
 
@@ -269,7 +293,7 @@ def register(app: typer.Typer) -> None:
         index = _load_index(index_file)
         ports = _ports(port_offset, None, None, None, None)
         paths = _start(index=index, data_dir=data_dir, weights=weights, backend=backend, ports=ports, demo=True)
-        from medsearch.localstack.demo import DemoError, load_samples
+        from medsearch_dev.localstack.demo import DemoError, load_samples
 
         try:
             load_samples(paths, manifest=samples, timeout=timeout, console=console)
@@ -285,7 +309,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _stop(paths: Any) -> bool:
-    from medsearch.localstack.stack import stop_stack
+    from medsearch_dev.localstack.stack import stop_stack
 
     console.print("stopping the local stack…")
     stopped: bool = stop_stack(paths)

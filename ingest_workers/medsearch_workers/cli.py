@@ -4,8 +4,9 @@
     medsearch nlp analyze --text "No pleural effusion. The cardiac silhouette is enlarged."
 
 Input lines: ``{"id": ..., "text": ...}`` (``report_id`` is accepted for ``id``). Output lines: ``{"id",
-"entities", "icd10_positive", "icd10_negative", "icd10_uncertain", ...}`` (the full analysis). The NLP code
-lives in the ``medsearch-workers[report]`` package; it is imported inside the command.
+"entities", "icd10_positive", "icd10_negative", "icd10_uncertain", ...}`` (the full analysis). Registered on the
+``medsearch`` command through this distribution's ``medsearch.cli`` entry point ``nlp``; the NLP (the ``report``
+extra) is imported inside the command, so ``medsearch --help`` stays fast.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ from typing import Any
 
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import MedicalSearchIndex
-from medsearch.localstack import postgres as pg
-from medsearch.localstack import procs
+from medsearch_dev.localstack import postgres as pg
+from medsearch_dev.localstack import procs
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +373,7 @@ def _healthy(s: Service, paths: StackPaths | None = None) -> bool:
         return procs.http_ready(s.health_url)
     if s.health == "tcp":
         host, _, port = s.health_url.removeprefix("tcp://").rpartition(":")
-        return procs.tcp_ready(int(port), host)
+        return procs.port_in_use(int(port), host)
     return True
 
 

@@ -55,7 +55,7 @@ def default_manifest() -> Path:
     here = Path.cwd() / "samples" / "manifest.json"
     if here.exists():
         return here
-    return Path(__file__).resolve().parents[2] / "samples" / "manifest.json"
+    return Path(__file__).resolve().parents[3] / "samples" / "manifest.json"
 
 
 def read_manifest(path: Path) -> SampleSet:
@@ -110,8 +110,8 @@ def wait_indexed(*, index: str, milvus_uri: str, images: int, reports: int, time
                  bootstrap: str | None = None) -> tuple[int, int]:
     from rich.progress import Progress
 
-    from medsearch.localstack.procs import ServiceError, milvus_ready, wait_until
     from medsearch.provision import count_rows, milvus_client
+    from medsearch_dev.localstack.procs import ServiceError, milvus_ready, wait_until
 
     names = names_for(index)
     try:
@@ -142,7 +142,7 @@ def wait_indexed(*, index: str, milvus_uri: str, images: int, reports: int, time
 
 
 def load_samples(paths: Any, *, manifest: Path | None, timeout: float, console: Any = None) -> dict[str, int]:
-    from medsearch.localstack.stack import read_state
+    from medsearch_dev.localstack.stack import read_state
 
     state = read_state(paths)
     samples = read_manifest(manifest or default_manifest())

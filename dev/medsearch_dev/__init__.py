@@ -1,0 +1,1 @@
+"""medsearch development tools: the local stack and the test helpers. No deployable imports this package."""
