@@ -166,20 +166,20 @@ def start_model_server(containers: Containers, ref: str, folder: Path, size: int
     /mnt/models``), serving an ONNX export of seeded random weights made here at ``size`` (none can be downloaded)
     from ``folder/models`` where KServe's storage initializer would put the ``storageUri`` contents. Host
     networking: free ports instead of 8080/8081. Returns the base URL once ``/v2/health/ready`` answers."""
-    from medsearch_model_server.config import ServerConfig
+    from medsearch_dev.localstack.procs import free_port, http_ready
     from medsearch_model_server.embedder import export_onnx
     from medsearch_operator import children as ch
     from medsearch_operator.settings import OperatorSettings
     from test_operator import wait_for
 
+    from medsearch.contracts.settings import ModelServerSettings
     from medsearch.contracts.spec import parse_spec
-    from medsearch.localstack.procs import free_port, http_ready
 
     models = folder / "models"
     models.mkdir(parents=True, exist_ok=True)
     onnx = models / "model.onnx"
     if not onnx.exists():
-        export_onnx(ServerConfig(weights="random", input_size=size, seed=0, cache_dir=folder / "cache"), onnx)
+        export_onnx(ModelServerSettings(weights="random", input_size=size, seed=0, cache_dir=folder / "cache"), onnx)
     for p in (folder, models):
         p.chmod(0o755)
     onnx.chmod(0o644)

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 from chartkit import MAIN_CHART, by_kind, one, pod_spec, render
+from medsearch_dev.localstack.procs import free_port, http_ready
 from medsearch_operator import children as ch
 from medsearch_operator.settings import OperatorSettings
 from PIL import Image
@@ -39,7 +40,6 @@ from typer.testing import CliRunner
 from conftest import image_user, start_model_server
 from medsearch.contracts.naming import names_for
 from medsearch.contracts.spec import parse_spec
-from medsearch.localstack.procs import free_port, http_ready
 from medsearch.provision import (
     count_rows,
     drop_schema,

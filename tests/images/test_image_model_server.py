@@ -23,8 +23,9 @@ SIZE = 64
 
 def test_cpu_model_server_image_serves_the_onnx_model_like_in_process(
         built_images: Any, containers: Any, tmp_path: Path) -> None:
-    from medsearch_model_server.config import ServerConfig
     from medsearch_model_server.embedder import load_embedder
+
+    from medsearch.contracts.settings import ModelServerSettings
 
     ref = built_images("model-server")
     # No PyTorch in the CPU image (PyPI's Linux torch wheels are CUDA builds of several GB).
@@ -36,7 +37,7 @@ def test_cpu_model_server_image_serves_the_onnx_model_like_in_process(
     url = start_model_server(containers, ref, tmp_path, SIZE)
     onnx = tmp_path / "models" / "model.onnx"
     ct_bytes = Path(str(get_testdata_file("CT_small.dcm"))).read_bytes()
-    expected = load_embedder(ServerConfig(weights=str(onnx), backend="onnx", input_size=SIZE,
+    expected = load_embedder(ModelServerSettings(weights=str(onnx), backend="onnx", input_size=SIZE,
                                           cache_dir=tmp_path / "cache")).embed_bytes([ct_bytes])[0]
     with EmbeddingClient(url) as client:
         params = client.metadata()["parameters"]

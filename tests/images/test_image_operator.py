@@ -12,9 +12,8 @@ from typing import Any
 import httpx
 import yaml
 from chartkit import MAIN_CHART, one, pod_spec, render
+from medsearch_dev.localstack.procs import free_port
 from test_operator import MSI, OPERATOR_ENV, Api, collections, sample, topic_partitions, unique_name, wait_for
-
-from medsearch.localstack.procs import free_port
 
 
 def _split(ref: str) -> tuple[str, str]:
