@@ -11,8 +11,9 @@ from typing import Any
 
 import httpx
 import yaml
-from chartkit import MAIN_CHART, one, pod_spec, render
+from chartkit import MAIN_CHART, by_kind, one, pod_spec, render
 from medsearch_dev.localstack.procs import free_port
+from podrun import objects_data
 from test_operator import MSI, OPERATOR_ENV, Api, collections, sample, topic_partitions, unique_name, wait_for
 
 
@@ -47,7 +48,8 @@ def test_operator_image_reconciles_an_index(
     objs = render(helm_binary, MAIN_CHART, namespace=ns, sets={
         "operator.image.repository": repo, "operator.image.tag": tag, "operator.watchNamespace": ns,
         "workers.image.repository": "registry.example/medsearch-workers", "workers.image.tag": "test",
-        "modelServer.image.repository": "registry.example/medsearch-model-server", "modelServer.image.tag": "test"})
+        "modelServer.image.repository": "registry.example/medsearch-model-server", "modelServer.image.tag": "test",
+        "externalMilvus.uri": milvus_uri, "externalKafka.brokerList": kafka_bootstrap})
     deployment = one(objs, "Deployment", "-operator")
     spec = pod_spec(deployment)
     (container,) = spec["containers"]
@@ -60,9 +62,11 @@ def test_operator_image_reconciles_an_index(
     env = {**OPERATOR_ENV, "KUBECONFIG": "/etc/medsearch/kube/config", "MEDSEARCH_OPERATOR_NAMESPACE": ns,
            "MEDSEARCH_OPERATOR_HEALTH_PORT": str(health), "MEDSEARCH_OPERATOR_HEALTH_HOST": "127.0.0.1",
            "MEDSEARCH_KAFKA_BOOTSTRAP": kafka_bootstrap, "MEDSEARCH_MILVUS_URI": milvus_uri,
+           # the local PostgreSQL's keyword DSN (the chart takes a URI + a Secret)
            "MEDSEARCH_POSTGRES_DSN": postgres_dsn}
     kubeconfig_dir = _container_kubeconfig(cluster, cluster.token_for("operator"), tmp_path / "kube")
-    name = containers.start(ref, spec, volumes={"kubeconfig": kubeconfig_dir}, env=env)
+    sources = objects_data(by_kind(objs, "ConfigMap") + by_kind(objs, "Secret"))
+    name = containers.start(ref, spec, volumes={"kubeconfig": kubeconfig_dir}, env=env, sources=sources)
 
     # The chart's probes: kopf's liveness endpoint answers.
     probe = container["livenessProbe"]["httpGet"]["path"]
