@@ -83,3 +83,6 @@ for image in "${images[@]}"; do
   echo "$ref"
 done
 rm -rf "$logs"
+# Earlier builds of these images, now untagged, and the cache layers only they used: keep the disk bounded on a
+# machine that builds on every run (only dangling images carrying the Dockerfiles' source label are removed).
+docker image prune -f --filter "label=org.opencontainers.image.source=https://github.com/medsearch/medsearch" >/dev/null
