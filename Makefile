@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo up down status test test-unit test-integration test-k8s lint e2e bench clean web k8s-assets dicom-peers
+.PHONY: help venv demo up down status test test-unit test-integration test-k8s test-images images lint e2e bench clean web k8s-assets dicom-peers
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -47,17 +47,23 @@ k8s-assets: $(STAMP) ## fetch/build kube-apiserver, etcd and helm for the k8s ti
 dicom-peers: ## install the real DICOM peers of the integration tier (dcmtk, Orthanc + DICOMweb; apt)
 	@bash scripts/ensure-dicom-peers.sh
 
-test: $(STAMP) lint web k8s-assets dicom-peers ## every test tier this machine can run (unit, integration, k8s; e2e skips with a reason)
+images: ## build the four images (Debian-made base images unless PYTHON_IMAGE/NODE_IMAGE; tag IMAGE_TAG, default git describe)
+	@bash scripts/build-images.sh
+
+test: $(STAMP) lint web k8s-assets dicom-peers ## every test tier this machine can run (unit, integration, k8s, images; e2e skips with a reason)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## unit tests only (no network)
-	$(BIN)/pytest -m "not integration and not k8s and not e2e and not browser" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not integration and not k8s and not e2e and not browser and not images" $(PYTEST_ARGS)
 
 test-integration: $(STAMP) web dicom-peers ## integration tier (Tansu, milvus-lite, model server as local processes)
 	$(BIN)/pytest -m "integration or browser" $(PYTEST_ARGS)
 
 test-k8s: $(STAMP) k8s-assets ## k8s tier (real etcd + kube-apiserver)
 	$(BIN)/pytest -m k8s $(PYTEST_ARGS)
+
+test-images: $(STAMP) k8s-assets ## images tier: build the images and run them as the chart does (needs root or a Docker engine)
+	$(BIN)/pytest -m images $(PYTEST_ARGS)
 
 e2e: $(STAMP) ## kind cluster end to end (needs Docker, kind, skaffold; skips otherwise)
 	$(BIN)/pytest -m e2e -rs tests/e2e
