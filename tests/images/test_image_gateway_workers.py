@@ -55,18 +55,22 @@ TOKEN = "images-tier-reader-token-0000000001"
 CT = "CT_small.dcm"
 
 
+NAMESPACE = "images"  # the index's and the gateway's namespace, as in a cluster: names are scoped by it
+
+
 @pytest.fixture()
 def index(unique_index: str, kafka_bootstrap: str, milvus_uri: str, postgres_dsn: str) -> Iterator[str]:
     spec = parse_spec({"embedding": {"inputSize": SIZE}})
-    ensure_schema(postgres_dsn, unique_index, spec)
+    names = names_for(unique_index, NAMESPACE)
+    ensure_schema(postgres_dsn, names, spec)
     admin = kafka_admin(kafka_bootstrap)
-    ensure_topics(admin, unique_index, spec)
+    ensure_topics(admin, names, spec)
     admin.close()
     client = milvus_client(milvus_uri)
-    ensure_collections(client, unique_index, spec)
+    ensure_collections(client, names, spec)
     client.close()
     yield unique_index
-    drop_schema(postgres_dsn, unique_index)
+    drop_schema(postgres_dsn, names)
 
 
 def _split(ref: str) -> tuple[str, str]:
@@ -85,13 +89,14 @@ def _image_rows(dsn: str, index: str) -> list[dict[str, Any]]:
     from medsearch import pgstore
 
     with pgstore.connect(dsn) as conn:
-        return [r for b in pgstore.iter_rows(conn, index, "images", ["sop_instance_uid", "thumbnail_uri"]) for r in b]
+        rows = pgstore.iter_rows(conn, names_for(index, NAMESPACE), "images", ["sop_instance_uid", "thumbnail_uri"])
+        return [r for b in rows for r in b]
 
 
 def _milvus_images(uri: str, index: str) -> int:
     client = milvus_client(uri)
     try:
-        return count_rows(client, names_for(index).images_collection)
+        return count_rows(client, names_for(index, NAMESPACE).images_collection)
     finally:
         client.close()
 
@@ -108,7 +113,7 @@ def test_workers_index_a_dicom_and_the_gateway_serves_it(
     tmp_path.chmod(0o755)
 
     # ---- the DICOM worker, as the operator deploys it
-    owner = ch.Owner(name=index, namespace="images", uid="u")
+    owner = ch.Owner(name=index, namespace=NAMESPACE, uid="u")
     spec = parse_spec({"embedding": {"inputSize": SIZE}})
     settings = OperatorSettings(kafka_bootstrap=kafka_bootstrap, milvus_uri=milvus_uri, postgres_dsn=postgres_dsn,
                                 object_store_url=store_url, operator_worker_image=workers_ref)
@@ -129,7 +134,8 @@ def test_workers_index_a_dicom_and_the_gateway_serves_it(
 
     ct = Path(str(get_testdata_file(CT)))
     result = CliRunner().invoke(app, ["ingest", str(ct), "--index", index, "--bootstrap", kafka_bootstrap,
-                                      "--store", store_url, "--json"], env={"MEDSEARCH_POSTGRES_DSN": postgres_dsn})
+                                      "--store", store_url, "--json"], env={"MEDSEARCH_POSTGRES_DSN": postgres_dsn,
+                                                                         "MEDSEARCH_INDEX_NAMESPACE": NAMESPACE})
     assert result.exit_code == 0, result.output
     # What `medsearch ingest` stored here (as root) is the containers' to write beside (thumbnails), as a bucket
     # would be: hand the folder to the images' user.
@@ -145,7 +151,7 @@ def test_workers_index_a_dicom_and_the_gateway_serves_it(
 
     # ---- the gateway, as the chart deploys it
     repo, tag = _split(gateway_ref)
-    objs = render(helm_binary, MAIN_CHART, sets={
+    objs = render(helm_binary, MAIN_CHART, namespace=NAMESPACE, sets={
         "gateway.image.repository": repo, "gateway.image.tag": tag, "config.index": index,
         "externalPostgres.dsn": "postgresql://medsearch@127.0.0.1/medsearch", "externalMilvus.uri": milvus_uri,
         "externalKafka.brokerList": kafka_bootstrap, "config.modelServerUrl": model_url,

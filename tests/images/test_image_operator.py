@@ -16,6 +16,8 @@ from medsearch_dev.localstack.procs import free_port
 from podrun import objects_data
 from test_operator import MSI, OPERATOR_ENV, Api, collections, sample, topic_partitions, unique_name, wait_for
 
+from medsearch.contracts.naming import names_for
+
 
 def _split(ref: str) -> tuple[str, str]:
     repo, _, tag = ref.rpartition(":")
@@ -85,9 +87,10 @@ def test_operator_image_reconciles_an_index(
     assert [c["metadata"]["name"] for c in api.list(("v1", "ConfigMap"), ns, sel)] == [f"{index}-config"]
     deps = sorted(d["metadata"]["name"] for d in api.list(("apps/v1", "Deployment"), ns, sel))
     assert deps == [f"{index}-dicom-worker", f"{index}-report-worker"]
-    assert topic_partitions(kafka_bootstrap, index) == {f"{index}.dicom": 2, f"{index}.reports": 2,
-                                                        f"{index}.dlq": 2}
-    assert len(collections(milvus_uri, index)) == 2
+    names = names_for(index, ns)
+    assert topic_partitions(kafka_bootstrap, names) == {f"{ns}.{index}.dicom": 2, f"{ns}.{index}.reports": 2,
+                                                        f"{ns}.{index}.dlq": 2}
+    assert len(collections(milvus_uri, names)) == 2
     api.make_children_ready(ns, index)
     api.wait_condition(ns, index, "Ready", "True", "AllComponentsReady", timeout=60)
     obj = api.get(MSI, ns, index)
