@@ -270,12 +270,10 @@ class Ledger:
 
         if not deliveries:
             return {}
-        topics, parts, offsets, digests = _columns(deliveries)
         rows = self._run(sql.SQL(
             'SELECT a.topic, a.part, a."offset", a.digest, a.attempts, a.stage, a.error FROM {} AS a '
-            "JOIN unnest(%s::text[], %s::int[], %s::bigint[], %s::text[]) AS d(topic, part, off, digest) "
-            'ON a.topic = d.topic AND a.part = d.part AND a."offset" = d.off AND a.digest = d.digest'
-        ).format(_table(self.index, "delivery_attempts")), (topics, parts, offsets, digests), fetch=True)
+            f"JOIN {_DELIVERIES} ON {_SAME_DELIVERY}"
+        ).format(_table(self.index, "delivery_attempts")), _columns(deliveries), fetch=True)
         return {Delivery(t, int(p), int(o), d): Attempt(int(n), st, e) for t, p, o, d, n, st, e in rows}
 
     def begin(self, deliveries: Sequence[Delivery]) -> None:
@@ -285,15 +283,13 @@ class Ledger:
 
         if not deliveries:
             return
-        topics, parts, offsets, digests = _columns(deliveries)
         table = _table(self.index, "delivery_attempts")
         self._run(sql.SQL(
             'INSERT INTO {} AS a (topic, part, "offset", digest, attempts) '
-            "SELECT topic, part, off, digest, 1 FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::text[]) "
-            "AS d(topic, part, off, digest) "
+            f"SELECT topic, part, off, digest, 1 FROM {_DELIVERIES} "
             'ON CONFLICT (topic, part, "offset", digest) DO UPDATE SET attempts = a.attempts + 1, stage = NULL, '
             "error = NULL, updated_at = now()"
-        ).format(table), (topics, parts, offsets, digests))
+        ).format(table), _columns(deliveries))
 
     def reached(self, delivery: Delivery, stage: str) -> None:
         """The message's handling reached ``stage`` (recorded for messages handled alone)."""
@@ -309,28 +305,17 @@ class Ledger:
 
     def done(self, deliveries: Sequence[Delivery]) -> None:
         """The messages' offsets are committed: forget their attempts."""
-        from psycopg import sql
-
-        if not deliveries:
-            return
-        topics, parts, offsets, digests = _columns(deliveries)
-        self._run(sql.SQL(
-            'DELETE FROM {} AS a USING unnest(%s::text[], %s::int[], %s::bigint[], %s::text[]) '
-            "AS d(topic, part, off, digest) "
-            'WHERE a.topic = d.topic AND a.part = d.part AND a."offset" = d.off AND a.digest = d.digest'
-        ).format(_table(self.index, "delivery_attempts")), (topics, parts, offsets, digests))
+        self._delete(deliveries, "delivery_attempts")
 
     def _update_attempt(self, deliveries: Sequence[Delivery], assignment: str, params: tuple[Any, ...]) -> None:
         from psycopg import sql
 
         if not deliveries:
             return
-        topics, parts, offsets, digests = _columns(deliveries)
         self._run(sql.SQL(
             "UPDATE {} AS a SET " + assignment + ", updated_at = now() "
-            "FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::text[]) AS d(topic, part, off, digest) "
-            'WHERE a.topic = d.topic AND a.part = d.part AND a."offset" = d.off AND a.digest = d.digest'
-        ).format(_table(self.index, "delivery_attempts")), (*params, topics, parts, offsets, digests))
+            f"FROM {_DELIVERIES} WHERE {_SAME_DELIVERY}"
+        ).format(_table(self.index, "delivery_attempts")), (*params, *_columns(deliveries)))
 
     def dead_letter(self, letters: Sequence[OutboxLetter]) -> None:
         """One transaction: the letters' ledger rows are ``dead`` (stage, reason) and the letters are in the outbox.
@@ -371,19 +356,24 @@ class Ledger:
 
     def sent(self, deliveries: Sequence[Delivery]) -> None:
         """The broker acknowledged these dead letters: out of the outbox."""
+        self._delete(deliveries, "dead_letter_outbox")
+
+    def _delete(self, deliveries: Sequence[Delivery], table: str) -> None:
+        """Delete the rows of ``table`` keyed by these messages."""
         from psycopg import sql
 
         if not deliveries:
             return
-        topics, parts, offsets, digests = _columns(deliveries)
-        self._run(sql.SQL(
-            'DELETE FROM {} AS a USING unnest(%s::text[], %s::int[], %s::bigint[], %s::text[]) '
-            "AS d(topic, part, off, digest) "
-            'WHERE a.topic = d.topic AND a.part = d.part AND a."offset" = d.off AND a.digest = d.digest'
-        ).format(_table(self.index, "dead_letter_outbox")), (topics, parts, offsets, digests))
+        self._run(sql.SQL(f"DELETE FROM {{}} AS a USING {_DELIVERIES} WHERE {_SAME_DELIVERY}").format(
+            _table(self.index, table)), _columns(deliveries))
 
     def close(self) -> None:
         self._db.close()
+
+
+# Messages passed as four parallel arrays (see _columns), matched against a table aliased ``a``.
+_DELIVERIES = "unnest(%s::text[], %s::int[], %s::bigint[], %s::text[]) AS d(topic, part, off, digest)"
+_SAME_DELIVERY = 'a.topic = d.topic AND a.part = d.part AND a."offset" = d.off AND a.digest = d.digest'
 
 
 def _columns(deliveries: Sequence[Delivery]) -> tuple[list[str], list[int], list[int], list[str]]:
