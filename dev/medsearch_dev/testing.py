@@ -13,6 +13,7 @@ import pytest
 
 from medsearch.contracts.messages import DeadLetter
 from medsearch.contracts.naming import IndexRef, names_of
+from medsearch.contracts.spec import MedicalSearchIndexSpec
 from medsearch_dev.localstack import procs
 
 
@@ -103,6 +104,24 @@ def unique_index(request: pytest.FixtureRequest) -> str:
     import hashlib
 
     return "t" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:10]
+
+
+def provision_index(index: IndexRef, spec: MedicalSearchIndexSpec, *, dsn: str, bootstrap: str, milvus_uri: str
+                    ) -> None:
+    """The index's PostgreSQL schema, Kafka topics and Milvus collections, as the operator provisions them."""
+    from medsearch.provision import ensure_collections, ensure_schema, ensure_topics, kafka_admin, milvus_client
+
+    ensure_schema(dsn, index, spec)
+    admin = kafka_admin(bootstrap)
+    try:
+        ensure_topics(admin, index, spec)
+    finally:
+        admin.close()
+    client = milvus_client(milvus_uri)
+    try:
+        ensure_collections(client, index, spec)
+    finally:
+        client.close()
 
 
 def wait_for(check: Callable[[], object], timeout: float, what: str, interval: float = 0.5) -> None:

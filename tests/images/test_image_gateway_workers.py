@@ -29,6 +29,7 @@ import httpx
 import pytest
 from chartkit import MAIN_CHART, by_kind, one, pod_spec, render
 from medsearch_dev.localstack.procs import free_port, http_ready
+from medsearch_dev.testing import provision_index
 from medsearch_operator import children as ch
 from medsearch_operator.settings import OperatorSettings
 from PIL import Image
@@ -43,10 +44,6 @@ from medsearch.contracts.spec import parse_spec
 from medsearch.provision import (
     count_rows,
     drop_schema,
-    ensure_collections,
-    ensure_schema,
-    ensure_topics,
-    kafka_admin,
     milvus_client,
 )
 
@@ -62,13 +59,7 @@ NAMESPACE = "images"  # the index's and the gateway's namespace, as in a cluster
 def index(unique_index: str, kafka_bootstrap: str, milvus_uri: str, postgres_dsn: str) -> Iterator[str]:
     spec = parse_spec({"embedding": {"inputSize": SIZE}})
     names = names_for(unique_index, NAMESPACE)
-    ensure_schema(postgres_dsn, names, spec)
-    admin = kafka_admin(kafka_bootstrap)
-    ensure_topics(admin, names, spec)
-    admin.close()
-    client = milvus_client(milvus_uri)
-    ensure_collections(client, names, spec)
-    client.close()
+    provision_index(names, spec, dsn=postgres_dsn, bootstrap=kafka_bootstrap, milvus_uri=milvus_uri)
     yield unique_index
     drop_schema(postgres_dsn, names)
 

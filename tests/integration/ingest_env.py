@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medsearch_dev.localstack import procs
+from medsearch_dev.testing import provision_index
 
 from medsearch.contracts.spec import MedicalSearchIndexSpec
-from medsearch.provision import ensure_collections, ensure_schema, ensure_topics, kafka_admin, milvus_client
 
 # Small batches and short waits, so that tests see each step quickly.
 WORKER_TUNING = {
@@ -40,17 +40,7 @@ class IndexEnv:
 
     def provision(self, spec: MedicalSearchIndexSpec) -> None:
         """Topics, the PostgreSQL schema and the Milvus collections of the index."""
-        ensure_schema(self.dsn, self.index, spec)
-        admin = kafka_admin(self.bootstrap)
-        try:
-            ensure_topics(admin, self.index, spec)
-        finally:
-            admin.close()
-        client = milvus_client(self.milvus_uri)
-        try:
-            ensure_collections(client, self.index, spec)
-        finally:
-            client.close()
+        provision_index(self.index, spec, dsn=self.dsn, bootstrap=self.bootstrap, milvus_uri=self.milvus_uri)
 
     def worker_env(self) -> dict[str, str]:
         return {

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 from medsearch_dev.localstack import procs
+from medsearch_dev.testing import provision_index
 
 from medsearch import pgstore, store
 from medsearch.contracts.collections import IMAGE_ANN_FIELDS, IMAGE_FIELDS, REPORT_ANN_FIELDS, REPORT_FIELDS, ann_row
@@ -34,9 +35,6 @@ from medsearch.provision import (
     count_rows,
     drop_collections,
     drop_schema,
-    ensure_collections,
-    ensure_schema,
-    ensure_topics,
     kafka_admin,
     milvus_client,
 )
@@ -171,12 +169,8 @@ def seeded(milvus_uri: str, kafka_bootstrap: str, model_server: str, postgres_ds
 
     index = "apitest" + format(random.Random().getrandbits(24), "x")
     spec = MedicalSearchIndexSpec()
+    provision_index(index, spec, dsn=postgres_dsn, bootstrap=kafka_bootstrap, milvus_uri=milvus_uri)
     client = milvus_client(milvus_uri)
-    ensure_collections(client, index, spec)
-    ensure_schema(postgres_dsn, index, spec)
-    admin = kafka_admin(kafka_bootstrap)
-    ensure_topics(admin, index, spec)
-    admin.close()
     reports, images = build_rows()
     vecs = embed_texts([r["text"] for r in reports])
     for r, v in zip(reports, vecs, strict=True):
