@@ -239,7 +239,9 @@ class ModelServerSettings(BaseSettings):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         default="auto", description="torch CUDA autocast dtype (auto: fp16 on CUDA, fp32 on CPU)."
     )
-    device: str | None = Field(default=None, description="torch device (cuda, cuda:1, cpu); default: CUDA if any.")
+    device: str | None = Field(
+        default=None, description="torch or onnxruntime device (cuda, cuda:1, cpu); default: CUDA if any."
+    )
     cache_dir: Path = Field(default_factory=_model_cache_dir, description="Exported ONNX files, downloaded weights.")
     threads: int = Field(default=0, ge=0, description="Intra-op CPU threads (0: the library's default).")
     channels_last: bool = Field(default=True, description="torch: channels-last memory layout (off for baselines).")

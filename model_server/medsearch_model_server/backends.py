@@ -1,4 +1,5 @@
-"""Inference backends: torch (CUDA with fp16/bf16 autocast, or CPU) and onnxruntime (CPU).
+"""Inference backends: torch (CUDA with fp16/bf16 autocast, or CPU) and onnxruntime (CPU, or CUDA where
+onnxruntime-gpu is installed: the model-server-cuda image).
 
 A backend is a callable ``float32 [N, 3, S, S] -> float32 [N, 1024]`` (unit norm). It is called from one worker
 thread at a time (the batcher's), never concurrently.
@@ -68,22 +69,50 @@ class TorchBackend:
             return np.asarray(out.float().cpu().numpy(), dtype=np.float32)
 
 
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def onnx_providers(available: list[str], device: str | None) -> tuple[list[Any], str]:
+    """The execution providers to ask onnxruntime for, and the device they aim at: CUDA (device ``cuda`` or
+    ``cuda:N``, or by default) where this onnxruntime has the CUDA provider, else the CPU. Raises WeightsError when
+    CUDA is asked for explicitly and this onnxruntime cannot offer it."""
+    explicit_cuda = device is not None and device.startswith("cuda")
+    if (device is not None and not explicit_cuda) or CUDA_PROVIDER not in available:
+        if explicit_cuda:
+            raise WeightsError(f"device {device} requested but this onnxruntime has no {CUDA_PROVIDER} "
+                               "(onnxruntime-gpu is in the model-server-cuda image)")
+        return ["CPUExecutionProvider"], "cpu"
+    index = int(device.split(":", 1)[1]) if device is not None and ":" in device else 0
+    return [(CUDA_PROVIDER, {"device_id": index}), "CPUExecutionProvider"], f"cuda:{index}"
+
+
 class OnnxBackend:
     name = "onnx"
-    device = "cpu"
     precision = "fp32"
 
-    def __init__(self, path: Path, input_size: int, *, threads: int = 0, normalise: bool = False) -> None:
+    def __init__(self, path: Path, input_size: int, *, threads: int = 0, normalise: bool = False,
+                 device: str | None = None) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads > 0:
             opts.intra_op_num_threads = threads
+        providers, self.device = onnx_providers(list(ort.get_available_providers()), device)
+        if self.device != "cpu":
+            _preload_cuda_libraries(ort)
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
             raise WeightsError(f"{path}: onnxruntime cannot load the model: {err}") from err
+        if self.device != "cpu" and self._session.get_providers()[0] != CUDA_PROVIDER:
+            # onnxruntime falls back to the CPU by itself when CUDA cannot start (no GPU, no driver, missing libs)
+            if device is not None:
+                raise WeightsError(f"device {device} requested but onnxruntime's {CUDA_PROVIDER} could not start "
+                                   "(no GPU visible, or the CUDA/cuDNN libraries failed to load; see the log above)")
+            log.warning("onnxruntime's %s is installed but could not start (no GPU visible, or the CUDA/cuDNN "
+                        "libraries failed to load): serving on the CPU, much slower", CUDA_PROVIDER)
+            self.device = "cpu"
         model_input = self._session.get_inputs()[0]
         fixed = [d for d in model_input.shape[2:] if isinstance(d, int)]
         if any(d != input_size for d in fixed):
@@ -108,6 +137,17 @@ class OnnxBackend:
         out = out.reshape(out.shape[0], -1)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return np.asarray(out / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def _preload_cuda_libraries(ort: Any) -> None:
+    """onnxruntime-gpu finds the CUDA runtime and cuDNN of PyPI's nvidia-* wheels through ``preload_dlls``."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as err:  # noqa: BLE001  # the session below says whether CUDA started; this only helps it
+        log.warning("onnxruntime could not preload the CUDA libraries: %s", err)
 
 
 def cuda_available() -> bool:
@@ -153,8 +193,9 @@ def build_backend(weights: ResolvedWeights, cfg: ModelServerSettings) -> Backend
     name = choose_backend_name(cfg, weights)
     if name == "onnx":
         if weights.info.kind == "onnx" and weights.onnx_path is not None:
-            return OnnxBackend(weights.onnx_path, cfg.input_size, threads=cfg.threads, normalise=True)
-        return OnnxBackend(ensure_onnx(weights, cfg), cfg.input_size, threads=cfg.threads)
+            return OnnxBackend(weights.onnx_path, cfg.input_size, threads=cfg.threads, normalise=True,
+                               device=cfg.device)
+        return OnnxBackend(ensure_onnx(weights, cfg), cfg.input_size, threads=cfg.threads, device=cfg.device)
     if weights.module is None:
         raise WeightsError(f"{weights.info.source}: ONNX weights run on the onnx backend only (use --backend onnx)")
     device = cfg.device or ("cuda" if cuda_available() else "cpu")

@@ -1,4 +1,4 @@
-"""The images tier: the four images built from their Dockerfiles (scripts/build-images.sh, as `make images` does)
+"""The images tier: the four images built from the Dockerfile's targets (scripts/build-images.sh, `make images`)
 and run the way the chart or the operator runs them (tests/images/podrun.py turns the rendered pod spec into
 `docker run` flags), against the services the other tiers start as local processes.
 
@@ -44,13 +44,11 @@ kubectl_binary = _k8s.kubectl_binary
 helm_binary = _k8s.helm_binary
 from test_operator import api, cluster, ns, operator_kubeconfig  # noqa: E402, F401
 
-# What the tier builds: the images as shipped, except that the gateway is built without the optional semantic
-# extra and the workers without the report extra (both pull torch; PyPI's Linux torch wheels are CUDA builds of
-# several GB and torch's CPU wheel index is not reachable everywhere), and the model server without the baked
-# ImageNet export (its weights cannot be downloaded here; the test mounts an export as KServe would), see
-# docs/install.md.
-TIER_BUILD_ARGS = ("--build-arg API_EXTRAS= --build-arg WORKER_EXTRAS= --build-arg TORCH_INDEX_URL= "
-                   "--build-arg BAKE_IMAGENET_WEIGHTS=false")
+# What the tier builds: the images as shipped (no image carries PyTorch), except that the model server is built
+# without the baked ImageNet export (its weights cannot be downloaded here, and the export needs PyTorch in a
+# throwaway stage; the test mounts an export as KServe would), see docs/install.md. MEDSEARCH_IMAGES_BUILD_ARGS
+# replaces these arguments (e.g. "--build-arg BAKE_IMAGENET_WEIGHTS=false --build-arg WORKER_EXTRAS=").
+TIER_BUILD_ARGS = os.environ.get("MEDSEARCH_IMAGES_BUILD_ARGS", "--build-arg BAKE_IMAGENET_WEIGHTS=false")
 TIER_TAG = os.environ.get("MEDSEARCH_IMAGES_TAG", "images-tier")
 BUILD_TIMEOUT = 2400
 

@@ -12,12 +12,15 @@ from conftest import REPO, build
 def test_broken_dockerfile_fails_with_a_readable_message(docker_host: str, tmp_path: Path) -> None:
     context = tmp_path / "context"
     context.mkdir()
-    for name in ("constraints.txt", "pyproject.toml", "README.md"):
+    for name in ("Dockerfile", ".dockerignore", "constraints.txt", "pyproject.toml", "README.md"):
         shutil.copy(REPO / name, context / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "tests")
-    shutil.copytree(REPO / "medsearch", context / "medsearch", ignore=ignore)
-    shutil.copytree(REPO / "operator", context / "operator", ignore=ignore)
-    dockerfile = context / "operator" / "Dockerfile"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "tests", "node_modules", "dist")
+    for folder in ("medsearch", "operator", "scripts"):
+        shutil.copytree(REPO / folder, context / folder, ignore=ignore)
+    for deployable in ("api", "ingest_workers", "model_server"):   # the shared stage copies every pyproject
+        (context / deployable).mkdir()
+        shutil.copy(REPO / deployable / "pyproject.toml", context / deployable / "pyproject.toml")
+    dockerfile = context / "Dockerfile"
     text = dockerfile.read_text()
     anchor = "COPY operator/pyproject.toml operator/\n"
     assert anchor in text
@@ -32,5 +35,5 @@ def test_broken_dockerfile_fails_with_a_readable_message(docker_host: str, tmp_p
     assert failed, proc.stderr[-3000:]
     assert "medsearch-operator:" in failed[0]
     assert "COPY operator/no-such-file.txt /src/" in failed[0]
-    assert "(operator/Dockerfile)" in failed[0]
+    assert "(Dockerfile, target operator)" in failed[0]
     assert any("no-such-file.txt" in ln and ln.startswith("  | ") for ln in lines), proc.stderr[-3000:]

