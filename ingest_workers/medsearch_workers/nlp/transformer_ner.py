@@ -182,8 +182,14 @@ class TransformerBackend:
         stride: int | None = None,
         batch_size: int = 8,
     ) -> None:
-        import torch
-        from transformers import AutoModelForTokenClassification, AutoTokenizer
+        try:
+            import torch
+            from transformers import AutoModelForTokenClassification, AutoTokenizer
+        except ImportError as err:
+            raise ImportError(
+                "the transformers NER backend needs Hugging Face transformers and torch "
+                "(pip install 'medsearch-workers[ner]'); the default lexicon backend needs neither"
+            ) from err
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model)
