@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo up down status test test-unit test-integration test-k8s test-images images lint e2e bench clean web k8s-assets dicom-peers
+.PHONY: help venv demo up down status test test-unit test-integration test-k8s test-images images images-cuda lint e2e bench clean web k8s-assets dicom-peers
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -49,6 +49,9 @@ dicom-peers: ## install the real DICOM peers of the integration tier (dcmtk, Ort
 
 images: ## build the four images (Debian-made base images unless PYTHON_IMAGE/NODE_IMAGE; tag IMAGE_TAG, default git describe)
 	@bash scripts/build-images.sh
+
+images-cuda: ## build the CUDA model server image (onnxruntime-gpu; GBs; not part of `make images` nor the images tier)
+	@bash scripts/build-images.sh model-server-cuda
 
 test: $(STAMP) lint web k8s-assets dicom-peers ## every test tier this machine can run (unit, integration, k8s, images; e2e skips with a reason)
 	$(BIN)/pytest $(PYTEST_ARGS)

