@@ -157,7 +157,7 @@ LABEL org.opencontainers.image.title="medsearch-model-server" \
       org.opencontainers.image.description="medsearch DenseNet121 embedding predictor (KServe v2), cpu"
 COPY --from=model-server-build /opt/medsearch /opt/medsearch
 
-# CUDA: onnxruntime-gpu in place of onnxruntime, with the CUDA 12 runtime and cuDNN from PyPI's nvidia-* wheels
+# CUDA: onnxruntime-gpu in place of onnxruntime, with the CUDA 13 runtime and cuDNN from PyPI's nvidia-* wheels
 # (the node needs only the NVIDIA driver + container toolkit, which the GPU operator installs). The server picks
 # CUDAExecutionProvider when a GPU is visible and says loudly when it falls back to the CPU.
 FROM model-server-build AS model-server-cuda-build
