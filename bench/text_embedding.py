@@ -1,0 +1,88 @@
+"""Report text embedding throughput: medsearch's onnxruntime encoder against sentence-transformers (torch), same
+texts, same process, one after the other. JSON on stdout.
+
+The texts are what the report worker embeds (IMPRESSION then FINDINGS, ``embedding_text``) of ``--n`` synthetic
+reports from ``bench/scale.py``. Each runtime embeds them ``--repeat`` times with the worker's batch size; the best
+run counts (reports/s), and the largest absolute difference between the two runtimes' vectors is reported.
+sentence-transformers is measured only where it is installed (the dev venv); ``--no-reference`` skips it.
+
+    python bench/text_embedding.py [--n 500] [--batch-size 32] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def best_rate(embed: Callable[[list[str]], np.ndarray], texts: list[str], repeat: int) -> tuple[float, np.ndarray]:
+    embed(texts[:8])  # warm-up: load the model, first allocations
+    best, vectors = float("inf"), np.zeros(0)
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        vectors = embed(texts)
+        best = min(best, time.perf_counter() - t0)
+    return len(texts) / best, vectors
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=500, help="reports")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per encoder call (the report worker's: 32)")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per runtime (the best counts)")
+    p.add_argument("--no-reference", action="store_true", help="skip sentence-transformers")
+    args = p.parse_args(argv)
+
+    from medsearch_workers.nlp import Analyzer, get_backend
+    from medsearch_workers.report_worker import embedding_text
+    from scale import generate
+
+    from medsearch.contracts.settings import TextModelSettings
+    from medsearch.text_embedding import BACKEND, embed_texts, model_path
+
+    reports, _ = generate(args.n, args.n, seed=5)
+    raw = [r["text"] for r in reports]
+    texts = [embedding_text(a, t) for a, t in zip(Analyzer(get_backend("lexicon", None)).analyze_many(raw), raw,
+                                                     strict=True)]
+    out: dict[str, Any] = {
+        "benchmark": "text_embedding", "reports": args.n, "batch_size": args.batch_size,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_before": [round(x, 2) for x in os.getloadavg()]},
+        "mean_chars": round(sum(map(len, texts)) / len(texts), 1),
+    }
+    rate, ours = best_rate(lambda t: embed_texts(t, batch_size=args.batch_size), texts, args.repeat)
+    out[BACKEND] = {"reports_per_second": round(rate, 1), "ms_per_report": round(1000 / rate, 2),
+                    "threads": TextModelSettings().threads or "default"}
+    if not args.no_reference:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            out["sentence_transformers"] = "not installed"
+        else:
+            model = SentenceTransformer(model_path(), device="cpu", local_files_only=True)
+            rate_st, ref = best_rate(
+                lambda t: model.encode(t, batch_size=args.batch_size, convert_to_numpy=True,
+                                       normalize_embeddings=True, show_progress_bar=False), texts, args.repeat)
+            out["sentence_transformers"] = {"reports_per_second": round(rate_st, 1),
+                                            "ms_per_report": round(1000 / rate_st, 2)}
+            out["speedup"] = round(rate / rate_st, 2)
+            out["max_abs_diff"] = float(np.abs(np.asarray(ref, dtype=np.float32) - ours).max())
+    out["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    json.dump(out, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
