@@ -242,7 +242,9 @@ class ModelServerSettings(BaseSettings):
         default=False, description="Allow whole pickled models (unpickling runs code; only for trusted files)."
     )
     backend: Literal["auto", "torch", "onnx"] = Field(
-        default="auto", description="Inference backend (auto: torch on CUDA when a GPU is visible, else onnxruntime)."
+        default="auto",
+        description="Inference backend (auto: torch on CUDA when a GPU is visible, else onnxruntime, on CUDA where "
+        "onnxruntime-gpu is installed).",
     )
     input_size: int = Field(default=224, ge=64, le=1024, description="Square input size.")
     max_batch_size: int = Field(default=32, ge=1, le=1024, description="Dynamic batching: largest batch.")
