@@ -3,7 +3,8 @@ texts, same process, one after the other. JSON on stdout.
 
 The texts are what the report worker embeds (IMPRESSION then FINDINGS, ``embedding_text``) of ``--n`` synthetic
 reports from ``bench/scale.py``. Each runtime embeds them ``--repeat`` times with the worker's batch size; the best
-run counts (reports/s), and the largest absolute difference between the two runtimes' vectors is reported.
+run counts (reports/s, CPU ms per report). Then the median latency of one short query alone (what the gateway does
+for SEMANTIC/HYBRID search), and the largest absolute difference between the two runtimes' vectors.
 sentence-transformers is measured only where it is installed (the dev venv); ``--no-reference`` skips it.
 
     python bench/text_embedding.py [--n 500] [--batch-size 32] [--repeat 3]
@@ -40,7 +41,19 @@ def measure(embed: Embed, texts: list[str], repeat: int) -> tuple[dict[str, Any]
         best, cpu = min(best, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
     figures = {"reports_per_second": round(len(texts) / best, 1), "ms_per_report": round(1000 * best / len(texts), 2),
                "cpu_ms_per_report": round(1000 * cpu / len(texts), 2)}
+    figures["query_p50_ms"] = query_p50_ms(embed)
     return figures, np.asarray(vectors, dtype=np.float32)
+
+
+def query_p50_ms(embed: Embed, n: int = 50) -> float:
+    """Median latency of one short query alone (what the gateway does for SEMANTIC/HYBRID search)."""
+    queries = ["pleural effusion", "enlarged heart", "fluid collecting around the lungs", "no pneumothorax"]
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        embed([queries[i % len(queries)]])
+        times.append(time.perf_counter() - t0)
+    return round(1000 * float(np.median(times)), 2)
 
 
 def main(argv: list[str] | None = None) -> int:
