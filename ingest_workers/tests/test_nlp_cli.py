@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from medsearch.cli import app
@@ -44,3 +46,15 @@ def test_bad_input_is_reported(tmp_path: Path) -> None:
     assert both.exit_code != 0 and "exactly one of" in both.output
     no_model = CliRunner().invoke(app, ["nlp", "analyze", "--text", "x", "--backend", "transformers"])
     assert no_model.exit_code != 0 and "--model" in no_model.output
+
+
+def test_transformers_backend_without_torch_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report image has no torch: the optional transformers NER backend says which extra brings it."""
+    from medsearch_workers.nlp import analyzer
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if not installed
+    analyzer._transformer_backend.cache_clear()
+    result = CliRunner().invoke(app, ["nlp", "analyze", "--text", "No effusion.", "--backend", "transformers",
+                                      "--model", "some-model"])
+    assert result.exit_code == 2, result.output
+    assert "medsearch-workers[ner]" in result.output and "lexicon backend needs neither" in result.output
