@@ -12,7 +12,6 @@ from medsearch_workers.consumer import (
     backoff_seconds,
     crash_failure,
     reached,
-    spec_max_attempts,
 )
 
 
@@ -58,14 +57,10 @@ def test_stages_reach_the_hook_only_while_one_is_set() -> None:
     assert seen == ["fetch", "write"]
 
 
-def test_max_attempts_comes_from_the_spec_unless_the_environment_sets_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_max_attempts_is_at_least_two() -> None:
     from medsearch.contracts.spec import WorkerSpec
 
-    monkeypatch.delenv("MEDSEARCH_WORKER_MAX_ATTEMPTS", raising=False)
-    assert spec_max_attempts(WorkerSpec()) == 3
-    assert spec_max_attempts(WorkerSpec(max_attempts=5)) == 5
-    monkeypatch.setenv("MEDSEARCH_WORKER_MAX_ATTEMPTS", "7")
-    assert spec_max_attempts(WorkerSpec(max_attempts=5)) == 7
+    assert WorkerSpec().max_attempts == 3
     with pytest.raises(ValueError):
         WorkerSpec(max_attempts=1)  # the last attempt is made alone, so at least two
 
@@ -93,7 +88,7 @@ def test_metrics_have_their_own_registry() -> None:
 def test_setup_logging_quiets_pydicom_decoder_tracebacks_unless_debugging() -> None:
     import logging
 
-    from medsearch_workers.consumer import setup_logging
+    from medsearch_workers.runtime import setup_logging
 
     from medsearch.contracts.settings import WorkerSettings
 
