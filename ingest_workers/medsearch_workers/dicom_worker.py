@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,9 +35,9 @@ from medsearch.contracts.settings import WorkerSettings
 from medsearch.contracts.spec import EmbeddingModelSpec, MedicalSearchIndexSpec
 from medsearch.imaging import ImageDecodeError, decode_dicom, looks_like_dicom, preprocess, thumbnail_png
 from medsearch.ledger import LEDGER_PAIRS
-from medsearch_workers.consumer import Failure, Incoming, TransientError, WorkerMetrics, reached
+from medsearch_workers.consumer import Failure, Incoming, TransientError, reached
 from medsearch_workers.dicom_meta import MetadataError, extract_metadata
-from medsearch_workers.runtime import WorkerRuntime, worker_runtime
+from medsearch_workers.runtime import RuntimeParts, WorkerRuntime, worker_runtime
 from medsearch_workers.runtime import main as runtime_main
 
 log = logging.getLogger("medsearch.workers.dicom")
@@ -495,20 +495,13 @@ def _model_info(client: Any, fallback_version: str) -> tuple[int, str]:
     return size, version or fallback_version
 
 
-def run(
-    settings: WorkerSettings | None = None,
-    *,
-    stop: threading.Event | None = None,
-    spec: MedicalSearchIndexSpec | None = None,
-    consumer_options: dict[str, Any] | None = None,
-    times: StageTimes | None = None,
-    metrics: WorkerMetrics | None = None,
-) -> None:
+def run(settings: WorkerSettings | None = None, *, times: StageTimes | None = None,
+        **parts: Unpack[RuntimeParts]) -> None:
     """Run the worker until stopped (SIGTERM/SIGINT or ``stop``); ``times`` collects per-stage seconds."""
-    with worker_runtime("dicom", settings, stop, spec, metrics) as rt:
+    with worker_runtime("dicom", settings, **parts) as rt:
         handler = _handler(rt, times)
         if handler is not None:
-            rt.consume(handler, consumer_options=consumer_options)
+            rt.consume(handler)
 
 
 def _handler(rt: WorkerRuntime, times: StageTimes | None) -> DicomBatchHandler | None:

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 from numpy.typing import NDArray
 
@@ -41,8 +40,8 @@ from medsearch.contracts.messages import MessageError, Report, date_to_yyyymmdd
 from medsearch.contracts.settings import WorkerSettings
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 from medsearch.ledger import LEDGER_PAIRS
-from medsearch_workers.consumer import Failure, Incoming, TransientError, WorkerMetrics, reached
-from medsearch_workers.runtime import WorkerRuntime, worker_runtime
+from medsearch_workers.consumer import Failure, Incoming, TransientError, reached
+from medsearch_workers.runtime import RuntimeParts, WorkerRuntime, worker_runtime
 from medsearch_workers.runtime import main as runtime_main
 
 log = logging.getLogger("medsearch.workers.report")
@@ -263,17 +262,10 @@ def backend_name_of(spec: MedicalSearchIndexSpec) -> str:
     return backend if not model else f"{backend}:{os.path.basename(model.rstrip('/'))}"
 
 
-def run(
-    settings: WorkerSettings | None = None,
-    *,
-    stop: threading.Event | None = None,
-    spec: MedicalSearchIndexSpec | None = None,
-    consumer_options: dict[str, Any] | None = None,
-    metrics: WorkerMetrics | None = None,
-) -> None:
+def run(settings: WorkerSettings | None = None, **parts: Unpack[RuntimeParts]) -> None:
     """Run the worker until stopped (SIGTERM/SIGINT or ``stop``)."""
-    with worker_runtime("report", settings, stop, spec, metrics) as rt:
-        rt.consume(_handler(rt), consumer_options=consumer_options)
+    with worker_runtime("report", settings, **parts) as rt:
+        rt.consume(_handler(rt))
 
 
 def _handler(rt: WorkerRuntime) -> ReportBatchHandler:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -34,6 +34,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("medsearch.workers.runtime")
 
 WorkerKind = Literal["dicom", "report"]
+
+
+class RuntimeParts(TypedDict, total=False):
+    """What a caller (a test, a benchmark) may hand a worker's ``run`` instead of the defaults."""
+
+    stop: threading.Event  # set to stop the worker (default: its own, set by SIGTERM/SIGINT)
+    spec: MedicalSearchIndexSpec  # default: from MEDSEARCH_INDEX_SPEC_FILE
+    metrics: WorkerMetrics  # default: a registry of its own
+    consumer_options: dict[str, Any]  # extra KafkaConsumer keyword arguments
 
 
 def setup_logging(settings: WorkerSettings) -> None:
@@ -112,6 +121,7 @@ class WorkerRuntime:
     names: IndexNames
     spec: MedicalSearchIndexSpec
     metrics: WorkerMetrics
+    consumer_options: dict[str, Any] = field(default_factory=dict)
     _exit: ExitStack = field(default_factory=ExitStack, repr=False)
 
     @property
@@ -135,7 +145,7 @@ class WorkerRuntime:
         """Call ``close`` when the runtime is left (clients, writers)."""
         self._exit.callback(close)
 
-    def consume(self, handler: Handler, *, consumer_options: dict[str, Any] | None = None) -> None:
+    def consume(self, handler: Handler) -> None:
         """Consume this kind's topic with ``handler`` until stopped, with the spec's batch size and attempts."""
         n = self.names
         topic, group = ((n.dicom_topic, n.dicom_consumer_group) if self.kind == "dicom"
@@ -145,27 +155,24 @@ class WorkerRuntime:
             run_consumer(settings=self.settings, topic=topic, group_id=group, dlq_topic=n.dlq_topic, handler=handler,
                          worker_name=f"{self.kind}-worker-{os.getpid()}", ledger=ledger, dicom_topic=n.dicom_topic,
                          max_attempts=self.worker.max_attempts, batch_size=self.worker.batch_size, stop=self.stop,
-                         metrics=self.metrics, consumer_options=consumer_options)
+                         metrics=self.metrics, consumer_options=self.consumer_options)
         finally:
             ledger.close()
 
 
-def worker_runtime(
-    kind: WorkerKind,
-    settings: WorkerSettings | None = None,
-    stop: threading.Event | None = None,
-    spec: MedicalSearchIndexSpec | None = None,
-    metrics: WorkerMetrics | None = None,
-) -> WorkerRuntime:
+def worker_runtime(kind: WorkerKind, settings: WorkerSettings | None = None,
+                   **parts: Unpack[RuntimeParts]) -> WorkerRuntime:
     """Fill in the defaults: settings from the environment, the spec from ``MEDSEARCH_INDEX_SPEC_FILE``."""
     settings = settings if settings is not None else WorkerSettings()
+    spec = parts.get("spec")
     return WorkerRuntime(
         kind,
         settings,
-        stop if stop is not None else threading.Event(),
+        parts.get("stop") or threading.Event(),
         settings.index_names(),
         spec if spec is not None else load_spec(settings),
-        metrics if metrics is not None else WorkerMetrics(kind),
+        parts.get("metrics") or WorkerMetrics(kind),
+        dict(parts.get("consumer_options") or {}),
     )
 
 

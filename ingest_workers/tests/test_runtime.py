@@ -56,8 +56,8 @@ def test_consume_runs_the_loop_with_the_spec_options_on_the_kinds_topic(monkeypa
     spec = parse_spec({"workers": {"dicom": {"batchSize": 3, "maxAttempts": 5}, "report": {"batchSize": 7}}})
     settings = WorkerSettings(index="chest", index_namespace="radiology")
     for kind in ("dicom", "report"):
-        with worker_runtime(kind, settings, spec=spec) as rt:
-            rt.consume(lambda batch: [], consumer_options={"x": 1})
+        with worker_runtime(kind, settings, spec=spec, consumer_options={"x": 1}) as rt:
+            rt.consume(lambda batch: [])
     dicom, report = calls
     assert (dicom["topic"], dicom["group_id"]) == (rt.names.dicom_topic, rt.names.dicom_consumer_group)
     assert (dicom["batch_size"], dicom["max_attempts"], dicom["consumer_options"]) == (3, 5, {"x": 1})

@@ -188,6 +188,8 @@ class ReceiverSettings(ServiceSettings):
     )
     receiver_host: str = Field(default="127.0.0.1", description="Address the receiver listens on (0.0.0.0: all).")
     receiver_port: int = Field(default=11112, ge=1, le=65535, description="DICOM port the receiver listens on.")
+    receiver_metrics_port: MetricsPort = 0
+    receiver_metrics_host: MetricsHost = "0.0.0.0"
     receiver_allowed_aets: list[str] = Field(
         default_factory=list,
         description="Calling AE titles allowed to connect (JSON list; empty: any). Others are rejected.",
@@ -203,8 +205,6 @@ class ReceiverSettings(ServiceSettings):
         description="Refuse new associations and instances when the object store's disk has less free space (MB; "
         "file:// stores only).",
     )
-    receiver_metrics_port: MetricsPort = 0
-    receiver_metrics_host: MetricsHost = "0.0.0.0"
 
 
 def _model_cache_dir() -> Path:
