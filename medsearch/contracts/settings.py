@@ -81,7 +81,7 @@ class ServiceSettings(BaseSettings):
         default="http://127.0.0.1:8080", description="Base URL of the embedding model server (KServe v2)."
     )
     model_name: str = Field(
-        default="densenet121", description="Model name on the model server (the gateway's; a worker serves "
+        default="densenet121", description="Model name on the model server (the gateway's; the workers call "
         "spec.embedding.name)."
     )
     object_store_url: str = Field(
