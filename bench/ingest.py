@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from medsearch.contracts.naming import names_for
     from medsearch.contracts.settings import WorkerSettings
-    from medsearch.contracts.spec import MedicalSearchIndexSpec
+    from medsearch.contracts.spec import parse_spec
     from medsearch.producer import Publisher
     from medsearch.provision import count_rows, ensure_collections, ensure_topics, kafka_admin, milvus_client
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         payloads = list(_replicas(samples, args.n))
         input_bytes = sum(len(d) for _, d in payloads)
         with _services(args, tmp) as (bootstrap, milvus_uri, model_url):
-            spec = MedicalSearchIndexSpec()
+            spec = parse_spec({"workers": {"dicom": {"batchSize": args.batch_size}}})
             admin = kafka_admin(bootstrap)
             ensure_topics(admin, index, spec)
             admin.close()
@@ -135,7 +135,6 @@ def main(argv: list[str] | None = None) -> None:
                 milvus_uri=milvus_uri,
                 model_server_url=model_url,
                 object_store_url=store_url,
-                worker_batch_size=args.batch_size,
                 worker_max_wait_ms=100,
                 worker_retry_max_seconds=2.0,
             )

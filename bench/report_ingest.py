@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from medsearch import pgstore
     from medsearch.contracts.naming import names_for
     from medsearch.contracts.settings import WorkerSettings
-    from medsearch.contracts.spec import MedicalSearchIndexSpec
+    from medsearch.contracts.spec import parse_spec
     from medsearch.producer import Publisher
     from medsearch.provision import count_rows, ensure_collections, ensure_schema, ensure_topics, kafka_admin
     from medsearch.provision import milvus_client as connect_milvus
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     reports, _ = generate(args.n, args.n, seed=5)
     index = "benchingest"
     names = names_for(index)
-    spec = MedicalSearchIndexSpec()
+    spec = parse_spec({"workers": {"report": {"batchSize": args.batch_size}}})
     from medsearch.text_embedding import BACKEND, TEXT_MODEL_NAME
 
     out: dict[str, Any] = {"benchmark": "report_ingest", "reports": args.n, "batch_size": args.batch_size,
@@ -66,10 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         mc = connect_milvus(uri, timeout=120)
         ensure_collections(mc, index, spec)
         settings = WorkerSettings(index=index, kafka_bootstrap=bootstrap, milvus_uri=uri, postgres_dsn=dsn,
-                                  object_store_url=f"file://{tmpd / 'objects'}", worker_batch_size=args.batch_size,
+                                  object_store_url=f"file://{tmpd / 'objects'}",
                                   worker_max_wait_ms=200, worker_session_timeout_ms=6000, worker_heartbeat_ms=1000,
                                   log_level="WARNING")
-        os.environ["MEDSEARCH_WORKER_BATCH_SIZE"] = str(args.batch_size)  # over the spec's batch size
         from medsearch_workers import report_worker
 
         stop = threading.Event()

@@ -19,30 +19,29 @@ Delivery contract (at-least-once, idempotent writes, nothing stuck):
   whose handlings never finished ``max_attempts`` times (spec ``workers.<kind>.maxAttempts``) is dead-lettered
   with the last stage and error without being handled again, so one poison message cannot block a partition,
   even one that kills the process;
-* SIGTERM / SIGINT (or ``stop.set()``) ends the loop after the current handler call; a batch interrupted while
-  backing off is abandoned without a commit.
+* ``stop.set()`` (the runtime's SIGTERM / SIGINT handlers, :mod:`medsearch_workers.runtime`) ends the loop after
+  the current handler call; a batch interrupted while backing off is abandoned without a commit.
+
+The loop is :class:`ConsumeLoop` (poll → handle → dead-letter → commit); :func:`run_consumer` connects the Kafka
+clients and runs it; the process around it (settings, spec, logging, metrics endpoint, signals, ledger) is
+:mod:`medsearch_workers.runtime`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from types import FrameType
 from typing import TYPE_CHECKING, Any, get_args
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from medsearch.contracts.messages import DeadLetter
-from medsearch.contracts.naming import IndexNames
 from medsearch.contracts.settings import WorkerSettings
-from medsearch.contracts.spec import MedicalSearchIndexSpec, WorkerSpec
+from medsearch.contracts.spec import WorkerSpec
 from medsearch.kafka_security import kafka_security_options
 
 if TYPE_CHECKING:
@@ -88,6 +87,8 @@ class TransientError(Exception):
 
 Handler = Callable[[list[Incoming]], list[Failure]]
 
+_DEFAULTS = WorkerSpec()  # batch size and attempts of a consumer not given the spec's
+
 
 class WorkerMetrics:
     """Prometheus metrics of one worker process (own registry, so tests can create several)."""
@@ -95,44 +96,26 @@ class WorkerMetrics:
     def __init__(self, worker_name: str, registry: CollectorRegistry | None = None) -> None:
         self.worker_name = worker_name
         self.registry = registry if registry is not None else CollectorRegistry()
-        labels = ["worker"]
-        self._consumed = Counter(
-            "medsearch_worker_consumed",
-            "Messages received from Kafka (re-deliveries included).",
-            labels,
-            registry=self.registry,
-        )
-        self._indexed = Counter(
-            "medsearch_worker_indexed",
-            "Messages processed and written, offsets committed.",
-            labels,
-            registry=self.registry,
-        )
-        self._dead_lettered = Counter(
-            "medsearch_worker_dead_lettered",
-            "Messages sent to the dead-letter topic.",
-            [*labels, "stage"],
-            registry=self.registry,
-        )
-        self._retries = Counter(
-            "medsearch_worker_batch_retries",
-            "Batches retried after a transient or unexpected error.",
-            [*labels, "kind"],
-            registry=self.registry,
-        )
+        counter = self._counter
+        self._consumed = counter("medsearch_worker_consumed", "Messages received from Kafka (re-deliveries included).")
+        self._indexed = counter("medsearch_worker_indexed", "Messages processed and written, offsets committed.")
+        self._dead_lettered = counter("medsearch_worker_dead_lettered", "Messages sent to the dead-letter topic.",
+                                      "stage")
+        self._retries = counter("medsearch_worker_batch_retries",
+                                "Batches retried after a transient or unexpected error.", "kind")
         self._batch_seconds = Histogram(
             "medsearch_worker_batch_seconds",
             "Handler time per batch (successful batches).",
-            labels,
+            ["worker"],
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
             registry=self.registry,
         )
-        self._lag = Gauge(
-            "medsearch_worker_consumer_lag",
-            "Messages behind the partition end (sum over assigned partitions).",
-            labels,
-            registry=self.registry,
-        )
+        self._lag = Gauge("medsearch_worker_consumer_lag",
+                          "Messages behind the partition end (sum over assigned partitions).", ["worker"],
+                          registry=self.registry)
+
+    def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
+        return Counter(name, documentation, ["worker", *labels], registry=self.registry)
 
     def consumed(self, n: int) -> None:
         self._consumed.labels(self.worker_name).inc(n)
@@ -158,100 +141,9 @@ class WorkerMetrics:
         return float(got or 0.0)
 
 
-def setup_logging(settings: WorkerSettings) -> None:
-    """A worker process's logging: the settings' level; client libraries' per-connection logs quieted."""
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("kafka", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if settings.log_level != "DEBUG":
-        # pydicom logs a traceback at ERROR for every decoder plugin that fails on a file; the worker reports
-        # the file once, as a dead letter with the combined reason. Its config module resets the logger's level
-        # when imported, so import it first.
-        import pydicom.config  # noqa: F401  # imported for its side effect on the "pydicom" logger
-
-        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-
-
-def load_spec(index: str) -> MedicalSearchIndexSpec:
-    """The index spec from ``MEDSEARCH_INDEX_SPEC_FILE`` when set, else the defaults."""
-    from medsearch.contracts.spec import default_index, load_index_file
-
-    path = os.environ.get("MEDSEARCH_INDEX_SPEC_FILE")
-    if path:
-        idx = load_index_file(path)
-        if idx.metadata.name != index:
-            log.warning("MEDSEARCH_INDEX_SPEC_FILE names index %r; serving %r", idx.metadata.name, index)
-        return idx.spec
-    return default_index(index).spec
-
-
-def spec_batch_size(worker: WorkerSpec) -> int | None:
-    """The spec's batch size, unless ``MEDSEARCH_WORKER_BATCH_SIZE`` overrides it (None: use the settings')."""
-    return None if "MEDSEARCH_WORKER_BATCH_SIZE" in os.environ else worker.batch_size
-
-
-@dataclass(frozen=True)
-class WorkerRuntime:
-    """What every worker's ``run`` starts from: settings, stop event, names, spec and metrics (served)."""
-
-    settings: WorkerSettings
-    stop: threading.Event
-    names: IndexNames
-    spec: MedicalSearchIndexSpec
-    metrics: WorkerMetrics
-
-
-def worker_runtime(
-    kind: str,
-    settings: WorkerSettings | None = None,
-    stop: threading.Event | None = None,
-    spec: MedicalSearchIndexSpec | None = None,
-    metrics: WorkerMetrics | None = None,
-) -> WorkerRuntime:
-    """Fill in the defaults and start the metrics endpoint when ``MEDSEARCH_WORKER_METRICS_PORT`` is set."""
-    settings = settings if settings is not None else WorkerSettings()
-    spec = spec if spec is not None else load_spec(settings.index)
-    metrics = metrics if metrics is not None else WorkerMetrics(kind)
-    if settings.worker_metrics_port:
-        serve_metrics(settings.worker_metrics_port, metrics.registry, addr=settings.worker_metrics_host)
-        log.info("metrics on %s:%d/metrics", settings.worker_metrics_host, settings.worker_metrics_port)
-    return WorkerRuntime(settings, stop if stop is not None else threading.Event(), settings.index_names(), spec,
-                         metrics)
-
-
-def serve_metrics(port: int, registry: CollectorRegistry | None = None, addr: str = "0.0.0.0") -> None:
-    """Expose ``/metrics`` on ``port`` (a daemon thread)."""
-    if registry is None:
-        start_http_server(port, addr=addr)
-    else:
-        start_http_server(port, addr=addr, registry=registry)
-
-
 def backoff_seconds(attempt: int, ceiling: float, base: float = 0.5) -> float:
     """Exponential backoff: 0.5, 1, 2, 4 ... seconds, capped at ``ceiling`` (attempt counts from 1)."""
     return float(min(ceiling, base * (2 ** max(0, attempt - 1))))
-
-
-@contextmanager
-def _signals_set(stop: threading.Event) -> Iterator[None]:
-    """Install SIGTERM/SIGINT handlers that set ``stop`` (main thread only), restore them afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _handler(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %s received: stopping after the current batch", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def kafka_timeouts(settings: WorkerSettings) -> dict[str, Any]:
@@ -388,18 +280,12 @@ def crash_failure(msg: Incoming, attempt: Attempt) -> Failure:
     return Failure(msg, stage, f"handled {attempt.attempts} times without finishing, last in stage {stage}{last}")
 
 
-def spec_max_attempts(worker: WorkerSpec) -> int:
-    """``MEDSEARCH_WORKER_MAX_ATTEMPTS`` when set, else the spec's ``maxAttempts``."""
-    if "MEDSEARCH_WORKER_MAX_ATTEMPTS" in os.environ:
-        return WorkerSettings().worker_max_attempts
-    return worker.max_attempts
-
-
-class _Loop:
-    """One consumer's batch loop state: commits, durable attempts, backoff (see the module docstring)."""
+class ConsumeLoop:
+    """One consumer's loop: :meth:`poll` a batch, :meth:`handle` it (durable attempts, backoff, isolation),
+    :meth:`dead_letter` its permanent failures, :meth:`commit` its offsets (see the module docstring)."""
 
     def __init__(self, *, consumer: Any, sink: _DeadLetterSink, handler: Handler, ledger: Ledger,
-                 settings: WorkerSettings, max_attempts: int, worker_name: str, stop: threading.Event,
+                 settings: WorkerSettings, max_attempts: int, batch_size: int, worker_name: str, stop: threading.Event,
                  metrics: WorkerMetrics | None) -> None:
         from kafka import TopicPartition
 
@@ -409,12 +295,60 @@ class _Loop:
         self.ledger = ledger
         self.settings = settings
         self.max_attempts = max_attempts
+        self.batch_size = batch_size
         self.worker_name = worker_name
         self.stop = stop
         self.metrics = metrics
         self.tp = TopicPartition
         self.transient_attempt = 0
         self.transient_since: float | None = None
+        self._last_lag = 0.0
+        self._drained, self._next_drain = False, 0.0
+
+    def run(self) -> None:
+        """Until stopped: publish what an earlier worker left in the outbox (once), poll, handle."""
+        while not self.stop.is_set():
+            self._drain_outbox()
+            batch = self.poll()
+            if batch:
+                self.handle(batch)
+
+    def _drain_outbox(self) -> None:
+        if self._drained or time.monotonic() < self._next_drain:
+            return
+        try:
+            self.sink.drain()
+            self._drained = True
+        except TransientError as err:
+            ceiling = self.settings.worker_retry_max_seconds
+            self._next_drain = time.monotonic() + ceiling
+            log.warning("%s: %s; tried again in %.0fs", self.worker_name, err, ceiling)
+
+    def poll(self) -> list[Incoming]:
+        """The next batch (empty when none came, or when the broker did not answer: backing off)."""
+        from kafka.errors import KafkaError
+
+        try:
+            polled = self.consumer.poll(timeout_ms=self.settings.worker_max_wait_ms or 100,
+                                        max_records=self.batch_size)
+        except KafkaError as err:
+            self.transient_attempt += 1
+            delay = backoff_seconds(self.transient_attempt, self.settings.worker_retry_max_seconds)
+            log.warning("%s: poll failed (%s); retrying in %.1fs", self.worker_name, err, delay)
+            self.stop.wait(delay)
+            return []
+        if self.metrics is not None and time.monotonic() - self._last_lag > 2.0:
+            self._last_lag = time.monotonic()
+            self.metrics.set_lag(_lag(self.consumer))
+        batch = [
+            Incoming(raw=rec.value if rec.value is not None else b"", key=rec.key, topic=rec.topic,
+                     partition=rec.partition, offset=rec.offset)
+            for records in (polled or {}).values()
+            for rec in records
+        ]
+        if batch and self.metrics is not None:
+            self.metrics.consumed(len(batch))
+        return batch
 
     def _backoff(self, batch: list[Incoming], kind: str, err: BaseException) -> None:
         _rewind(self.consumer, batch, self.tp)
@@ -426,7 +360,8 @@ class _Loop:
             self.metrics.retried(kind)
         self.stop.wait(delay)
 
-    def _commit(self, batch: list[Incoming]) -> bool:
+    def commit(self, batch: list[Incoming]) -> bool:
+        """Commit the batch's offsets, then forget its attempts; False when the commit failed (re-delivered)."""
         from kafka.errors import CommitFailedError, KafkaError
         from kafka.structs import OffsetAndMetadata
 
@@ -464,7 +399,7 @@ class _Loop:
         reason = f"{err} (still failing after the retry budget of {budget:g}s)"
         return [Failure(m, stage, reason) for m in batch]
 
-    def step(self, batch: list[Incoming]) -> None:
+    def handle(self, batch: list[Incoming]) -> None:
         """Handle one polled batch: together when none of its messages has an unfinished handling, else alone."""
         from medsearch.pgstore import DatabaseError
 
@@ -494,17 +429,17 @@ class _Loop:
                           self.worker_name, len(batch))
             self._backoff(batch, "unexpected", err)
             return
-        if not self._send(batch, failures, 1):
+        if not self.dead_letter(batch, failures, 1):
             return
         elapsed = time.perf_counter() - started
-        if self._commit(batch):
+        if self.commit(batch):
             if self.metrics is not None:
                 self.metrics.observe_batch(elapsed)
                 self.metrics.indexed(len(batch) - len(failures))
             log.info("%s: batch of %d done in %.2fs (%d dead-lettered)", self.worker_name, len(batch), elapsed,
                      len(failures))
 
-    def _send(self, batch: list[Incoming], failures: list[Failure], attempts: int) -> bool:
+    def dead_letter(self, batch: list[Incoming], failures: list[Failure], attempts: int) -> bool:
         """Dead-letter ``failures``; False (the batch rewound, backing off) when the ledger or the DLQ is down."""
         try:
             self.sink.send(failures, attempts=attempts)
@@ -582,9 +517,9 @@ class _Loop:
                         now = None
                     stage = getattr(err, "stage", None) or (now.stage if now else None)
                     failures = [crash_failure(msg, Attempt(attempts, stage, f"{type(err).__name__}: {err}"))]
-            if not self._send(rest, failures, max(1, attempts)):
+            if not self.dead_letter(rest, failures, max(1, attempts)):
                 return
-            if not self._commit([msg]):
+            if not self.commit([msg]):
                 _rewind(self.consumer, batch[pos + 1:], self.tp)
                 return
             if self.metrics is not None:
@@ -601,101 +536,63 @@ def run_consumer(
     worker_name: str,
     ledger: Ledger,
     dicom_topic: str,
-    max_attempts: int | None = None,
-    batch_size: int | None = None,
+    max_attempts: int = _DEFAULTS.max_attempts,
+    batch_size: int = _DEFAULTS.batch_size,
     stop: threading.Event | None = None,
     metrics: WorkerMetrics | None = None,
     consumer_options: dict[str, Any] | None = None,
 ) -> None:
-    """Consume ``topic`` in group ``group_id`` until stopped (see the module docstring for the contract).
+    """Consume ``topic`` in group ``group_id`` until ``stop`` is set (see the module docstring for the contract;
+    the signal handlers that set it are the runtime's, :mod:`medsearch_workers.runtime`).
 
     ``ledger``: the index's ingest ledger (durable attempts, dead rows, the dead-letter outbox); ``dicom_topic``
     tells its DICOM rows from its report rows; ``max_attempts``: handlings of one message that crashed or failed
-    before it is dead-lettered (default ``settings.worker_max_attempts``).
+    before it is dead-lettered, and ``batch_size`` (both ``spec.workers.<kind>``; the defaults are the spec's).
 
     ``consumer_options`` are extra ``KafkaConsumer`` keyword arguments; group timeouts also come from
     ``MEDSEARCH_WORKER_SESSION_TIMEOUT_MS`` / ``MEDSEARCH_WORKER_HEARTBEAT_MS`` (short ones in tests).
     """
     from kafka import KafkaConsumer, KafkaProducer
-    from kafka.errors import KafkaError
 
     stop = stop if stop is not None else threading.Event()
-    size = batch_size or settings.worker_batch_size
     ceiling = settings.worker_retry_max_seconds
     common = _kafka_common(settings)
     options: dict[str, Any] = {
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        "max_poll_records": size,
+        "max_poll_records": batch_size,
         "max_poll_interval_ms": 600_000,
         "client_id": worker_name,
     }
     options.update(kafka_timeouts(settings))
     options.update(consumer_options or {})
 
-    with _signals_set(stop):
-        consumer = _connect(lambda: KafkaConsumer(topic, **common, **options), f"{worker_name} consumer", stop, ceiling)
-        if consumer is None:
-            return
-        producer = _connect(
-            lambda: KafkaProducer(**common, acks="all", linger_ms=5, client_id=f"{worker_name}-dlq"),
-            f"{worker_name} dead-letter producer",
-            stop,
-            ceiling,
-        )
-        if producer is None:
-            consumer.close()
-            return
-        sink = _DeadLetterSink(producer, dlq_topic, worker_name, metrics, ledger, dicom_topic, topic)
-        loop = _Loop(consumer=consumer, sink=sink, handler=handler, ledger=ledger, settings=settings,
-                     max_attempts=max_attempts or settings.worker_max_attempts, worker_name=worker_name, stop=stop,
-                     metrics=metrics)
-        log.info("%s: consuming %s as group %s (batch %d)", worker_name, topic, group_id, size)
-        last_lag = 0.0
-        drained, next_drain = False, 0.0
+    consumer = _connect(lambda: KafkaConsumer(topic, **common, **options), f"{worker_name} consumer", stop, ceiling)
+    if consumer is None:
+        return
+    producer = _connect(
+        lambda: KafkaProducer(**common, acks="all", linger_ms=5, client_id=f"{worker_name}-dlq"),
+        f"{worker_name} dead-letter producer",
+        stop,
+        ceiling,
+    )
+    if producer is None:
+        consumer.close()
+        return
+    sink = _DeadLetterSink(producer, dlq_topic, worker_name, metrics, ledger, dicom_topic, topic)
+    loop = ConsumeLoop(consumer=consumer, sink=sink, handler=handler, ledger=ledger, settings=settings,
+                       max_attempts=max_attempts, batch_size=batch_size, worker_name=worker_name, stop=stop,
+                       metrics=metrics)
+    log.info("%s: consuming %s as group %s (batch %d)", worker_name, topic, group_id, batch_size)
+    try:
+        loop.run()
+    finally:
+        log.info("%s: closing consumer", worker_name)
         try:
-            while not stop.is_set():
-                if not drained and time.monotonic() >= next_drain:
-                    try:
-                        sink.drain()
-                        drained = True
-                    except TransientError as err:
-                        next_drain = time.monotonic() + ceiling
-                        log.warning("%s: %s; tried again in %.0fs", worker_name, err, ceiling)
-                try:
-                    polled = consumer.poll(timeout_ms=settings.worker_max_wait_ms or 100, max_records=size)
-                except KafkaError as err:
-                    loop.transient_attempt += 1
-                    delay = backoff_seconds(loop.transient_attempt, ceiling)
-                    log.warning("%s: poll failed (%s); retrying in %.1fs", worker_name, err, delay)
-                    stop.wait(delay)
-                    continue
-                if metrics is not None and time.monotonic() - last_lag > 2.0:
-                    last_lag = time.monotonic()
-                    metrics.set_lag(_lag(consumer))
-                if not polled:
-                    continue
-                batch = [
-                    Incoming(
-                        raw=rec.value if rec.value is not None else b"",
-                        key=rec.key,
-                        topic=rec.topic,
-                        partition=rec.partition,
-                        offset=rec.offset,
-                    )
-                    for records in polled.values()
-                    for rec in records
-                ]
-                if metrics is not None:
-                    metrics.consumed(len(batch))
-                loop.step(batch)
+            producer.close(timeout=5)
         finally:
-            log.info("%s: closing consumer", worker_name)
-            try:
-                producer.close(timeout=5)
-            finally:
-                consumer.close(autocommit=False)
+            consumer.close(autocommit=False)
 
 
 def _rewind(consumer: Any, batch: list[Incoming], topic_partition: Any) -> None:
@@ -724,10 +621,3 @@ def _lag(consumer: Any) -> int:
         if pos is not None:
             total += max(0, high - pos)
     return total
-
-
-def worker_ledger(settings: WorkerSettings) -> Ledger:
-    """The ingest ledger of the worker's index (its own PostgreSQL connection)."""
-    from medsearch.ledger import Ledger
-
-    return Ledger(settings.postgres_dsn, settings.index_names(), password=settings.postgres_secret())

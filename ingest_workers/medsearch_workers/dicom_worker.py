@@ -16,14 +16,13 @@ the model server rejects) is *permanent* and returned as a :class:`~medsearch_wo
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,11 +31,14 @@ from medsearch import store
 from medsearch.contracts.collections import ann_row
 from medsearch.contracts.messages import DicomObject, MessageError
 from medsearch.contracts.naming import IndexRef, names_of
-from medsearch.contracts.spec import MedicalSearchIndexSpec
+from medsearch.contracts.settings import WorkerSettings
+from medsearch.contracts.spec import EmbeddingModelSpec, MedicalSearchIndexSpec
 from medsearch.imaging import ImageDecodeError, decode_dicom, looks_like_dicom, preprocess, thumbnail_png
 from medsearch.ledger import LEDGER_PAIRS
 from medsearch_workers.consumer import Failure, Incoming, TransientError, reached
 from medsearch_workers.dicom_meta import MetadataError, extract_metadata
+from medsearch_workers.runtime import RuntimeParts, WorkerRuntime, worker_runtime
+from medsearch_workers.runtime import main as runtime_main
 
 log = logging.getLogger("medsearch.workers.dicom")
 
@@ -422,9 +424,14 @@ def index_writer(settings: Any, kind: str, collection: str) -> SystemOfRecordWri
 # ------------------------------------------------------------------------------------------------- wiring
 
 
-def model_input(metadata: dict[str, Any], default_size: int) -> tuple[int, str]:
-    """Input size and model version from the model server's v2 metadata (defensive about its exact shape)."""
-    size = default_size
+class ModelMismatch(RuntimeError):
+    """The model server does not state its input size, or states another than the index spec's."""
+
+
+def model_input(metadata: dict[str, Any]) -> tuple[int | None, str]:
+    """Input size (None when it states none) and model version from the model server's v2 metadata (defensive
+    about its exact shape)."""
+    size: int | None = None
     params = metadata.get("parameters") if isinstance(metadata.get("parameters"), dict) else {}
     for source in (metadata, params):
         for key in ("input_size", "inputSize"):
@@ -451,6 +458,22 @@ def model_input(metadata: dict[str, Any], default_size: int) -> tuple[int, str]:
     return size, version
 
 
+def served_input(metadata: dict[str, Any], embedding: EmbeddingModelSpec | None = None) -> tuple[int, str]:
+    """The input size the model server states (its metadata owns it) and its version. At start, ``embedding``
+    (the spec's ``embedding``) checks it when the spec states ``inputSize``, and gives the version the server
+    does not state. Raises :class:`ModelMismatch` when the server states no size or another than the spec's."""
+    size, version = model_input(metadata)
+    if size is None:
+        raise ModelMismatch("the model server's metadata states no input size (parameters.input_size, or the shape "
+                            "of its pixel_values input)")
+    if embedding is not None:
+        if "input_size" in embedding.model_fields_set and size != embedding.input_size:
+            raise ModelMismatch(f"the model server takes {size}x{size} images but spec.embedding.inputSize is "
+                                f"{embedding.input_size}: serve the spec's size or correct the spec")
+        version = version or embedding.version
+    return size, version
+
+
 def _wait_for_model(client: Any, stop: threading.Event, ceiling: float) -> dict[str, Any] | None:
     from medsearch_workers.consumer import backoff_seconds
 
@@ -467,86 +490,51 @@ def _wait_for_model(client: Any, stop: threading.Event, ceiling: float) -> dict[
     return None
 
 
-def _model_info(client: Any, spec: MedicalSearchIndexSpec, fallback_version: str) -> tuple[int, str]:
-    size, version = model_input(dict(client.metadata()), spec.embedding.input_size)
+def _model_info(client: Any, fallback_version: str) -> tuple[int, str]:
+    size, version = served_input(dict(client.metadata()))
     return size, version or fallback_version
 
 
-def run(
-    settings: Any | None = None,
-    *,
-    stop: threading.Event | None = None,
-    spec: MedicalSearchIndexSpec | None = None,
-    consumer_options: dict[str, Any] | None = None,
-    times: StageTimes | None = None,
-    metrics: Any | None = None,
-) -> None:
+def run(settings: WorkerSettings | None = None, *, times: StageTimes | None = None,
+        **parts: Unpack[RuntimeParts]) -> None:
     """Run the worker until stopped (SIGTERM/SIGINT or ``stop``); ``times`` collects per-stage seconds."""
+    with worker_runtime("dicom", settings, **parts) as rt:
+        handler = _handler(rt, times)
+        if handler is not None:
+            rt.consume(handler)
+
+
+def _handler(rt: WorkerRuntime, times: StageTimes | None) -> DicomBatchHandler | None:
+    """The worker's handler, once the model server answers (None: stopped while waiting for it); its input size
+    is the server's, checked against the spec's (:func:`served_input`)."""
     from medsearch.embedding_client import EmbeddingClient
-    from medsearch_workers.consumer import run_consumer, spec_batch_size, worker_runtime
 
-    rt = worker_runtime("dicom", settings, stop, spec, metrics)
-    settings, stop, names, spec, metrics = rt.settings, rt.stop, rt.names, rt.spec, rt.metrics
-
-    client = EmbeddingClient(settings.model_server_url, settings.model_name)
-    import signal as _signal
-
-    # SIGTERM while waiting for the model server must stop the wait too (run_consumer installs its own later).
-    if threading.current_thread() is threading.main_thread():
-        for sig in (_signal.SIGTERM, _signal.SIGINT):
-            _signal.signal(sig, lambda *_: stop.set())
-    meta = _wait_for_model(client, stop, settings.worker_retry_max_seconds)
+    embedding = rt.spec.embedding
+    client = EmbeddingClient(rt.settings.model_server_url, embedding.name)
+    rt.closing(client.close)
+    meta = _wait_for_model(client, rt.stop, rt.settings.worker_retry_max_seconds)
     if meta is None:
-        client.close()
-        return
-    input_size, version = model_input(meta, spec.embedding.input_size)
-    version = version or spec.embedding.version
-    log.info("model %s version %s, input %dx%d", settings.model_name, version, input_size, input_size)
-    writer = index_writer(settings, "images", names.images_collection)
-    handler = DicomBatchHandler(
-        index=names,
-        spec=spec,
-        object_store_url=settings.object_store_url,
+        return None
+    input_size, version = served_input(meta, embedding)
+    log.info("model %s version %s, input %dx%d", embedding.name, version, input_size, input_size)
+    writer = index_writer(rt.settings, "images", rt.names.images_collection)
+    rt.closing(writer.close)
+    return DicomBatchHandler(
+        index=rt.names,
+        spec=rt.spec,
+        object_store_url=rt.settings.object_store_url,
         embedder=client,
         writer=writer,
         input_size=input_size,
-        model_name=settings.model_name,
+        model_name=embedding.name,
         model_version=version,
         times=times,
-        model_info=lambda: _model_info(client, spec, version),
+        model_info=lambda: _model_info(client, version),
     )
-    from medsearch_workers.consumer import spec_max_attempts, worker_ledger
-
-    ledger = worker_ledger(settings)
-    try:
-        run_consumer(
-            settings=settings,
-            topic=names.dicom_topic,
-            group_id=names.dicom_consumer_group,
-            dlq_topic=names.dlq_topic,
-            handler=handler,
-            worker_name=f"dicom-worker-{os.getpid()}",
-            ledger=ledger,
-            dicom_topic=names.dicom_topic,
-            max_attempts=spec_max_attempts(spec.workers.dicom),
-            batch_size=spec_batch_size(spec.workers.dicom),
-            stop=stop,
-            metrics=metrics,
-            consumer_options=consumer_options,
-        )
-    finally:
-        ledger.close()
-        writer.close()
-        client.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from medsearch.contracts.settings import WorkerSettings
-    from medsearch_workers.consumer import setup_logging
-
-    settings = WorkerSettings()
-    setup_logging(settings)
-    run(settings)
+    runtime_main(run)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,7 @@ batch; full-text search is PostgreSQL's), then the vector and filter fields into
 
 Run it as ``python -m medsearch_workers.report_worker`` (or ``medsearch-report-worker``), configured by
 ``MEDSEARCH_*`` variables (:class:`~medsearch.contracts.settings.WorkerSettings`) and, when set,
-``MEDSEARCH_INDEX_SPEC_FILE`` (a ``MedicalSearchIndex`` YAML; its ``spec.nlp`` picks the NER backend unless
-``MEDSEARCH_NLP_BACKEND`` is set).
+``MEDSEARCH_INDEX_SPEC_FILE`` (a ``MedicalSearchIndex`` YAML; its ``spec.nlp`` picks the NER backend).
 
 Permanent failures (dead-lettered, never retried): a message that is not a valid ``Report``; a URI outside the
 configured object store (nothing is read); a report object that does not exist, is not a file or cannot be read
@@ -19,11 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 from numpy.typing import NDArray
 
@@ -39,9 +37,12 @@ from medsearch.contracts.collections import (
     TERM_LEN,
 )
 from medsearch.contracts.messages import MessageError, Report, date_to_yyyymmdd
+from medsearch.contracts.settings import WorkerSettings
 from medsearch.contracts.spec import MedicalSearchIndexSpec
 from medsearch.ledger import LEDGER_PAIRS
 from medsearch_workers.consumer import Failure, Incoming, TransientError, reached
+from medsearch_workers.runtime import RuntimeParts, WorkerRuntime, worker_runtime
+from medsearch_workers.runtime import main as runtime_main
 
 log = logging.getLogger("medsearch.workers.report")
 
@@ -255,77 +256,45 @@ class ReportBatchHandler:
         return failures
 
 
-def backend_choice(settings: Any, spec: MedicalSearchIndexSpec) -> tuple[str, str | None]:
-    """``MEDSEARCH_NLP_BACKEND`` / ``MEDSEARCH_NLP_MODEL`` when set, else ``spec.nlp``."""
-    if os.environ.get("MEDSEARCH_NLP_BACKEND"):
-        return settings.nlp_backend, settings.nlp_model
-    return spec.nlp.backend, spec.nlp.model or settings.nlp_model
+def backend_name_of(spec: MedicalSearchIndexSpec) -> str:
+    """The NER backend as recorded with each report: ``spec.nlp.backend``, with the model's base name."""
+    backend, model = spec.nlp.backend, spec.nlp.model
+    return backend if not model else f"{backend}:{os.path.basename(model.rstrip('/'))}"
 
 
-def run(
-    settings: Any | None = None,
-    *,
-    stop: threading.Event | None = None,
-    spec: MedicalSearchIndexSpec | None = None,
-    consumer_options: dict[str, Any] | None = None,
-    metrics: Any | None = None,
-) -> None:
+def run(settings: WorkerSettings | None = None, **parts: Unpack[RuntimeParts]) -> None:
     """Run the worker until stopped (SIGTERM/SIGINT or ``stop``)."""
+    with worker_runtime("report", settings, **parts) as rt:
+        rt.consume(_handler(rt))
+
+
+def _handler(rt: WorkerRuntime) -> ReportBatchHandler:
+    """The worker's handler: the spec's NLP backend loaded and warmed up, the index's writer."""
     from medsearch.text_embedding import embed_texts
-    from medsearch_workers.consumer import run_consumer, spec_batch_size, worker_runtime
+    from medsearch_workers.dicom_worker import index_writer
     from medsearch_workers.nlp import Analyzer, get_backend
 
-    rt = worker_runtime("report", settings, stop, spec, metrics)
-    settings, stop, names, spec, metrics = rt.settings, rt.stop, rt.names, rt.spec, rt.metrics
-    backend, model = backend_choice(settings, spec)
-    analyzer = Analyzer(get_backend(backend, model), indication_positive=spec.nlp.indication_positive)
-    backend_name = backend if not model else f"{backend}:{os.path.basename(model.rstrip('/'))}"
+    nlp = rt.spec.nlp
+    analyzer = Analyzer(get_backend(nlp.backend, nlp.model), indication_positive=nlp.indication_positive)
+    backend_name = backend_name_of(rt.spec)
     t0 = time.perf_counter()
     analyzer.analyze_many(["Warm-up: no pleural effusion."])  # loads the lexicon, ConText, ICD tables, MiniLM
     embed_texts(["warm-up"])
     log.info("NLP backend %s ready in %.1fs", backend_name, time.perf_counter() - t0)
-    from medsearch_workers.dicom_worker import index_writer
-
-    writer = index_writer(settings, "reports", names.reports_collection)
-    handler = ReportBatchHandler(
-        index=settings.index,
+    writer = index_writer(rt.settings, "reports", rt.names.reports_collection)
+    rt.closing(writer.close)
+    return ReportBatchHandler(
+        index=rt.settings.index,
         analyzer=analyzer,
         embed=lambda texts: embed_texts(texts, batch_size=32),
         writer=writer,
-        object_store_url=settings.object_store_url,
+        object_store_url=rt.settings.object_store_url,
         backend_name=backend_name,
     )
-    from medsearch_workers.consumer import spec_max_attempts, worker_ledger
-
-    ledger = worker_ledger(settings)
-    try:
-        run_consumer(
-            settings=settings,
-            topic=names.reports_topic,
-            group_id=names.report_consumer_group,
-            dlq_topic=names.dlq_topic,
-            handler=handler,
-            worker_name=f"report-worker-{os.getpid()}",
-            ledger=ledger,
-            dicom_topic=names.dicom_topic,
-            max_attempts=spec_max_attempts(spec.workers.report),
-            batch_size=spec_batch_size(spec.workers.report),
-            stop=stop,
-            metrics=metrics,
-            consumer_options=consumer_options,
-        )
-    finally:
-        ledger.close()
-        writer.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from medsearch.contracts.settings import WorkerSettings
-    from medsearch_workers.consumer import setup_logging
-
-    settings = WorkerSettings()
-    setup_logging(settings)
-    run(settings)
+    runtime_main(run)
 
 
 if __name__ == "__main__":

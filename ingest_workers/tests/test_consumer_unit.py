@@ -12,7 +12,6 @@ from medsearch_workers.consumer import (
     backoff_seconds,
     crash_failure,
     reached,
-    spec_max_attempts,
 )
 
 
@@ -58,14 +57,10 @@ def test_stages_reach_the_hook_only_while_one_is_set() -> None:
     assert seen == ["fetch", "write"]
 
 
-def test_max_attempts_comes_from_the_spec_unless_the_environment_sets_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_max_attempts_is_at_least_two() -> None:
     from medsearch.contracts.spec import WorkerSpec
 
-    monkeypatch.delenv("MEDSEARCH_WORKER_MAX_ATTEMPTS", raising=False)
-    assert spec_max_attempts(WorkerSpec()) == 3
-    assert spec_max_attempts(WorkerSpec(max_attempts=5)) == 5
-    monkeypatch.setenv("MEDSEARCH_WORKER_MAX_ATTEMPTS", "7")
-    assert spec_max_attempts(WorkerSpec(max_attempts=5)) == 7
+    assert WorkerSpec().max_attempts == 3
     with pytest.raises(ValueError):
         WorkerSpec(max_attempts=1)  # the last attempt is made alone, so at least two
 
@@ -93,7 +88,7 @@ def test_metrics_have_their_own_registry() -> None:
 def test_setup_logging_quiets_pydicom_decoder_tracebacks_unless_debugging() -> None:
     import logging
 
-    from medsearch_workers.consumer import setup_logging
+    from medsearch_workers.runtime import setup_logging
 
     from medsearch.contracts.settings import WorkerSettings
 
@@ -161,3 +156,91 @@ def test_the_ledger_marks_dead_letters_before_they_are_published_and_forgets_the
     with pytest.raises(TransientError, match="ingest ledger"):
         sink(calls, ledger_down=True).send([failure], attempts=1)
     assert calls == []  # nothing published that the ledger does not hold
+
+
+class _Record:
+    def __init__(self, offset: int, value: bytes) -> None:
+        self.topic, self.partition, self.offset, self.key, self.value = "t.dicom", 0, offset, None, value
+
+
+class _Consumer:
+    """A KafkaConsumer double: one poll answer, then nothing; records commits and seeks."""
+
+    def __init__(self, records: list[_Record]) -> None:
+        from kafka import TopicPartition
+
+        self.tp = TopicPartition("t.dicom", 0)
+        self.records, self.commits, self.seeks = records, [], []  # type: ignore[var-annotated]  # test double
+
+    def poll(self, timeout_ms: int = 0, max_records: int = 0) -> dict[object, list[_Record]]:
+        out, self.records = self.records[:max_records], self.records[max_records:]
+        return {self.tp: out} if out else {}
+
+    def commit(self, offsets: dict[object, object]) -> None:
+        self.commits.append({tp.partition: om.offset for tp, om in offsets.items()})  # type: ignore[attr-defined]
+
+    def assignment(self) -> set[object]:
+        return {self.tp}
+
+    def seek(self, tp: object, offset: int) -> None:
+        self.seeks.append(offset)
+
+    def highwater(self, tp: object) -> None:
+        return None
+
+
+class _LoopLedger(_Ledger):
+    """The ingest ledger's calls as the loop makes them (no unfinished attempts)."""
+
+    def attempts_of(self, deliveries: list[object]) -> dict[object, object]:
+        self.calls.append(f"attempts_of({len(deliveries)})")
+        return {}
+
+    def begin(self, deliveries: list[object]) -> None:
+        self.calls.append(f"begin({len(deliveries)})")
+
+    def undo(self, deliveries: list[object]) -> None:
+        self.calls.append(f"undo({len(deliveries)})")
+
+    def done(self, deliveries: list[object]) -> None:
+        self.calls.append(f"done({len(deliveries)})")
+
+
+def test_the_loop_polls_handles_dead_letters_then_commits_and_rewinds_a_batch_on_a_transient_error() -> None:
+    import threading
+
+    from medsearch_workers.consumer import ConsumeLoop, _DeadLetterSink
+
+    from medsearch.contracts.settings import WorkerSettings
+
+    calls: list[str] = []
+    consumer = _Consumer([_Record(i, f"m{i}".encode()) for i in range(5)])
+    ledger = _LoopLedger(calls)
+    metrics = WorkerMetrics("w")
+    outages = ["model server down"]
+
+    def handler(batch: list[Incoming]) -> list[Failure]:
+        calls.append(f"handle({[m.offset for m in batch]})")
+        if outages:
+            raise TransientError(outages.pop(), stage="embed")
+        return [Failure(m, "decode", "not_an_image: test") for m in batch if m.offset == 1]
+
+    sink = _DeadLetterSink(_Producer(calls), "t.dlq", "w", metrics, ledger, "t.dicom", "t.dicom")  # type: ignore[arg-type]  # recording doubles
+    stop = threading.Event()
+    loop = ConsumeLoop(consumer=consumer, sink=sink, handler=handler, ledger=ledger,  # type: ignore[arg-type]  # doubles
+                       settings=WorkerSettings(worker_retry_max_seconds=0.01), max_attempts=3, batch_size=3,
+                       worker_name="w", stop=stop, metrics=metrics)
+    first = loop.poll()
+    assert [m.offset for m in first] == [0, 1, 2] and metrics.value("medsearch_worker_consumed_total") == 3
+    loop.handle(first)  # the outage: the attempts undone, the batch rewound, nothing committed
+    assert calls == ["attempts_of(3)", "begin(3)", "handle([0, 1, 2])", "undo(3)"]
+    assert consumer.seeks == [0] and consumer.commits == []
+    assert metrics.value("medsearch_worker_batch_retries_total", kind="transient") == 1
+    calls.clear()
+    loop.handle(first)  # re-delivered: handled, its failure dead-lettered, then committed
+    assert calls == ["attempts_of(3)", "begin(3)", "handle([0, 1, 2])", "ledger.dead_letter(1)", "send(t.dlq)",
+                     "flush", "ledger.sent(1)", "done(3)"]
+    assert consumer.commits == [{0: 3}]
+    assert metrics.value("medsearch_worker_indexed_total") == 2
+    assert metrics.value("medsearch_worker_dead_lettered_total", stage="decode") == 1
+    assert [m.offset for m in loop.poll()] == [3, 4] and loop.poll() == []

@@ -220,7 +220,7 @@ def test_thumbnail_url_is_safe() -> None:
 
 
 def test_a_namespaced_worker_reads_its_own_topics_and_writes_its_own_folder() -> None:
-    from medsearch_workers.consumer import worker_runtime
+    from medsearch_workers.runtime import worker_runtime
 
     from medsearch.contracts.naming import names_for
     from medsearch.contracts.settings import WorkerSettings
@@ -237,9 +237,29 @@ def test_a_namespaced_worker_reads_its_own_topics_and_writes_its_own_folder() ->
 
 def test_model_input_from_v2_metadata() -> None:
     meta = {"name": "densenet121", "versions": ["2"], "inputs": [{"name": "pixel_values", "shape": [-1, 3, 96, 96]}]}
-    assert model_input(meta, 224) == (96, "2")
-    assert model_input({"parameters": {"input_size": 128, "version": "x"}}, 224) == (128, "x")
-    assert model_input({}, 224) == (224, "")
+    assert model_input(meta) == (96, "2")
+    assert model_input({"parameters": {"input_size": 128, "version": "x"}}) == (128, "x")
+    assert model_input({}) == (None, "")
+
+
+def test_the_input_size_is_the_model_servers_checked_against_the_spec_when_it_states_one() -> None:
+    from medsearch_workers.dicom_worker import ModelMismatch, served_input
+
+    from medsearch.contracts.spec import EmbeddingModelSpec, parse_spec
+
+    meta = {"versions": [], "parameters": {"input_size": 96}}
+    # The spec states no size (the defaults): the server's is taken, the spec gives the version the server does not.
+    assert served_input(meta, EmbeddingModelSpec(version="v7")) == (96, "v7")
+    assert served_input({**meta, "versions": ["3"]}, EmbeddingModelSpec(version="v7")) == (96, "3")
+    # The spec states one: it must be the server's.
+    assert served_input(meta, parse_spec({"embedding": {"inputSize": 96}}).embedding) == (96, "1")
+    with pytest.raises(ModelMismatch, match=r"takes 96x96 images but spec.embedding.inputSize is 224"):
+        served_input(meta, parse_spec({"embedding": {"inputSize": 224}}).embedding)
+    # A server that states no size is not guessed at, with or without a spec.
+    with pytest.raises(ModelMismatch, match="states no input size"):
+        served_input({"versions": ["1"]}, EmbeddingModelSpec())
+    with pytest.raises(ModelMismatch, match="states no input size"):
+        served_input({})
 
 
 def test_milvus_error_classification() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,7 +80,10 @@ class ServiceSettings(BaseSettings):
     model_server_url: str = Field(
         default="http://127.0.0.1:8080", description="Base URL of the embedding model server (KServe v2)."
     )
-    model_name: str = Field(default="densenet121", description="Model name on the model server.")
+    model_name: str = Field(
+        default="densenet121", description="Model name on the model server (the gateway's; the workers call "
+        "spec.embedding.name)."
+    )
     object_store_url: str = Field(
         default="file://" + str(default_data_dir() / "objects"),
         description="fsspec URL under which uploaded objects and thumbnails are stored (file://, s3://).",
@@ -149,32 +152,31 @@ class ApiSettings(ServiceSettings):
     )
 
 
-class WorkerSettings(ServiceSettings):
-    """The ingest workers."""
+# The Prometheus endpoint of a process (``worker_metrics_*``, ``receiver_metrics_*``).
+MetricsPort = Annotated[int, Field(ge=0, le=65535, description="Prometheus port (0: off).")]
+MetricsHost = Annotated[str, Field(description="Address the metrics endpoint binds.")]
 
-    worker_batch_size: int = Field(default=16, ge=1, le=512, description="Messages per batch.")
+
+class WorkerSettings(ServiceSettings):
+    """The ingest workers' process: how they consume and retry, where their metrics are. What a worker does with
+    its index (batch size, attempts, NER backend, embedding model) is the index spec's (``spec.workers``,
+    ``spec.nlp``, ``spec.embedding``, from ``MEDSEARCH_INDEX_SPEC_FILE``)."""
+
     worker_max_wait_ms: int = Field(default=500, ge=0, description="Longest wait to fill a batch.")
-    worker_max_attempts: int = Field(
-        default=3, ge=2, le=100,
-        description="Handlings of one message that crashed or failed the worker before it is dead-lettered "
-        "(overrides spec.workers.<kind>.maxAttempts when set).",
-    )
     worker_retry_max_seconds: float = Field(default=30.0, gt=0, description="Backoff ceiling for transient errors.")
     worker_retry_budget_seconds: float = Field(
         default=0, ge=0,
         description="How long a batch is retried after transient errors (a store or the model server down) before "
         "its messages are dead-lettered at the failing stage, replayable once it is back (0: retried forever).",
     )
-    worker_metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port (0: off).")
-    worker_metrics_host: str = Field(default="0.0.0.0", description="Address the metrics endpoint binds.")
+    worker_metrics_port: MetricsPort = 0
+    worker_metrics_host: MetricsHost = "0.0.0.0"
     worker_session_timeout_ms: int | None = Field(
         default=None, ge=1000, description="Kafka consumer-group session timeout (kafka-python default when unset)."
     )
     worker_heartbeat_ms: int | None = Field(
         default=None, ge=100, description="Kafka consumer-group heartbeat interval (default when unset)."
     )
-    nlp_backend: Literal["lexicon", "transformers"] = Field(default="lexicon", description="Report NER backend.")
-    nlp_model: str | None = Field(default=None, description="HF token-classification model (transformers backend).")
 
 
 class ReceiverSettings(ServiceSettings):
@@ -186,6 +188,8 @@ class ReceiverSettings(ServiceSettings):
     )
     receiver_host: str = Field(default="127.0.0.1", description="Address the receiver listens on (0.0.0.0: all).")
     receiver_port: int = Field(default=11112, ge=1, le=65535, description="DICOM port the receiver listens on.")
+    receiver_metrics_port: MetricsPort = 0
+    receiver_metrics_host: MetricsHost = "0.0.0.0"
     receiver_allowed_aets: list[str] = Field(
         default_factory=list,
         description="Calling AE titles allowed to connect (JSON list; empty: any). Others are rejected.",
@@ -201,8 +205,6 @@ class ReceiverSettings(ServiceSettings):
         description="Refuse new associations and instances when the object store's disk has less free space (MB; "
         "file:// stores only).",
     )
-    receiver_metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port (0: off).")
-    receiver_metrics_host: str = Field(default="0.0.0.0", description="Address the metrics endpoint binds.")
 
 
 class TextModelSettings(BaseSettings):

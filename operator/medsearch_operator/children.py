@@ -127,6 +127,8 @@ def spec_document(owner: Owner, spec: MedicalSearchIndexSpec) -> str:
 
 
 def build_configmap(owner: Owner, spec: MedicalSearchIndexSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """Process-level settings as ``MEDSEARCH_*`` variables (where the services are, logging) and the index as
+    ``index.yaml``: the only source of index-level options (batch size, attempts, NLP backend, embedding model)."""
     data = {
         "MEDSEARCH_INDEX": owner.name,
         "MEDSEARCH_INDEX_NAMESPACE": owner.namespace,
@@ -136,15 +138,11 @@ def build_configmap(owner: Owner, spec: MedicalSearchIndexSpec, settings: Operat
         "MEDSEARCH_MILVUS_URI": settings.milvus_uri,
         "MEDSEARCH_POSTGRES_DSN": settings.postgres_dsn,
         "MEDSEARCH_MODEL_SERVER_URL": model_server_url(owner.name, owner.namespace),
-        "MEDSEARCH_MODEL_NAME": spec.embedding.name,
         "MEDSEARCH_OBJECT_STORE_URL": settings.object_store_url,
         "MEDSEARCH_LOG_LEVEL": settings.log_level,
         "MEDSEARCH_LOG_FORMAT": settings.log_format,
-        "MEDSEARCH_NLP_BACKEND": spec.nlp.backend,
         "index.yaml": spec_document(owner, spec),
     }
-    if spec.nlp.model:
-        data["MEDSEARCH_NLP_MODEL"] = spec.nlp.model
     # Kafka TLS/SASL: everything but the password (the credentials Secret carries MEDSEARCH_KAFKA_SASL_PASSWORD).
     if settings.kafka_sasl_mechanism:
         data["MEDSEARCH_KAFKA_SASL_MECHANISM"] = settings.kafka_sasl_mechanism
@@ -225,7 +223,6 @@ def build_worker_deployment(owner: Owner, spec: MedicalSearchIndexSpec, settings
     wspec = spec.workers.dicom if kind == "dicom" else spec.workers.report
     component = f"{kind}-worker"
     env = [
-        {"name": "MEDSEARCH_WORKER_BATCH_SIZE", "value": str(wspec.batch_size)},
         {"name": "MEDSEARCH_WORKER_METRICS_PORT", "value": "9102"},
         # The root filesystem is read-only: caches (Hugging Face, medsearch data dir) go to the /tmp volume.
         {"name": "HOME", "value": "/tmp"},

@@ -27,6 +27,11 @@ class OperatorSettings(ServiceSettings):
         description="Optional Secret (same namespace as the index) whose keys become the workers' environment, "
         "e.g. MEDSEARCH_MILVUS_TOKEN, AWS_ACCESS_KEY_ID.",
     )
+    operator_kafka_ca_secret: str = Field(
+        default="",
+        description="Secret (in each index's namespace) with the Kafka CA, mounted into the workers where "
+        "MEDSEARCH_KAFKA_SSL_CAFILE points (the chart sets both from externalKafka.tls).",
+    )
     operator_service_account: str = Field(default="", description="ServiceAccount of the worker and predictor pods.")
     operator_resync_seconds: float = Field(
         default=60.0, gt=0, description="Periodic resync: re-applies children and repairs drift."
@@ -42,11 +47,6 @@ class OperatorSettings(ServiceSettings):
     )
     operator_health_port: int = Field(
         default=8080, ge=0, le=65535, description="Port of the liveness endpoint /healthz (0: off)."
-    )
-    operator_kafka_ca_secret: str = Field(
-        default="",
-        description="Secret (in each index's namespace) with the Kafka CA, mounted into the workers where "
-        "MEDSEARCH_KAFKA_SSL_CAFILE points (the chart sets both from externalKafka.tls).",
     )
     operator_network_policies: bool = Field(
         default=True,

@@ -102,11 +102,11 @@ def test_worker_deployments_carry_replicas_resources_env_and_checksum() -> None:
     (c,) = tmpl["spec"]["containers"]
     assert c["command"] == ["python", "-m", "medsearch_workers.dicom_worker"]
     assert c["resources"] == {"requests": {"cpu": "1"}, "limits": {"memory": "4Gi"}}
-    assert {"name": "MEDSEARCH_WORKER_BATCH_SIZE", "value": "32"} in c["env"]
+    assert not [e for e in c["env"] if e["name"] == "MEDSEARCH_WORKER_BATCH_SIZE"]  # the spec's, in index.yaml
     assert c["envFrom"] == [{"configMapRef": {"name": "chest-config"}},
                             {"secretRef": {"name": "medsearch-creds", "optional": True}}]
     (rc,) = report["spec"]["template"]["spec"]["containers"]
-    assert {"name": "MEDSEARCH_WORKER_BATCH_SIZE", "value": "32"} in rc["env"]
+    assert {e["name"] for e in rc["env"]} == {e["name"] for e in c["env"]}
     assert rc["command"][-1] == "medsearch_workers.report_worker"
 
 
@@ -125,6 +125,9 @@ def test_configmap_holds_services_and_the_spec_and_checksum_follows_config() -> 
     assert parse_spec(doc["spec"]).model_dump(exclude={"workers", "predictor"}) == spec.model_dump(
         exclude={"workers", "predictor"})
     assert parse_spec(doc["spec"]).workers.dicom.batch_size == 32
+    # Index-level options reach the workers through index.yaml only, never twice.
+    assert not {"MEDSEARCH_NLP_BACKEND", "MEDSEARCH_NLP_MODEL", "MEDSEARCH_MODEL_NAME",
+                "MEDSEARCH_WORKER_BATCH_SIZE", "MEDSEARCH_WORKER_MAX_ATTEMPTS"} & set(data)
     same = ch.config_checksum(ch.build_configmap(OWNER, gpu_spec(), SETTINGS))
     changed = ch.config_checksum(ch.build_configmap(OWNER, gpu_spec(nlp={"backend": "transformers"}), SETTINGS))
     assert same == ch.config_checksum(cm) != changed

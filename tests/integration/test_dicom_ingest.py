@@ -302,7 +302,7 @@ def test_sigkill_mid_stream_then_restart_indexes_each_image_once(env: Env, tmp_p
     assert summary["published"] == 50
 
     # One message per batch (a commit each), so the kill lands between commits, mid-stream.
-    worker = env.start_worker(MEDSEARCH_WORKER_BATCH_SIZE="1")
+    worker = env.start_worker(batch_size=1)
     deadline = time.monotonic() + 120
     while env.count() < 3 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -311,7 +311,7 @@ def test_sigkill_mid_stream_then_restart_indexes_each_image_once(env: Env, tmp_p
     killed_at = env.count()
     assert killed_at < len(uids), "the worker finished before it could be killed; use more files"
 
-    env.start_worker(MEDSEARCH_WORKER_BATCH_SIZE="4")
+    env.start_worker(batch_size=4)
     wait_for(lambda: env.count() == len(uids) or env.count(), 150, "all images after the restart")
     time.sleep(3)  # re-deliveries after the restart must not add rows
     assert env.count() == len(uids)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ingest_env import send_raw, spec_file
 from medsearch_dev.localstack import procs
 from medsearch_dev.testing import read_dead_letters, wait_for
 from test_dicom_ingest import Env, ModelServer, _fresh_copies, env, model_server  # noqa: F401  # shared fixtures
@@ -66,16 +67,6 @@ def _raw_topic(bootstrap: str, topic: str) -> list[bytes]:
         consumer.close()
 
 
-def _send_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
-    for v in values:
-        producer.send(topic, value=v)
-    producer.flush()
-    producer.close()
-
-
 def test_allow_list_claim_checks_limits_and_replay(
     report_worker: str, kafka_bootstrap: str, object_store_url: str, postgres_dsn: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -106,7 +97,7 @@ def test_allow_list_claim_checks_limits_and_replay(
     sha = "0" * 64
     t0 = time.monotonic()
     evil = [Report(index=index, report_id=f"evil-{i}", uri=u, sha256=sha).to_bytes() for i, u in enumerate(FORBIDDEN)]
-    _send_raw(kafka_bootstrap, names.reports_topic, evil)
+    send_raw(kafka_bootstrap, names.reports_topic, evil)
     letters = read_dead_letters(kafka_bootstrap, index, expect=3, timeout=60)
     elapsed = time.monotonic() - t0
     assert sorted((dl.original["uri"], dl.stage) for dl in letters) == sorted((u, "fetch") for u in FORBIDDEN)
@@ -118,7 +109,7 @@ def test_allow_list_claim_checks_limits_and_replay(
     late = b"FINDINGS: Moderate right pneumothorax.\nIMPRESSION: Right pneumothorax."
     late_sha = store.sha256_hex(late)
     late_uri = store.join(object_store_url, index, "reports", f"{late_sha}.txt")
-    _send_raw(kafka_bootstrap, names.reports_topic,
+    send_raw(kafka_bootstrap, names.reports_topic,
               [Report(index=index, report_id="late", uri=late_uri, sha256=late_sha).to_bytes()])
     letters = read_dead_letters(kafka_bootstrap, index, expect=4, timeout=60)
     (missing,) = [dl for dl in letters if dl.original.get("report_id") == "late"]
@@ -227,11 +218,13 @@ def test_broker_killed_with_reports_and_dicom_queued_then_resume_indexes_each_on
         resumed = ingest("--resume", "--republish-after", "0")
         assert resumed["republished"] == n + m and resumed["published"] == 0
 
+        index_file = spec_file(tmp_path / "index.yaml", unique_index, spec, report=64, dicom=8)
         worker_env = {
             **os.environ, "MEDSEARCH_INDEX": unique_index, "MEDSEARCH_POSTGRES_DSN": postgres_dsn,
             "MEDSEARCH_KAFKA_BOOTSTRAP": bootstrap, "MEDSEARCH_MILVUS_URI": milvus_uri,
-            "MEDSEARCH_OBJECT_STORE_URL": object_store_url, "MEDSEARCH_WORKER_BATCH_SIZE": "64",
-            "MEDSEARCH_WORKER_MAX_WAIT_MS": "200", "MEDSEARCH_WORKER_RETRY_MAX_SECONDS": "2",
+            "MEDSEARCH_OBJECT_STORE_URL": object_store_url, "MEDSEARCH_WORKER_MAX_WAIT_MS": "200",
+            "MEDSEARCH_INDEX_SPEC_FILE": str(index_file),
+            "MEDSEARCH_WORKER_RETRY_MAX_SECONDS": "2",
             "MEDSEARCH_WORKER_SESSION_TIMEOUT_MS": "6000", "MEDSEARCH_WORKER_HEARTBEAT_MS": "1000",
             "HF_HUB_OFFLINE": "1",
         }  # fmt: skip
@@ -242,7 +235,7 @@ def test_broker_killed_with_reports_and_dicom_queued_then_resume_indexes_each_on
         with open(service_logs / f"dicom-worker-{unique_index}.log", "ab") as fh:
             dicom_worker = subprocess.Popen(
                 [sys.executable, "-m", "medsearch_workers.dicom_worker"],
-                env={**worker_env, "MEDSEARCH_MODEL_SERVER_URL": model_server.url, "MEDSEARCH_WORKER_BATCH_SIZE": "8"},
+                env={**worker_env, "MEDSEARCH_MODEL_SERVER_URL": model_server.url},
                 stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         t1 = time.monotonic()
         wait_for(lambda: ledger.counts()["indexed"] == n + m or ledger.counts(), 900, "everything indexed")
@@ -415,8 +408,9 @@ def test_a_report_dead_lettered_at_write_while_milvus_was_down_is_replayed_and_s
     worker_env = {
         **os.environ, "MEDSEARCH_INDEX": unique_index, "MEDSEARCH_POSTGRES_DSN": postgres_dsn,
         "MEDSEARCH_KAFKA_BOOTSTRAP": kafka_bootstrap, "MEDSEARCH_MILVUS_URI": milvus,
-        "MEDSEARCH_OBJECT_STORE_URL": object_store_url, "MEDSEARCH_WORKER_BATCH_SIZE": "4",
-        "MEDSEARCH_WORKER_MAX_WAIT_MS": "200", "MEDSEARCH_WORKER_RETRY_MAX_SECONDS": "1",
+        "MEDSEARCH_OBJECT_STORE_URL": object_store_url, "MEDSEARCH_WORKER_MAX_WAIT_MS": "200",
+        "MEDSEARCH_INDEX_SPEC_FILE": str(spec_file(tmp_path / "index.yaml", unique_index, spec, report=4)),
+        "MEDSEARCH_WORKER_RETRY_MAX_SECONDS": "1",
         "MEDSEARCH_WORKER_RETRY_BUDGET_SECONDS": "4",
         "MEDSEARCH_WORKER_SESSION_TIMEOUT_MS": "6000", "MEDSEARCH_WORKER_HEARTBEAT_MS": "1000", "HF_HUB_OFFLINE": "1",
     }  # fmt: skip

@@ -314,7 +314,9 @@ def test_sample_creates_children_topics_collections_and_converges(
         (container,) = dicom["spec"]["template"]["spec"]["containers"]
         assert container["image"] == "registry.example/medsearch-workers:test"
         assert container["resources"]["requests"] == {"cpu": "250m", "memory": "1Gi"}
-        assert {"name": "MEDSEARCH_WORKER_BATCH_SIZE", "value": "16"} in container["env"]
+        # Index-level options reach the workers through the mounted index.yaml only.
+        assert yaml.safe_load(cm["index.yaml"])["spec"]["workers"]["dicom"]["batchSize"] == 16
+        assert "MEDSEARCH_WORKER_BATCH_SIZE" not in {e["name"] for e in container["env"]}
         assert "medsearch.io/config-checksum" in dicom["spec"]["template"]["metadata"]["annotations"]
         pred = isvcs[0]["spec"]["predictor"]
         assert (pred["minReplicas"], pred["maxReplicas"]) == (1, 1)
@@ -370,11 +372,13 @@ def test_spec_change_updates_children_and_reports_refused_changes(
 
         dep = wait_for(dicom_updated, timeout=30, what="dicom worker scaled to 3")
         (container,) = dep["spec"]["template"]["spec"]["containers"]
-        assert {"name": "MEDSEARCH_WORKER_BATCH_SIZE", "value": "8"} in container["env"]
         assert container["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}  # a merge patch
         assert dep["spec"]["template"]["metadata"]["annotations"]["medsearch.io/config-checksum"] != old_checksum
         cm = api.get(("v1", "ConfigMap"), ns, f"{name}-config")
-        assert cm is not None and cm["data"]["MEDSEARCH_NLP_BACKEND"] == "transformers"
+        assert cm is not None
+        index_spec = yaml.safe_load(cm["data"]["index.yaml"])["spec"]
+        assert index_spec["nlp"]["backend"] == "transformers" and index_spec["workers"]["dicom"]["batchSize"] == 8
+        assert "MEDSEARCH_NLP_BACKEND" not in cm["data"]
         pred = api.get(ISVC, ns, f"{name}-embedder")["spec"]["predictor"]  # type: ignore[index]
         assert pred["maxReplicas"] == 2
         assert pred["nodeSelector"] == {"gpu": "true"}

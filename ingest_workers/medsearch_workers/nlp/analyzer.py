@@ -87,7 +87,7 @@ def get_backend(name: str = "lexicon", model: str | None = None, *, device: str 
         return _lexicon_backend()
     if name == "transformers":
         if not model:
-            raise ValueError("the transformers NER backend needs a model name or path (--model / MEDSEARCH_NLP_MODEL)")
+            raise ValueError("the transformers NER backend needs a model name or path (--model / spec.nlp.model)")
         return _transformer_backend(model, device)
     raise ValueError(f"unknown NER backend {name!r} (expected 'lexicon' or 'transformers')")
 
