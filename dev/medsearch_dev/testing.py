@@ -136,6 +136,19 @@ def wait_for(check: Callable[[], object], timeout: float, what: str, interval: f
     raise AssertionError(f"timed out waiting for {what} (last: {last})")
 
 
+def send_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    """``values`` on ``topic`` as they are (a test's malformed or hand-made messages: no checks), flushed."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        for v in values:
+            producer.send(topic, value=v)
+        producer.flush()
+    finally:
+        producer.close()
+
+
 def read_dead_letters(bootstrap: str, index: IndexRef, expect: int, timeout: float = 30.0) -> list[DeadLetter]:
     """The dead letters on ``<index>.dlq``: read until ``expect`` arrived, or for the whole ``timeout`` when
     ``expect`` is 0 (to show that none arrives)."""

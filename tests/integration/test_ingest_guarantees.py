@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from medsearch_dev.localstack import procs
-from medsearch_dev.testing import read_dead_letters, wait_for
+from medsearch_dev.testing import read_dead_letters, send_raw, wait_for
 from test_dicom_ingest import Env, ModelServer, _fresh_copies, env, model_server  # noqa: F401  # shared fixtures
 from typer.testing import CliRunner
 
@@ -66,16 +66,6 @@ def _raw_topic(bootstrap: str, topic: str) -> list[bytes]:
         consumer.close()
 
 
-def _send_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
-    for v in values:
-        producer.send(topic, value=v)
-    producer.flush()
-    producer.close()
-
-
 def test_allow_list_claim_checks_limits_and_replay(
     report_worker: str, kafka_bootstrap: str, object_store_url: str, postgres_dsn: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -106,7 +96,7 @@ def test_allow_list_claim_checks_limits_and_replay(
     sha = "0" * 64
     t0 = time.monotonic()
     evil = [Report(index=index, report_id=f"evil-{i}", uri=u, sha256=sha).to_bytes() for i, u in enumerate(FORBIDDEN)]
-    _send_raw(kafka_bootstrap, names.reports_topic, evil)
+    send_raw(kafka_bootstrap, names.reports_topic, evil)
     letters = read_dead_letters(kafka_bootstrap, index, expect=3, timeout=60)
     elapsed = time.monotonic() - t0
     assert sorted((dl.original["uri"], dl.stage) for dl in letters) == sorted((u, "fetch") for u in FORBIDDEN)
@@ -118,7 +108,7 @@ def test_allow_list_claim_checks_limits_and_replay(
     late = b"FINDINGS: Moderate right pneumothorax.\nIMPRESSION: Right pneumothorax."
     late_sha = store.sha256_hex(late)
     late_uri = store.join(object_store_url, index, "reports", f"{late_sha}.txt")
-    _send_raw(kafka_bootstrap, names.reports_topic,
+    send_raw(kafka_bootstrap, names.reports_topic,
               [Report(index=index, report_id="late", uri=late_uri, sha256=late_sha).to_bytes()])
     letters = read_dead_letters(kafka_bootstrap, index, expect=4, timeout=60)
     (missing,) = [dl for dl in letters if dl.original.get("report_id") == "late"]

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import pytest
-from medsearch_dev.testing import read_dead_letters, wait_for
+from medsearch_dev.testing import read_dead_letters, send_raw, wait_for
 
 from medsearch import pgstore
 from medsearch.contracts.collections import MAX_TEXT_BYTES, REPORT_VECTOR
@@ -80,16 +80,6 @@ def _claim(store_url: str, index: str, report_id: str, data: bytes, study_uid: s
     return Report(index=index, report_id=report_id, uri=uri, sha256=sha, study_uid=study_uid).to_bytes()
 
 
-def _send_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
-    for v in values:
-        producer.send(topic, value=v)
-    producer.flush()
-    producer.close()
-
-
 def test_reports_indexed_searchable_dead_lettered_and_idempotent(
     report_worker: str, kafka_bootstrap: str, milvus_uri: str, object_store_url: str, postgres_dsn: str
 ) -> None:
@@ -111,7 +101,7 @@ def test_reports_indexed_searchable_dead_lettered_and_idempotent(
     # what a producer that skipped the checks could still send: an oversized and a binary claim check
     oversized = _claim(object_store_url, index, "rpt-oversized", big.encode())
     binary = _claim(object_store_url, index, "rpt-binary", b"\x00\x01\x02\x03 PK\x03\x04")
-    _send_raw(kafka_bootstrap, names.reports_topic, [oversized, binary, b"{not json"])
+    send_raw(kafka_bootstrap, names.reports_topic, [oversized, binary, b"{not json"])
 
     # worker start-up (spaCy, medspaCy, MiniLM, ICD-10-CM tables) is included in this wait
     wait_for(lambda: _count(milvus_uri, index) == len(REPORTS) or _count(milvus_uri, index), 240, "indexed reports")
@@ -161,9 +151,9 @@ def test_reports_indexed_searchable_dead_lettered_and_idempotent(
 
     # re-delivery: the same reports again (bypassing the publisher's duplicate check) add no rows
     again = [_claim(object_store_url, index, rid, t.encode(), study_uid=s) for rid, (s, t) in REPORTS.items()]
-    _send_raw(kafka_bootstrap, names.reports_topic, again)
+    send_raw(kafka_bootstrap, names.reports_topic, again)
     marker = _claim(object_store_url, index, "rpt-marker", b"Small hiatal hernia.")
-    _send_raw(kafka_bootstrap, names.reports_topic, [marker])
+    send_raw(kafka_bootstrap, names.reports_topic, [marker])
     wait_for(lambda: _count(milvus_uri, index) == len(REPORTS) + 1 or _count(milvus_uri, index), 120, "marker row")
     time.sleep(1.0)
     rows_after = {r["report_id"]: r for r in _rows(postgres_dsn, index)}
