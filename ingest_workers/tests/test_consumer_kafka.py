@@ -101,24 +101,7 @@ def test_commit_after_handler_retry_and_dead_letter(kafka_bootstrap: str, unique
             stop.set()
         return [Failure(m, "decode", "not_an_image: test") for m in batch if m.raw == b"bad"]
 
-    t = threading.Thread(
-        target=run_consumer,
-        kwargs={
-            "settings": settings,
-            "topic": topic,
-            "group_id": f"g-{unique_index}",
-            "dlq_topic": dlq,
-            "handler": handler,
-            "worker_name": "test",
-            "ledger": ledger,
-            "dicom_topic": topic,
-            "batch_size": 4,
-            "stop": stop,
-            "metrics": metrics,
-            "consumer_options": FAST,
-        },
-    )
-    t.start()
+    t = _consume(settings, unique_index, handler, ledger, stop, metrics=metrics)
     t.join(60)
     assert not t.is_alive()
     assert sorted(set(seen)) == sorted([f"m{i}".encode() for i in range(7)] + [b"bad"])
@@ -135,22 +118,7 @@ def test_commit_after_handler_retry_and_dead_letter(kafka_bootstrap: str, unique
         again.extend(m.raw for m in batch)
         return []
 
-    t2 = threading.Thread(
-        target=run_consumer,
-        kwargs={
-            "settings": settings,
-            "topic": topic,
-            "group_id": f"g-{unique_index}",
-            "dlq_topic": dlq,
-            "handler": handler2,
-            "worker_name": "test2",
-            "ledger": ledger,
-            "dicom_topic": topic,
-            "stop": stop2,
-            "consumer_options": FAST,
-        },
-    )
-    t2.start()
+    t2 = _consume(settings, unique_index, handler2, ledger, stop2, worker_name="test2")
     time.sleep(8)
     stop2.set()
     t2.join(30)
