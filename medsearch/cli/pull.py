@@ -5,10 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from medsearch.dicomnet.pull import PullSummary
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -76,7 +79,7 @@ def pull_dicomweb(url: str, *, since: str | None, index: str | None, bootstrap: 
         raise typer.Exit(1)
 
 
-def _report(url: str, summary: Any, as_json: bool) -> None:
+def _report(url: str, summary: PullSummary, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(summary.as_dict()))
         return
