@@ -30,9 +30,12 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from medsearch.contracts.naming import IndexRef, names_of
+
+if TYPE_CHECKING:
+    from psycopg import sql
 
 Action = Literal["C", "R", "U", "D", "E"]
 # FHIR AuditEvent.outcome / DICOM EventOutcomeIndicator
@@ -109,7 +112,7 @@ class AuditEvent:
         return json.dumps(self.to_json(index), separators=(",", ":")).encode()
 
 
-def insert_sql(index: IndexRef) -> Any:
+def insert_sql(index: IndexRef) -> sql.Composed:
     """``INSERT ... RETURNING event_id, recorded`` of one :class:`AuditEvent` (params: :meth:`AuditEvent.params`)."""
     from psycopg import sql
 

@@ -16,10 +16,13 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medsearch.contracts.messages import DeadLetter, DicomObject, MessageError, Report
 from medsearch.contracts.naming import IndexRef, names_of
+
+if TYPE_CHECKING:
+    from medsearch.producer import Publisher
 
 
 class DlqError(RuntimeError):
@@ -187,8 +190,8 @@ def read(bootstrap: str, index: IndexRef, *, timeout: float = 30.0,
     return out
 
 
-def replay(plans: Sequence[Plan], publisher: Any) -> int:
-    """Send every replayable plan's message through ``publisher`` (a :class:`medsearch.producer.Publisher`) and
+def replay(plans: Sequence[Plan], publisher: Publisher) -> int:
+    """Send every replayable plan's message through ``publisher`` and
     wait for the acknowledgements; returns how many were sent."""
     sent = 0
     for p in plans:

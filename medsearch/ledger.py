@@ -19,9 +19,12 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from medsearch.contracts.naming import IndexRef, names_of
+
+if TYPE_CHECKING:
+    from psycopg import sql
 
 Kind = Literal["dicom", "report"]
 DEFAULT_REPUBLISH_AFTER = 300.0
@@ -121,13 +124,13 @@ def ledger_row_of(raw: bytes, topic: str, dicom_topic: str) -> tuple[Kind, str, 
         return None
 
 
-def _ident(name: str) -> Any:
+def _ident(name: str) -> sql.Identifier:
     from psycopg import sql
 
     return sql.Identifier(name)
 
 
-def _table(index: IndexRef, name: str = "ingest_ledger") -> Any:
+def _table(index: IndexRef, name: str = "ingest_ledger") -> sql.Composed:
     from psycopg import sql
 
     return sql.SQL("{}.{}").format(_ident(names_of(index).pg_schema), _ident(name))

@@ -23,13 +23,16 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from medsearch import store
 from medsearch.contracts.collections import MAX_TEXT_BYTES
 from medsearch.contracts.messages import DeadLetter, DicomObject, Report, parse_report_date
 from medsearch.contracts.naming import IndexRef, names_of
 from medsearch.imaging import ImageDecodeError, check_image_limits, looks_like_dicom
+
+if TYPE_CHECKING:
+    from medsearch.ledger import Ledger
 
 log = logging.getLogger("medsearch.producer")
 
@@ -244,7 +247,7 @@ class Publisher:
         producer: Any | None = None,
         security: Mapping[str, Any] | None = None,
         deidentifier: Any = "auto",
-        ledger: Any | None = None,
+        ledger: Ledger | None = None,
         republish_after: float | None = None,
     ) -> None:
         """``security``: kafka-python TLS/SASL options (:func:`medsearch.kafka_security.kafka_security_options`).

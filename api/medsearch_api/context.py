@@ -12,7 +12,7 @@ from strawberry.fastapi import BaseContext
 
 from medsearch.audit import AuditTrail
 from medsearch.contracts.settings import ApiSettings
-from medsearch_api.audit import AuditingRepository
+from medsearch_api.audit import AuditingRepository, AuditLog
 from medsearch_api.auth import Principal
 from medsearch_api.records import ImageRecord, ReportRecord
 from medsearch_api.repository import Repository
@@ -68,7 +68,7 @@ class Services:
     ingest: Ingest | None = None
     # (image id, principal=name) -> the thumbnail's URL
     thumbnail_url: Callable[..., str] = field(default=lambda image_id, **_: f"/thumbnails/{image_id}")
-    audit_log: Any = None  # medsearch_api.audit.AuditLog; None only where no store exists (unit tests)
+    audit_log: AuditLog | None = None  # None only where no store exists (unit tests)
 
 
 class Context(BaseContext):

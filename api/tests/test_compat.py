@@ -7,36 +7,10 @@ from typing import Any
 
 from api_fakes import make_context
 from medsearch_api.compat import compat_schema
+from medsearch_dev.testing import seed_operations
 
-REPORT_FIELDS = """ReportId Impression Findings PositiveSigns NegativeSigns PositiveDiagnoses NegativeDiagnoses
-      PositiveSymptoms NegativeSymptoms PositiveICD10CMs NegativeICD10CMs"""
-
-OPS: dict[str, tuple[str, dict[str, Any]]] = {
-    "searchReports": ("query($searchQuery: String) { searchReports(input: $searchQuery) { " + REPORT_FIELDS
-                      + " Images { ReportId ImageId Bucket Key } } }", {"searchQuery": "pneumothorax"}),
-    "listReports": ("query { listReports(from:0, size:100) { Impression Findings PositiveSigns NegativeSigns "
-                    "PositiveDiagnoses NegativeDiagnoses PositiveSymptoms NegativeSymptoms "
-                    "Images { ReportId ImageId Bucket Key } } }", {}),
-    "getPositiveICD10CMs": ("query($searchQuery: String) { getPositiveICD10CMs(input: $searchQuery) "
-                            "{ key doc_count } }",
-                            {"searchQuery": "effusion"}),
-    "getNegativeICD10CMs": ("query($searchQuery: String) { getNegativeICD10CMs(input: $searchQuery) "
-                            "{ key doc_count } }",
-                            {"searchQuery": "effusion"}),
-    "getAllPositiveICD10CMs": ("query { getAllPositiveICD10CMs { key doc_count } }", {}),
-    "getAllNegativeICD10CMs": ("query { getAllNegativeICD10CMs { key doc_count } }", {}),
-    "getReport": ("query($reportid: String) { getReport(ReportId: $reportid) { " + REPORT_FIELDS + " } }",
-                  {"reportid": "r2"}),
-    "getImage": ("query($imageid: String) { getImage(ImageId: $imageid) { ReportId ImageId Bucket Key "
-                 "BodyPartExamined Modality ViewPosition } }", {"imageid": "1.2.1.1"}),
-    "getSimilarImages": ("query($imageid: String) { getSimilarImages(ImageId: $imageid, k:30) { ImageId ReportId "
-                         "Bucket Key ViewPosition } }", {"imageid": "1.2.1.1"}),
-}
-for pol in ("Positive", "Negative"):
-    for what in ("ICD10CMs", "Signs", "Diagnoses", "Symptoms"):
-        name = f"get{pol}{what}byReports"
-        OPS[name] = (f"query($reportids: String) {{ {name}(input: $reportids) {{ key doc_count }} }}",
-                     {"reportids": "r1,r2, r3,r4,r5"})
+OPS = seed_operations(search="pneumothorax", facet_search="effusion", report_id="r2", image_id="1.2.1.1",
+                      report_ids="r1,r2, r3,r4,r5")
 
 
 def run(op: str) -> dict[str, Any]:

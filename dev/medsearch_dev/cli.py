@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +21,9 @@ from rich.table import Table
 
 from medsearch.contracts.settings import default_data_dir
 from medsearch.contracts.spec import MedicalSearchIndex, SpecError, default_index, load_index_file
+
+if TYPE_CHECKING:
+    from medsearch_dev.localstack.stack import Ports, StackPaths
 
 log = logging.getLogger(__name__)
 WEIGHTS_HELP = "Embedding weights: imagenet | random | PATH | URI (default: the index's spec.embedding.weights)."
@@ -34,13 +35,19 @@ DATA_DIR_HELP = (
     "Data directory (logs, PostgreSQL and Milvus data, objects, token). "
     "Default: $MEDSEARCH_DATA_DIR or ~/.local/share/medsearch."
 )
+# The options several commands share.
+_INDEX_FILE = typer.Option(None, "--index", help=INDEX_HELP)
+_DATA_DIR = typer.Option(None, "--data-dir", envvar="MEDSEARCH_DATA_DIR", help=DATA_DIR_HELP)
+_WEIGHTS = typer.Option(None, help=WEIGHTS_HELP)
+_BACKEND = typer.Option("auto", help="Model server backend: auto | torch | onnx.")
+_PORT_OFFSET = typer.Option(0, "--port-offset", help="Add N to every default port (run two stacks).")
 
 
 def _data_dir(value: Path | None) -> Path:
     return (value or default_data_dir()).expanduser().resolve()
 
 
-def _paths(data_dir: Path | None) -> Any:
+def _paths(data_dir: Path | None) -> StackPaths:
     from medsearch_dev.localstack.stack import StackPaths
 
     return StackPaths(_data_dir(data_dir))
@@ -114,7 +121,7 @@ def resolve_weights(requested: str | None, index: MedicalSearchIndex, *, allow_r
 
 
 def _ports(offset: int, kafka: int | None, milvus: int | None, model: int | None, api: int | None,
-           postgres: int | None = None, dicom: int | None = None) -> Any:
+           postgres: int | None = None, dicom: int | None = None) -> Ports:
     from medsearch_dev.localstack.stack import Ports
 
     d = Ports()
@@ -129,17 +136,12 @@ def _ports(offset: int, kafka: int | None, milvus: int | None, model: int | None
     )
 
 
-def _wait_for_signal(paths: Any) -> None:
+def _wait_for_signal(paths: StackPaths) -> None:
     """Block until Ctrl-C / SIGTERM or until supervisord disappears."""
+    from medsearch.cli.common import stop_on_signals
     from medsearch_dev.localstack.stack import supervisor_pid
 
-    stop = threading.Event()
-
-    def _handler(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _handler)
-    signal.signal(signal.SIGINT, _handler)
+    stop = stop_on_signals()
     console.print("[dim]Press Ctrl-C to stop the stack.[/dim]")
     while not stop.wait(1.0):
         if supervisor_pid(paths) is None:
@@ -148,9 +150,9 @@ def _wait_for_signal(paths: Any) -> None:
 
 
 def _start(
-    *, index: MedicalSearchIndex, data_dir: Path | None, weights: str | None, backend: str, ports: Any,
+    *, index: MedicalSearchIndex, data_dir: Path | None, weights: str | None, backend: str, ports: Ports,
     demo: bool,
-) -> Any:
+) -> StackPaths:
     """Start the stack. For the demo, an already running stack is reused and missing ImageNet weights fall back
     (loudly) to random ones."""
     from medsearch_dev.localstack.stack import StackError, is_running, start_stack
@@ -180,7 +182,7 @@ def _start(
     return paths
 
 
-def _print_urls(paths: Any) -> None:
+def _print_urls(paths: StackPaths) -> None:
     from medsearch_dev.localstack.stack import ensure_token, read_state
 
     state = read_state(paths)
@@ -199,16 +201,14 @@ def _print_urls(paths: Any) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    port_offset_opt = typer.Option(0, "--port-offset", help="Add N to every default port (run two stacks).")
-
     @app.command()
     def up(
-        index_file: Path | None = typer.Option(None, "--index", help=INDEX_HELP),
-        data_dir: Path | None = typer.Option(None, "--data-dir", envvar="MEDSEARCH_DATA_DIR", help=DATA_DIR_HELP),
+        index_file: Path | None = _INDEX_FILE,
+        data_dir: Path | None = _DATA_DIR,
         detach: bool = typer.Option(False, "--detach", "-d", help="Return once every service is healthy."),
-        weights: str | None = typer.Option(None, help=WEIGHTS_HELP),
-        backend: str = typer.Option("auto", help="Model server backend: auto | torch | onnx."),
-        port_offset: int = port_offset_opt,
+        weights: str | None = _WEIGHTS,
+        backend: str = _BACKEND,
+        port_offset: int = _PORT_OFFSET,
         kafka_port: int | None = typer.Option(None, help="Broker port (default 9092)."),
         milvus_port: int | None = typer.Option(None, help="Milvus port (default 19530)."),
         model_port: int | None = typer.Option(None, help="Model server HTTP port (default 8080; gRPC is +1)."),
@@ -228,7 +228,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def down(
-        data_dir: Path | None = typer.Option(None, "--data-dir", envvar="MEDSEARCH_DATA_DIR", help=DATA_DIR_HELP),
+        data_dir: Path | None = _DATA_DIR,
     ) -> None:
         """Stop a detached local stack."""
         paths = _paths(data_dir)
@@ -237,7 +237,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def status(
-        data_dir: Path | None = typer.Option(None, "--data-dir", envvar="MEDSEARCH_DATA_DIR", help=DATA_DIR_HELP),
+        data_dir: Path | None = _DATA_DIR,
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """Each service with its URL and health, and per index the counts of images, reports and dead letters."""
@@ -271,7 +271,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def token(
-        data_dir: Path | None = typer.Option(None, "--data-dir", envvar="MEDSEARCH_DATA_DIR", help=DATA_DIR_HELP),
+        data_dir: Path | None = _DATA_DIR,
     ) -> None:
         """Print the local API token (<data-dir>/token, created on first use with mode 600)."""
         from medsearch_dev.localstack.stack import ensure_token
@@ -280,13 +280,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def demo(
-        index_file: Path | None = typer.Option(None, "--index", help=INDEX_HELP),
-        data_dir: Path | None = typer.Option(None, "--data-dir", envvar="MEDSEARCH_DATA_DIR", help=DATA_DIR_HELP),
+        index_file: Path | None = _INDEX_FILE,
+        data_dir: Path | None = _DATA_DIR,
         detach: bool = typer.Option(False, "--detach", "-d", help="Return once the data is loaded."),
-        weights: str | None = typer.Option(None, help=WEIGHTS_HELP),
-        backend: str = typer.Option("auto", help="Model server backend: auto | torch | onnx."),
+        weights: str | None = _WEIGHTS,
+        backend: str = _BACKEND,
         samples: Path | None = typer.Option(None, help="Sample manifest (default: the bundled samples/manifest.json)."),
-        port_offset: int = port_offset_opt,
+        port_offset: int = _PORT_OFFSET,
         timeout: float = typer.Option(600.0, help="Seconds to wait for the sample data to be indexed."),
     ) -> None:
         """`up` + load the sample data + print the URLs and a token (what `make demo` runs)."""
@@ -308,7 +308,7 @@ def register(app: typer.Typer) -> None:
             _stop(paths)
 
 
-def _stop(paths: Any) -> bool:
+def _stop(paths: StackPaths) -> bool:
     from medsearch_dev.localstack.stack import stop_stack
 
     console.print("stopping the local stack…")

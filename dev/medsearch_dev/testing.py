@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,6 +137,19 @@ def wait_for(check: Callable[[], object], timeout: float, what: str, interval: f
     raise AssertionError(f"timed out waiting for {what} (last: {last})")
 
 
+def send_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    """``values`` on ``topic`` as they are (a test's malformed or hand-made messages: no checks), flushed."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        for v in values:
+            producer.send(topic, value=v)
+        producer.flush()
+    finally:
+        producer.close()
+
+
 def read_dead_letters(bootstrap: str, index: IndexRef, expect: int, timeout: float = 30.0) -> list[DeadLetter]:
     """The dead letters on ``<index>.dlq``: read until ``expect`` arrived, or for the whole ``timeout`` when
     ``expect`` is 0 (to show that none arrives)."""
@@ -154,3 +168,39 @@ def read_dead_letters(bootstrap: str, index: IndexRef, expect: int, timeout: flo
     finally:
         consumer.close()
     return out
+
+
+_SEED_REPORT = ("ReportId Impression Findings PositiveSigns NegativeSigns PositiveDiagnoses NegativeDiagnoses "
+                "PositiveSymptoms NegativeSymptoms PositiveICD10CMs NegativeICD10CMs")
+_SEED_IMAGE = "ReportId ImageId Bucket Key"
+
+
+def seed_operations(*, search: str, facet_search: str, report_id: str, image_id: str,
+                    report_ids: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The seed React client's GraphQL operations, verbatim (what ``/compat/graphql`` answers), by name: (query,
+    variables) with the given search text (``facet_search`` for the ICD-10-CM facets), report, image and
+    comma-separated report ids."""
+    ops: dict[str, tuple[str, dict[str, Any]]] = {
+        "searchReports": (f"query($searchQuery: String) {{ searchReports(input: $searchQuery) {{ {_SEED_REPORT} "
+                          f"Images {{ {_SEED_IMAGE} }} }} }}", {"searchQuery": search}),
+        "listReports": ("query { listReports(from:0, size:100) { Impression Findings PositiveSigns NegativeSigns "
+                        "PositiveDiagnoses NegativeDiagnoses PositiveSymptoms NegativeSymptoms "
+                        f"Images {{ {_SEED_IMAGE} }} }} }}", {}),
+        "getAllPositiveICD10CMs": ("query { getAllPositiveICD10CMs { key doc_count } }", {}),
+        "getAllNegativeICD10CMs": ("query { getAllNegativeICD10CMs { key doc_count } }", {}),
+        "getReport": (f"query($reportid: String) {{ getReport(ReportId: $reportid) {{ {_SEED_REPORT} }} }}",
+                      {"reportid": report_id}),
+        "getImage": (f"query($imageid: String) {{ getImage(ImageId: $imageid) {{ {_SEED_IMAGE} "
+                     "BodyPartExamined Modality ViewPosition } }", {"imageid": image_id}),
+        "getSimilarImages": ("query($imageid: String) { getSimilarImages(ImageId: $imageid, k:30) { ImageId ReportId "
+                             "Bucket Key ViewPosition } }", {"imageid": image_id}),
+    }
+    for pol in ("Positive", "Negative"):
+        name = f"get{pol}ICD10CMs"
+        ops[name] = (f"query($searchQuery: String) {{ {name}(input: $searchQuery) {{ key doc_count }} }}",
+                     {"searchQuery": facet_search})
+        for what in ("ICD10CMs", "Signs", "Diagnoses", "Symptoms"):
+            name = f"get{pol}{what}byReports"
+            ops[name] = (f"query($reportids: String) {{ {name}(input: $reportids) {{ key doc_count }} }}",
+                         {"reportids": report_ids})
+    return ops

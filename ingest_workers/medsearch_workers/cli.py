@@ -15,9 +15,12 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from medsearch_workers.nlp.types import ReportAnalysis
 
 BATCH = 16
 
@@ -43,7 +46,7 @@ def _count_lines(path: Path) -> int:
         return sum(1 for line in fh if line.strip())
 
 
-def _print_table(text: str, analysis: Any) -> None:
+def _print_table(text: str, analysis: ReportAnalysis) -> None:
     from rich.console import Console
     from rich.table import Table
 

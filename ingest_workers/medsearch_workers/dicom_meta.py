@@ -7,9 +7,12 @@ or malformed). Patient identifiers are read only when the index spec allows stor
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medsearch.contracts.collections import IMAGE_FIELDS
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 _MAX_LEN = {f.name: f.max_length for f in IMAGE_FIELDS if f.max_length is not None}
 _DATE = re.compile(r"^\s*(\d{4})(\d{2})(\d{2})")
@@ -19,7 +22,7 @@ class MetadataError(ValueError):
     """The dataset lacks what an image row needs (e.g. SOPInstanceUID). Permanent."""
 
 
-def _text(ds: Any, keyword: str, field: str) -> str:
+def _text(ds: Dataset, keyword: str, field: str) -> str:
     value = ds.get(keyword)
     if value is None:
         return ""
@@ -43,7 +46,7 @@ def parse_date(value: Any) -> int:
     return year * 10000 + month * 100 + day
 
 
-def _int(ds: Any, keyword: str, default: int) -> int:
+def _int(ds: Dataset, keyword: str, default: int) -> int:
     value = ds.get(keyword)
     try:
         return int(value) if value not in (None, "") else default
@@ -51,13 +54,13 @@ def _int(ds: Any, keyword: str, default: int) -> int:
         return default
 
 
-def _transfer_syntax(ds: Any) -> str:
+def _transfer_syntax(ds: Dataset) -> str:
     meta = getattr(ds, "file_meta", None)
     uid = meta.get("TransferSyntaxUID") if meta is not None else None
     return str(uid)[: _MAX_LEN["transfer_syntax"]] if uid else ""
 
 
-def extract_metadata(ds: Any, *, store_patient_identifiers: bool = False) -> dict[str, Any]:
+def extract_metadata(ds: Dataset, *, store_patient_identifiers: bool = False) -> dict[str, Any]:
     """The metadata columns of an image row (everything but the vector, URIs, hashes, model and timestamps)."""
     sop = _text(ds, "SOPInstanceUID", "sop_instance_uid")
     if not sop:

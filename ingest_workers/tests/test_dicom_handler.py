@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pydicom
@@ -13,6 +12,7 @@ from medsearch_workers.consumer import Incoming, TransientError
 from medsearch_workers.dicom_worker import DicomBatchHandler, StageTimes, model_input, thumbnail_url
 from PIL import Image
 from pydicom.data import get_testdata_file
+from worker_fakes import MemoryWriter
 
 from medsearch import store
 from medsearch.contracts.messages import DicomObject
@@ -47,16 +47,9 @@ class FakeEmbedder:
         return out
 
 
-class FakeWriter:
+class FakeWriter(MemoryWriter):
     def __init__(self) -> None:
-        self.rows: dict[str, dict[str, Any]] = {}
-        self.calls = 0
-
-    def upsert(self, rows: list[dict[str, Any]]) -> None:
-        self.calls += 1
-        assert len({r["sop_instance_uid"] for r in rows}) == len(rows), "duplicate keys in one upsert"
-        for r in rows:
-            self.rows[r["sop_instance_uid"]] = r
+        super().__init__("sop_instance_uid")
 
 
 def _data(name: str) -> bytes:

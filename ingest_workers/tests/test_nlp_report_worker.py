@@ -11,6 +11,7 @@ from medsearch_workers.consumer import Incoming, TransientError
 from medsearch_workers.nlp import Analyzer
 from medsearch_workers.nlp.linking import LexicalOnlyLinker
 from medsearch_workers.report_worker import InvalidReportText, ReportBatchHandler, check_text
+from worker_fakes import MemoryWriter
 
 from medsearch import store
 from medsearch.contracts.collections import MAX_TEXT_BYTES, REPORT_FIELDS
@@ -18,17 +19,6 @@ from medsearch.contracts.messages import Report
 from medsearch.ledger import LEDGER_PAIRS
 
 INDEX = "unit-idx"
-
-
-class MemoryWriter:
-    def __init__(self) -> None:
-        self.rows: dict[str, dict[str, Any]] = {}
-        self.calls = 0
-
-    def upsert(self, rows: list[dict[str, Any]]) -> None:
-        self.calls += 1
-        for r in rows:
-            self.rows[r["report_id"]] = r
 
 
 def fake_embed(texts: list[str]) -> np.ndarray:
@@ -65,7 +55,7 @@ def make_handler(analyzer: Analyzer, writer: MemoryWriter, **kw: Any) -> ReportB
 
 
 def test_rows_have_exactly_the_report_fields(analyzer: Analyzer) -> None:
-    writer = MemoryWriter()
+    writer = MemoryWriter("report_id")
     handler = make_handler(analyzer, writer)
     text = "INDICATION: Cough.\nFINDINGS: Small left pleural effusion. No pneumothorax.\nIMPRESSION: Effusion."
     failures = handler([msg(0, report_id="r1", study_uid="1.2.3", text=text, report_date="2024-02-29"),
@@ -84,7 +74,7 @@ def test_rows_have_exactly_the_report_fields(analyzer: Analyzer) -> None:
 
 
 def test_bad_reports_are_dead_lettered_and_good_ones_written(analyzer: Analyzer) -> None:
-    writer = MemoryWriter()
+    writer = MemoryWriter("report_id")
     handler = make_handler(analyzer, writer)
     batch = [
         msg(0, report_id="ok", text="Mild cardiomegaly."),
@@ -106,7 +96,7 @@ def test_bad_reports_are_dead_lettered_and_good_ones_written(analyzer: Analyzer)
 
 
 def test_duplicate_ids_in_a_batch_keep_the_last(analyzer: Analyzer) -> None:
-    writer = MemoryWriter()
+    writer = MemoryWriter("report_id")
     handler = make_handler(analyzer, writer)
     first = msg(0, report_id="r", text="No effusion.")
     assert handler([first, msg(1, report_id="r", text="Small effusion.")]) == []
@@ -118,7 +108,7 @@ def test_duplicate_ids_in_a_batch_keep_the_last(analyzer: Analyzer) -> None:
 def test_reports_by_uri(analyzer: Analyzer, tmp_path: Any) -> None:
     url = f"file://{tmp_path}"
     store.put_bytes(store.join(url, "r.txt"), b"Small right pneumothorax.")
-    writer = MemoryWriter()
+    writer = MemoryWriter("report_id")
     (tmp_path / "folder.txt").mkdir()
     (tmp_path.parent / "outside.txt").write_text("Outside the store.")
     read: list[str] = []
@@ -144,7 +134,7 @@ def test_reports_by_uri(analyzer: Analyzer, tmp_path: Any) -> None:
 
 
 def test_claim_check_content_must_match_its_sha256(analyzer: Analyzer) -> None:
-    writer = MemoryWriter()
+    writer = MemoryWriter("report_id")
     good = msg(0, report_id="r", text="Small effusion.")
     uri = Report.from_bytes(good.raw).uri
     store.put_bytes(uri, b"Changed after publishing.")
@@ -156,7 +146,7 @@ def test_embedding_failure_is_transient(analyzer: Analyzer) -> None:
     def broken(texts: list[str]) -> np.ndarray:
         raise RuntimeError("out of memory")
 
-    handler = make_handler(analyzer, MemoryWriter())
+    handler = make_handler(analyzer, MemoryWriter("report_id"))
     handler.embed = broken
     with pytest.raises(TransientError):
         handler([msg(0, report_id="r", text="No effusion.")])

@@ -1,21 +1,30 @@
-"""Option handling shared by the commands that talk to an index's Kafka topics (``ingest``, ``dlq``)."""
+"""Option handling shared by the commands that talk to an index's Kafka topics (``ingest``, ``dlq``,
+``receive``): the index and its settings, the Kafka security options, the ingest ledger and a publisher on it."""
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
 from medsearch.contracts.naming import IndexNames, IndexRef, names_of
 
+if TYPE_CHECKING:
+    from medsearch.contracts.settings import ServiceSettings
+    from medsearch.ledger import Ledger
+    from medsearch.producer import Publisher
+
 console = Console(stderr=True, soft_wrap=True)
 
 
-def resolve_index(index: str | None) -> tuple[IndexNames, Any]:
+def resolve_index(index: str | None) -> tuple[IndexNames, ServiceSettings]:
     """The index (``--index``, else ``$MEDSEARCH_INDEX``; scoped by ``$MEDSEARCH_INDEX_NAMESPACE`` when set, as in
     a cluster's pods), validated, and the environment's :class:`~medsearch.contracts.settings.ServiceSettings`;
     exits 2 with the reason on a bad name."""
@@ -35,7 +44,7 @@ def resolve_index(index: str | None) -> tuple[IndexNames, Any]:
         raise typer.Exit(2) from None
 
 
-def kafka_security(settings: Any) -> dict[str, Any]:
+def kafka_security(settings: ServiceSettings) -> dict[str, Any]:
     """The TLS/SASL options of ``settings`` for kafka-python; exits 2 naming the setting when they contradict."""
     from medsearch.kafka_security import KafkaSecurityError, kafka_security_options
 
@@ -46,7 +55,7 @@ def kafka_security(settings: Any) -> dict[str, Any]:
         raise typer.Exit(2) from None
 
 
-def ledger_for(index: IndexNames, settings: Any) -> Any:
+def ledger_for(index: IndexNames, settings: ServiceSettings) -> Ledger:
     """The index's ingest ledger: at ``MEDSEARCH_POSTGRES_DSN`` when it is set (services of the local stack, such as
     its DICOM receiver, are started with it), else in the running local stack's PostgreSQL when it serves ``index``
     (as ``medsearch reindex`` finds it), else at the default DSN. Connects on first use."""
@@ -58,6 +67,48 @@ def ledger_for(index: IndexNames, settings: Any) -> Any:
     if local is not None:
         return Ledger(local[0], index, password=local[1])
     return Ledger(settings.postgres_dsn, index, password=settings.postgres_secret())
+
+
+def open_publisher(index: IndexNames, settings: ServiceSettings, *, source: str, bootstrap: str | None = None,
+                   store_url: str | None = None, republish_after: float | None = None) -> tuple[Publisher, Ledger]:
+    """A publisher into ``index`` (``bootstrap``, ``store_url``, ``republish_after``: else the settings') and the
+    index's ingest ledger it records in before publishing, checked reachable; exits 1 saying what to check when
+    the broker or the ledger cannot be reached (2 when the Kafka security settings contradict)."""
+    from medsearch.producer import Publisher, PublishError
+
+    security = kafka_security(settings)
+    ledger = ledger_for(index, settings)
+    try:
+        publisher = Publisher(
+            bootstrap=bootstrap or settings.kafka_bootstrap, object_store_url=store_url or settings.object_store_url,
+            index=index, source=source, security=security, ledger=ledger,
+            republish_after=settings.ingest_republish_after_seconds if republish_after is None else republish_after,
+        )
+    except PublishError as err:
+        ledger.close()
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(1) from None
+    try:
+        ledger.counts()
+    except Exception as err:  # noqa: BLE001 - DatabaseError: say what to check
+        publisher.close()
+        ledger.close()
+        console.print(f"[red]error:[/red] {err}: the ingest ledger is in PostgreSQL; start the local stack "
+                      "(medsearch up) or set MEDSEARCH_POSTGRES_DSN, and provision the index")
+        raise typer.Exit(1) from None
+    return publisher, ledger
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (replacing their handlers): a long-running command's way to stop."""
+    stop = threading.Event()
+
+    def _handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    return stop
 
 
 LOCAL_STACK_GROUP = "medsearch.local_stack"

@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from medsearch.cli.common import kafka_security, ledger_for, resolve_index
+        from medsearch.cli.common import open_publisher, resolve_index
         from medsearch.producer import DicomFile, Publisher, PublishError, Rejected, ReportItem, classify, iter_files
         from medsearch.store import StoreError
 
@@ -121,29 +121,8 @@ def register(app: typer.Typer) -> None:
         publisher: Publisher | None = None
         ledger: Ledger | None = None
         if not dry_run:
-            ledger = ledger_for(index_name, settings)
-            try:
-                publisher = Publisher(
-                    bootstrap=bootstrap or settings.kafka_bootstrap,
-                    object_store_url=store_url or settings.object_store_url,
-                    index=index_name,
-                    security=kafka_security(settings),
-                    ledger=ledger,
-                    republish_after=(settings.ingest_republish_after_seconds if republish_after is None
-                                     else republish_after),
-                )
-            except PublishError as err:
-                ledger.close()
-                console.print(f"[red]error:[/red] {err}")
-                raise typer.Exit(1) from None
-            try:
-                ledger.counts()
-            except Exception as err:  # noqa: BLE001 - DatabaseError: say what to check
-                publisher.close()
-                ledger.close()
-                console.print(f"[red]error:[/red] {err}: the ingest ledger is in PostgreSQL; start the local stack "
-                              "(medsearch up) or set MEDSEARCH_POSTGRES_DSN, and provision the index")
-                raise typer.Exit(1) from None
+            publisher, ledger = open_publisher(index_name, settings, source="cli", bootstrap=bootstrap,
+                                               store_url=store_url, republish_after=republish_after)
 
         results: list[dict[str, Any]] = []
         progress = Progress(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import signal
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from medsearch.dicomnet.pull import PullSummary
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -19,9 +21,9 @@ def pull_dicomweb(url: str, *, since: str | None, index: str | None, bootstrap: 
                   as_json: bool, dry_run: bool, follow: float | None = None) -> None:
     import httpx
 
-    from medsearch.cli.common import kafka_security, ledger_for, resolve_index
+    from medsearch.cli.common import open_publisher, resolve_index, stop_on_signals
     from medsearch.dicomnet.pull import DicomwebPuller, PullError
-    from medsearch.producer import Publisher, PublishError
+    from medsearch.producer import PublishError
     from medsearch.store import StoreError
 
     if dry_run:
@@ -41,29 +43,10 @@ def pull_dicomweb(url: str, *, since: str | None, index: str | None, bootstrap: 
     headers = {}
     if settings.dicomweb_authorization is not None:
         headers["Authorization"] = settings.dicomweb_authorization.get_secret_value()
-    ledger = ledger_for(index_name, settings)  # recorded before published: a broker restart loses nothing
-    try:
-        ledger.counts()
-        publisher = Publisher(bootstrap=bootstrap or settings.kafka_bootstrap,
-                              object_store_url=store_url or settings.object_store_url, index=index_name,
-                              source="dicomweb-pull", security=kafka_security(settings), ledger=ledger,
-                              republish_after=settings.ingest_republish_after_seconds)
-    except PublishError as err:
-        ledger.close()
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(1) from None
-    except Exception as err:  # noqa: BLE001 - DatabaseError: say what to check
-        ledger.close()
-        console.print(f"[red]error:[/red] {err}: the ingest ledger is in PostgreSQL; start the local stack "
-                      "(medsearch up) or set MEDSEARCH_POSTGRES_DSN, and provision the index")
-        raise typer.Exit(1) from None
-    stop = threading.Event()
-    if follow is not None:
-        def _handler(signum: int, frame: Any) -> None:
-            stop.set()
-
-        signal.signal(signal.SIGTERM, _handler)
-        signal.signal(signal.SIGINT, _handler)
+    # recorded before published: a broker restart loses nothing
+    publisher, ledger = open_publisher(index_name, settings, source="dicomweb-pull", bootstrap=bootstrap,
+                                       store_url=store_url)
+    stop = stop_on_signals() if follow is not None else threading.Event()
     failed = False
     with httpx.Client(headers=headers, timeout=httpx.Timeout(60.0, connect=10.0)) as http:
         puller = DicomwebPuller(url, publisher, http, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
@@ -96,7 +79,7 @@ def pull_dicomweb(url: str, *, since: str | None, index: str | None, bootstrap: 
         raise typer.Exit(1)
 
 
-def _report(url: str, summary: Any, as_json: bool) -> None:
+def _report(url: str, summary: PullSummary, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(summary.as_dict()))
         return

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import threading
 from typing import Any
 
 import typer
@@ -40,10 +38,9 @@ def register(app: typer.Typer) -> None:
         SIGINT/SIGTERM, letting open associations finish."""
         from pydantic import ValidationError
 
-        from medsearch.cli.common import kafka_security, ledger_for, resolve_index
+        from medsearch.cli.common import open_publisher, resolve_index, stop_on_signals
         from medsearch.contracts.settings import ReceiverSettings
         from medsearch.dicomnet.receiver import Receiver
-        from medsearch.producer import Publisher, PublishError
 
         index_name, _ = resolve_index(index)
         overrides: dict[str, Any] = {"index": index_name.index}
@@ -58,23 +55,8 @@ def register(app: typer.Typer) -> None:
         except ValidationError as err:
             console.print(f"[red]error:[/red] {err}")
             raise typer.Exit(2) from None
-        ledger = ledger_for(index_name, settings)  # what is acknowledged is recorded before it is published
-        try:
-            ledger.counts()
-            publisher = Publisher(
-                bootstrap=settings.kafka_bootstrap, object_store_url=settings.object_store_url, index=index_name,
-                source="dicom-receiver", security=kafka_security(settings), ledger=ledger,
-                republish_after=settings.ingest_republish_after_seconds,
-            )
-        except PublishError as err:
-            ledger.close()
-            console.print(f"[red]error:[/red] {err}")
-            raise typer.Exit(1) from None
-        except Exception as err:  # noqa: BLE001 - DatabaseError: say what to check
-            ledger.close()
-            console.print(f"[red]error:[/red] {err}: the ingest ledger is in PostgreSQL; start the local stack "
-                          "(medsearch up) or set MEDSEARCH_POSTGRES_DSN, and provision the index")
-            raise typer.Exit(1) from None
+        # what is acknowledged is recorded before it is published
+        publisher, ledger = open_publisher(index_name, settings, source="dicom-receiver")
         receiver = Receiver(settings, publisher)
         try:
             if settings.receiver_metrics_port:
@@ -90,13 +72,7 @@ def register(app: typer.Typer) -> None:
                 f"[red]error:[/red] cannot listen on {settings.receiver_host}:{settings.receiver_port}: {err.strerror}"
             )
             raise typer.Exit(1) from None
-        stop = threading.Event()
-
-        def _handler(signum: int, frame: Any) -> None:
-            stop.set()
-
-        signal.signal(signal.SIGTERM, _handler)
-        signal.signal(signal.SIGINT, _handler)
+        stop = stop_on_signals()
         console.print(
             f"receiving as {settings.receiver_ae_title} on {settings.receiver_host}:{receiver.port} "
             f"for index {str(index_name)!r}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -25,7 +25,7 @@ class _Message(BaseModel):
         return self.model_dump_json(exclude_none=True).encode("utf-8")
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> Any:
+    def from_bytes(cls, raw: bytes) -> Self:
         if len(raw) > MAX_MESSAGE_BYTES:
             raise MessageError(f"{cls.__name__}: message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
         try:

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 API_GROUP = "medsearch.io"
@@ -192,7 +200,7 @@ class PredictorSpec(_Model):
 
     @field_validator("max_replicas")
     @classmethod
-    def _max_ge_min(cls, v: int, info: Any) -> int:
+    def _max_ge_min(cls, v: int, info: ValidationInfo) -> int:
         lo = info.data.get("min_replicas", 1)
         if v < lo:
             raise ValueError(f"maxReplicas ({v}) must be >= minReplicas ({lo})")

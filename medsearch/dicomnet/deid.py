@@ -21,9 +21,12 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medsearch.contracts.naming import IndexRef, names_of
+
+if TYPE_CHECKING:
+    from medsearch.contracts.spec import PrivacySpec
 
 log = logging.getLogger("medsearch.deid")
 
@@ -153,7 +156,7 @@ def policy_url(store_url: str, index: IndexRef) -> str:
     return store.join(store_url, names_of(index).object_prefix, "policy", "privacy.json")
 
 
-def _privacy_from_spec_files(index: str, data_dir: Path | None) -> Any | None:
+def _privacy_from_spec_files(index: str, data_dir: Path | None) -> PrivacySpec | None:
     from medsearch.contracts.settings import ServiceSettings
     from medsearch.contracts.spec import load_index_file
 
@@ -171,7 +174,7 @@ def _privacy_from_spec_files(index: str, data_dir: Path | None) -> Any | None:
     return None
 
 
-def _recorded_policy(store_url: str, index: IndexRef, privacy: Any | None) -> Any | None:
+def _recorded_policy(store_url: str, index: IndexRef, privacy: PrivacySpec | None) -> PrivacySpec | None:
     """Record ``privacy`` in the object store when known (and changed); else return the recorded one, if any."""
     from medsearch import store
     from medsearch.contracts.spec import PrivacySpec

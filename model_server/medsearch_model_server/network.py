@@ -14,34 +14,29 @@ from torch import nn
 from .config import IMAGENET_FILE, WeightsError
 
 
-class DenseNetEmbedding(nn.Module):
-    """torchvision DenseNet121 ``features`` followed by the seed's pooling head, L2-normalised."""
+class PooledEmbedding(nn.Module):
+    """A feature extractor (``[N, C]`` or a ``[N, C, h, w]`` map; of a tuple, the first) pooled to ``[N, C]`` and
+    L2-normalised. ``relu``: a ReLU before pooling, as in DenseNet's own head (:func:`densenet_embedding`)."""
 
-    def __init__(self, features: nn.Module) -> None:
+    def __init__(self, features: nn.Module, *, relu: bool = False) -> None:
         super().__init__()
         self.features = features
+        self.relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x)
-        f = F.relu(f)
-        f = F.adaptive_avg_pool2d(f, 1).flatten(1)
-        return F.normalize(f.float(), p=2.0, dim=1)
-
-
-class PooledEmbedding(nn.Module):
-    """Any module producing ``[N, C]`` or a ``[N, C, h, w]`` feature map, pooled and L2-normalised."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.inner(x)
         if isinstance(f, (tuple, list)):
             f = f[0]
+        if self.relu:
+            f = F.relu(f)
         if f.dim() == 4:
             f = F.adaptive_avg_pool2d(f, 1)
         return F.normalize(f.flatten(1).float(), p=2.0, dim=1)
+
+
+def densenet_embedding(features: nn.Module) -> nn.Module:
+    """torchvision DenseNet121 ``features`` with the seed's pooling head, in eval mode."""
+    return PooledEmbedding(features, relu=True).eval()
 
 
 def _densenet_features() -> nn.Module:
@@ -56,8 +51,7 @@ def random_densenet(seed: int) -> nn.Module:
     gen_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        module: nn.Module = DenseNetEmbedding(_densenet_features()).eval()
-        return module
+        return densenet_embedding(_densenet_features())
     finally:
         torch.random.set_rng_state(gen_state)
 
@@ -75,7 +69,7 @@ def imagenet_densenet() -> tuple[nn.Module, Path]:
             f"be downloaded ({type(err).__name__}: {err}). Copy {IMAGENET_FILE} there (or set TORCH_HOME), or "
             "pass --weights PATH|URI"
         ) from err
-    return DenseNetEmbedding(model.features).eval(), cached
+    return densenet_embedding(model.features), cached
 
 
 def torch_load(path: Path, *, allow_pickle: bool = False) -> Any:
@@ -108,7 +102,7 @@ def densenet_from_state_dict(state: dict[str, Any], source: str) -> nn.Module:
             f"(missing {len(result.missing_keys)}: {result.missing_keys[:3]}; "
             f"unexpected {len(result.unexpected_keys)}: {result.unexpected_keys[:3]})"
         )
-    return DenseNetEmbedding(features).eval()
+    return densenet_embedding(features)
 
 
 def from_full_model(obj: Any, source: str) -> nn.Module:
@@ -117,7 +111,7 @@ def from_full_model(obj: Any, source: str) -> nn.Module:
         raise WeightsError(f"{source}: expected a state dict or an nn.Module, found {type(obj).__name__}")
     features = getattr(obj, "features", None)
     if isinstance(features, nn.Module):
-        return DenseNetEmbedding(features).eval()
+        return densenet_embedding(features)
     return PooledEmbedding(obj).eval()
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 
 from medsearch.contracts.naming import IndexNames, names_for
-from medsearch.contracts.spec import API_GROUP, API_VERSION, KIND, MedicalSearchIndexSpec
+from medsearch.contracts.spec import API_GROUP, API_VERSION, KIND, MedicalSearchIndexSpec, Resources, WorkerSpec
 from medsearch_operator.settings import OperatorSettings
 
 WorkerKind = Literal["dicom", "report"]
@@ -186,15 +186,32 @@ _RESTRICTED_CONTAINER = {
 }
 
 
-def _index_pod_spec(owner: Owner, settings: OperatorSettings, container: dict[str, Any]) -> dict[str, Any]:
-    """The pod of an index's worker-image Deployment (workers, DICOM receiver): ``container`` gets the index spec
-    at /etc/medsearch, a writable /tmp and, with Kafka TLS, the CA where MEDSEARCH_KAFKA_SSL_CAFILE points (the same
-    path as in the operator's own pod); restricted pod security; the configured service account."""
-    container["volumeMounts"] = [
-        {"name": "index-spec", "mountPath": "/etc/medsearch", "readOnly": True},
-        {"name": "tmp", "mountPath": "/tmp"},
-    ]
-    container["securityContext"] = _RESTRICTED_CONTAINER
+def _index_deployment(owner: Owner, settings: OperatorSettings, *, name: str, component: str,
+                      replicas: int | None, checksum: str, resources: Resources,
+                      container: dict[str, Any]) -> dict[str, Any]:
+    """A Deployment of the index's worker image (workers, DICOM receiver). ``container`` (name, command, env,
+    ports, probes) gets the image, the index's ConfigMap and the credentials Secret (when set) as environment,
+    ``resources``, the index spec at /etc/medsearch, a writable /tmp and, with Kafka TLS, the CA where
+    MEDSEARCH_KAFKA_SSL_CAFILE points (the same path as in the operator's own pod); restricted pod security; the
+    configured service account. ``replicas`` None leaves the count out (an autoscaler owns it); ``checksum`` (of
+    the ConfigMap) annotates the pod template, so that a config change rolls the pods."""
+    env_from: list[dict[str, Any]] = [{"configMapRef": {"name": configmap_name(owner.name)}}]
+    if settings.operator_credentials_secret:
+        env_from.append({"secretRef": {"name": settings.operator_credentials_secret, "optional": True}})
+    container = {
+        **container,
+        "image": settings.operator_worker_image,
+        "imagePullPolicy": settings.operator_image_pull_policy,
+        "envFrom": env_from,
+        "volumeMounts": [
+            {"name": "index-spec", "mountPath": "/etc/medsearch", "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "securityContext": _RESTRICTED_CONTAINER,
+    }
+    requested = _resources(resources.requests, resources.limits)
+    if requested:
+        container["resources"] = requested
     pod_spec: dict[str, Any] = {
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         # Workers finish their batch, the receiver its open associations, on SIGTERM.
@@ -213,7 +230,19 @@ def _index_pod_spec(owner: Owner, settings: OperatorSettings, container: dict[st
                                                                    "defaultMode": 0o444}})
     if settings.operator_service_account:
         pod_spec["serviceAccountName"] = settings.operator_service_account
-    return pod_spec
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, name, component),
+        "spec": {
+            **({} if replicas is None else {"replicas": replicas}),
+            "selector": {"matchLabels": selector_labels(owner, component)},
+            "template": {
+                "metadata": {"labels": labels(owner, component), "annotations": {CHECKSUM_ANNOTATION: checksum}},
+                "spec": pod_spec,
+            },
+        },
+    }
 
 
 def build_worker_deployment(owner: Owner, spec: MedicalSearchIndexSpec, settings: OperatorSettings,
@@ -228,38 +257,15 @@ def build_worker_deployment(owner: Owner, spec: MedicalSearchIndexSpec, settings
         {"name": "HOME", "value": "/tmp"},
         {"name": "HF_HOME", "value": "/tmp/huggingface"},
     ]
-    env_from: list[dict[str, Any]] = [{"configMapRef": {"name": configmap_name(owner.name)}}]
-    if settings.operator_credentials_secret:
-        env_from.append({"secretRef": {"name": settings.operator_credentials_secret, "optional": True}})
     container: dict[str, Any] = {
         "name": "worker",
-        "image": settings.operator_worker_image,
-        "imagePullPolicy": settings.operator_image_pull_policy,
         "command": ["python", "-m", f"medsearch_workers.{kind}_worker"],
         "env": env,
-        "envFrom": env_from,
         "ports": [{"name": "metrics", "containerPort": 9102, "protocol": "TCP"}],
     }
-    resources = _resources(wspec.resources.requests, wspec.resources.limits)
-    if resources:
-        container["resources"] = resources
-    pod_spec = _index_pod_spec(owner, settings, container)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _metadata(owner, worker_name(owner.name, kind), component),
-        "spec": {
-            **({} if autoscaled else {"replicas": wspec.replicas}),
-            "selector": {"matchLabels": selector_labels(owner, component)},
-            "template": {
-                "metadata": {
-                    "labels": labels(owner, component),
-                    "annotations": {CHECKSUM_ANNOTATION: checksum},
-                },
-                "spec": pod_spec,
-            },
-        },
-    }
+    return _index_deployment(owner, settings, name=worker_name(owner.name, kind), component=component,
+                             replicas=None if autoscaled else wspec.replicas, checksum=checksum,
+                             resources=wspec.resources, container=container)
 
 
 # ------------------------------------------------------------------------------------- InferenceService
@@ -398,7 +404,7 @@ def scaled_object_name(index: str, kind: WorkerKind) -> str:
     return f"{worker_name(index, kind)}-lag"
 
 
-def worker_spec(spec: MedicalSearchIndexSpec, kind: WorkerKind) -> Any:
+def worker_spec(spec: MedicalSearchIndexSpec, kind: WorkerKind) -> WorkerSpec:
     return spec.workers.dicom if kind == "dicom" else spec.workers.report
 
 
@@ -458,38 +464,18 @@ def build_receiver_deployment(owner: Owner, spec: MedicalSearchIndexSpec, settin
         {"name": "MEDSEARCH_RECEIVER_METRICS_PORT", "value": "9102"},
         {"name": "HOME", "value": "/tmp"},
     ]
-    env_from: list[dict[str, Any]] = [{"configMapRef": {"name": configmap_name(owner.name)}}]
-    if settings.operator_credentials_secret:
-        env_from.append({"secretRef": {"name": settings.operator_credentials_secret, "optional": True}})
     container: dict[str, Any] = {
         "name": "receiver",
-        "image": settings.operator_worker_image,
-        "imagePullPolicy": settings.operator_image_pull_policy,
         "command": ["python", "-m", "medsearch.cli", "receive"],
         "env": env,
-        "envFrom": env_from,
         "ports": [{"name": "dicom", "containerPort": rspec.port, "protocol": "TCP"},
                   {"name": "metrics", "containerPort": 9102, "protocol": "TCP"}],
         "readinessProbe": {"tcpSocket": {"port": "dicom"}, "periodSeconds": 10},
         "livenessProbe": {"tcpSocket": {"port": "dicom"}, "periodSeconds": 20, "failureThreshold": 3},
     }
-    resources = _resources(rspec.resources.requests, rspec.resources.limits)
-    if resources:
-        container["resources"] = resources
-    pod_spec = _index_pod_spec(owner, settings, container)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _metadata(owner, receiver_name(owner.name), component),
-        "spec": {
-            "replicas": rspec.replicas,
-            "selector": {"matchLabels": selector_labels(owner, component)},
-            "template": {
-                "metadata": {"labels": labels(owner, component), "annotations": {CHECKSUM_ANNOTATION: checksum}},
-                "spec": pod_spec,
-            },
-        },
-    }
+    return _index_deployment(owner, settings, name=receiver_name(owner.name), component=component,
+                             replicas=rspec.replicas, checksum=checksum, resources=rspec.resources,
+                             container=container)
 
 
 def build_receiver_service(owner: Owner, spec: MedicalSearchIndexSpec) -> dict[str, Any]:

@@ -6,41 +6,13 @@
 //        --report R0001 [--chromium /usr/bin/chromium]
 //
 // Prints {"ok": true, "steps": {...}} (screenshots in DIR; the caller compares them) or {"ok": false, ...}.
-import { createRequire } from "node:module";
-import { mkdirSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { openPage, parseArgs } from "./flow.mjs";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const require = createRequire(path.join(here, "..", "..", "api", "web", "package.json"));
-const { chromium } = require("playwright-core");
-
-const args = {};
-const argv = process.argv.slice(2);
-for (let i = 0; i < argv.length; i += 2) args[argv[i].replace(/^--/, "")] = argv[i + 1];
-for (const need of ["base", "token", "out", "query", "report"]) if (!args[need]) throw new Error(`--${need} is required`);
-mkdirSync(args.out, { recursive: true });
-const TIMEOUT = Number(args.timeout ?? 30000);
+const args = parseArgs(process.argv.slice(2), ["base", "token", "out", "query", "report"]);
 const report = { ok: false, steps: {}, consoleErrors: [], failedRequests: [] };
 let step = "start";
-
-const browser = await chromium.launch({
-  executablePath: args.chromium ?? "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const context = await browser.newContext({ viewport: { width: 1366, height: 1000 }, deviceScaleFactor: 1 });
-context.setDefaultTimeout(TIMEOUT);
-await context.addInitScript((token) => sessionStorage.setItem("medsearch.token", token), args.token);
-const page = await context.newPage();
-page.on("console", (m) => {
-  if (m.type() === "error") report.consoleErrors.push(m.text());
-});
-page.on("pageerror", (e) => report.consoleErrors.push(`pageerror: ${e.message}`));
-page.on("requestfailed", (r) => {
-  const reason = r.failure()?.errorText ?? "";
-  if (!reason.includes("ERR_ABORTED")) report.failedRequests.push(`${r.method()} ${r.url()} ${reason}`);
-});
+const { browser, page, timeout: TIMEOUT } = await openPage(args, report, { height: 1000, token: args.token });
 page.on("response", (r) => {
   if (r.status() >= 400) report.failedRequests.push(`${r.request().method()} ${r.url()} ${r.status()}`);
 });

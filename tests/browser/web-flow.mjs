@@ -10,52 +10,16 @@
 // Screenshots go to DIR. Exit status 0 with {"ok": true, ...}; 1 with {"ok": false, "error": ..., "step": ...}
 // (a screenshot of the failing page is saved as failure.png). Assertions on the observations are the
 // caller's (tests/integration/test_web_browser.py).
-import { createRequire } from "node:module";
-import { mkdirSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { openPage, parseArgs } from "./flow.mjs";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const require = createRequire(path.join(here, "..", "..", "api", "web", "package.json"));
-const { chromium } = require("playwright-core");
-
-function parseArgs(argv) {
-  const out = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (!a.startsWith("--")) throw new Error(`unexpected argument ${a}`);
-    out[a.slice(2)] = argv[i + 1];
-    i++;
-  }
-  for (const need of ["base", "token", "out"]) if (!out[need]) throw new Error(`--${need} is required`);
-  return out;
-}
-
-const args = parseArgs(process.argv.slice(2));
-mkdirSync(args.out, { recursive: true });
-const TIMEOUT = Number(args.timeout ?? 30000);
+const args = parseArgs(process.argv.slice(2), ["base", "token", "out"]);
 const report = { ok: false, steps: {}, screenshots: [], consoleErrors: [], failedRequests: [] };
 let step = "start";
-
-const browser = await chromium.launch({
-  executablePath: args.chromium ?? "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const context = await browser.newContext({ viewport: { width: 1366, height: 900 }, deviceScaleFactor: 1 });
-context.setDefaultTimeout(TIMEOUT);
-const page = await context.newPage();
-page.on("console", (m) => {
-  if (m.type() === "error") report.consoleErrors.push(m.text());
-});
-page.on("pageerror", (e) => report.consoleErrors.push(`pageerror: ${e.message}`));
+const { browser, page, timeout: TIMEOUT } = await openPage(args, report, { height: 900 });
 let graphqlRequests = 0;
 page.on("request", (r) => {
   if (r.method() === "POST" && new URL(r.url()).pathname.endsWith("/graphql")) graphqlRequests++;
-});
-page.on("requestfailed", (r) => {
-  const reason = r.failure()?.errorText ?? "";
-  if (!reason.includes("ERR_ABORTED")) report.failedRequests.push(`${r.method()} ${r.url()} ${reason}`);
 });
 
 async function shot(name, opts = {}) {

@@ -35,17 +35,6 @@ def spec_file(path: Path, index: str, spec: MedicalSearchIndexSpec, **batch_size
     return path
 
 
-def send_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    """Publish ``values`` as they are (no key) to ``topic``: what a faulty or hostile producer may send."""
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
-    for v in values:
-        producer.send(topic, value=v)
-    producer.flush()
-    producer.close()
-
-
 @dataclass
 class IndexEnv:
     """One index on the session's broker, PostgreSQL and Milvus; ``worker`` names the worker it runs

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ingest_env import send_raw, spec_file
+from ingest_env import spec_file
 from medsearch_dev.localstack import procs
-from medsearch_dev.testing import read_dead_letters, wait_for
+from medsearch_dev.testing import read_dead_letters, send_raw, wait_for
 from test_dicom_ingest import Env, ModelServer, _fresh_copies, env, model_server  # noqa: F401  # shared fixtures
 from typer.testing import CliRunner
 

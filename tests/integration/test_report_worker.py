@@ -13,8 +13,7 @@ import time
 from typing import Any
 
 import pytest
-from ingest_env import send_raw
-from medsearch_dev.testing import read_dead_letters, wait_for
+from medsearch_dev.testing import read_dead_letters, send_raw, wait_for
 
 from medsearch import pgstore
 from medsearch.contracts.collections import MAX_TEXT_BYTES, REPORT_VECTOR

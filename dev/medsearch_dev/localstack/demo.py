@@ -12,9 +12,15 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from medsearch.contracts.naming import names_for
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from medsearch.ledger import Ledger
+    from medsearch_dev.localstack.stack import StackPaths
 
 
 class DemoError(RuntimeError):
@@ -79,8 +85,8 @@ def read_manifest(path: Path) -> SampleSet:
 
 
 def publish_samples(samples: SampleSet, *, bootstrap: str, object_store_url: str, index: str,
-                    ledger: Any, console: Any = None) -> dict[str, int]:
-    """Publish the sample set through the index's ingest ledger (``ledger``: a :class:`medsearch.ledger.Ledger`),
+                    ledger: Ledger, console: Console | None = None) -> dict[str, int]:
+    """Publish the sample set through the index's ingest ledger (``ledger``),
     as ``medsearch ingest`` does: what the ledger holds as indexed is a duplicate, what it holds as published
     recently is pending, and a broker restart loses nothing it acknowledged (``medsearch ingest --resume``)."""
     from rich.progress import Progress
@@ -110,8 +116,8 @@ def publish_samples(samples: SampleSet, *, bootstrap: str, object_store_url: str
     return summary
 
 
-def wait_indexed(*, index: str, milvus_uri: str, images: int, reports: int, timeout: float, console: Any = None,
-                 bootstrap: str | None = None) -> tuple[int, int]:
+def wait_indexed(*, index: str, milvus_uri: str, images: int, reports: int, timeout: float,
+                 console: Console | None = None, bootstrap: str | None = None) -> tuple[int, int]:
     from rich.progress import Progress
 
     from medsearch.provision import count_rows, milvus_client
@@ -145,7 +151,8 @@ def wait_indexed(*, index: str, milvus_uri: str, images: int, reports: int, time
     )
 
 
-def load_samples(paths: Any, *, manifest: Path | None, timeout: float, console: Any = None) -> dict[str, int]:
+def load_samples(paths: StackPaths, *, manifest: Path | None, timeout: float,
+                 console: Console | None = None) -> dict[str, int]:
     from medsearch_dev.localstack.stack import read_state
 
     state = read_state(paths)

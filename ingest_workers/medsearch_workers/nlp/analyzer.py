@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import re
 import threading
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from medsearch_workers.nlp import assertion, lexicon
@@ -18,6 +20,7 @@ from medsearch_workers.nlp.types import (
     SYMPTOM,
     UNCERTAIN,
     Entity,
+    IcdCandidate,
     Mention,
     ReportAnalysis,
     Section,
@@ -132,14 +135,12 @@ class Analyzer:
         staged = [self._entities(t, p, m) for t, p, m in zip(texts, prepared, found, strict=True)]
         flat = [(e, q, c) for ents in staged for (e, q, c) in ents[1]]
         links = self.linker.link([(q, c) for _, q, c in flat]) if flat else []
-        for (ent, _, lexical), cands in zip(flat, links, strict=True):
-            ent.icd10 = list(cands)
-            if lexical:
-                ent.code = lexical
-            elif ent.concept is None and cands and cands[0].score >= ASSIGN_THRESHOLD:
-                ent.code = cands[0].code
-        return [self._rollup(sections, [e for e, _, _ in ents], text) for text, (sections, ents) in zip(
-            texts, staged, strict=True)]  # fmt: skip
+        linked = [_with_links(e, lexical, cands) for (e, _, lexical), cands in zip(flat, links, strict=True)]
+        out: list[ReportAnalysis] = []
+        for text, (sections, ents) in zip(texts, staged, strict=True):
+            out.append(self._rollup(sections, linked[:len(ents)], text))
+            linked = linked[len(ents):]
+        return out
 
     def _prepare(self, text: str) -> tuple[list[Section], list[tuple[int, int]], Any]:
         sections = split_sections(text)
@@ -294,6 +295,17 @@ def _also_entities(
         code = other.code_for(side=None, plural=False)
         out.append((clone, _query(ent.text, sent, other), code) if code else (clone, "", None))
     return out
+
+
+def _with_links(ent: Entity, lexical: str | None, cands: Sequence[IcdCandidate]) -> Entity:
+    """``ent`` with its linked ICD-10-CM candidates and the code the roll-up uses: the lexical one, else for an
+    entity of no lexicon concept a confident first candidate."""
+    code = ent.code
+    if lexical:
+        code = lexical
+    elif ent.concept is None and cands and cands[0].score >= ASSIGN_THRESHOLD:
+        code = cands[0].code
+    return replace(ent, icd10=list(cands), code=code)
 
 
 def _kind_for_code(code: str | None, category: str) -> str | None:

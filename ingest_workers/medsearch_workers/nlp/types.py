@@ -44,8 +44,8 @@ class IcdCandidate:
 
 
 @dataclass(frozen=True)
-class Mention:
-    """A raw NER hit, before assertion status and linking (the shape both backends produce)."""
+class Span:
+    """A classified stretch of the report text (character offsets), with the classifier's score."""
 
     text: str
     start: int
@@ -53,19 +53,21 @@ class Mention:
     category: str
     type: str
     score: float
+
+
+@dataclass(frozen=True)
+class Mention(Span):
+    """A raw NER hit, before assertion status and linking (the shape both backends produce)."""
+
     concept: str | None = None  # lexicon concept id, when known
     polarity: Literal["present", "absent", "uncertain"] = "present"  # normal phrasing ("heart size is normal")
     code: str | None = None  # lexical ICD-10-CM code, when known
 
 
-@dataclass
-class Entity:
-    text: str
-    start: int
-    end: int
-    category: str
-    type: str
-    score: float
+@dataclass(frozen=True)
+class Entity(Span):
+    """A mention as the report holds it: its section, assertion and kind traits, and ICD-10-CM links."""
+
     section: str
     traits: list[Trait] = field(default_factory=list)
     icd10: list[IcdCandidate] = field(default_factory=list)

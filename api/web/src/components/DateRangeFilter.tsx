@@ -1,4 +1,4 @@
-import { useEffect, useId, useState } from "react";
+import { type ReactNode, useEffect, useId, useState } from "react";
 import { normaliseDate } from "../lib/searchState";
 
 export interface DateRange {
@@ -30,32 +30,28 @@ export function DateRangeFilter({ value, onChange }: { value: DateRange; onChang
     <fieldset className="field date-range" aria-describedby={inverted ? errId : `${id}-hint`}>
       <legend className="visually-hidden">Report date</legend>
       <div className="date-range-inputs">
-        <div>
-          <label htmlFor={`${id}-from`}>Reported from</label>
-          <input
-            id={`${id}-from`}
-            type="date"
-            name="from"
-            value={from}
-            max={value.dateTo || undefined}
-            aria-invalid={inverted ? true : undefined}
-            onChange={(e) => edit("dateFrom", e.target.value)}
-          />
-        </div>
-        <div>
-          <label htmlFor={`${id}-to`}>
-            <span className="visually-hidden">Reported </span>to
-          </label>
-          <input
-            id={`${id}-to`}
-            type="date"
-            name="to"
-            value={to}
-            min={value.dateFrom || undefined}
-            aria-invalid={inverted ? true : undefined}
-            onChange={(e) => edit("dateTo", e.target.value)}
-          />
-        </div>
+        <DateInput
+          id={`${id}-from`}
+          name="from"
+          label="Reported from"
+          value={from}
+          max={value.dateTo}
+          invalid={inverted}
+          onEdit={(raw) => edit("dateFrom", raw)}
+        />
+        <DateInput
+          id={`${id}-to`}
+          name="to"
+          label={
+            <>
+              <span className="visually-hidden">Reported </span>to
+            </>
+          }
+          value={to}
+          min={value.dateFrom}
+          invalid={inverted}
+          onEdit={(raw) => edit("dateTo", raw)}
+        />
       </div>
       {inverted ? (
         <p id={errId} className="hint field-error" role="alert" data-testid="date-range-error">
@@ -70,5 +66,33 @@ export function DateRangeFilter({ value, onChange }: { value: DateRange; onChang
         </p>
       )}
     </fieldset>
+  );
+}
+
+/** One end of the range: a native date input with its label; `min`/`max` bound it by the other end (when set). */
+function DateInput(props: {
+  id: string;
+  name: string;
+  label: ReactNode;
+  value: string;
+  min?: string;
+  max?: string;
+  invalid: boolean;
+  onEdit: (raw: string) => void;
+}) {
+  return (
+    <div>
+      <label htmlFor={props.id}>{props.label}</label>
+      <input
+        id={props.id}
+        type="date"
+        name={props.name}
+        value={props.value}
+        min={props.min || undefined}
+        max={props.max || undefined}
+        aria-invalid={props.invalid ? true : undefined}
+        onChange={(e) => props.onEdit(e.target.value)}
+      />
+    </div>
   );
 }

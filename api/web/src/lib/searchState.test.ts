@@ -14,12 +14,14 @@ import {
 } from "./searchState";
 
 describe("normaliseCode", () => {
-  it("accepts ICD-10-CM codes with or without the dot", () => {
-    expect(normaliseCode("j91.8")).toBe("J91.8");
-    expect(normaliseCode(" J918 ")).toBe("J91.8");
-    expect(normaliseCode("I51.7")).toBe("I51.7");
-    expect(normaliseCode("R09")).toBe("R09");
-    expect(normaliseCode("S22.31XA")).toBe("S22.31XA");
+  it.each([
+    ["j91.8", "J91.8"],
+    [" J918 ", "J91.8"],
+    ["I51.7", "I51.7"],
+    ["R09", "R09"],
+    ["S22.31XA", "S22.31XA"],
+  ])("accepts ICD-10-CM codes with or without the dot: %j", (raw, code) => {
+    expect(normaliseCode(raw)).toBe(code);
   });
   it("rejects what is not a code", () => {
     for (const bad of ["", "effusion", "J9", "J91.", "U07.1x\"", "J91.8 or 1==1", "91.8"]) {

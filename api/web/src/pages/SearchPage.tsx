@@ -35,6 +35,10 @@ const MODE_HELP: Record<SearchMode, string> = {
   SEMANTIC: "meaning (MiniLM sentence embeddings)",
   HYBRID: "keyword and semantic, fused by rank",
 };
+const FACET_CHARTS = [
+  { polarity: "positive", title: "Positive findings", facets: "positiveFacets" },
+  { polarity: "negative", title: "Negated findings", facets: "negativeFacets" },
+] as const;
 
 export function SearchPage({ params }: { params: URLSearchParams }) {
   const state = useMemo(() => parseSearchState(params), [params]);
@@ -129,20 +133,16 @@ export function SearchPage({ params }: { params: URLSearchParams }) {
             )}
           </section>
           <section className="panel" aria-label="ICD-10-CM facets" style={{ display: "flex", flexDirection: "column", gap: "1rem" }}>
-            <FacetChart
-              title="Positive findings"
-              polarity="positive"
-              facets={data?.positiveFacets ?? []}
-              active={isActive("positive")}
-              onToggle={onToggleCode}
-            />
-            <FacetChart
-              title="Negated findings"
-              polarity="negative"
-              facets={data?.negativeFacets ?? []}
-              active={isActive("negative")}
-              onToggle={onToggleCode}
-            />
+            {FACET_CHARTS.map(({ polarity, title, facets }) => (
+              <FacetChart
+                key={polarity}
+                title={title}
+                polarity={polarity}
+                facets={data?.[facets] ?? []}
+                active={isActive(polarity)}
+                onToggle={onToggleCode}
+              />
+            ))}
             {data?.facetScope && <p className="hint">{data.facetScope} Click a bar to filter; click again to remove it.</p>}
           </section>
         </aside>
