@@ -387,6 +387,10 @@ def test_icd10_facets_match_brute_force(seeded: Seeded) -> None:
     got = seeded.data(q, {"p": "POSITIVE", "f": {"dateFrom": "2021-01-01"}})["icd10Facets"]
     assert {f["code"]: f["count"] for f in got} == _brute_codes(
         seeded, "icd10_positive", keep=lambda r: r["report_date"] >= 20210101)
+    ap = {i["study_uid"] for i in seeded.images if i["view_position"] == "AP"}  # through the study's images
+    got = seeded.data(q, {"p": "POSITIVE", "f": {"viewPosition": ["AP"]}})["icd10Facets"]
+    assert {f["code"]: f["count"] for f in got} == _brute_codes(
+        seeded, "icd10_positive", keep=lambda r: r["study_uid"] in ap)
     eff = next(f for f in seeded.data(q, {"p": "POSITIVE"})["icd10Facets"] if f["code"] == "J91.8")
     assert eff["description"].startswith("Pleural effusion")
 
@@ -400,6 +404,9 @@ def test_entity_facets_match_brute_force(seeded: Seeded) -> None:
     got = seeded.data('{ entityFacets(kind: SIGN, polarity: NEGATIVE, query: "effusion", size: 50) { term count } }')
     expected = Counter(w for r in seeded.reports if shown(r, "effusion") for w in set(r["negative_signs"]))
     assert {f["term"]: f["count"] for f in got["entityFacets"]} == dict(expected)
+    got = seeded.data('{ entityFacets(kind: DIAGNOSIS, size: 50) { term count } }')["entityFacets"]
+    assert {f["term"]: f["count"] for f in got} == dict(Counter(w for r in seeded.reports
+                                                                for w in set(r["positive_diagnoses"])))
 
 
 # ------------------------------------------------------------------------------------------------ hostile input
