@@ -4,6 +4,7 @@ the repository (or a per-request DataLoader). Returns records; the schemas wrap 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -54,12 +55,24 @@ def repo_error(err: Exception) -> GraphQLError:
 _REPO_ERRORS = (RepositoryError, QueryTooBroad, FilterInputError)
 
 
-async def embed_query(ctx: Context, query: str) -> list[float]:
+def embed_query(ctx: Context, query: str) -> asyncio.Future[list[float]]:
+    """The query's embedding, started now and awaited by the repository when its k-NN needs it (the keyword
+    ranking runs meanwhile). Refused at once when the gateway has no text model."""
     embed = ctx.services.embed_text
     if embed is None:
         raise errors.unavailable("SEMANTIC and HYBRID search need the text embedding model "
                                  "(install medsearch-api[semantic]); use mode: KEYWORD")
-    return await embed(query)
+    return asyncio.ensure_future(embed(query))
+
+
+def settle(future: asyncio.Future[Any] | None) -> None:
+    """Cancels a future nobody awaited, or marks its failure as seen (no "exception never retrieved")."""
+    if future is None:
+        return
+    if not future.done():
+        future.cancel()
+    elif not future.cancelled():
+        future.exception()
 
 
 async def read_upload(ctx: Context, upload: Any, b64: str | None, argument: str) -> bytes | None:
@@ -133,12 +146,14 @@ async def search_reports(ctx: Context, *, query: str | None, mode: rec.SearchMod
         except CursorError as err:
             raise errors.bad_input(str(err), "after") from err
     q = query_text(query)
-    vector = await embed_query(ctx, q) if q and mode is not rec.SearchMode.KEYWORD else None
+    vector = embed_query(ctx, q) if q and mode is not rec.SearchMode.KEYWORD else None
     try:
         page = await ctx.repo.search_reports(query=q, mode=mode, query_vector=vector, filter=spec,
                                              offset=offset, limit=first)
     except _REPO_ERRORS as err:
         raise repo_error(err) from err
+    finally:
+        settle(vector)
     for h in page.hits:
         ctx.loaders.report.prime(h.report.report_id, h.report)
     return page, offset, q
