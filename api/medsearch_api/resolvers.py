@@ -166,6 +166,17 @@ async def count_reports(ctx: Context, query: str | None, mode: rec.SearchMode, s
         raise repo_error(err) from err
 
 
+def start_count(ctx: Context, query: str | None, mode: rec.SearchMode, spec: rec.ReportFilterSpec
+                ) -> asyncio.Future[int]:
+    """``totalCount`` of a search, started beside the search itself (the same normalised query; a query the
+    search refuses fails this too, and :func:`settle` collects it)."""
+
+    async def count() -> int:
+        return await count_reports(ctx, query_text(query), mode, spec)
+
+    return asyncio.ensure_future(count())
+
+
 async def similar_images(ctx: Context, *, image_id: str | None, data: bytes | None, k: int,
                          spec: rec.ImageFilterSpec) -> list[rec.ImageHit]:
     k = bounded(k, ctx.settings.max_k, "k")

@@ -1,4 +1,4 @@
-"""The seed web client's operations, verbatim, against /compat/graphql's schema (in-memory repository)."""
+"""The seed web client's operations, verbatim, against /compat/graphql's schema (a repository of canned answers)."""
 
 from __future__ import annotations
 

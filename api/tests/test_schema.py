@@ -1,4 +1,6 @@
-"""The main schema executed directly (schema.execute) with an in-memory repository: every root field."""
+"""The main schema executed directly (schema.execute) over a repository of canned answers (api_fakes): every root
+field, what reaches the repository and how its answers render. What searches, filters and facets select is SQL:
+test_sql.py, and tests/integration/test_api.py over real stores."""
 
 from __future__ import annotations
 
@@ -100,6 +102,40 @@ def test_keyword_search_pages_highlights_and_counts_what_the_repository_ranks() 
                               ("pleural effusion", SearchMode.KEYWORD, none, 2, 2)]
     assert ("count_reports", ("pleural effusion", SearchMode.KEYWORD, none)) in repo.calls
     assert repo.vectors == []  # KEYWORD never embeds the query
+
+
+def test_total_count_is_counted_while_the_page_is_ranked() -> None:
+    class Meeting(FakeRepository):
+        """A search that finishes only once the count has started: serial resolution would time out."""
+
+        def __init__(self) -> None:
+            super().__init__(*sample_data())
+            self.counting: asyncio.Event | None = None
+
+        async def search_reports(self, **kw: Any) -> Any:
+            self.counting = self.counting or asyncio.Event()
+            await asyncio.wait_for(self.counting.wait(), 5)
+            return await super().search_reports(**kw)
+
+        async def count_reports(self, **kw: Any) -> int:
+            self.counting = self.counting or asyncio.Event()
+            self.counting.set()
+            return await super().count_reports(**kw)
+
+    ctx = make_context(Meeting())
+    fake(ctx).total = 17
+    frag = ("query($q: String, $mode: SearchMode!) { searchReports(query: $q, mode: $mode, first: 2) "
+            "{ ...Total edges { node { id } } } } fragment Total on ReportSearchConnection { totalCount }")
+    for mode in ("KEYWORD", "HYBRID"):
+        data = ok(SEARCH, {"q": "effusion", "mode": mode, "first": 2}, ctx)["searchReports"]
+        assert data["totalCount"] == 17 and len(data["edges"]) == 2
+        assert ok(frag, {"q": "effusion", "mode": mode}, ctx)["searchReports"]["totalCount"] == 17
+    counted = [c for c in fake(ctx).calls if c[0] == "count_reports"]
+    assert [c[1][:2] for c in counted] == [("effusion", SearchMode.KEYWORD)] * 2 + [("effusion", SearchMode.HYBRID)] * 2
+    # a search the schema refuses leaves no count behind it
+    before = len(fake(ctx).calls)
+    assert codes(run(SEARCH, {"q": "x" * 1001, "mode": "KEYWORD", "first": 2}, ctx)) == ["BAD_USER_INPUT"]
+    assert not [c for c in fake(ctx).calls[before:] if c[0] in ("count_reports", "search_reports")]
 
 
 def test_listing_without_query_and_filters_reach_the_repository_parsed() -> None:
