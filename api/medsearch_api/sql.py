@@ -190,6 +190,16 @@ def tiers_of(t: Tables, ids: Sequence[str], f: ReportFilterSpec, codes: Sequence
     return Query(text, [*tier_params, *w.params])
 
 
+def asserting_count(t: Tables, f: ReportFilterSpec, codes: Sequence[str], cap: int) -> Query:
+    """How many reports passing the filter and the finding rule are in the first tier (assert one of ``codes``),
+    counted up to ``cap``: a finding k-NN stops deepening once it has seen them all."""
+    w = report_filter(t, f) + finding_visible(codes)
+    tier_sql, tier_params = tier(codes)
+    text = sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} r WHERE {} AND {} = 0 LIMIT %s) s").format(
+        t.reports, w.sql(), tier_sql)
+    return Query(text, [*w.params, *tier_params, cap])
+
+
 def facets(t: Tables, column: str, scope: Where, size: int) -> Query:
     """Distinct values of an array column over the reports in ``scope``: each report counts once per value;
     most frequent first, then by value."""

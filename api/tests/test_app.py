@@ -1,4 +1,4 @@
-"""HTTP behaviour of the app (TestClient, in-memory repository): one smoke test per route, auth, limits."""
+"""HTTP behaviour of the app (TestClient, a repository of canned answers): one smoke test per route, auth, limits."""
 
 from __future__ import annotations
 

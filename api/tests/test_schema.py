@@ -1,4 +1,6 @@
-"""The main schema executed directly (schema.execute) with an in-memory repository: every root field."""
+"""The main schema executed directly (schema.execute) over a repository of canned answers (api_fakes): every root
+field, what reaches the repository and how its answers render. What searches, filters and facets select is SQL:
+test_sql.py, and tests/integration/test_api.py over real stores."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from api_fakes import FakeIngest, FakeRepository, make_context, sample_data
+from api_fakes import FakeIngest, FakeRepository, fake_embed_text, make_context, sample_data
 from medsearch_api.context import Context
+from medsearch_api.records import FacetCount, ImageFilterSpec, Polarity, ReportFilterSpec, SearchMode
 from medsearch_api.schema import schema
 
 
@@ -66,39 +69,117 @@ SEARCH = """query($q: String, $mode: SearchMode!, $first: Int!, $after: String, 
     edges { cursor score node { id } snippet { text html highlights { start end } } } } }"""
 
 
-def test_keyword_search_ranks_highlights_and_pages() -> None:
-    first = ok(SEARCH, {"q": "pleural effusion", "mode": "KEYWORD", "first": 2})["searchReports"]
-    ids = [e["node"]["id"] for e in first["edges"]]
-    assert ids == ["r1", "r2"]  # r1, r2, r4 match both terms; ties by id
-    assert first["totalCount"] == 4  # r3 has "effusion" too (any term)
+def fake(ctx: Context) -> FakeRepository:
+    repo = ctx.services.repo
+    assert isinstance(repo, FakeRepository)
+    return repo
+
+
+def searched(repo: FakeRepository) -> list[tuple[Any, ...]]:
+    return [c[1] for c in repo.calls if c[0] == "search_reports"]
+
+
+def test_keyword_search_pages_highlights_and_counts_what_the_repository_ranks() -> None:
+    # ranking and counting are the repository's (SQL; tests/integration/test_api.py): here, what the schema asks
+    # for and how it renders the answer
+    ctx = make_context()
+    repo = fake(ctx)
+    repo.ranking, repo.total = [("r4", 0.9), ("r1", 0.8), ("r2", 0.7)], 17
+    first = ok(SEARCH, {"q": "pleural effusion", "mode": "KEYWORD", "first": 2}, ctx)["searchReports"]
+    assert [(e["node"]["id"], e["score"]) for e in first["edges"]] == [("r4", 0.9), ("r1", 0.8)]
+    assert first["totalCount"] == 17
     assert first["pageInfo"]["hasNextPage"] is True and first["pageInfo"]["hasPreviousPage"] is False
-    snip = first["edges"][0]["snippet"]
+    snip = first["edges"][1]["snippet"]
     marked = [snip["text"][h["start"]:h["end"]].lower() for h in snip["highlights"]]
     assert marked == ["pleural", "effusion"]
     assert "<mark>pleural</mark>" in snip["html"]
     second = ok(SEARCH, {"q": "pleural effusion", "mode": "KEYWORD", "first": 2,
-                         "after": first["pageInfo"]["endCursor"]})["searchReports"]
-    assert [e["node"]["id"] for e in second["edges"]] == ["r4", "r3"]
+                         "after": first["pageInfo"]["endCursor"]}, ctx)["searchReports"]
+    assert [e["node"]["id"] for e in second["edges"]] == ["r2"]
     assert second["pageInfo"]["hasPreviousPage"] is True and second["pageInfo"]["hasNextPage"] is False
+    none = ReportFilterSpec()
+    assert searched(repo) == [("pleural effusion", SearchMode.KEYWORD, none, 0, 2),
+                              ("pleural effusion", SearchMode.KEYWORD, none, 2, 2)]
+    assert ("count_reports", ("pleural effusion", SearchMode.KEYWORD, none)) in repo.calls
+    assert repo.vectors == []  # KEYWORD never embeds the query
 
 
-def test_listing_without_query_and_filters() -> None:
-    data = ok(SEARCH, {"mode": "KEYWORD", "first": 10, "f": {"positiveCodes": ["J91.8"], "dateFrom": "2021-01-01"}})
-    assert [e["node"]["id"] for e in data["searchReports"]["edges"]] == ["r4", "r2"]  # newest first
+def test_total_count_is_counted_while_the_page_is_ranked() -> None:
+    class Meeting(FakeRepository):
+        """A search that finishes only once the count has started: serial resolution would time out."""
+
+        def __init__(self) -> None:
+            super().__init__(*sample_data())
+            self.counting: asyncio.Event | None = None
+
+        async def search_reports(self, **kw: Any) -> Any:
+            self.counting = self.counting or asyncio.Event()
+            await asyncio.wait_for(self.counting.wait(), 5)
+            return await super().search_reports(**kw)
+
+        async def count_reports(self, **kw: Any) -> int:
+            self.counting = self.counting or asyncio.Event()
+            self.counting.set()
+            return await super().count_reports(**kw)
+
+    ctx = make_context(Meeting())
+    fake(ctx).total = 17
+    frag = ("query($q: String, $mode: SearchMode!) { searchReports(query: $q, mode: $mode, first: 2) "
+            "{ ...Total edges { node { id } } } } fragment Total on ReportSearchConnection { totalCount }")
+    for mode in ("KEYWORD", "HYBRID"):
+        data = ok(SEARCH, {"q": "effusion", "mode": mode, "first": 2}, ctx)["searchReports"]
+        assert data["totalCount"] == 17 and len(data["edges"]) == 2
+        assert ok(frag, {"q": "effusion", "mode": mode}, ctx)["searchReports"]["totalCount"] == 17
+    counted = [c for c in fake(ctx).calls if c[0] == "count_reports"]
+    assert [c[1][:2] for c in counted] == [("effusion", SearchMode.KEYWORD)] * 2 + [("effusion", SearchMode.HYBRID)] * 2
+    # a search the schema refuses leaves no count behind it
+    before = len(fake(ctx).calls)
+    assert codes(run(SEARCH, {"q": "x" * 1001, "mode": "KEYWORD", "first": 2}, ctx)) == ["BAD_USER_INPUT"]
+    assert not [c for c in fake(ctx).calls[before:] if c[0] in ("count_reports", "search_reports")]
+
+
+def test_listing_without_query_and_filters_reach_the_repository_parsed() -> None:
+    # what each filter selects is SQL (test_sql.py) and checked against brute force over real stores
+    # (tests/integration/test_api.py); here: the filter arrives parsed, the listing has no scores
+    ctx = make_context()
+    repo = fake(ctx)
+    repo.ranking = [("r4", 0.0), ("r2", 0.0)]
+    data = ok(SEARCH, {"mode": "KEYWORD", "first": 10, "f": {"positiveCodes": ["J91.8"], "dateFrom": "2021-01-01"}},
+              ctx)
+    assert [e["node"]["id"] for e in data["searchReports"]["edges"]] == ["r4", "r2"]
     assert data["searchReports"]["edges"][0]["score"] is None
-    # view position through the images of the same study
-    data = ok(SEARCH, {"mode": "KEYWORD", "first": 10, "f": {"viewPosition": ["PA"]}})
-    assert [e["node"]["id"] for e in data["searchReports"]["edges"]] == ["r4", "r1"]
-    data = ok(SEARCH, {"q": "effusion", "mode": "KEYWORD", "first": 10, "f": {"negativeCodes": ["J91.8"]}})
-    assert [e["node"]["id"] for e in data["searchReports"]["edges"]] == ["r3"]
+    assert data["searchReports"]["edges"][0]["snippet"]["highlights"] == []
+    ok(SEARCH, {"mode": "KEYWORD", "first": 10, "f": {"viewPosition": ["PA"], "dateTo": "2023-12-31"}}, ctx)
+    ok(SEARCH, {"q": "effusion", "mode": "KEYWORD", "first": 10, "f": {"negativeCodes": ["J91.8"]}}, ctx)
+    assert searched(repo) == [
+        (None, SearchMode.KEYWORD, ReportFilterSpec(positive_codes=("J91.8",), date_from=20210101), 0, 10),
+        (None, SearchMode.KEYWORD, ReportFilterSpec(view_positions=("PA",), date_to=20231231), 0, 10),
+        ("effusion", SearchMode.KEYWORD, ReportFilterSpec(negative_codes=("J91.8",)), 0, 10)]
 
 
 def test_semantic_and_hybrid_use_the_text_embedder() -> None:
+    ctx = make_context()
+    repo = fake(ctx)
     for mode in ("SEMANTIC", "HYBRID"):
-        data = ok(SEARCH, {"q": "heart failure", "mode": mode, "first": 3})["searchReports"]
+        data = ok(SEARCH, {"q": "heart failure", "mode": mode, "first": 3}, ctx)["searchReports"]
         assert len(data["edges"]) == 3 and all(e["score"] is not None for e in data["edges"])
+    assert [c[1] for c in searched(repo)] == [SearchMode.SEMANTIC, SearchMode.HYBRID]
+    want = asyncio.run(fake_embed_text("heart failure"))
+    assert repo.vectors == [want, want]  # the query's embedding, whether passed ready or pending
     res = run(SEARCH, {"q": "x", "mode": "SEMANTIC", "first": 3}, make_context(semantic=False))
     assert codes(res) == ["SERVICE_UNAVAILABLE"]
+
+
+def test_a_failed_query_embedding_fails_the_search_and_is_not_left_pending() -> None:
+    from medsearch_api import errors
+
+    async def down(text: str) -> list[float]:
+        raise errors.unavailable("the text model is down")
+
+    ctx = make_context()
+    ctx.services.embed_text = down
+    res = run(SEARCH, {"q": "effusion", "mode": "HYBRID", "first": 3}, ctx)
+    assert codes(res) == ["SERVICE_UNAVAILABLE"] and res.data is None
 
 
 @pytest.mark.parametrize("bad", ['" or 1==1 or "', "J91.8\") or (1==1", "x' || '1'=='1", "J91.8\\", "../etc"])
@@ -129,19 +210,26 @@ def test_limits_on_first_k_size_and_cursor() -> None:
     assert codes(run(SEARCH, {"q": "x" * 1001, "mode": "KEYWORD", "first": 1})) == ["BAD_USER_INPUT"]
 
 
-def test_similar_images_by_id_excludes_itself_and_filters() -> None:
-    data = ok('{ similarImages(imageId: "1.2.1.1", k: 20) { score image { id } } }')
-    ids = [h["image"]["id"] for h in data["similarImages"]]
-    assert "1.2.1.1" not in ids and len(ids) == 9
-    scores = [h["score"] for h in data["similarImages"]]
-    assert scores == sorted(scores, reverse=True)
-    data = ok('{ similarImages(imageId: "1.2.1.1", k: 20, filter: {viewPosition: ["AP"], modality: ["CR"]}) '
-              '{ image { id viewPosition modality } } }')
-    assert {h["image"]["id"] for h in data["similarImages"]} == {"1.2.5.1"}
-    data = ok('{ similarImages(imageId: "1.2.1.1", k: 20, filter: {positiveCodes: ["J93.9"]}) { image { id } } }')
-    assert {h["image"]["id"] for h in data["similarImages"]} == {"1.2.4.1", "1.2.4.2"}
-    res = run('{ similarImages(imageId: "4.4.4", k: 3) { score } }')
+def test_similar_images_by_id_excludes_itself_and_passes_the_filter() -> None:
+    # the neighbours and the filters' meaning are the repository's (Milvus + SQL; tests/integration/test_api.py)
+    ctx = make_context()
+    repo = fake(ctx)
+    repo.neighbours = [("1.2.5.1", 0.9), ("1.2.4.1", 0.7), ("1.2.4.2", 0.5)]
+    data = ok('{ similarImages(imageId: "1.2.1.1", k: 20) { score image { id viewPosition modality } } }', ctx=ctx)
+    assert [(h["image"]["id"], h["score"]) for h in data["similarImages"]] == [
+        ("1.2.5.1", 0.9), ("1.2.4.1", 0.7), ("1.2.4.2", 0.5)]
+    assert data["similarImages"][0]["image"] == {"id": "1.2.5.1", "viewPosition": "AP", "modality": "CR"}
+    ok('{ similarImages(imageId: "1.2.1.1", k: 2, filter: {viewPosition: ["AP"], modality: ["CR"]}) '
+       '{ image { id } } }', ctx=ctx)
+    ok('{ similarImages(imageId: "1.2.1.1", k: 20, filter: {positiveCodes: ["J93.9"]}) { image { id } } }', ctx=ctx)
+    source = repo.image_vectors["1.2.1.1"]
+    assert [c[1] for c in repo.calls if c[0] == "similar_images"] == [
+        (20, ImageFilterSpec(), ["1.2.1.1"], source),
+        (2, ImageFilterSpec(view_positions=("AP",), modalities=("CR",)), ["1.2.1.1"], source),
+        (20, ImageFilterSpec(positive_codes=("J93.9",)), ["1.2.1.1"], source)]
+    res = run('{ similarImages(imageId: "4.4.4", k: 3) { score } }', ctx=ctx)
     assert codes(res) == ["NOT_FOUND"]
+    assert len([c for c in repo.calls if c[0] == "similar_images"]) == 3
 
 
 def test_similar_images_by_upload() -> None:
@@ -160,43 +248,39 @@ def test_similar_images_by_upload() -> None:
         "PAYLOAD_TOO_LARGE"]
 
 
-def brute_icd10(repo: FakeRepository, field: str, query: str | None) -> dict[str, int]:
-    from api_fakes import tokens
-
-    out: dict[str, int] = {}
-    q = set(tokens(query)) if query else None
-    for r in repo.reports.values():
-        if q is not None and not q & set(tokens(r.text)):
-            continue
-        for c in set(r.array(field)):
-            out[c] = out.get(c, 0) + 1
-    return out
-
-
-def test_icd10_facets_count_matching_reports() -> None:
+def test_icd10_facets_render_the_repositorys_counts_with_descriptions() -> None:
+    # the counts are SQL over the reports the list shows (brute-force checks: tests/integration/test_api.py)
     ctx = make_context()
-    repo = ctx.services.repo
-    assert isinstance(repo, FakeRepository)
-    for query, pol, field in ((None, "POSITIVE", "icd10_positive"), ("pneumothorax", "POSITIVE", "icd10_positive"),
-                              ("effusion", "NEGATIVE", "icd10_negative")):
-        data = ok('query($q: String, $p: Polarity!) { icd10Facets(query: $q, polarity: $p, size: 50) '
-                  '{ code description count } }', {"q": query, "p": pol}, ctx)
-        got = {f["code"]: f["count"] for f in data["icd10Facets"]}
-        assert got == brute_icd10(repo, field, query)
+    repo = fake(ctx)
+    repo.facets["icd10_negative"] = [FacetCount("J93.9", 4), FacetCount("I51.7", 2)]
+    data = ok('query($q: String, $p: Polarity!) { icd10Facets(query: $q, polarity: $p, size: 50) '
+              '{ code description count } }', {"q": "effusion", "p": "NEGATIVE"}, ctx)
+    assert [(f["code"], f["count"]) for f in data["icd10Facets"]] == [("J93.9", 4), ("I51.7", 2)]
+    assert data["icd10Facets"][0]["description"].startswith("Pneumothorax")
+    assert data["icd10Facets"][1]["description"] == "Cardiomegaly"
     data = ok('{ icd10Facets(size: 1) { code description count } }', ctx=ctx)
     assert data["icd10Facets"] == [{"code": "J91.8", "description": data["icd10Facets"][0]["description"],
                                     "count": 3}]
-    data = ok('{ icd10Facets(filter: {viewPosition: ["AP"]}) { code count } }', ctx=ctx)
-    assert {f["code"]: f["count"] for f in data["icd10Facets"]} == {"I51.7": 1, "J91.8": 1, "J81.1": 1, "J18.1": 1}
+    assert data["icd10Facets"][0]["description"].startswith("Pleural effusion")
+    ok('{ icd10Facets(filter: {viewPosition: ["AP"]}) { code count } }', ctx=ctx)
+    assert [c[1] for c in repo.calls if c[0] == "icd10_facets"] == [
+        ("effusion", Polarity.NEGATIVE, 50, ReportFilterSpec()),
+        (None, Polarity.POSITIVE, 1, ReportFilterSpec()),
+        (None, Polarity.POSITIVE, 20, ReportFilterSpec(view_positions=("AP",)))]
 
 
-def test_entity_facets() -> None:
-    data = ok('{ entityFacets(kind: SIGN, reportIds: ["r1", "r2", "r3"]) { term count } }')
-    assert data["entityFacets"] == [{"term": "effusion", "count": 2}]
-    data = ok('{ entityFacets(kind: SIGN, polarity: NEGATIVE, query: "pneumonia") { term count } }')
+def test_entity_facets_ask_for_the_kinds_column() -> None:
+    ctx = make_context()
+    repo = fake(ctx)
+    data = ok('{ entityFacets(kind: SIGN, reportIds: ["r1", "r2", "r3"]) { term count } }', ctx=ctx)
+    assert data["entityFacets"] == [{"term": "effusion", "count": 3}]
+    data = ok('{ entityFacets(kind: SIGN, polarity: NEGATIVE, query: "pneumonia") { term count } }', ctx=ctx)
+    assert data["entityFacets"] == [{"term": "pneumothorax", "count": 2}]
+    data = ok('{ entityFacets(kind: DIAGNOSIS) { term count } }', ctx=ctx)
     assert data["entityFacets"] == [{"term": "pneumothorax", "count": 1}]
-    data = ok('{ entityFacets(kind: DIAGNOSIS) { term count } }')
-    assert data["entityFacets"] == [{"term": "pneumothorax", "count": 1}]
+    assert [c[1] for c in repo.calls if c[0] == "term_facets"] == [
+        ("positive_signs", ["r1", "r2", "r3"], None, 20), ("negative_signs", None, "pneumonia", 20),
+        ("positive_diagnoses", None, None, 20)]
     assert codes(run('{ entityFacets(kind: SIGN, polarity: UNCERTAIN) { term } }')) == ["BAD_USER_INPUT"]
 
 

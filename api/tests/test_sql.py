@@ -54,6 +54,21 @@ def test_finding_rule_is_one_rule_for_lists_counts_and_facets() -> None:
     assert rule not in q.count(T, q.report_scope(T, "cough", ReportFilterSpec(), (), "simple")).render()  # type: ignore[arg-type]
 
 
+def test_the_knn_tiers_and_the_finding_tier_count_share_the_rule_and_the_tier() -> None:
+    codes = ("J93.9",)
+    f = ReportFilterSpec(positive_codes=("I51.7",), view_positions=("PA",))
+    rule = "NOT (r.icd10_negative && %s::text[] AND NOT r.icd10_positive && %s::text[])"
+    tier = "CASE WHEN r.icd10_positive && %s::text[] THEN 0 ELSE 1 END"
+    tiers, counted = q.tiers_of(T, ["a", "b"], f, codes), q.asserting_count(T, f, codes, 11)
+    for stmt in (tiers, counted):
+        text = stmt.render()
+        assert text.count(rule) == 1 and text.count(tier) == 1 and "EXISTS (SELECT 1 FROM" in text
+        assert text.count("%s") == len(stmt.params)
+    text = counted.render()
+    assert text.startswith("SELECT count(*) FROM (SELECT 1 FROM") and f"{tier} = 0 LIMIT %s) s" in text
+    assert counted.params == [["I51.7"], ["PA"], ["J93.9"], ["J93.9"], ["J93.9"], 11]  # capped: never a full count
+
+
 def test_facet_columns_are_an_allow_list() -> None:
     with pytest.raises(ValueError):
         q.facets(T, "text", q.Where(), 10)

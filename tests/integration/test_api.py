@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import math
 import os
 import random
@@ -313,6 +314,78 @@ def test_semantic_and_hybrid(seeded: Seeded) -> None:
     assert all("I51.7" in seeded.by_id(e["node"]["id"])["icd10_positive"] for e in d["edges"])
 
 
+def _repository(seeded: Seeded, milvus_uri: str, postgres_dsn: str) -> Any:
+    from medsearch_api.repository import LazyClient, PgPool, SearchRepository
+
+    return SearchRepository(PgPool(postgres_dsn), LazyClient(milvus_uri), seeded.index)
+
+
+HYBRID_CASES = [  # (query, filter): findings asserted by many, by few, by none; no finding; filters on both stores
+    ("pneumothorax", {}), ("effusion cough", {}), ("rib fracture", {}), ("noted normal", {}),
+    ("cardiomegaly", {"date_from": 20200101}), ("edema", {"view_positions": ("PA",)}),
+]
+
+
+def test_report_knn_deepening_gives_the_full_depth_answer(seeded: Seeded, milvus_uri: str, postgres_dsn: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report k-NN deepens its Milvus window step by step (sized from the pass rate, stopping once every
+    finding-tier report is seen), and HYBRID ranks the keyword list while the query is embedded: the pages are
+    exactly those of one search over every row (no deepening), for SEMANTIC and HYBRID, ready or pending vectors."""
+    import asyncio
+
+    from medsearch_api import repository as repo_mod
+    from medsearch_api.records import ReportFilterSpec, SearchMode
+
+    from medsearch.text_embedding import embed_texts
+
+    repo = _repository(seeded, milvus_uri, postgres_dsn)
+    searches: list[int] = []
+    search = repo._search
+
+    def counted(*args: Any) -> Any:
+        searches.append(args[4])
+        return search(*args)
+
+    monkeypatch.setattr(repo, "_search", counted)
+
+    async def pages(query: str, f: ReportFilterSpec, mode: SearchMode, pending: bool, vec: list[float]
+                    ) -> list[list[str]]:
+        out = []
+        for offset, limit in ((0, 3), (3, 5), (0, 10)):
+            fut: Any = vec
+            if pending:
+                fut = asyncio.get_running_loop().create_future()
+                fut.set_result(vec)
+            page = await repo.search_reports(query=query, mode=mode, query_vector=fut, filter=f, offset=offset,
+                                             limit=limit)
+            out.append([h.report.report_id for h in page.hits])
+        return out
+
+    async def both() -> None:
+        deepened = 0
+        for (query, fields), other in itertools.product(HYBRID_CASES, (False, True)):
+            f = ReportFilterSpec(**fields)
+            # the query's own vector, or one far from it (its finding's reports lie deep in the neighbours)
+            vec = [float(x) for x in embed_texts(["chest radiograph with a normal heart" if other else query])[0]]
+            for mode in (SearchMode.SEMANTIC, SearchMode.HYBRID):
+                monkeypatch.setattr(repo_mod, "DENSE_FIRST_DEPTH", 1)  # the smallest windows: deepening runs
+                searches.clear()
+                stepped = await pages(query, f, mode, True, vec)
+                steps = list(searches)
+                monkeypatch.setattr(repo_mod, "DENSE_FIRST_DEPTH", 10 * len(seeded.reports))  # every row at once
+                whole = await pages(query, f, mode, False, vec)
+                assert stepped == whole, (query, fields, mode, other)
+                assert any(p for p in whole), (query, fields, mode)
+                assert max(steps) < 10 * len(seeded.reports)
+                deepened += len(steps) > 3
+                if query == "rib fracture":  # no report asserts it: no deepening for a finding tier nobody is in
+                    assert len(steps) == 3, steps  # one search per page
+        assert deepened >= 4  # the stepped runs did deepen
+        await repo.close()
+
+    asyncio.run(both())
+
+
 # ------------------------------------------------------------------------------------------------ images
 
 SIMILAR = """query($id: ID, $u: String, $k: Int!, $f: ImageFilter) {
@@ -387,6 +460,10 @@ def test_icd10_facets_match_brute_force(seeded: Seeded) -> None:
     got = seeded.data(q, {"p": "POSITIVE", "f": {"dateFrom": "2021-01-01"}})["icd10Facets"]
     assert {f["code"]: f["count"] for f in got} == _brute_codes(
         seeded, "icd10_positive", keep=lambda r: r["report_date"] >= 20210101)
+    ap = {i["study_uid"] for i in seeded.images if i["view_position"] == "AP"}  # through the study's images
+    got = seeded.data(q, {"p": "POSITIVE", "f": {"viewPosition": ["AP"]}})["icd10Facets"]
+    assert {f["code"]: f["count"] for f in got} == _brute_codes(
+        seeded, "icd10_positive", keep=lambda r: r["study_uid"] in ap)
     eff = next(f for f in seeded.data(q, {"p": "POSITIVE"})["icd10Facets"] if f["code"] == "J91.8")
     assert eff["description"].startswith("Pleural effusion")
 
@@ -400,6 +477,9 @@ def test_entity_facets_match_brute_force(seeded: Seeded) -> None:
     got = seeded.data('{ entityFacets(kind: SIGN, polarity: NEGATIVE, query: "effusion", size: 50) { term count } }')
     expected = Counter(w for r in seeded.reports if shown(r, "effusion") for w in set(r["negative_signs"]))
     assert {f["term"]: f["count"] for f in got["entityFacets"]} == dict(expected)
+    got = seeded.data('{ entityFacets(kind: DIAGNOSIS, size: 50) { term count } }')["entityFacets"]
+    assert {f["term"]: f["count"] for f in got} == dict(Counter(w for r in seeded.reports
+                                                                for w in set(r["positive_diagnoses"])))
 
 
 # ------------------------------------------------------------------------------------------------ hostile input

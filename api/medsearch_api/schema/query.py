@@ -5,9 +5,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import strawberry
 from strawberry import Info
 from strawberry.file_uploads import Upload
+from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
 from medsearch_api import resolvers
 from medsearch_api.context import Context
@@ -19,6 +22,17 @@ from medsearch_api.schema.inputs import ImageFilter, ReportFilter
 from medsearch_api.schema.report import Report
 from medsearch_api.schema.search_results import ReportSearchConnection, SimilarImage
 from medsearch_api.schema.study import Study
+
+
+def selects(fields: Sequence[Selection], name: str) -> bool:
+    """Whether the field's selection set asks for ``name`` (directly or through fragments)."""
+    for f in fields:
+        for sel in f.selections:
+            if isinstance(sel, SelectedField) and sel.name == name:
+                return True
+            if isinstance(sel, FragmentSpread | InlineFragment) and selects([sel], name):
+                return True
+    return False
 
 
 @strawberry.type
@@ -45,10 +59,17 @@ class Query:
         filter: ReportFilter | None = None, first: int = 10, after: str | None = None,
     ) -> ReportSearchConnection:
         spec = ReportFilter.to_spec(filter)
-        page, offset, q = await resolvers.search_reports(info.context, query=query, mode=mode, spec=spec,
-                                                         first=first, after=after)
+        # an asked-for totalCount is counted while the page is ranked
+        total = (resolvers.start_count(info.context, query, mode, spec)
+                 if selects(info.selected_fields, "totalCount") else None)
+        try:
+            page, offset, q = await resolvers.search_reports(info.context, query=query, mode=mode, spec=spec,
+                                                             first=first, after=after)
+        except BaseException:
+            resolvers.settle(total)
+            raise
         return ReportSearchConnection.from_hits(page.hits, offset=offset, has_more=page.has_more, query=q, mode=mode,
-                                                spec=spec)
+                                                spec=spec, total=total)
 
     @strawberry.field(permission_classes=[IsReader], description="k nearest images to an indexed image "
                       "(imageId; the image itself is excluded) or to an uploaded DICOM/PNG/JPEG.")

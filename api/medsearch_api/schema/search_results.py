@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import strawberry
@@ -60,10 +61,12 @@ class ReportSearchConnection:
     query: strawberry.Private[str | None]
     mode: strawberry.Private[SearchMode]
     spec: strawberry.Private[ReportFilterSpec]
+    total: strawberry.Private[asyncio.Future[int] | None] = None  # the count, when started beside the search
 
     @classmethod
     def from_hits(cls, hits: Sequence[ReportHit], *, offset: int, has_more: bool, query: str | None,
-                  mode: SearchMode, spec: ReportFilterSpec) -> ReportSearchConnection:
+                  mode: SearchMode, spec: ReportFilterSpec, total: asyncio.Future[int] | None = None,
+                  ) -> ReportSearchConnection:
         """A page of hits starting at ``offset``; scores only for a ranked search (``query`` set)."""
         edges = [ReportSearchEdge(cursor=encode_cursor(offset + n), node=Report.from_record(h.report),
                                   score=h.score if query else None, query=query)
@@ -71,11 +74,13 @@ class ReportSearchConnection:
         page_info = PageInfo(has_next_page=has_more, has_previous_page=offset > 0,
                              start_cursor=edges[0].cursor if edges else None,
                              end_cursor=edges[-1].cursor if edges else None)
-        return cls(edges=edges, page_info=page_info, query=query, mode=mode, spec=spec)
+        return cls(edges=edges, page_info=page_info, query=query, mode=mode, spec=spec, total=total)
 
     @strawberry.field(description="Reports matching the query and filter (KEYWORD: containing any query term; "
                                   "SEMANTIC/HYBRID and listing: all reports passing the filter).")
     async def total_count(self, info: Info[Context, None]) -> int:
+        if self.total is not None:
+            return await self.total
         return await resolvers.count_reports(info.context, self.query, self.mode, self.spec)
 
 
