@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 from medsearch_dev.localstack import procs
-from medsearch_dev.testing import provision_index
+from medsearch_dev.testing import provision_index, seed_operations
 
 from medsearch import pgstore, store
 from medsearch.contracts.collections import IMAGE_ANN_FIELDS, IMAGE_FIELDS, REPORT_ANN_FIELDS, REPORT_FIELDS, ann_row
@@ -801,32 +801,8 @@ def test_a_failing_audit_store_fails_the_request(seeded: Seeded, postgres_dsn: s
 
 
 # The seed React client's operations, verbatim (the same as api/tests/test_compat.py).
-_SEED_REPORT = ("ReportId Impression Findings PositiveSigns NegativeSigns PositiveDiagnoses NegativeDiagnoses "
-                "PositiveSymptoms NegativeSymptoms PositiveICD10CMs NegativeICD10CMs")
-SEED_OPS: dict[str, tuple[str, dict[str, Any]]] = {
-    "searchReports": ("query($searchQuery: String) { searchReports(input: $searchQuery) { " + _SEED_REPORT
-                      + " Images { ReportId ImageId Bucket Key } } }", {"searchQuery": "effusion"}),
-    "listReports": ("query { listReports(from:0, size:100) { Impression Findings PositiveSigns NegativeSigns "
-                    "PositiveDiagnoses NegativeDiagnoses PositiveSymptoms NegativeSymptoms "
-                    "Images { ReportId ImageId Bucket Key } } }", {}),
-    "getPositiveICD10CMs": ("query($searchQuery: String) { getPositiveICD10CMs(input: $searchQuery) "
-                            "{ key doc_count } }", {"searchQuery": "effusion"}),
-    "getNegativeICD10CMs": ("query($searchQuery: String) { getNegativeICD10CMs(input: $searchQuery) "
-                            "{ key doc_count } }", {"searchQuery": "effusion"}),
-    "getAllPositiveICD10CMs": ("query { getAllPositiveICD10CMs { key doc_count } }", {}),
-    "getAllNegativeICD10CMs": ("query { getAllNegativeICD10CMs { key doc_count } }", {}),
-    "getReport": ("query($reportid: String) { getReport(ReportId: $reportid) { " + _SEED_REPORT + " } }",
-                  {"reportid": "rep-004"}),
-    "getImage": ("query($imageid: String) { getImage(ImageId: $imageid) { ReportId ImageId Bucket Key "
-                 "BodyPartExamined Modality ViewPosition } }", {"imageid": "1.2.826.0.1.5.2"}),
-    "getSimilarImages": ("query($imageid: String) { getSimilarImages(ImageId: $imageid, k:30) { ImageId ReportId "
-                         "Bucket Key ViewPosition } }", {"imageid": "1.2.826.0.1.5.2"}),
-}
-for _pol in ("Positive", "Negative"):
-    for _what in ("ICD10CMs", "Signs", "Diagnoses", "Symptoms"):
-        _name = f"get{_pol}{_what}byReports"
-        SEED_OPS[_name] = (f"query($reportids: String) {{ {_name}(input: $reportids) {{ key doc_count }} }}",
-                           {"reportids": ",".join(f"rep-{i:03d}" for i in range(40))})
+SEED_OPS = seed_operations(search="effusion", facet_search="effusion", report_id="rep-004", image_id="1.2.826.0.1.5.2",
+                           report_ids=",".join(f"rep-{i:03d}" for i in range(40)))
 
 
 def _nulls(value: Any, path: str = "") -> list[str]:
