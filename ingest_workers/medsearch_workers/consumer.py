@@ -538,6 +538,7 @@ def run_consumer(
     dicom_topic: str,
     max_attempts: int = _DEFAULTS.max_attempts,
     batch_size: int = _DEFAULTS.batch_size,
+    max_poll_interval_seconds: int = _DEFAULTS.max_poll_interval_seconds,
     stop: threading.Event | None = None,
     metrics: WorkerMetrics | None = None,
     consumer_options: dict[str, Any] | None = None,
@@ -547,7 +548,8 @@ def run_consumer(
 
     ``ledger``: the index's ingest ledger (durable attempts, dead rows, the dead-letter outbox); ``dicom_topic``
     tells its DICOM rows from its report rows; ``max_attempts``: handlings of one message that crashed or failed
-    before it is dead-lettered, and ``batch_size`` (both ``spec.workers.<kind>``; the defaults are the spec's).
+    before it is dead-lettered, ``batch_size`` and ``max_poll_interval_seconds`` (all ``spec.workers.<kind>``; the
+    defaults are the spec's).
 
     ``consumer_options`` are extra ``KafkaConsumer`` keyword arguments; group timeouts also come from
     ``MEDSEARCH_WORKER_SESSION_TIMEOUT_MS`` / ``MEDSEARCH_WORKER_HEARTBEAT_MS`` (short ones in tests).
@@ -562,7 +564,7 @@ def run_consumer(
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_poll_records": batch_size,
-        "max_poll_interval_ms": 600_000,
+        "max_poll_interval_ms": max_poll_interval_seconds * 1000,
         "client_id": worker_name,
     }
     options.update(kafka_timeouts(settings))

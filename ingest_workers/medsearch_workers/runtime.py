@@ -146,7 +146,8 @@ class WorkerRuntime:
         self._exit.callback(close)
 
     def consume(self, handler: Handler) -> None:
-        """Consume this kind's topic with ``handler`` until stopped, with the spec's batch size and attempts."""
+        """Consume this kind's topic with ``handler`` until stopped, with the spec's batch size, attempts and poll
+        interval."""
         n = self.names
         topic, group = ((n.dicom_topic, n.dicom_consumer_group) if self.kind == "dicom"
                         else (n.reports_topic, n.report_consumer_group))
@@ -154,7 +155,8 @@ class WorkerRuntime:
         try:
             run_consumer(settings=self.settings, topic=topic, group_id=group, dlq_topic=n.dlq_topic, handler=handler,
                          worker_name=f"{self.kind}-worker-{os.getpid()}", ledger=ledger, dicom_topic=n.dicom_topic,
-                         max_attempts=self.worker.max_attempts, batch_size=self.worker.batch_size, stop=self.stop,
+                         max_attempts=self.worker.max_attempts, batch_size=self.worker.batch_size,
+                         max_poll_interval_seconds=self.worker.max_poll_interval_seconds, stop=self.stop,
                          metrics=self.metrics, consumer_options=self.consumer_options)
         finally:
             ledger.close()

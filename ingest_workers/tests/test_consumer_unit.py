@@ -3,6 +3,8 @@ metrics."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from medsearch_workers.consumer import (
     Failure,
@@ -244,3 +246,29 @@ def test_the_loop_polls_handles_dead_letters_then_commits_and_rewinds_a_batch_on
     assert metrics.value("medsearch_worker_indexed_total") == 2
     assert metrics.value("medsearch_worker_dead_lettered_total", stage="decode") == 1
     assert [m.offset for m in loop.poll()] == [3, 4] and loop.poll() == []
+
+
+def test_the_consumer_is_made_with_the_specs_batch_size_and_poll_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import kafka
+    from medsearch_workers.consumer import run_consumer
+
+    from medsearch.contracts.settings import WorkerSettings
+
+    made: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    def consumer(*topics: str, **options: Any) -> None:
+        made.append({"topics": topics, **options})
+        stop.set()  # the first try is enough: the worker stops instead of waiting for a broker
+        raise kafka.errors.NoBrokersAvailable()
+
+    monkeypatch.setattr(kafka, "KafkaConsumer", consumer)
+    run_consumer(settings=WorkerSettings(), topic="t.reports", group_id="g", dlq_topic="t.dlq",
+                 handler=lambda batch: [], worker_name="w", ledger=None, dicom_topic="t.dicom",  # type: ignore[arg-type]  # never reached
+                 batch_size=7, max_poll_interval_seconds=45, stop=stop)
+    [options] = made
+    assert options["topics"] == ("t.reports",) and options["group_id"] == "g"
+    assert (options["max_poll_records"], options["max_poll_interval_ms"]) == (7, 45_000)
+    assert options["enable_auto_commit"] is False

@@ -53,7 +53,8 @@ def test_consume_runs_the_loop_with_the_spec_options_on_the_kinds_topic(monkeypa
 
     monkeypatch.setattr(runtime, "run_consumer", lambda **kw: calls.append(kw))
     monkeypatch.setattr(runtime, "worker_ledger", lambda settings: _Ledger())
-    spec = parse_spec({"workers": {"dicom": {"batchSize": 3, "maxAttempts": 5}, "report": {"batchSize": 7}}})
+    spec = parse_spec({"workers": {"dicom": {"batchSize": 3, "maxAttempts": 5, "maxPollIntervalSeconds": 45},
+                                   "report": {"batchSize": 7}}})
     settings = WorkerSettings(index="chest", index_namespace="radiology")
     for kind in ("dicom", "report"):
         with worker_runtime(kind, settings, spec=spec, consumer_options={"x": 1}) as rt:
@@ -63,6 +64,7 @@ def test_consume_runs_the_loop_with_the_spec_options_on_the_kinds_topic(monkeypa
     assert (dicom["batch_size"], dicom["max_attempts"], dicom["consumer_options"]) == (3, 5, {"x": 1})
     assert (report["topic"], report["group_id"]) == (rt.names.reports_topic, rt.names.report_consumer_group)
     assert (report["batch_size"], report["max_attempts"]) == (7, 3)
+    assert (dicom["max_poll_interval_seconds"], report["max_poll_interval_seconds"]) == (45, 300)
     assert report["dlq_topic"] == rt.names.dlq_topic and report["dicom_topic"] == rt.names.dicom_topic
     assert report["worker_name"] == f"report-worker-{os.getpid()}" and report["stop"] is rt.stop
     assert closed == ["ledger", "ledger"]

@@ -148,7 +148,11 @@ class AutoscalingSpec(_Model):
 class WorkerSpec(_Model):
     replicas: int = Field(default=1, ge=0, le=100, description="Fixed replicas (without autoscaling, or no KEDA).")
     batch_size: int = Field(default=16, ge=1, le=512)
-    max_poll_interval_seconds: int = Field(default=300, ge=10, le=3600)
+    max_poll_interval_seconds: int = Field(
+        default=300, ge=10, le=3600,
+        description="Longest a worker may take between two polls (one batch's handling) before the consumer group "
+        "counts it gone and gives its partitions to another (Kafka's max.poll.interval.ms).",
+    )
     max_attempts: int = Field(
         default=3, ge=2, le=100,
         description="Handlings of one message that crashed or failed the worker (counted in the ingest ledger, "
