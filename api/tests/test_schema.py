@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import uuid
 from typing import Any
 
 import pytest
@@ -333,6 +334,48 @@ def test_depth_alias_and_cost_limits() -> None:
               "{ image { study { images { report { images { id } } } } } } }")
     res = run(costly)
     assert res.errors and res.errors[0].extensions["code"] == "QUERY_TOO_COMPLEX"
+
+
+def test_a_query_text_is_validated_once_and_its_limits_hold_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    ext = importlib.import_module("medsearch_api.schema.extensions")  # the package exports a function of that name
+    validated: list[int] = []
+    real = ext.validate_document
+
+    def counting(*args: Any) -> Any:
+        validated.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(ext, "validate_document", counting)
+    fresh = f"# {uuid.uuid4()}\n"  # texts no other test sent to this schema before (its memo outlives tests)
+    listing = fresh + "query L($n: Int) { searchReports(first: $n) { totalCount edges { node { id } } } }"
+    for n in (1, 2, 3):  # one text, other variables: validated once, executed with each
+        assert len(ok(listing, {"n": n})["searchReports"]["edges"]) == n
+    assert len(validated) == 1
+    costly = (fresh + "{ searchReports(first: 100) { edges { node { images { study { reports { images { id } } } } } } "
+              "} b: similarImages(imageId: \"1.2.1.1\", k: 100) "
+              "{ image { study { images { report { images { id } } } } } } }")
+    for _ in range(2):  # the cached verdict still refuses it
+        assert codes(run(costly)) == ["QUERY_TOO_COMPLEX"]
+    deep = fresh + "{ report(id: \"r1\") { " + "study { report { " * 6 + "id" + " } }" * 6 + " } }"
+    for _ in range(2):
+        res = run(deep)
+        assert res.errors and "exceeds maximum operation depth" in res.errors[0].message
+    assert len(validated) == 3
+    assert run("{ report(id: ").errors  # a syntax error is reported every time, nothing cached
+    assert run("{ report(id: ").errors
+
+
+def test_the_validation_memo_keeps_the_latest_texts() -> None:
+    from medsearch_api.schema.extensions import ValidationMemo
+
+    memo = ValidationMemo(maxsize=2)
+    memo.put("a", ())
+    memo.put("b", ())
+    assert memo.get("a") == ()  # a is now the latest
+    memo.put("c", ())
+    assert (memo.get("a"), memo.get("b"), memo.get("c"), len(memo)) == ((), None, (), 2)
 
 
 def test_unexpected_errors_are_masked() -> None:
