@@ -137,14 +137,15 @@ def wait_for(check: Callable[[], object], timeout: float, what: str, interval: f
     raise AssertionError(f"timed out waiting for {what} (last: {last})")
 
 
-def send_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    """``values`` on ``topic`` as they are (a test's malformed or hand-made messages: no checks), flushed."""
+def send_raw(bootstrap: str, topic: str, values: list[bytes], *, key: bytes | None = None) -> None:
+    """``values`` on ``topic`` as they are (a test's malformed or hand-made messages: no checks), flushed; with
+    ``key``, all on that key's partition, in order."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=bootstrap)
     try:
         for v in values:
-            producer.send(topic, value=v)
+            producer.send(topic, key=key, value=v)
         producer.flush()
     finally:
         producer.close()

@@ -87,7 +87,7 @@ class TransientError(Exception):
 
 Handler = Callable[[list[Incoming]], list[Failure]]
 
-_DEFAULTS = WorkerSpec()  # batch size and attempts of a consumer not given the spec's
+_DEFAULTS = WorkerSpec()  # batch size, attempts and poll interval of a consumer not given the spec's
 
 
 class WorkerMetrics:

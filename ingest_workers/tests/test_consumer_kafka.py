@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from medsearch_dev.testing import send_raw
 from medsearch_workers.consumer import Failure, Incoming, TransientError, WorkerMetrics, reached, run_consumer
 
 from medsearch.contracts.messages import DeadLetter
@@ -18,16 +19,6 @@ from medsearch.ledger import Ledger
 pytestmark = pytest.mark.integration
 
 FAST = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
-
-
-def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
-    for v in values:
-        producer.send(topic, key=b"k", value=v)
-    producer.flush()
-    producer.close()
 
 
 def _drain(bootstrap: str, topic: str, expect: int, timeout: float = 20.0) -> list[bytes]:
@@ -85,7 +76,7 @@ def test_commit_after_handler_retry_and_dead_letter(kafka_bootstrap: str, unique
     from medsearch.contracts.naming import names_for
 
     topic, dlq = names_for(unique_index).dicom_topic, names_for(unique_index).dlq_topic
-    _produce(kafka_bootstrap, topic, [f"m{i}".encode() for i in range(7)] + [b"bad"])
+    send_raw(kafka_bootstrap, topic, [f"m{i}".encode() for i in range(7)] + [b"bad"], key=b"k")
     settings = WorkerSettings(kafka_bootstrap=kafka_bootstrap, worker_max_wait_ms=200, worker_retry_max_seconds=0.5)
     seen: list[bytes] = []
     calls = {"n": 0}
@@ -134,7 +125,7 @@ def test_a_message_that_keeps_raising_is_dead_lettered_after_max_attempts_counte
     from medsearch.contracts.naming import names_for
 
     names = names_for(unique_index)
-    _produce(kafka_bootstrap, names.dicom_topic, [b"a", b"b", b"poison", b"c", b"d"])
+    send_raw(kafka_bootstrap, names.dicom_topic, [b"a", b"b", b"poison", b"c", b"d"], key=b"k")
     settings = WorkerSettings(kafka_bootstrap=kafka_bootstrap, worker_max_wait_ms=200, worker_retry_max_seconds=0.3)
     handled: list[bytes] = []
     first_stop = threading.Event()
