@@ -17,13 +17,13 @@ from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from prometheus_client import CollectorRegistry, start_http_server
 
 from medsearch.contracts.naming import IndexNames
 from medsearch.contracts.settings import WorkerSettings
-from medsearch.contracts.spec import MedicalSearchIndexSpec, WorkerSpec
+from medsearch.contracts.spec import MedicalSearchIndexSpec, WorkerKind, WorkerSpec
 from medsearch_workers.consumer import Handler, WorkerMetrics, run_consumer
 
 if TYPE_CHECKING:
@@ -32,9 +32,6 @@ if TYPE_CHECKING:
     from medsearch.ledger import Ledger
 
 log = logging.getLogger("medsearch.workers.runtime")
-
-WorkerKind = Literal["dicom", "report"]
-
 
 class RuntimeParts(TypedDict, total=False):
     """What a caller (a test, a benchmark) may hand a worker's ``run`` instead of the defaults."""
@@ -127,7 +124,7 @@ class WorkerRuntime:
     @property
     def worker(self) -> WorkerSpec:
         """The spec's options of this kind of worker (``spec.workers.<kind>``)."""
-        return self.spec.workers.dicom if self.kind == "dicom" else self.spec.workers.report
+        return self.spec.workers.of(self.kind)
 
     def __enter__(self) -> WorkerRuntime:
         s = self.settings

@@ -165,9 +165,16 @@ class WorkerSpec(_Model):
     )
 
 
+WorkerKind = Literal["dicom", "report"]
+
+
 class WorkersSpec(_Model):
     dicom: WorkerSpec = Field(default_factory=WorkerSpec)
     report: WorkerSpec = Field(default_factory=lambda: WorkerSpec(batch_size=32))
+
+    def of(self, kind: WorkerKind) -> WorkerSpec:
+        """The options of one kind of worker."""
+        return self.dicom if kind == "dicom" else self.report
 
 
 class BatcherSpec(_Model):

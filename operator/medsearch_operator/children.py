@@ -9,15 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from medsearch.contracts.naming import IndexNames, names_for
-from medsearch.contracts.spec import API_GROUP, API_VERSION, KIND, MedicalSearchIndexSpec, Resources, WorkerSpec
+from medsearch.contracts.spec import API_GROUP, API_VERSION, KIND, MedicalSearchIndexSpec, Resources, WorkerKind
 from medsearch_operator.settings import OperatorSettings
 
-WorkerKind = Literal["dicom", "report"]
 WORKER_KINDS: tuple[WorkerKind, ...] = ("dicom", "report")
 CHECKSUM_ANNOTATION = f"{API_GROUP}/config-checksum"
 INDEX_LABEL = f"{API_GROUP}/index"
@@ -249,7 +248,7 @@ def build_worker_deployment(owner: Owner, spec: MedicalSearchIndexSpec, settings
                             kind: WorkerKind, checksum: str, autoscaled: bool = False) -> dict[str, Any]:
     """``autoscaled``: a KEDA ScaledObject owns the replica count, so the manifest leaves ``replicas`` out
     (server-side apply then never fights the HPA KEDA drives)."""
-    wspec = spec.workers.dicom if kind == "dicom" else spec.workers.report
+    wspec = spec.workers.of(kind)
     component = f"{kind}-worker"
     env = [
         {"name": "MEDSEARCH_WORKER_METRICS_PORT", "value": "9102"},
@@ -404,19 +403,15 @@ def scaled_object_name(index: str, kind: WorkerKind) -> str:
     return f"{worker_name(index, kind)}-lag"
 
 
-def worker_spec(spec: MedicalSearchIndexSpec, kind: WorkerKind) -> WorkerSpec:
-    return spec.workers.dicom if kind == "dicom" else spec.workers.report
-
-
 def autoscaled_kinds(spec: MedicalSearchIndexSpec) -> list[WorkerKind]:
-    return [k for k in WORKER_KINDS if worker_spec(spec, k).autoscaling is not None]
+    return [k for k in WORKER_KINDS if spec.workers.of(k).autoscaling is not None]
 
 
 def build_scaled_object(owner: Owner, spec: MedicalSearchIndexSpec, settings: OperatorSettings,
                         kind: WorkerKind) -> dict[str, Any]:
     """A KEDA ScaledObject scaling the worker on its consumer group's lag; never more replicas than
     partitions (more consumers than partitions sit idle)."""
-    auto = worker_spec(spec, kind).autoscaling
+    auto = spec.workers.of(kind).autoscaling
     assert auto is not None  # only called for autoscaled kinds
     names = owner.names
     topic = names.dicom_topic if kind == "dicom" else names.reports_topic
