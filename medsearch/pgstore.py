@@ -207,27 +207,38 @@ def _adapt(column: str, value: Any) -> Any:
     return value
 
 
-def _upsert_sql(schema: str, table: str, columns: Sequence[str], key: str) -> Any:
+MAX_BIND_PARAMETERS = 65535  # PostgreSQL's protocol limit per statement
+
+
+def _upsert_sql(schema: str, table: str, columns: Sequence[str], key: str, n_rows: int = 1) -> Any:
+    """One ``INSERT .. VALUES (..), (..) ON CONFLICT DO UPDATE`` of ``n_rows`` rows."""
     from psycopg import sql
 
     values = [sql.SQL("%s::vector") if c in _VECTOR_COLUMNS else sql.SQL("%s") for c in columns]
+    row = sql.SQL("({})").format(sql.SQL(", ").join(values))
     updates = [sql.SQL("{} = EXCLUDED.{}").format(_ident(c), _ident(c)) for c in columns if c != key]
-    return sql.SQL("INSERT INTO {}.{} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}").format(
-        _ident(schema), _ident(table), sql.SQL(", ").join(map(_ident, columns)), sql.SQL(", ").join(values),
+    return sql.SQL("INSERT INTO {}.{} ({}) VALUES {} ON CONFLICT ({}) DO UPDATE SET {}").format(
+        _ident(schema), _ident(table), sql.SQL(", ").join(map(_ident, columns)), sql.SQL(", ").join([row] * n_rows),
         _ident(key), sql.SQL(", ").join(updates))
 
 
 def _upsert(conn: Any, index: IndexRef, table: str, columns: Sequence[str], key: str,
             rows: Sequence[dict[str, Any]]) -> None:
+    """The rows in one statement (the reports' count triggers run once per batch), in key order (concurrent
+    writers lock rows in one order); of rows sharing a key, the last wins."""
     if not rows:
         return
     missing = [c for c in columns if c not in rows[0] and c not in _VECTOR_COLUMNS]
     if missing:
         raise ValueError(f"{table} rows lack the columns {missing}")
-    stmt = _upsert_sql(names_of(index).pg_schema, table, columns, key)
-    params = [[_adapt(c, r.get(c)) for c in columns] for r in rows]
+    last = {str(r[key]): r for r in rows}
+    keys = sorted(last)
+    per = MAX_BIND_PARAMETERS // len(columns)  # more rows than a statement can bind go in several (rare)
     with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(stmt, params)
+        for start in range(0, len(keys), per):
+            chunk = keys[start:start + per]
+            cur.execute(_upsert_sql(names_of(index).pg_schema, table, columns, key, len(chunk)),
+                        [_adapt(c, last[k].get(c)) for k in chunk for c in columns])
         _mark_ledger(cur, index, table, rows)
 
 

@@ -7,7 +7,8 @@ become SQL text; identifiers come from this module and :mod:`medsearch.contracts
 The finding rule lives here, once: a query that names a finding (:func:`medsearch.findings.query_findings`)
 ranks the reports asserting it first (``tier`` 0), then those that mention its words without asserting or
 negating it (``tier`` 1); reports that negate it without asserting it are left out. Lists, counts and facets
-share :func:`report_scope`, so a facet counts exactly the reports the list shows.
+share :func:`report_scope`, so a facet counts exactly the reports the list shows; over every report, facets and the
+count read the counts the writes keep (``facet_counts``, migration 0005).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class Tables:
         self.schema = schema
         self.reports = sql.Identifier(schema, "reports")
         self.images = sql.Identifier(schema, "images")
+        self.facet_counts = sql.Identifier(schema, "facet_counts")
 
 
 def _cols(alias: str, names: Sequence[str]) -> sql.Composable:
@@ -179,6 +181,10 @@ def listing(t: Tables, f: ReportFilterSpec, limit: int, offset: int) -> Query:
 
 
 def count(t: Tables, scope: Where) -> Query:
+    """How many reports are in ``scope``; all of them (an empty scope) from the counts the writes keep."""
+    if not scope.parts:
+        return Query(sql.SQL("SELECT COALESCE((SELECT n FROM {} WHERE field = 'reports' AND value = ''), 0) "
+                             "AS count").format(t.facet_counts))
     return Query(sql.SQL("SELECT count(*) FROM {} r WHERE {}").format(t.reports, scope.sql()), list(scope.params))
 
 
@@ -202,9 +208,13 @@ def asserting_count(t: Tables, f: ReportFilterSpec, codes: Sequence[str], cap: i
 
 def facets(t: Tables, column: str, scope: Where, size: int) -> Query:
     """Distinct values of an array column over the reports in ``scope``: each report counts once per value;
-    most frequent first, then by value."""
+    most frequent first, then by value. Over every report (an empty scope) they are read from ``facet_counts``,
+    which the writes keep exact (a statement trigger in the writing transaction), instead of aggregating all."""
     if column not in ENTITY_ARRAYS:
         raise ValueError(f"not a facet column: {column}")
+    if not scope.parts:  # every report: the counts kept in the writing transactions (migration 0005)
+        return Query(sql.SQL("SELECT value AS key, n FROM {} WHERE field = %s AND n > 0 ORDER BY n DESC, value "
+                             "LIMIT %s").format(t.facet_counts), [column, size])
     text = sql.SQL("SELECT v AS key, count(*) AS n FROM {} r CROSS JOIN LATERAL (SELECT DISTINCT unnest({}) AS v) u "
                    "WHERE {} GROUP BY v ORDER BY n DESC, v LIMIT %s").format(
         t.reports, sql.Identifier("r", column), scope.sql())

@@ -76,6 +76,21 @@ def test_facet_columns_are_an_allow_list() -> None:
         q.reports_by(T, "text", ["x"])
 
 
+def test_facets_and_count_over_every_report_read_the_kept_counts() -> None:
+    everything = q.report_scope(T, None, ReportFilterSpec(), (), "simple")
+    assert everything is not None and not everything.parts
+    facets = q.facets(T, "negative_signs", everything, 7)
+    assert '"medsearch_demo_1"."facet_counts"' in facets.render() and "unnest" not in facets.render()
+    assert facets.params == ["negative_signs", 7] and facets.render().count("%s") == 2
+    total = q.count(T, everything)
+    assert '"medsearch_demo_1"."facet_counts"' in total.render() and total.params == []
+    # any filter, query or finding rule aggregates the reports in scope
+    dated = q.report_scope(T, None, ReportFilterSpec(date_from=20240101), (), "simple")
+    assert dated is not None
+    for stmt in (q.facets(T, "icd10_positive", dated, 7), q.count(T, dated)):
+        assert "facet_counts" not in stmt.render() and '"medsearch_demo_1"."reports" r' in stmt.render()
+
+
 def test_image_code_filters() -> None:
     f = ImageFilterSpec(positive_codes=("I51.7",), negative_codes=("J90",))
     stmt = q.studies_with_codes(T, f, 100)

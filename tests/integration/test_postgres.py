@@ -116,3 +116,112 @@ def test_ledger_rows_are_marked_indexed_in_the_write_transaction(postgres_dsn: s
     finally:
         ledger.close()
         drop_schema(postgres_dsn, unique_index)
+
+
+FACET_FIELDS = ("icd10_positive", "icd10_negative", "icd10_uncertain", "positive_signs", "negative_signs",
+                "positive_diagnoses", "negative_diagnoses", "positive_symptoms", "negative_symptoms")
+
+
+def kept_counts(conn: Any, index: str) -> dict[tuple[str, str], int]:
+    schema = names_for(index).pg_schema
+    rows = conn.execute(f'SELECT field, value, n FROM "{schema}".facet_counts WHERE n <> 0').fetchall()
+    conn.rollback()
+    return {(f, v): n for f, v, n in rows}
+
+
+def brute_counts(conn: Any, index: str) -> dict[tuple[str, str], int]:
+    """The counts recomputed from every report row, in Python."""
+    from collections import Counter
+
+    schema = names_for(index).pg_schema
+    rows = conn.execute(f'SELECT {", ".join(FACET_FIELDS)} FROM "{schema}".reports').fetchall()
+    conn.rollback()
+    out: Counter[tuple[str, str]] = Counter({("reports", ""): len(rows)} if rows else {})
+    for row in rows:
+        for field, values in zip(FACET_FIELDS, row, strict=True):
+            out.update((field, v) for v in set(values))
+    return dict(out)
+
+
+def test_facet_counts_follow_every_write(postgres_dsn: str, unique_index: str) -> None:
+    ensure_schema(postgres_dsn, unique_index, MedicalSearchIndexSpec())
+    schema = names_for(unique_index).pg_schema
+    try:
+        with pgstore.connect(postgres_dsn) as conn:
+            assert kept_counts(conn, unique_index) == {}
+            pgstore.upsert_reports(conn, unique_index, [
+                report_row("r1", "a", icd10_positive=["J90", "J90"], negative_signs=["pneumothorax"]),
+                report_row("r2", "b", icd10_positive=["I51.7"], icd10_negative=["J90"]),
+                report_row("r1", "a again", icd10_positive=["J90", "I51.7"])])  # same key in a batch: last wins
+            assert kept_counts(conn, unique_index) == brute_counts(conn, unique_index) == {
+                ("reports", ""): 2, ("icd10_positive", "J90"): 1, ("icd10_positive", "I51.7"): 2,
+                ("icd10_negative", "J90"): 1}
+            pgstore.upsert_reports(conn, unique_index, [  # a new version of r2, and a new report
+                report_row("r2", "b2", icd10_uncertain=["J18.9"], positive_symptoms=["cough"]),
+                report_row("r3", "c", icd10_positive=["J90"])])
+            assert kept_counts(conn, unique_index) == brute_counts(conn, unique_index)
+            assert kept_counts(conn, unique_index)[("icd10_positive", "I51.7")] == 1
+            with conn.transaction():
+                conn.execute(f'DELETE FROM "{schema}".reports WHERE report_id = %s', ("r1",))
+            assert kept_counts(conn, unique_index) == brute_counts(conn, unique_index)
+            with conn.transaction():
+                conn.execute(f'TRUNCATE "{schema}".reports')
+            assert kept_counts(conn, unique_index) == brute_counts(conn, unique_index) == {}
+    finally:
+        drop_schema(postgres_dsn, unique_index)
+
+
+def test_facet_counts_migration_counts_the_reports_already_there(postgres_dsn: str, unique_index: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    shipped = pgstore.migrations()
+    monkeypatch.setattr(pgstore, "migrations", lambda: [m for m in shipped if m.name != "facet_counts"])
+    ensure_schema(postgres_dsn, unique_index, MedicalSearchIndexSpec())
+    try:
+        with pgstore.connect(postgres_dsn) as conn:
+            pgstore.upsert_reports(conn, unique_index, [
+                report_row(f"r{k}", "x", icd10_positive=["J90"] if k % 2 else ["I51.7", "J90"],
+                           negative_diagnoses=["pneumonia"] * (k % 3)) for k in range(25)])
+            assert conn.execute("SELECT to_regclass(%s)", (f"{names_for(unique_index).pg_schema}.facet_counts",)
+                                ).fetchone() == (None,)
+            conn.rollback()
+        monkeypatch.setattr(pgstore, "migrations", lambda: shipped)
+        assert ensure_schema(postgres_dsn, unique_index, MedicalSearchIndexSpec()).created
+        with pgstore.connect(postgres_dsn) as conn:
+            assert kept_counts(conn, unique_index) == brute_counts(conn, unique_index)
+            assert kept_counts(conn, unique_index)[("icd10_positive", "J90")] == 25
+    finally:
+        drop_schema(postgres_dsn, unique_index)
+
+
+def test_concurrent_writers_keep_facet_counts_exact(postgres_dsn: str, unique_index: str) -> None:
+    """Several workers writing overlapping reports and codes at once: no deadlock, no lost count."""
+    import random
+    import threading
+
+    ensure_schema(postgres_dsn, unique_index, MedicalSearchIndexSpec())
+    codes = ["J90", "I51.7", "J93.9", "J18.9", "R91.1", "J81.1"]
+    failures: list[BaseException] = []
+
+    def writer(w: int) -> None:
+        rng = random.Random(w)
+        try:
+            with pgstore.connect(postgres_dsn) as conn:
+                for _ in range(15):
+                    pgstore.upsert_reports(conn, unique_index, [
+                        report_row(f"r{rng.randrange(40)}", "t", icd10_positive=rng.sample(codes, rng.randrange(4)),
+                                   icd10_negative=rng.sample(codes, rng.randrange(3)))
+                        for _ in range(rng.randrange(1, 12))])
+        except BaseException as err:  # noqa: BLE001 - reported by the test thread
+            failures.append(err)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert failures == []
+        with pgstore.connect(postgres_dsn) as conn:
+            assert kept_counts(conn, unique_index) == brute_counts(conn, unique_index)
+    finally:
+        drop_schema(postgres_dsn, unique_index)
