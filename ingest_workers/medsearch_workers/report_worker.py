@@ -271,7 +271,6 @@ def run(settings: WorkerSettings | None = None, **parts: Unpack[RuntimeParts]) -
 def _handler(rt: WorkerRuntime) -> ReportBatchHandler:
     """The worker's handler: the spec's NLP backend loaded and warmed up, the index's writer."""
     from medsearch.text_embedding import embed_texts
-    from medsearch_workers.dicom_worker import index_writer
     from medsearch_workers.nlp import Analyzer, get_backend
 
     nlp = rt.spec.nlp
@@ -281,8 +280,7 @@ def _handler(rt: WorkerRuntime) -> ReportBatchHandler:
     analyzer.analyze_many(["Warm-up: no pleural effusion."])  # loads the lexicon, ConText, ICD tables, MiniLM
     embed_texts(["warm-up"])
     log.info("NLP backend %s ready in %.1fs", backend_name, time.perf_counter() - t0)
-    writer = index_writer(rt.settings, "reports", rt.names.reports_collection)
-    rt.closing(writer.close)
+    writer = rt.index_writer()
     return ReportBatchHandler(
         index=rt.settings.index,
         analyzer=analyzer,

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from medsearch.ledger import Ledger
+    from medsearch_workers.writers import SystemOfRecordWriter
 
 log = logging.getLogger("medsearch.workers.runtime")
 
@@ -141,6 +142,14 @@ class WorkerRuntime:
     def closing(self, close: Callable[[], Any]) -> None:
         """Call ``close`` when the runtime is left (clients, writers)."""
         self._exit.callback(close)
+
+    def index_writer(self) -> SystemOfRecordWriter:
+        """This kind's writer (PostgreSQL, then Milvus), closed when the runtime is left."""
+        from medsearch_workers.writers import index_writer
+
+        writer = index_writer(self.settings, self.kind)
+        self.closing(writer.close)
+        return writer
 
     def consume(self, handler: Handler) -> None:
         """Consume this kind's topic with ``handler`` until stopped, with the spec's batch size, attempts and poll

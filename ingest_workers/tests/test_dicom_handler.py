@@ -256,7 +256,7 @@ def test_the_input_size_is_the_model_servers_checked_against_the_spec_when_it_st
 
 
 def test_milvus_error_classification() -> None:
-    from medsearch_workers.dicom_worker import is_transient_milvus_error
+    from medsearch_workers.writers import is_transient_milvus_error
     from pymilvus.exceptions import DataNotMatchException, MilvusException
 
     down = MilvusException(code=2, message="Fail connecting to server on 127.0.0.1:1, server unavailable")
@@ -273,7 +273,7 @@ def test_milvus_error_classification() -> None:
 
 
 def test_a_short_upsert_count_is_a_failed_write() -> None:
-    from medsearch_workers.dicom_worker import check_upsert_count
+    from medsearch_workers.writers import check_upsert_count
 
     check_upsert_count({"upsert_count": 3, "ids": ["a", "b", "c"]}, 3, "x_images")
     check_upsert_count(None, 3, "x_images")  # a client that reports no count: nothing to check
@@ -283,9 +283,9 @@ def test_a_short_upsert_count_is_a_failed_write() -> None:
 
 def test_milvus_writer_down_is_transient() -> None:
     from medsearch_dev.localstack.procs import free_port
-    from medsearch_workers.dicom_worker import MilvusImageWriter
+    from medsearch_workers.writers import MilvusWriter
 
-    writer = MilvusImageWriter(f"http://127.0.0.1:{free_port()}", "x_images", timeout=3)
+    writer = MilvusWriter(f"http://127.0.0.1:{free_port()}", "x_images", timeout=3)
     with pytest.raises(TransientError, match="Milvus"):
         writer.upsert([{"sop_instance_uid": "1"}])
 
