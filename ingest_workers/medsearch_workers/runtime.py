@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 from collections.abc import Callable
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -24,10 +23,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 from medsearch.contracts.naming import IndexNames
 from medsearch.contracts.settings import WorkerSettings
 from medsearch.contracts.spec import MedicalSearchIndexSpec, WorkerKind, WorkerSpec
+from medsearch.signals import stopping_on_signals
 from medsearch_workers.consumer import Handler, WorkerMetrics, run_consumer
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
 
     from medsearch.ledger import Ledger
     from medsearch_workers.writers import SystemOfRecordWriter
@@ -81,25 +80,6 @@ def serve_metrics(port: int, registry: CollectorRegistry | None = None, addr: st
         start_http_server(port, addr=addr, registry=registry)
 
 
-@contextmanager
-def signals_set(stop: threading.Event) -> Iterator[None]:
-    """Install SIGTERM/SIGINT handlers that set ``stop`` (main thread only), restore them afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _handler(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %s received: stopping after the current batch", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def worker_ledger(settings: WorkerSettings) -> Ledger:
     """The ingest ledger of the worker's index (its own PostgreSQL connection)."""
     from medsearch.ledger import Ledger
@@ -132,7 +112,8 @@ class WorkerRuntime:
         if s.worker_metrics_port:
             serve_metrics(s.worker_metrics_port, self.metrics.registry, addr=s.worker_metrics_host)
             log.info("metrics on %s:%d/metrics", s.worker_metrics_host, s.worker_metrics_port)
-        self._exit.enter_context(signals_set(self.stop))
+        self._exit.enter_context(stopping_on_signals(
+            self.stop, lambda name: log.info("signal %s received: stopping after the current batch", name)))
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from importlib.metadata import entry_points
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -100,14 +98,12 @@ def open_publisher(index: IndexNames, settings: ServiceSettings, *, source: str,
 
 
 def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT (replacing their handlers): a long-running command's way to stop."""
+    """An event set by SIGTERM or SIGINT (replacing their handlers for the rest of the process): a long-running
+    command's way to stop."""
+    from medsearch.signals import install_stop_handlers
+
     stop = threading.Event()
-
-    def _handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _handler)
-    signal.signal(signal.SIGINT, _handler)
+    install_stop_handlers(stop)
     return stop
 
 
