@@ -27,7 +27,6 @@ from medsearch.signals import stopping_on_signals
 from medsearch_workers.consumer import Handler, WorkerMetrics, run_consumer
 
 if TYPE_CHECKING:
-
     from medsearch.ledger import Ledger
     from medsearch_workers.writers import SystemOfRecordWriter
 
