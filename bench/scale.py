@@ -406,19 +406,19 @@ def main(argv: list[str] | None = None) -> int:
         if not marker.exists() and any((tmpd / d).exists() for d in ("pg", "milvus")):
             raise SystemExit(f"{tmpd} holds an unfinished or foreign load (no loaded.json): remove it or use another "
                              "--data-dir")
+        loaded = json.loads(marker.read_text()) if marker.exists() else None
+        if loaded is not None and loaded.get("dataset") != dataset:
+            raise SystemExit(f"{tmpd} holds another data set ({loaded.get('dataset')}): use another --data-dir")
         dsn = stack.enter_context(postgres.running(tmpd / "pg", tmpd))
         uri = stack.enter_context(procs.milvus_lite(tmpd / "milvus", tmpd))
-        if marker.exists() and json.loads(marker.read_text()).get("dataset") == dataset:
+        if loaded is not None:
             from medsearch.contracts.spec import MedicalSearchIndexSpec
             from medsearch.provision import ensure_schema
 
             ensure_schema(dsn, index, MedicalSearchIndexSpec())  # migrations shipped since the load
-            out["load_seconds"] = {**json.loads(marker.read_text())["load_seconds"], "reused": True}
+            out["load_seconds"] = {**loaded["load_seconds"], "reused": True}
             progress(f"reusing the data loaded in {tmpd}")
         else:
-            if marker.exists():
-                raise SystemExit(f"{tmpd} holds another data set ({marker.read_text().strip()}): use another "
-                                 "--data-dir")
             progress(f"loading {args.reports:,} reports and {n_images:,} images into PostgreSQL")
             pg_s = round(load_postgres(dsn, index, reports, images, rvec, ivec), 1)
             progress(f"PostgreSQL loaded in {pg_s} s; loading milvus-lite")

@@ -38,6 +38,7 @@ from medsearch_workers.consumer import Failure, Incoming, TransientError, reache
 from medsearch_workers.dicom_meta import MetadataError, extract_metadata
 from medsearch_workers.runtime import RuntimeParts, WorkerRuntime, worker_runtime
 from medsearch_workers.runtime import main as runtime_main
+from medsearch_workers.writers import RowWriter
 
 log = logging.getLogger("medsearch.workers.dicom")
 
@@ -47,10 +48,6 @@ _SAFE_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
 
 class Embedder(Protocol):
     def embed_tensors(self, batch: NDArray[np.float32]) -> NDArray[np.float32]: ...
-
-
-class ImageWriter(Protocol):
-    def upsert(self, rows: list[dict[str, Any]]) -> None: ...
 
 
 @dataclass
@@ -100,7 +97,7 @@ class DicomBatchHandler:
         spec: MedicalSearchIndexSpec,
         object_store_url: str,
         embedder: Embedder,
-        writer: ImageWriter,
+        writer: RowWriter,
         input_size: int,
         model_name: str,
         model_version: str,
@@ -265,9 +262,6 @@ class DicomBatchHandler:
             if self.on_indexed is not None:
                 self.on_indexed(len(rows))
         return failures
-
-
-# ------------------------------------------------------------------------------------------------- Milvus
 
 
 # ------------------------------------------------------------------------------------------------- wiring

@@ -43,6 +43,7 @@ from medsearch.ledger import LEDGER_PAIRS
 from medsearch_workers.consumer import Failure, Incoming, TransientError, reached
 from medsearch_workers.runtime import RuntimeParts, WorkerRuntime, worker_runtime
 from medsearch_workers.runtime import main as runtime_main
+from medsearch_workers.writers import RowWriter
 
 log = logging.getLogger("medsearch.workers.report")
 
@@ -80,10 +81,6 @@ def check_text(data: str | bytes) -> str:
     if size > MAX_TEXT_BYTES:
         raise InvalidReportText(f"oversized report: {size} bytes (UTF-8) > limit {MAX_TEXT_BYTES} bytes")
     return text
-
-
-class ReportWriter(Protocol):
-    def upsert(self, rows: list[dict[str, Any]]) -> None: ...
 
 
 class TextAnalyzer(Protocol):
@@ -165,7 +162,7 @@ class ReportBatchHandler:
         index: str,
         analyzer: TextAnalyzer,
         embed: EmbedTexts,
-        writer: ReportWriter,
+        writer: RowWriter,
         object_store_url: str,
         backend_name: str = "lexicon",
         fetch: Callable[[str], bytes] | None = None,

@@ -18,6 +18,8 @@ log = logging.getLogger("medsearch.workers.writers")
 
 
 class RowWriter(Protocol):
+    """What the workers' handlers write a batch of rows with (and the Milvus half of :class:`SystemOfRecordWriter`)."""
+
     def upsert(self, rows: list[dict[str, Any]]) -> None: ...
 
 

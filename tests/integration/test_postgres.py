@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from medsearch_api.sql import ENTITY_ARRAYS
 
 from medsearch import pgstore
 from medsearch.contracts.naming import names_for
@@ -118,8 +119,7 @@ def test_ledger_rows_are_marked_indexed_in_the_write_transaction(postgres_dsn: s
         drop_schema(postgres_dsn, unique_index)
 
 
-FACET_FIELDS = ("icd10_positive", "icd10_negative", "icd10_uncertain", "positive_signs", "negative_signs",
-                "positive_diagnoses", "negative_diagnoses", "positive_symptoms", "negative_symptoms")
+FACET_FIELDS = tuple(sorted(ENTITY_ARRAYS))  # the gateway's facet columns
 
 
 def kept_counts(conn: Any, index: str) -> dict[tuple[str, str], int]:
